@@ -1,0 +1,25 @@
+//! Kafka plumbing shared by every skolflode job.
+//!
+//! Kafka is skolflode's backbone: topics are the replayable history,
+//! partitions and consumer groups scale the processors, and transactions give
+//! exactly-once. This crate keeps the few pieces every job needs in one place:
+//!
+//! - [`config`]: [`KafkaConfig`], the connection settings (serde,
+//!   `deny_unknown_fields`, documented defaults) and its `build()` into
+//!   librdkafka client configs for consumers, plain producers and
+//!   transactional producers.
+//! - [`admin`]: a reachability probe with a hard timeout and idempotent topic
+//!   creation, so that a wrong address fails fast with a clear message.
+//! - [`txn`]: classification of transaction errors into retriable,
+//!   abort-the-transaction and fatal, following librdkafka's rules.
+//! - [`error`]: this crate's error enum.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod txn;
+
+pub use admin::{Admin, TopicSpec};
+pub use config::KafkaConfig;
+pub use error::KafkaError;
+pub use txn::{classify, TxnErrorClass};

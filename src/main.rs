@@ -1,0 +1,61 @@
+//! `skolflode`: one binary, a subcommand per job.
+//!
+//! Layout: `main.rs` parses the command line and sets up logging; each
+//! subcommand lives in its own module under `cmd/` and returns
+//! `anyhow::Result`, so that an error ends the process with a message and a
+//! non-zero exit code instead of a panic. Subcommands appear here only when
+//! they do real work.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod logging;
+
+#[derive(Debug, Parser)]
+#[command(name = "skolflode", version, about, long_about = None)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "SKOLFLODE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: logging::Format,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check that Kafka and PostgreSQL answer, each within a deadline.
+    Check(cmd::check::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check(args) => cmd::check::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

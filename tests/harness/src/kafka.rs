@@ -1,0 +1,225 @@
+//! The real Kafka broker, as seen by a test.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use skolflode_kafka::{Admin, KafkaConfig, TopicSpec};
+
+use crate::{names, HarnessError};
+
+/// How long a test waits for the broker to answer before it gives up.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which records a reader sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Only records of committed transactions (and non-transactional ones).
+    ReadCommitted,
+    /// Everything in the log, aborted transactions included.
+    ReadUncommitted,
+}
+
+/// One record read back from a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A reachable Kafka broker plus the topics this test created on it.
+pub struct TestKafka {
+    config: KafkaConfig,
+    admin: Admin,
+    created: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for TestKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestKafka")
+            .field("bootstrap", &self.config.bootstrap_servers)
+            .finish()
+    }
+}
+
+impl TestKafka {
+    /// Reach the broker named by `KAFKA_BOOTSTRAP` (default
+    /// `127.0.0.1:9092`), failing within [`PROBE_TIMEOUT`] if it does not
+    /// answer.
+    pub async fn connect() -> Result<Self, HarnessError> {
+        Self::connect_to(KafkaConfig::from_env(), PROBE_TIMEOUT).await
+    }
+
+    /// Reach a given broker, failing within `timeout` if it does not answer.
+    pub async fn connect_to(config: KafkaConfig, timeout: Duration) -> Result<Self, HarnessError> {
+        let admin = Admin::new(&config, timeout)?;
+        admin.probe().await?;
+        Ok(Self {
+            config,
+            admin,
+            created: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The connection settings, for building clients under test.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Create a fresh topic with a unique name; it is deleted by
+    /// [`TestKafka::cleanup`].
+    pub async fn topic(&self, prefix: &str, partitions: i32) -> Result<String, HarnessError> {
+        let name = names::unique(prefix);
+        self.admin
+            .ensure_topics(&[TopicSpec::new(&name, partitions)])
+            .await?;
+        if let Ok(mut created) = self.created.lock() {
+            created.push(name.clone());
+        }
+        self.wait_for_leaders(&name, partitions).await?;
+        Ok(name)
+    }
+
+    /// A unique consumer-group id.
+    pub fn group(&self, prefix: &str) -> String {
+        names::unique(&format!("{prefix}-group"))
+    }
+
+    /// A unique transactional id.
+    pub fn transactional_id(&self, prefix: &str) -> String {
+        names::unique(&format!("{prefix}-txn"))
+    }
+
+    /// Read every record of `topic` from the beginning up to its end as it
+    /// stands when this is called, within `timeout`.
+    pub async fn drain(
+        &self,
+        topic: &str,
+        isolation: Isolation,
+        timeout: Duration,
+    ) -> Result<Vec<Record>, HarnessError> {
+        let mut client = self.config.build()?;
+        client
+            .set("group.id", names::unique("drain"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set(
+                "isolation.level",
+                match isolation {
+                    Isolation::ReadCommitted => "read_committed",
+                    Isolation::ReadUncommitted => "read_uncommitted",
+                },
+            );
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || drain_blocking(client, &topic, timeout))
+            .await
+            .map_err(|e| HarnessError::Environment(format!("drain task failed: {e}")))?
+    }
+
+    /// Delete the topics this test created.
+    pub async fn cleanup(self) -> Result<(), HarnessError> {
+        let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
+        let names: Vec<&str> = created.iter().map(String::as_str).collect();
+        self.admin.delete_topics(&names).await?;
+        Ok(())
+    }
+
+    async fn wait_for_leaders(&self, topic: &str, partitions: i32) -> Result<(), HarnessError> {
+        let client: BaseConsumer = self.config.build()?.create()?;
+        let topic_owned = topic.to_owned();
+        let timeout = PROBE_TIMEOUT;
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let ready = client
+                    .fetch_metadata(Some(&topic_owned), Duration::from_secs(2))
+                    .ok()
+                    .and_then(|m| {
+                        m.topics().first().map(|t| {
+                            t.error().is_none()
+                                && t.partitions().len() == partitions as usize
+                                && t.partitions().iter().all(|p| p.leader() >= 0)
+                        })
+                    })
+                    .unwrap_or(false);
+                if ready {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(HarnessError::Timeout {
+                        what: format!("waiting for the partitions of {topic_owned} to get leaders"),
+                        waited: timeout,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .map_err(|e| HarnessError::Environment(format!("metadata task failed: {e}")))?
+    }
+}
+
+fn drain_blocking(
+    client: rdkafka::ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<Record>, HarnessError> {
+    let deadline = Instant::now() + timeout;
+    let consumer: BaseConsumer = client.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(HarnessError::Environment(format!(
+            "topic {topic} has no partitions"
+        )));
+    }
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+
+    let mut at_end: HashSet<i32> = HashSet::new();
+    let mut records = Vec::new();
+    while at_end.len() < partitions.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HarnessError::Timeout {
+                what: format!(
+                    "draining {topic} ({} records read, {} of {} partitions at their end)",
+                    records.len(),
+                    at_end.len(),
+                    partitions.len()
+                ),
+                waited: timeout,
+            });
+        }
+        match consumer.poll(left.min(Duration::from_millis(500))) {
+            None => {}
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                records.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                });
+            }
+            Some(Err(ClientError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    Ok(records)
+}

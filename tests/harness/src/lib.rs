@@ -1,0 +1,42 @@
+//! Test support for skolflode's integration tests.
+//!
+//! Integration tests talk to the real services that `scripts/kafka start`
+//! and `scripts/postgres start` run (or to any other Kafka and PostgreSQL
+//! named by `KAFKA_BOOTSTRAP` and `DATABASE_URL`). Nothing here mocks them.
+//!
+//! - [`names`]: unique topic, group and transactional ids per test, so tests
+//!   run in parallel against one broker without seeing each other.
+//! - [`kafka`]: [`TestKafka`], which probes the broker with a hard timeout
+//!   (a wrong address fails in seconds with a clear message), creates topics
+//!   and deletes them again, and drains topics with bounded waits.
+//! - [`postgres`]: [`TestDatabase`], a connection plus a private schema that
+//!   is dropped on cleanup.
+//!
+//! Every wait in here has a deadline; a test never hangs on a broken
+//! service.
+
+pub mod kafka;
+pub mod names;
+pub mod postgres;
+
+pub use kafka::{Record, TestKafka};
+pub use names::unique;
+pub use postgres::TestDatabase;
+
+/// Why a test could not use a service.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(transparent)]
+    Kafka(#[from] skolflode_kafka::KafkaError),
+    #[error("Kafka client error: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Postgres(String),
+    #[error("timed out after {waited:?} while {what}")]
+    Timeout {
+        what: String,
+        waited: std::time::Duration,
+    },
+    #[error("{0}")]
+    Environment(String),
+}
