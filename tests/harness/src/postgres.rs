@@ -42,10 +42,12 @@ impl TestDatabase {
         let (client, connection) = match tokio::time::timeout(timeout, config.connect(NoTls)).await
         {
             Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(HarnessError::Postgres(format!(
+            Ok(Err(e)) => {
+                return Err(HarnessError::Postgres(format!(
                 "cannot connect to PostgreSQL ({}): {e}. Is it running (scripts/postgres status)?",
                 describe(&config)
-            ))),
+            )))
+            }
             Err(_) => {
                 return Err(HarnessError::Timeout {
                     what: format!("connecting to PostgreSQL ({})", describe(&config)),
