@@ -1,0 +1,201 @@
+//! Every schema subject with all its kept versions, and every topic with its
+//! key and value subjects, retention and writer. `schemas/asyncapi.yaml`
+//! describes the same topics for people and tools; a test keeps the two
+//! equal.
+
+use apache_avro::Schema;
+
+use crate::envelope::Entity;
+use crate::SchemaError;
+
+/// A schema and all its versions, oldest first: `versions[0]` is v1.
+#[derive(Debug)]
+pub struct Subject {
+    /// The Avro record's short name, also the folder under `schemas/avro/`.
+    pub name: &'static str,
+    /// The `.avsc` texts, v1 first. Versions are never removed.
+    pub versions: &'static [&'static str],
+}
+
+/// All subjects. Adding a version: copy the latest file to `v<N+1>.avsc`,
+/// change it, add it here; `skolflode schemas check` must still pass.
+pub const SUBJECTS: &[Subject] = &[
+    Subject {
+        name: "OrganisationChange",
+        versions: &[include_str!("../avro/OrganisationChange/v1.avsc")],
+    },
+    Subject {
+        name: "PersonChange",
+        versions: &[include_str!("../avro/PersonChange/v1.avsc")],
+    },
+    Subject {
+        name: "DutyChange",
+        versions: &[include_str!("../avro/DutyChange/v1.avsc")],
+    },
+    Subject {
+        name: "GroupChange",
+        versions: &[include_str!("../avro/GroupChange/v1.avsc")],
+    },
+    Subject {
+        name: "ActivityChange",
+        versions: &[include_str!("../avro/ActivityChange/v1.avsc")],
+    },
+    Subject {
+        name: "CalendarEventChange",
+        versions: &[include_str!("../avro/CalendarEventChange/v1.avsc")],
+    },
+    Subject {
+        name: "AttendanceChange",
+        versions: &[include_str!("../avro/AttendanceChange/v1.avsc")],
+    },
+    Subject {
+        name: "SyllabusChange",
+        versions: &[include_str!("../avro/SyllabusChange/v1.avsc")],
+    },
+    Subject {
+        name: "EntityKey",
+        versions: &[include_str!("../avro/EntityKey/v1.avsc")],
+    },
+];
+
+impl Subject {
+    /// The newest version number.
+    pub fn latest_version(&self) -> u32 {
+        self.versions.len() as u32
+    }
+
+    /// The newest schema text.
+    pub fn latest(&self) -> &'static str {
+        self.versions.last().copied().unwrap_or_default()
+    }
+
+    /// Parse one version (1-based).
+    pub fn parse(&self, version: u32) -> Result<Schema, SchemaError> {
+        let text = version
+            .checked_sub(1)
+            .and_then(|i| self.versions.get(i as usize))
+            .ok_or_else(|| SchemaError::Parse {
+                subject: self.name.to_owned(),
+                version,
+                cause: "no such version".to_owned(),
+            })?;
+        Schema::parse_str(text).map_err(|e| SchemaError::Parse {
+            subject: self.name.to_owned(),
+            version,
+            cause: e.to_string(),
+        })
+    }
+
+    /// Parse the newest version.
+    pub fn parse_latest(&self) -> Result<Schema, SchemaError> {
+        self.parse(self.latest_version())
+    }
+}
+
+/// Look a subject up by name.
+pub fn subject(name: &str) -> Option<&'static Subject> {
+    SUBJECTS.iter().find(|s| s.name == name)
+}
+
+/// How a topic is cleaned up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Kept for `retention_ms` (-1: forever).
+    Delete,
+    /// Only the newest record per key is kept.
+    Compact,
+}
+
+/// A topic, with its contract.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: &'static str,
+    /// Subject of the key schema.
+    pub key: &'static str,
+    /// Subject of the value schema.
+    pub value: &'static str,
+    pub partitions: i32,
+    pub cleanup: Cleanup,
+    /// -1: kept forever.
+    pub retention_ms: i64,
+    /// The job that writes it.
+    pub writer: &'static str,
+    pub description: &'static str,
+}
+
+impl Topic {
+    /// Subject names under the Confluent TopicNameStrategy.
+    pub fn key_subject(&self) -> String {
+        format!("{}-key", self.name)
+    }
+
+    pub fn value_subject(&self) -> String {
+        format!("{}-value", self.name)
+    }
+
+    /// Topic-level configs to create it with.
+    pub fn configs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "cleanup.policy",
+                match self.cleanup {
+                    Cleanup::Delete => "delete",
+                    Cleanup::Compact => "compact",
+                }
+                .to_owned(),
+            ),
+            ("retention.ms", self.retention_ms.to_string()),
+        ]
+    }
+}
+
+const CHANGE_TOPIC_NOTE: &str = "Change events (create, update with before image, delete, snapshot read)      of one SS 12000 entity type, keyed by connection and entity id. Kept forever: the      registers are rebuilt from these topics.";
+
+macro_rules! change_topic {
+    ($name:literal, $value:literal, $partitions:literal) => {
+        Topic {
+            name: $name,
+            key: "EntityKey",
+            value: $value,
+            partitions: $partitions,
+            cleanup: Cleanup::Delete,
+            retention_ms: -1,
+            writer: "skolflode produce",
+            description: CHANGE_TOPIC_NOTE,
+        }
+    };
+}
+
+/// Every topic skolflode uses.
+pub const TOPICS: &[Topic] = &[
+    change_topic!(
+        "skolflode.ss12000.organisation.changes",
+        "OrganisationChange",
+        3
+    ),
+    change_topic!("skolflode.ss12000.person.changes", "PersonChange", 6),
+    change_topic!("skolflode.ss12000.duty.changes", "DutyChange", 3),
+    change_topic!("skolflode.ss12000.group.changes", "GroupChange", 6),
+    change_topic!("skolflode.ss12000.activity.changes", "ActivityChange", 6),
+    change_topic!(
+        "skolflode.ss12000.calendar-event.changes",
+        "CalendarEventChange",
+        12
+    ),
+    change_topic!(
+        "skolflode.ss12000.attendance.changes",
+        "AttendanceChange",
+        24
+    ),
+    change_topic!("skolflode.ss12000.syllabus.changes", "SyllabusChange", 3),
+];
+
+/// Look a topic up by name.
+pub fn topic(name: &str) -> Option<&'static Topic> {
+    TOPICS.iter().find(|t| t.name == name)
+}
+
+/// The change topic of an entity type.
+pub fn change_topic<E: Entity>() -> Option<&'static Topic> {
+    TOPICS.iter().find(|t| t.value == E::CHANGE_SUBJECT)
+}

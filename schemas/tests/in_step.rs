@@ -1,0 +1,149 @@
+//! The Rust types and the checked-in `.avsc` files describe the same bytes.
+//!
+//! For random instances of every change event, our encoding must be exactly
+//! what apache-avro reads with the schema file and writes back; and the
+//! field names must match the schema's, in order.
+
+use apache_avro::schema::{RecordSchema, Schema};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use skolflode_schemas::catalogue::{self, SUBJECTS};
+use skolflode_schemas::codec::sample::Sample;
+use skolflode_schemas::codec::AvroRecord;
+use skolflode_schemas::entities::*;
+use skolflode_schemas::envelope::{Entity, ENVELOPE_FIELDS};
+use skolflode_schemas::{AvroType, ChangeEvent, EntityKey};
+
+const SAMPLES: usize = 400;
+
+fn record(schema: &Schema) -> &RecordSchema {
+    match schema {
+        Schema::Record(r) => r,
+        other => panic!("expected a record, found {other:?}"),
+    }
+}
+
+fn field_names(r: &RecordSchema) -> Vec<&str> {
+    r.fields.iter().map(|f| f.name.as_str()).collect()
+}
+
+/// The entity record, defined in the `["null", Record]` union of the
+/// envelope's `before` (`after` refers to it by name).
+fn entity_record(envelope: &RecordSchema) -> &RecordSchema {
+    let before = envelope
+        .fields
+        .iter()
+        .find(|f| f.name == "before")
+        .map(|f| &f.schema);
+    let Some(Schema::Union(union)) = before else {
+        panic!("before is not a union: {before:?}");
+    };
+    match union.variants() {
+        [Schema::Null, Schema::Record(r)] => r,
+        other => panic!("before is not [null, record]: {other:?}"),
+    }
+}
+
+fn check_bytes<T: AvroType + Sample + PartialEq + std::fmt::Debug>(schema: &Schema, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in 0..SAMPLES {
+        let value = T::sample(&mut rng);
+        let ours = value.to_avro_bytes();
+        let mut cursor = &ours[..];
+        let generic = apache_avro::from_avro_datum(schema, &mut cursor, None).unwrap_or_else(|e| {
+            panic!("sample {i}: apache-avro cannot read our bytes: {e}\n{value:?}")
+        });
+        assert!(
+            cursor.is_empty(),
+            "sample {i}: apache-avro left {} bytes",
+            cursor.len()
+        );
+        let theirs = apache_avro::to_avro_datum(schema, generic)
+            .unwrap_or_else(|e| panic!("sample {i}: apache-avro cannot write it back: {e}"));
+        assert_eq!(ours, theirs, "sample {i}: encodings differ for {value:?}");
+        assert_eq!(T::decode_all(&theirs).as_ref(), Ok(&value), "sample {i}");
+    }
+}
+
+fn check_entity<E: Entity + Sample + std::fmt::Debug>(seed: u64) {
+    let subject = catalogue::subject(E::CHANGE_SUBJECT).expect("subject in catalogue");
+    let schema = subject.parse_latest().expect("schema parses");
+    let envelope = record(&schema);
+    assert_eq!(
+        field_names(envelope),
+        ENVELOPE_FIELDS,
+        "{}",
+        E::CHANGE_SUBJECT
+    );
+    let entity = entity_record(envelope);
+    assert_eq!(entity.name.fullname(None), E::AVRO_NAME);
+    assert_eq!(field_names(entity), E::FIELDS, "{}", E::AVRO_NAME);
+    check_bytes::<ChangeEvent<E>>(&schema, seed);
+}
+
+#[test]
+fn organisation_change_in_step() {
+    check_entity::<Organisation>(1);
+}
+
+#[test]
+fn person_change_in_step() {
+    check_entity::<Person>(2);
+}
+
+#[test]
+fn duty_change_in_step() {
+    check_entity::<Duty>(3);
+}
+
+#[test]
+fn group_change_in_step() {
+    check_entity::<Group>(4);
+}
+
+#[test]
+fn activity_change_in_step() {
+    check_entity::<Activity>(5);
+}
+
+#[test]
+fn calendar_event_change_in_step() {
+    check_entity::<CalendarEvent>(6);
+}
+
+#[test]
+fn attendance_change_in_step() {
+    check_entity::<Attendance>(7);
+}
+
+#[test]
+fn syllabus_change_in_step() {
+    check_entity::<Syllabus>(8);
+}
+
+#[test]
+fn entity_key_in_step() {
+    let schema = catalogue::subject("EntityKey")
+        .expect("subject")
+        .parse_latest()
+        .expect("parses");
+    assert_eq!(field_names(record(&schema)), EntityKey::FIELDS);
+    check_bytes::<EntityKey>(&schema, 9);
+}
+
+#[test]
+fn every_subject_has_a_rust_type_checked_here() {
+    let checked = [
+        "OrganisationChange",
+        "PersonChange",
+        "DutyChange",
+        "GroupChange",
+        "ActivityChange",
+        "CalendarEventChange",
+        "AttendanceChange",
+        "SyllabusChange",
+        "EntityKey",
+    ];
+    let names: Vec<&str> = SUBJECTS.iter().map(|s| s.name).collect();
+    assert_eq!(names, checked);
+}
