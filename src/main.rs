@@ -31,6 +31,8 @@ struct Cli {
 enum Command {
     /// Check that Kafka and PostgreSQL answer, each within a deadline.
     Check(cmd::check::Args),
+    /// The topic contracts: compatibility gate and schema registration.
+    Schemas(cmd::schemas::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Check(args) => cmd::check::run(args).await,
+            Command::Schemas(args) => cmd::schemas::run(args).await,
         }
     });
     match result {

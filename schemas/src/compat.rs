@@ -1,12 +1,22 @@
-//! The compatibility gate: every subject's newest version must read data
-//! written with each of its earlier versions (BACKWARD_TRANSITIVE), and so
-//! must every intermediate version read the ones before it.
+//! The compatibility gate.
+//!
+//! Registers are rebuilt from the topics years later by the newest code, so
+//! every version must read the data of all earlier versions
+//! (BACKWARD_TRANSITIVE). Platform teams' consumers lag behind our schema
+//! changes, so every earlier version must also read the data of every later
+//! one (FORWARD_TRANSITIVE). Together: FULL_TRANSITIVE. Adding an optional
+//! field (with a default) passes both; removing a required field fails the
+//! forward half; adding a required field fails the backward half.
 
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 
 use crate::catalogue::{Subject, SUBJECTS};
 use crate::SchemaError;
+
+/// The compatibility level the gate enforces, and that
+/// `skolflode schemas register` sets on each subject.
+pub const LEVEL: crate::registry::Compatibility = crate::registry::Compatibility::FullTransitive;
 
 /// One subject's result.
 #[derive(Debug)]
@@ -16,38 +26,52 @@ pub struct Report {
     pub problems: Vec<SchemaError>,
 }
 
-/// Check that `new` can read what `old` wrote.
+/// Check that data written with `writer` can be read with `reader`;
+/// versions are for the message.
 pub fn can_read(
     subject: &str,
-    old: (u32, &Schema),
-    new: (u32, &Schema),
+    writer: (u32, &Schema),
+    reader: (u32, &Schema),
 ) -> Result<(), SchemaError> {
-    SchemaCompatibility::can_read(old.1, new.1).map_err(|e| SchemaError::Incompatible {
+    SchemaCompatibility::can_read(writer.1, reader.1).map_err(|e| SchemaError::Incompatible {
         subject: subject.to_owned(),
-        old: old.0,
-        new: new.0,
+        writer: writer.0,
+        reader: reader.0,
         cause: e.to_string(),
     })
 }
 
-/// Check one subject: every version parses, and each version reads every
-/// earlier one.
+/// Check a list of versions (v1 first) of one subject, transitively in
+/// both directions.
+pub fn check_versions(subject: &str, versions: &[(u32, Schema)]) -> Vec<SchemaError> {
+    let mut problems = Vec::new();
+    for (i, (new_version, new)) in versions.iter().enumerate() {
+        for (old_version, old) in &versions[..i] {
+            let pairs = [
+                ((*old_version, old), (*new_version, new)),
+                ((*new_version, new), (*old_version, old)),
+            ];
+            for (writer, reader) in pairs {
+                if let Err(e) = can_read(subject, writer, reader) {
+                    problems.push(e);
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Check one catalogue subject: every version parses and passes.
 pub fn check_subject(subject: &'static Subject) -> Report {
     let mut problems = Vec::new();
-    let mut parsed: Vec<(u32, Schema)> = Vec::new();
+    let mut parsed = Vec::new();
     for version in 1..=subject.latest_version() {
         match subject.parse(version) {
             Ok(schema) => parsed.push((version, schema)),
             Err(e) => problems.push(e),
         }
     }
-    for (i, (new_version, new)) in parsed.iter().enumerate() {
-        for (old_version, old) in &parsed[..i] {
-            if let Err(e) = can_read(subject.name, (*old_version, old), (*new_version, new)) {
-                problems.push(e);
-            }
-        }
-    }
+    problems.extend(check_versions(subject.name, &parsed));
     Report {
         subject: subject.name,
         versions: subject.latest_version(),

@@ -36,11 +36,11 @@ pub enum SchemaError {
         version: u32,
         cause: String,
     },
-    #[error("{subject}: v{new} cannot read data written with v{old}: {cause}")]
+    #[error("{subject}: v{reader} cannot read data written with v{writer}: {cause}")]
     Incompatible {
         subject: String,
-        old: u32,
-        new: u32,
+        writer: u32,
+        reader: u32,
         cause: String,
     },
     #[error("writer schema is not compatible with the reader schema: {0}")]
