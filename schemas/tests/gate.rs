@@ -1,5 +1,8 @@
 //! The compatibility gate, and reading data written with another version.
 
+// A test fails by panicking; helpers outside #[test] functions may too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde_json::Value as Json;

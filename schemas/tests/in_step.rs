@@ -4,6 +4,9 @@
 //! what apache-avro reads with the schema file and writes back; and the
 //! field names must match the schema's, in order.
 
+// A test fails by panicking; helpers outside #[test] functions may too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use apache_avro::schema::{RecordSchema, Schema};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

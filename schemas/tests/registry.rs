@@ -6,6 +6,9 @@
 //! the requests, so the tests check both what the client sends and how it
 //! reads the answers.
 
+// A test fails by panicking; helpers outside #[test] functions may too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

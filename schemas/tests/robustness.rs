@@ -1,5 +1,8 @@
 //! Decoding arbitrary bytes returns an error and never panics.
 
+// A test fails by panicking; helpers outside #[test] functions may too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::LazyLock;
 
 use apache_avro::Schema;

@@ -2,6 +2,9 @@
 //! and a stock Avro reader (apache-avro, with the registered schema) reads
 //! the same values.
 
+// A test fails by panicking; helpers outside #[test] functions may too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use apache_avro::types::Value;
 use skolflode_schemas::catalogue;
 use skolflode_schemas::entities::*;
