@@ -17,6 +17,15 @@ pub trait AvroType: Sized {
     /// Read one value; never panics, whatever the input.
     fn decode(input: &mut Reader<'_>) -> Result<Self, DecodeError>;
 
+    /// Read one value into `self`, reusing its allocations (string and
+    /// vector capacity). A consumer's hot loop decodes every record into the
+    /// same value and so allocates nothing once capacities have grown. On
+    /// error `self` holds a partly overwritten value.
+    fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), DecodeError> {
+        *self = Self::decode(input)?;
+        Ok(())
+    }
+
     /// Decode a whole buffer, rejecting trailing bytes.
     fn decode_all(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut reader = Reader::new(bytes);
@@ -187,13 +196,21 @@ impl AvroType for String {
         out.extend_from_slice(self.as_bytes());
     }
     fn decode(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let at = input.position();
-        let len = input.length(1)?;
-        let bytes = input.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8(at))
+        read_str(input).map(str::to_owned)
     }
+    fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), DecodeError> {
+        let s = read_str(input)?;
+        self.clear();
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+fn read_str<'a>(input: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
+    let at = input.position();
+    let len = input.length(1)?;
+    let bytes = input.take(len)?;
+    std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8(at))
 }
 
 /// `["null", T]`: the only union shape skolflode's schemas use.
@@ -213,6 +230,14 @@ impl<T: AvroType> AvroType for Option<T> {
             _ => Ok(Some(T::decode(input)?)),
         }
     }
+    fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), DecodeError> {
+        match (input.union_index(2)?, self.as_mut()) {
+            (0, _) => *self = None,
+            (_, Some(value)) => value.decode_into(input)?,
+            (_, None) => *self = Some(T::decode(input)?),
+        }
+        Ok(())
+    }
 }
 
 /// Avro arrays: written as one block; read in any block layout, including
@@ -229,11 +254,19 @@ impl<T: AvroType> AvroType for Vec<T> {
     }
     fn decode(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let mut items = Vec::new();
+        items.decode_into(input)?;
+        Ok(items)
+    }
+    fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), DecodeError> {
+        // Items already here are decoded into; the rest are pushed; extra
+        // ones are cut off at the end.
+        let mut used = 0;
         loop {
             let at = input.position();
             let count = input.long()?;
             if count == 0 {
-                return Ok(items);
+                self.truncate(used);
+                return Ok(());
             }
             if count < 0 {
                 // The block's size in bytes follows; we read item by item.
@@ -249,9 +282,12 @@ impl<T: AvroType> AvroType for Vec<T> {
                     len: count as i64,
                 });
             }
-            items.reserve(count as usize);
             for _ in 0..count {
-                items.push(T::decode(input)?);
+                match self.get_mut(used) {
+                    Some(item) => item.decode_into(input)?,
+                    None => self.push(T::decode(input)?),
+                }
+                used += 1;
             }
         }
     }
@@ -404,6 +440,11 @@ macro_rules! avro_record {
             fn decode(input: &mut $crate::codec::Reader<'_>) -> Result<Self, $crate::DecodeError> {
                 // Struct expressions evaluate their fields in source order.
                 Ok(Self { $( $field: $crate::codec::AvroType::decode(input)?, )* })
+            }
+            #[inline]
+            fn decode_into(&mut self, input: &mut $crate::codec::Reader<'_>) -> Result<(), $crate::DecodeError> {
+                $( $crate::codec::AvroType::decode_into(&mut self.$field, input)?; )*
+                Ok(())
             }
         }
 

@@ -124,6 +124,16 @@ impl<T: AvroType> AvroType for ChangeEvent<T> {
             content_hash: AvroType::decode(input)?,
         })
     }
+    #[inline]
+    fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), DecodeError> {
+        self.event_id.decode_into(input)?;
+        self.op.decode_into(input)?;
+        self.before.decode_into(input)?;
+        self.after.decode_into(input)?;
+        self.source.decode_into(input)?;
+        self.observed_at.decode_into(input)?;
+        self.content_hash.decode_into(input)
+    }
 }
 
 #[cfg(feature = "sample")]

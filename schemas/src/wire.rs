@@ -96,6 +96,27 @@ impl<T: AvroType> Decoder<T> {
         Ok(())
     }
 
+    /// Decode one framed record into `value`, reusing its allocations
+    /// when the record was written with the reader's own schema.
+    pub fn decode_into(&self, bytes: &[u8], value: &mut T) -> Result<(), DecodeError> {
+        let (schema_id, body) = split(bytes)?;
+        match self.plans.get(&schema_id) {
+            Some(Plan::Native) => {
+                let mut reader = Reader::new(body);
+                value.decode_into(&mut reader)?;
+                match reader.remaining() {
+                    0 => Ok(()),
+                    n => Err(DecodeError::TrailingBytes(n)),
+                }
+            }
+            Some(Plan::Resolve(_)) => {
+                *value = self.decode(bytes)?;
+                Ok(())
+            }
+            None => Err(DecodeError::UnknownSchemaId(schema_id)),
+        }
+    }
+
     /// Decode one framed record.
     pub fn decode(&self, bytes: &[u8]) -> Result<T, DecodeError> {
         let (schema_id, body) = split(bytes)?;
@@ -110,9 +131,7 @@ impl<T: AvroType> Decoder<T> {
                 }
                 let native = apache_avro::to_avro_datum(&self.reader, value)
                     .map_err(|e| DecodeError::Resolution(e.to_string()))?;
-                let mut reader = Reader::new(&native);
-                let decoded = T::decode(&mut reader)?;
-                Ok(decoded)
+                T::decode_all(&native)
             }
             None => Err(DecodeError::UnknownSchemaId(schema_id)),
         }

@@ -59,6 +59,11 @@ fn topic_literals_in_code() -> BTreeSet<String> {
             let rest = &text[i + 1..];
             let end = rest.find('"').unwrap_or(rest.len());
             let literal = &rest[..end];
+            // A subject names its topic: `<topic>-value`, `<topic>-key`.
+            let literal = literal
+                .strip_suffix("-value")
+                .or_else(|| literal.strip_suffix("-key"))
+                .unwrap_or(literal);
             if literal
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))

@@ -49,6 +49,7 @@ fn entity_record(envelope: &RecordSchema) -> &RecordSchema {
 
 fn check_bytes<T: AvroType + Sample + PartialEq + std::fmt::Debug>(schema: &Schema, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut reused = T::sample(&mut rng);
     for i in 0..SAMPLES {
         let value = T::sample(&mut rng);
         let ours = value.to_avro_bytes();
@@ -65,6 +66,11 @@ fn check_bytes<T: AvroType + Sample + PartialEq + std::fmt::Debug>(schema: &Sche
             .unwrap_or_else(|e| panic!("sample {i}: apache-avro cannot write it back: {e}"));
         assert_eq!(ours, theirs, "sample {i}: encodings differ for {value:?}");
         assert_eq!(T::decode_all(&theirs).as_ref(), Ok(&value), "sample {i}");
+        // Decoding into a value that held the previous sample gives the same.
+        let mut reader = skolflode_schemas::codec::Reader::new(&theirs);
+        reused.decode_into(&mut reader).expect("decode_into");
+        assert_eq!(reader.remaining(), 0);
+        assert_eq!(reused, value, "sample {i}: decode_into differs");
     }
 }
 

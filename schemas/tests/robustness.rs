@@ -50,6 +50,8 @@ proptest! {
         let _ = ACTIVITY.decode(&framed);
         let _ = PERSON.decode(&framed);
         let _ = ATTENDANCE.decode(&body);
+        let mut reused = ChangeEvent::<Activity>::sample(&mut StdRng::seed_from_u64(body.len() as u64));
+        let _ = ACTIVITY.decode_into(&framed, &mut reused);
     }
 
     #[test]

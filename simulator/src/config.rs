@@ -1,0 +1,261 @@
+//! What to simulate: the municipality's size, its vendors, the rates of
+//! change, data-quality faults and API faults. Every field has a default;
+//! unknown fields are rejected so that a typo does not silently change a
+//! run.
+
+use serde::{Deserialize, Serialize};
+
+/// Size presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// One compulsory school, about 100 pupils.
+    Tiny,
+    /// About 20 school units, about 10 000 pupils.
+    Municipality,
+    /// About 120 school units, about 60 000 pupils.
+    City,
+    /// Sweden: about 1.5 million pupils (streamed, never held whole).
+    National,
+}
+
+impl Preset {
+    /// Pupils in the preset.
+    pub fn pupils(self) -> u32 {
+        match self {
+            Self::Tiny => 100,
+            Self::Municipality => 10_000,
+            Self::City => 60_000,
+            Self::National => 1_480_000,
+        }
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tiny" => Ok(Self::Tiny),
+            "municipality" => Ok(Self::Municipality),
+            "city" => Ok(Self::City),
+            "national" => Ok(Self::National),
+            other => Err(format!(
+                "unknown preset {other:?} (tiny, municipality, city, national)"
+            )),
+        }
+    }
+}
+
+/// How a vendor treats history.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VendorBehaviour {
+    /// Name, used as `source` in the ground truth.
+    pub name: String,
+    /// Send dated duty assignments (`teachers[].startDate/endDate`) when a
+    /// teacher is replaced, instead of overwriting the teacher list.
+    pub dated_assignments: bool,
+    /// When a pupil leaves a group: end-date the membership (true) or delete
+    /// it (false).
+    pub end_date_memberships: bool,
+    /// Announce deletions in `/deletedEntities`.
+    pub deletion_feed: bool,
+}
+
+impl Default for VendorBehaviour {
+    fn default() -> Self {
+        Self {
+            name: "ss12000-sim".to_owned(),
+            dated_assignments: false,
+            end_date_memberships: true,
+            deletion_feed: true,
+        }
+    }
+}
+
+/// Rates of change over simulated time.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Evolution {
+    /// Chance that an activity gets a new teacher during one term.
+    pub teacher_reassignments_per_activity_and_term: f64,
+    /// Chance that a pupil moves to another class of the same school during
+    /// one term.
+    pub class_moves_per_pupil_and_term: f64,
+    /// Chance that a pupil moves to another school during one term.
+    pub school_moves_per_pupil_and_term: f64,
+    /// Share of lessons cancelled.
+    pub cancelled_lessons: f64,
+    /// Share of lessons whose attendance is reported one to three days late.
+    pub late_reports: f64,
+    /// Share of lessons whose attendance is never reported.
+    pub unreported_lessons: f64,
+    /// Share of invalid absences corrected to valid two to five days later.
+    pub corrections: f64,
+    /// Chance that a teacher leaves (duty deleted) during one term.
+    pub teacher_departures_per_term: f64,
+}
+
+impl Default for Evolution {
+    fn default() -> Self {
+        Self {
+            teacher_reassignments_per_activity_and_term: 0.10,
+            class_moves_per_pupil_and_term: 0.01,
+            school_moves_per_pupil_and_term: 0.01,
+            cancelled_lessons: 0.02,
+            late_reports: 0.07,
+            unreported_lessons: 0.02,
+            corrections: 0.20,
+            teacher_departures_per_term: 0.02,
+        }
+    }
+}
+
+/// Data-quality faults, as rates.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quality {
+    /// Persons whose civic number has a wrong check digit.
+    pub invalid_civic_numbers: f64,
+    /// Persons with a coordination number instead of a personal number.
+    pub coordination_numbers: f64,
+    /// Persons without any civic number.
+    pub missing_civic_numbers: f64,
+    /// School units without a school-unit code.
+    pub missing_school_unit_codes: f64,
+    /// Activities without teachers.
+    pub activities_without_teachers: f64,
+    /// Activities that reference a group that does not exist.
+    pub dangling_references: f64,
+}
+
+impl Default for Quality {
+    fn default() -> Self {
+        Self {
+            invalid_civic_numbers: 0.005,
+            coordination_numbers: 0.01,
+            missing_civic_numbers: 0.002,
+            missing_school_unit_codes: 0.02,
+            activities_without_teachers: 0.01,
+            dangling_references: 0.002,
+        }
+    }
+}
+
+/// API faults, as shares of requests.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    pub server_errors: f64,
+    pub rate_limited: f64,
+    /// Seconds in the `Retry-After` of a 429.
+    pub retry_after_secs: u64,
+    pub slow_responses: f64,
+    /// Milliseconds a slow response is held back.
+    pub slow_ms: u64,
+    pub truncated_json: f64,
+    /// Pages that repeat the last item of the previous page.
+    pub repeated_items: f64,
+    pub expired_tokens: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            server_errors: 0.0,
+            rate_limited: 0.0,
+            retry_after_secs: 1,
+            slow_responses: 0.0,
+            slow_ms: 200,
+            truncated_json: 0.0,
+            repeated_items: 0.0,
+            expired_tokens: 0.0,
+        }
+    }
+}
+
+/// The whole simulation.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub preset: Preset,
+    /// Overrides the preset's number of pupils.
+    pub pupils: Option<u32>,
+    /// The school year simulated, by the year it starts (2025: 2025-26).
+    pub school_year: i32,
+    /// Share of school units that are upper-secondary schools.
+    pub upper_secondary_share: f64,
+    pub vendor: VendorBehaviour,
+    pub evolution: Evolution,
+    pub quality: Quality,
+    pub faults: Faults,
+    /// OAuth2 client credentials the vendor accepts.
+    pub client_id: String,
+    pub client_secret: String,
+    /// Lifetime of an access token, in seconds of wall time.
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 7,
+            preset: Preset::Tiny,
+            pupils: None,
+            school_year: 2025,
+            upper_secondary_share: 0.2,
+            vendor: VendorBehaviour::default(),
+            evolution: Evolution::default(),
+            quality: Quality::default(),
+            faults: Faults::default(),
+            client_id: "skolflode".to_owned(),
+            client_secret: "simulated-secret".to_owned(),
+            token_lifetime_secs: 3600,
+        }
+    }
+}
+
+impl SimConfig {
+    /// The number of pupils to simulate.
+    pub fn pupils(&self) -> u32 {
+        self.pupils.unwrap_or_else(|| self.preset.pupils())
+    }
+
+    /// Check the rates and sizes.
+    pub fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("upper_secondary_share", self.upper_secondary_share),
+            (
+                "evolution.cancelled_lessons",
+                self.evolution.cancelled_lessons,
+            ),
+            ("evolution.late_reports", self.evolution.late_reports),
+            (
+                "evolution.unreported_lessons",
+                self.evolution.unreported_lessons,
+            ),
+            ("evolution.corrections", self.evolution.corrections),
+            (
+                "quality.invalid_civic_numbers",
+                self.quality.invalid_civic_numbers,
+            ),
+            ("faults.server_errors", self.faults.server_errors),
+            ("faults.rate_limited", self.faults.rate_limited),
+            ("faults.truncated_json", self.faults.truncated_json),
+            ("faults.expired_tokens", self.faults.expired_tokens),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} = {rate} is not a share between 0 and 1"));
+            }
+        }
+        if self.pupils() == 0 {
+            return Err("pupils must be positive".to_owned());
+        }
+        if !(2000..=2100).contains(&self.school_year) {
+            return Err(format!("school_year {} is out of range", self.school_year));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,21 @@
+//! The vendor simulator: a municipality's school systems as the vendors
+//! run them — overwriting history, sloppy data, flaky APIs — and the ground
+//! truth that skolflode's registers are checked against.
+//!
+//! It is the oracle, so it shares no code with producers, processors or
+//! sinks; a bug there cannot agree with itself here.
+//!
+//! - [`config`]: [`SimConfig`], presets and rates.
+//! - [`plan`], [`calendar`], [`civic`], [`ids`]: timetables, the school
+//!   year, fake civic numbers and deterministic ids.
+//! - [`world`]: the generated municipality, with the vendor's view and the
+//!   true history side by side.
+
+pub mod calendar;
+pub mod civic;
+pub mod config;
+pub mod ids;
+pub mod plan;
+pub mod world;
+
+pub use config::SimConfig;
