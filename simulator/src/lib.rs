@@ -10,12 +10,16 @@
 //!   year, fake civic numbers and deterministic ids.
 //! - [`world`]: the generated municipality, with the vendor's view and the
 //!   true history side by side.
+//! - [`sim`]: time: lessons, attendance reports, corrections, teacher
+//!   replacements, moves; [`truth`]: the weekly ground truth.
 
 pub mod calendar;
 pub mod civic;
 pub mod config;
 pub mod ids;
 pub mod plan;
+pub mod sim;
+pub mod truth;
 pub mod world;
 
 pub use config::SimConfig;

@@ -115,12 +115,14 @@ const HIGH: &[Item] = &[
 /// Swedish as a second language: taught instead of Swedish.
 pub const SVA: Item = gr("SVA", "Svenska som andraspråk", "GRGRSVA01", 0);
 
-/// The modern languages offered, with language codes (ISO 639-3), and the
-/// share of pupils choosing each; the rest choose none.
+/// The language choices (språkval) in the modern-language slots, with
+/// language codes (ISO 639-3) and the share of pupils choosing each. `SVEN`
+/// is extra Swedish and English for pupils who take no modern language.
 pub const LANGUAGES: &[(&str, &str, f64)] = &[
     ("SPA", "spa", 0.45),
     ("TYS", "deu", 0.25),
     ("FRA", "fra", 0.20),
+    ("SVEN", "swe", 0.10),
 ];
 
 /// Compulsory school plan for school year 0 (förskoleklass) to 9.

@@ -288,9 +288,16 @@ impl World {
             .and_then(|o| o.school_unit_code.as_deref())
     }
 
-    /// The plan item an activity teaches.
+    /// The subject or course an activity teaches, as its syllabus says.
     pub fn item_of(&self, activity: &Activity) -> &Item {
-        &self.cohorts[activity.cohort as usize].plan[activity.item as usize]
+        &self.syllabuses[activity.syllabus as usize].item
+    }
+
+    /// The code the registers use for an activity's subject: the course
+    /// code for upper-secondary courses, else the subject code.
+    pub fn subject_code_of(&self, activity: &Activity) -> &'static str {
+        let item = self.item_of(activity);
+        item.course_code.unwrap_or(item.subject_code)
     }
 
     /// The weekly slots of an activity.
@@ -436,13 +443,14 @@ impl Builder<'_> {
             let language = if form == Form::Gr && year >= 6 {
                 let draw: f64 = self.rng.random();
                 let mut acc = 0.0;
-                plan::LANGUAGES
+                let choice = plan::LANGUAGES
                     .iter()
                     .position(|(_, _, share)| {
                         acc += share;
                         draw < acc
                     })
-                    .map(|i| i as u8)
+                    .unwrap_or(plan::LANGUAGES.len() - 1);
+                Some(choice as u8)
             } else {
                 None
             };
@@ -602,6 +610,11 @@ impl Builder<'_> {
                             vec![sva],
                             (autumn, spring_end),
                         );
+                        // Taught in the Swedish slots, from its own syllabus.
+                        let sva_syllabus = self.syllabus(form, &plan::SVA, None);
+                        if let Some(last) = self.world.activities.last_mut() {
+                            last.syllabus = sva_syllabus;
+                        }
                     }
                 }
                 Split::Language => {

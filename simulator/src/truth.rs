@@ -1,0 +1,255 @@
+//! Ground truth: for every ISO week, the rows the weekly registers must
+//! hold, computed from the true history (who really taught each lesson, who
+//! really was in each group), not from what the vendor shows afterwards.
+//!
+//! Civic numbers are written in clear text so that a checker can apply the
+//! pseudonym key itself. Files:
+//! `<dir>/weekly/week=2025-W07/teacher_student.csv` and `attendance.csv`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use chrono::{Datelike, Duration, NaiveDate};
+
+use crate::calendar::iso_week_label;
+use crate::sim::{AttendanceRecord, Lesson};
+use crate::world::World;
+
+/// (unit, teacher duty, pupil, activity, group).
+type TeacherStudentKey = (u32, u32, u32, u32, u32);
+/// (unit, pupil, subject code).
+type AttendanceKey = (u32, u32, &'static str);
+
+#[derive(Debug, Default)]
+struct Week {
+    sunday: NaiveDate,
+    lessons: Range<u32>,
+    teacher_student: BTreeMap<TeacherStudentKey, (u32, u32)>,
+}
+
+/// Totals of one attendance row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttendanceTotals {
+    pub lessons: u32,
+    pub minutes_scheduled: u32,
+    pub minutes_present: u32,
+    pub minutes_valid_absence: u32,
+    pub minutes_invalid_absence: u32,
+    pub lessons_unreported: u32,
+}
+
+/// What a finished week holds, for tests and writers.
+#[derive(Debug, Default)]
+pub struct WeekRows {
+    pub week: String,
+    pub teacher_student: BTreeMap<TeacherStudentKey, (u32, u32)>,
+    pub attendance: BTreeMap<AttendanceKey, AttendanceTotals>,
+}
+
+/// The ground truth being built.
+#[derive(Debug)]
+pub struct Truth {
+    dir: Option<PathBuf>,
+    source: String,
+    open: BTreeMap<String, Week>,
+    /// Finished weeks kept for inspection when nothing is written to disk.
+    pub finished: Vec<WeekRows>,
+}
+
+pub const TEACHER_STUDENT_HEADER: &str = "week,school_unit_code,teacher_civic,teacher_id,student_civic,student_id,activity_id,group_id,subject_code,lessons,minutes,is_grader,source";
+pub const ATTENDANCE_HEADER: &str = "week,school_unit_code,student_civic,student_id,subject_code,lessons,minutes_scheduled,minutes_present,minutes_valid_absence,minutes_invalid_absence,lessons_unreported,source";
+
+impl Truth {
+    pub fn new(dir: Option<PathBuf>, source: String) -> Self {
+        Self {
+            dir,
+            source,
+            open: BTreeMap::new(),
+            finished: Vec::new(),
+        }
+    }
+
+    /// A lesson was published; lessons are published in date order.
+    pub fn lesson_published(&mut self, day: NaiveDate, n: u32) {
+        let label = iso_week_label(day);
+        let sunday = day + Duration::days(6 - i64::from(day.weekday().num_days_from_monday()));
+        let week = self.open.entry(label).or_insert_with(|| Week {
+            sunday,
+            lessons: n..n,
+            ..Week::default()
+        });
+        week.lessons.end = n + 1;
+    }
+
+    /// The lessons published for a week that is still open.
+    pub fn lessons_on(&self, week: &str) -> Option<Range<u32>> {
+        self.open.get(week).map(|w| w.lessons.clone())
+    }
+
+    /// A lesson took place: every teacher assigned at that moment taught
+    /// every pupil in its groups at that moment.
+    pub fn lesson_held(&mut self, world: &World, lessons: &[Lesson], n: u32) {
+        let lesson = &lessons[n as usize];
+        let Some(week) = self.open.get_mut(&iso_week_label(lesson.date)) else {
+            return;
+        };
+        let activity = &world.activities[lesson.activity as usize];
+        let teachers = world.teachers_on(activity, lesson.date);
+        for (pupil, group) in world.participants(activity, lesson.date) {
+            for teacher in &teachers {
+                let entry = week
+                    .teacher_student
+                    .entry((activity.unit, *teacher, pupil, lesson.activity, group))
+                    .or_default();
+                entry.0 += 1;
+                entry.1 += u32::from(lesson.len);
+            }
+        }
+    }
+
+    /// Finish every open week whose Sunday is before `day`.
+    pub fn finalize_before(
+        &mut self,
+        day: NaiveDate,
+        world: &World,
+        lessons: &[Lesson],
+        records: &[AttendanceRecord],
+    ) -> std::io::Result<()> {
+        let due: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, w)| w.sunday < day)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for label in due {
+            if let Some(week) = self.open.remove(&label) {
+                self.finalize(label, week, world, lessons, records)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finish every open week.
+    pub fn finalize_all(
+        &mut self,
+        world: &World,
+        lessons: &[Lesson],
+        records: &[AttendanceRecord],
+    ) -> std::io::Result<()> {
+        let open = std::mem::take(&mut self.open);
+        for (label, week) in open {
+            self.finalize(label, week, world, lessons, records)?;
+        }
+        Ok(())
+    }
+
+    fn finalize(
+        &mut self,
+        label: String,
+        week: Week,
+        world: &World,
+        lessons: &[Lesson],
+        records: &[AttendanceRecord],
+    ) -> std::io::Result<()> {
+        let mut attendance: BTreeMap<AttendanceKey, AttendanceTotals> = BTreeMap::new();
+        for n in week.lessons.clone() {
+            let lesson = &lessons[n as usize];
+            if lesson.cancelled {
+                continue;
+            }
+            let activity = &world.activities[lesson.activity as usize];
+            let subject = world.subject_code_of(activity);
+            let reported = lesson
+                .records
+                .map(|(a, b)| &records[a as usize..b as usize]);
+            for (pupil, _) in world.participants(activity, lesson.date) {
+                let t = attendance
+                    .entry((activity.unit, pupil, subject))
+                    .or_default();
+                t.lessons += 1;
+                t.minutes_scheduled += u32::from(lesson.len);
+                match reported.and_then(|rs| rs.iter().find(|r| r.pupil == pupil)) {
+                    Some(r) => {
+                        t.minutes_present += u32::from(r.present);
+                        t.minutes_valid_absence += u32::from(r.valid);
+                        t.minutes_invalid_absence += u32::from(r.invalid);
+                    }
+                    None => t.lessons_unreported += 1,
+                }
+            }
+        }
+        let rows = WeekRows {
+            week: label,
+            teacher_student: week.teacher_student,
+            attendance,
+        };
+        match &self.dir {
+            Some(dir) => write_week(dir, &self.source, world, &rows),
+            None => {
+                self.finished.push(rows);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn write_week(
+    dir: &std::path::Path,
+    source: &str,
+    world: &World,
+    rows: &WeekRows,
+) -> std::io::Result<()> {
+    let week_dir = dir.join("weekly").join(format!("week={}", rows.week));
+    std::fs::create_dir_all(&week_dir)?;
+    let civic = |p: u32| world.persons[p as usize].civic.clone().unwrap_or_default();
+    let unit_code = |u: u32| world.unit_code(u).unwrap_or("").to_owned();
+
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(week_dir.join("teacher_student.csv"))?);
+    writeln!(out, "{TEACHER_STUDENT_HEADER}")?;
+    for ((unit, duty, pupil, activity, group), (lessons, minutes)) in &rows.teacher_student {
+        let teacher = world.duties[*duty as usize].person;
+        let act = &world.activities[*activity as usize];
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},true,{}",
+            rows.week,
+            unit_code(*unit),
+            civic(teacher),
+            world.persons[teacher as usize].id,
+            civic(*pupil),
+            world.persons[*pupil as usize].id,
+            act.id,
+            world.groups[*group as usize].id,
+            world.subject_code_of(act),
+            lessons,
+            minutes,
+            source
+        )?;
+    }
+    out.flush()?;
+
+    let mut out = std::io::BufWriter::new(std::fs::File::create(week_dir.join("attendance.csv"))?);
+    writeln!(out, "{ATTENDANCE_HEADER}")?;
+    for ((unit, pupil, subject), t) in &rows.attendance {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            rows.week,
+            unit_code(*unit),
+            civic(*pupil),
+            world.persons[*pupil as usize].id,
+            subject,
+            t.lessons,
+            t.minutes_scheduled,
+            t.minutes_present,
+            t.minutes_valid_absence,
+            t.minutes_invalid_absence,
+            t.lessons_unreported,
+            source
+        )?;
+    }
+    out.flush()
+}
