@@ -38,6 +38,8 @@ enum Command {
     Check(cmd::check::Args),
     /// The topic contracts: compatibility gate and schema registration.
     Schemas(cmd::schemas::Args),
+    /// Run the vendor simulator: SS 12000 API, control API, ground truth.
+    Simulate(cmd::simulate::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Check(args) => cmd::check::run(args).await,
             Command::Schemas(args) => cmd::schemas::run(args).await,
+            Command::Simulate(args) => cmd::simulate::run(args).await,
         }
     });
     match result {

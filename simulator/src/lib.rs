@@ -12,13 +12,17 @@
 //!   true history side by side.
 //! - [`sim`]: time: lessons, attendance reports, corrections, teacher
 //!   replacements, moves; [`truth`]: the weekly ground truth.
+//! - [`ss12000`]: the SS 12000 JSON and paging; [`server`]: the HTTP APIs
+//!   (OAuth2, SS 12000, control) with fault injection.
 
 pub mod calendar;
 pub mod civic;
 pub mod config;
 pub mod ids;
 pub mod plan;
+pub mod server;
 pub mod sim;
+pub mod ss12000;
 pub mod truth;
 pub mod world;
 

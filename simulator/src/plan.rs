@@ -248,16 +248,18 @@ pub fn upper_secondary(programme: &str, year: u8) -> [Item; 8] {
     ]
 }
 
-/// Split weekly minutes into lessons: 60-minute lessons, with a remainder
-/// of 40 to 90 minutes as one lesson of its own.
+/// Split weekly minutes into lessons: 60-minute lessons, a remainder of up
+/// to 90 minutes as one lesson, and 91 to 119 minutes as two halves.
 pub fn lesson_lengths(weekly_minutes: u32) -> Vec<u32> {
     let mut left = weekly_minutes;
     let mut out = Vec::new();
     while left > 0 {
         let len = if left >= 120 || left == 60 {
             60
+        } else if left <= 90 {
+            left
         } else {
-            left.min(90)
+            left / 2
         };
         out.push(len);
         left -= len;
@@ -285,8 +287,13 @@ mod tests {
 
     #[test]
     fn lessons_add_up() {
-        for m in [40, 60, 100, 120, 150, 180, 240, 360] {
-            assert_eq!(lesson_lengths(m).iter().sum::<u32>(), m);
+        for m in [40, 60, 100, 120, 150, 160, 180, 240, 360] {
+            let lessons = lesson_lengths(m);
+            assert_eq!(lessons.iter().sum::<u32>(), m);
+            assert!(
+                lessons.iter().all(|l| (40..=90).contains(l)),
+                "{m}: {lessons:?}"
+            );
         }
     }
 }

@@ -1,0 +1,517 @@
+//! The vendors' HTTP APIs on 127.0.0.1, plus a control API that moves
+//! simulated time.
+//!
+//! - `POST /oauth2/token`: OAuth2 client credentials (form body or HTTP
+//!   Basic); tokens expire after `token_lifetime_secs` of wall time.
+//! - `GET /ss12000/v2/{endpoint}`: SS 12000 entities with `limit`,
+//!   `pageToken` and `meta.modified.after`; bearer token required.
+//! - `GET /ss12000/v2/deletedEntities?after=…`
+//! - `GET /control/status`, `POST /control/advance?days=N` or
+//!   `?until=YYYY-MM-DD`, `POST /control/finish` (writes the remaining
+//!   ground truth).
+//!
+//! Every response carries the simulated time in its `Date` header. API
+//! faults are drawn from the seed and the request's sequence number, so the
+//! same run of requests meets the same faults.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::ids;
+use crate::sim::Simulation;
+use crate::ss12000::{self, ENDPOINTS};
+
+/// Shared state of the running simulator.
+#[derive(Debug)]
+pub struct AppState {
+    sim: Mutex<Simulation>,
+    tokens: Mutex<HashMap<String, Instant>>,
+    requests: AtomicU64,
+    issued: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(sim: Simulation) -> Arc<Self> {
+        Arc::new(Self {
+            sim: Mutex::new(sim),
+            tokens: Mutex::new(HashMap::new()),
+            requests: AtomicU64::new(0),
+            issued: AtomicU64::new(0),
+        })
+    }
+
+    /// The simulation, for in-process control (tests, the CLI).
+    pub fn sim(&self) -> MutexGuard<'_, Simulation> {
+        // A panic while holding the lock leaves a consistent-enough world
+        // for a simulator; keep serving.
+        self.sim
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The router for all APIs.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/ss12000/v2/deletedEntities", get(deleted_entities))
+        .route("/ss12000/v2/{endpoint}", get(entities))
+        .route("/control/status", get(status))
+        .route("/control/advance", post(advance))
+        .route("/control/finish", post(finish))
+        .with_state(state)
+}
+
+fn http_date(millis: i64) -> HeaderValue {
+    let text = chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .unwrap_or_default();
+    HeaderValue::from_str(&text)
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+fn with_date(now: i64, status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::DATE, http_date(now));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(now: i64, status: StatusCode, code: &str, message: &str) -> Response {
+    with_date(
+        now,
+        status,
+        json!({ "code": code, "message": message }).to_string(),
+    )
+}
+
+async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: String) -> Response {
+    let (now, config) = {
+        let sim = state.sim();
+        (
+            sim.now,
+            (
+                sim.config.client_id.clone(),
+                sim.config.client_secret.clone(),
+                sim.config.token_lifetime_secs,
+                sim.config.seed,
+            ),
+        )
+    };
+    let form: HashMap<String, String> = body
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace('+', " ")))
+        .collect();
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(decode_base64)
+        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+    let (id, secret) = match basic {
+        Some(pair) => pair,
+        None => (
+            form.get("client_id").cloned().unwrap_or_default(),
+            form.get("client_secret").cloned().unwrap_or_default(),
+        ),
+    };
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return error(
+            now,
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
+    }
+    if id != config.0 || secret != config.1 {
+        return error(
+            now,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client or wrong secret",
+        );
+    }
+    let n = state.issued.fetch_add(1, Ordering::Relaxed);
+    let token = format!(
+        "{:016x}{:016x}",
+        ids::hash(&[config.3, 0x70c3, n]),
+        ids::mix(n)
+    );
+    if let Ok(mut tokens) = state.tokens.lock() {
+        tokens.insert(
+            token.clone(),
+            Instant::now() + Duration::from_secs(config.2),
+        );
+    }
+    with_date(
+        now,
+        StatusCode::OK,
+        json!({ "access_token": token, "token_type": "Bearer", "expires_in": config.2 })
+            .to_string(),
+    )
+}
+
+fn decode_base64(text: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.trim_end_matches('=').bytes() {
+        let v = ALPHABET.iter().position(|a| *a == c)? as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn authorised(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    state
+        .tokens
+        .lock()
+        .ok()
+        .and_then(|t| t.get(token).copied())
+        .is_some_and(|expiry| Instant::now() < expiry)
+}
+
+/// A fault for this request, if one is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    ExpiredToken,
+    ServerError,
+    RateLimited,
+    Truncated,
+    RepeatedItem,
+    Slow,
+}
+
+fn draw_fault(sim: &Simulation, request: u64) -> Option<Fault> {
+    let f = &sim.config.faults;
+    let u = (ids::hash(&[sim.config.seed, 0xfa17, request]) >> 11) as f64 / (1u64 << 53) as f64;
+    let table = [
+        (f.expired_tokens, Fault::ExpiredToken),
+        (f.server_errors, Fault::ServerError),
+        (f.rate_limited, Fault::RateLimited),
+        (f.truncated_json, Fault::Truncated),
+        (f.repeated_items, Fault::RepeatedItem),
+        (f.slow_responses, Fault::Slow),
+    ];
+    let mut acc = 0.0;
+    table.iter().find_map(|(rate, fault)| {
+        acc += rate;
+        (u < acc).then_some(*fault)
+    })
+}
+
+fn encode_token(cursor: usize, after: Option<i64>) -> String {
+    let text = match after {
+        Some(a) => format!("{cursor}:{a}"),
+        None => format!("{cursor}:-"),
+    };
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_token(token: &str) -> Option<(usize, Option<i64>)> {
+    if token.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    let text = String::from_utf8(bytes?).ok()?;
+    let (cursor, after) = text.split_once(':')?;
+    let after = match after {
+        "-" => None,
+        a => Some(a.parse().ok()?),
+    };
+    Some((cursor.parse().ok()?, after))
+}
+
+/// Parse an RFC 3339 instant; a strict vendor rejects anything else.
+fn parse_instant(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+async fn entities(
+    State(state): State<Arc<AppState>>,
+    Path(endpoint): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let request = state.requests.fetch_add(1, Ordering::Relaxed);
+    let (now, fault, slow_ms, retry_after) = {
+        let sim = state.sim();
+        (
+            sim.now,
+            draw_fault(&sim, request),
+            sim.config.faults.slow_ms,
+            sim.config.faults.retry_after_secs,
+        )
+    };
+    if !authorised(&state, &headers) || fault == Some(Fault::ExpiredToken) {
+        let mut r = error(
+            now,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "missing, unknown or expired access token",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        return r;
+    }
+    if !ENDPOINTS.contains(&endpoint.as_str()) {
+        return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+    }
+    match fault {
+        Some(Fault::ServerError) => {
+            return error(
+                now,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "simulated server error",
+            )
+        }
+        Some(Fault::RateLimited) => {
+            let mut r = error(
+                now,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "slow down",
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        Some(Fault::Slow) => tokio::time::sleep(Duration::from_millis(slow_ms)).await,
+        _ => {}
+    }
+    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(l)) if (1..=10_000).contains(&l) => l,
+        Some(_) => {
+            return error(
+                now,
+                StatusCode::BAD_REQUEST,
+                "invalid_filter",
+                "limit must be 1 to 10000",
+            )
+        }
+    };
+    let (cursor, modified_after) = match params.get("pageToken") {
+        Some(token) => match decode_token(token) {
+            Some(t) => t,
+            None => {
+                return error(
+                    now,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_page_token",
+                    "unknown pageToken",
+                )
+            }
+        },
+        None => match params.get("meta.modified.after") {
+            None => (0, None),
+            Some(text) => match parse_instant(text) {
+                Some(t) => (0, Some(t)),
+                None => {
+                    return error(
+                        now,
+                        StatusCode::BAD_REQUEST,
+                        "invalid_filter",
+                        "meta.modified.after must be RFC 3339 with a time zone",
+                    )
+                }
+            },
+        },
+    };
+    let query = ss12000::Query {
+        limit,
+        cursor,
+        modified_after,
+        repeat_last: fault == Some(Fault::RepeatedItem),
+    };
+    let body = {
+        let sim = state.sim();
+        let Some(page) = sim.page(&endpoint, &query) else {
+            return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        };
+        json!({
+            "data": page.items,
+            "pageToken": page.next.map(|n| encode_token(n, modified_after)),
+        })
+        .to_string()
+    };
+    let body = if fault == Some(Fault::Truncated) {
+        let mut cut = body.len() / 2;
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body[..cut].to_owned()
+    } else {
+        body
+    };
+    with_date(now, StatusCode::OK, body)
+}
+
+async fn deleted_entities(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let sim = state.sim();
+    let now = sim.now;
+    drop(sim);
+    if !authorised(&state, &headers) {
+        return error(
+            now,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "missing, unknown or expired access token",
+        );
+    }
+    let after = match params.get("after") {
+        None => None,
+        Some(text) => match parse_instant(text) {
+            Some(t) => Some(t),
+            None => {
+                return error(
+                    now,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_filter",
+                    "after must be RFC 3339 with a time zone",
+                )
+            }
+        },
+    };
+    let body = state.sim().deleted_after(after).to_string();
+    with_date(now, StatusCode::OK, body)
+}
+
+fn status_json(sim: &Simulation) -> Value {
+    json!({
+        "now": crate::sim::utc(sim.now),
+        "next_day": sim.day.format("%Y-%m-%d").to_string(),
+        "school_year": sim.world.year.label(),
+        "persons": sim.world.persons.len(),
+        "activities": sim.world.activities.len(),
+        "calendar_events": sim.lessons.len(),
+        "attendances": sim.records.len(),
+        "changes_logged": sim.changes_logged(),
+    })
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Response {
+    let sim = state.sim();
+    with_date(sim.now, StatusCode::OK, status_json(&sim).to_string())
+}
+
+async fn advance(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let state2 = Arc::clone(&state);
+    let result = tokio::task::spawn_blocking(move || {
+        let mut sim = state2.sim();
+        let outcome = if let Some(days) = params.get("days") {
+            days.parse::<u32>()
+                .map_err(|e| e.to_string())
+                .and_then(|d| sim.advance_days(d).map_err(|e| e.to_string()))
+        } else if let Some(until) = params.get("until") {
+            chrono::NaiveDate::parse_from_str(until, "%Y-%m-%d")
+                .map_err(|e| e.to_string())
+                .and_then(|d| sim.advance_to(d).map_err(|e| e.to_string()))
+        } else {
+            Err("give days=N or until=YYYY-MM-DD".to_owned())
+        };
+        (sim.now, outcome, status_json(&sim))
+    })
+    .await;
+    match result {
+        Ok((now, Ok(()), body)) => with_date(now, StatusCode::OK, body.to_string()),
+        Ok((now, Err(e), _)) => error(now, StatusCode::BAD_REQUEST, "bad_request", &e),
+        Err(e) => error(
+            0,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
+    }
+}
+
+async fn finish(State(state): State<Arc<AppState>>) -> Response {
+    let mut sim = state.sim();
+    match sim.finish() {
+        Ok(()) => with_date(sim.now, StatusCode::OK, status_json(&sim).to_string()),
+        Err(e) => error(
+            sim.now,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "io",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// Serve until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip() {
+        assert_eq!(
+            decode_token(&encode_token(42, Some(1_700_000_000_000))),
+            Some((42, Some(1_700_000_000_000)))
+        );
+        assert_eq!(decode_token(&encode_token(0, None)), Some((0, None)));
+        assert_eq!(decode_token("zz"), None);
+    }
+
+    #[test]
+    fn basic_auth_decodes() {
+        assert_eq!(
+            decode_base64("c2tvbGZsb2RlOnNlY3JldA==").as_deref(),
+            Some("skolflode:secret")
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! `skolflode simulate`: run the vendor simulator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use skolflode_simulator::config::Preset;
+use skolflode_simulator::server::{self, AppState};
+use skolflode_simulator::sim::Simulation;
+use skolflode_simulator::SimConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Simulator configuration (TOML): size, vendor behaviour, rates of
+    /// change, data-quality and API faults. Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+
+    /// Size: tiny (~100 pupils), municipality (~10 000), city (~60 000).
+    #[arg(long)]
+    preset: Option<Preset>,
+
+    /// Number of pupils, overriding the preset.
+    #[arg(long)]
+    pupils: Option<u32>,
+
+    /// Seed: the same seed and configuration give the same world, the same
+    /// API responses and the same ground truth.
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// The school year, by the year it starts in (2025 for 2025-26).
+    #[arg(long)]
+    school_year: Option<i32>,
+
+    /// Where to write the ground truth and the change log.
+    #[arg(long)]
+    truth_dir: Option<PathBuf>,
+
+    /// Simulate up to this day (exclusive) before serving.
+    #[arg(long)]
+    advance_to: Option<NaiveDate>,
+
+    /// Do not serve: simulate, write the ground truth and exit.
+    #[arg(long)]
+    no_serve: bool,
+
+    /// Address of the vendor APIs.
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    listen: SocketAddr,
+}
+
+fn load_config(args: &Args) -> anyhow::Result<SimConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => SimConfig::default(),
+    };
+    if let Some(preset) = args.preset {
+        config.preset = preset;
+    }
+    if args.pupils.is_some() {
+        config.pupils = args.pupils;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if let Some(year) = args.school_year {
+        config.school_year = year;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    if config.preset == Preset::National && config.pupils.is_none() {
+        anyhow::bail!(
+            "the national preset cannot be served whole; give --pupils for a sample of it"
+        );
+    }
+    Ok(config)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    tracing::info!(
+        seed = config.seed,
+        pupils = config.pupils(),
+        school_year = config.school_year,
+        "generating the simulated municipality"
+    );
+    let truth_dir = args.truth_dir.clone();
+    let advance_to = args.advance_to;
+    let sim = tokio::task::spawn_blocking(move || -> anyhow::Result<Simulation> {
+        let mut sim = Simulation::new(config, truth_dir).context("starting the simulation")?;
+        if let Some(until) = advance_to {
+            while sim.day < until {
+                let step = (sim.day + chrono::Duration::days(7)).min(until);
+                sim.advance_to(step).context("simulating")?;
+                tracing::info!(
+                    day = %sim.day,
+                    calendar_events = sim.lessons.len(),
+                    attendances = sim.records.len(),
+                    changes = sim.changes_logged(),
+                    "simulated up to"
+                );
+            }
+        }
+        Ok(sim)
+    })
+    .await??;
+    tracing::info!(
+        persons = sim.world.persons.len(),
+        activities = sim.world.activities.len(),
+        next_day = %sim.day,
+        "simulation ready"
+    );
+    let state = AppState::new(sim);
+    if args.no_serve {
+        state.sim().finish().context("writing the ground truth")?;
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "serving SS 12000 at /ss12000/v2, OAuth2 at /oauth2/token, control at /control");
+    println!("SIMULATOR_URL=http://{address}");
+    server::serve(listener, state.clone(), shutdown_signal()).await?;
+    state.sim().finish().context("writing the ground truth")?;
+    tracing::info!("stopped; ground truth written");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
