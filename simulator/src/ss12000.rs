@@ -108,7 +108,8 @@ impl Simulation {
         })
     }
 
-    fn storage_len(&self, endpoint: &str) -> Option<usize> {
+    /// How many items of an endpoint the vendor stores, shown or not.
+    pub fn storage_len(&self, endpoint: &str) -> Option<usize> {
         let w = &self.world;
         Some(match endpoint {
             "organisations" => w.organisations.len(),
