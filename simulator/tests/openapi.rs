@@ -1,0 +1,189 @@
+//! The served SS 12000 JSON validates against the OpenAPI specification in
+//! `../shared/reference/ss12000-v2.0-draft/` for every endpoint served.
+//!
+//! The specification is OpenAPI 3.0 in YAML across several files. Its
+//! schemas are read as JSON Schema draft 4 (which OpenAPI 3.0 extends),
+//! after two mechanical translations: `nullable: true` becomes a `null`
+//! type, and the misplaced `required: true` on one property is dropped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use jsonschema::{Draft, Retrieve, Uri};
+use serde_json::Value;
+use skolflode_simulator::config::{Evolution, VendorBehaviour};
+use skolflode_simulator::SimConfig;
+use support::{date, start};
+
+const BASE: &str = "file:///ss12000/";
+
+fn spec_dir() -> Option<PathBuf> {
+    // The workspace's parent holds shared/ (read-only reference material).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.parent()?;
+    let dir = root.join("shared/reference/ss12000-v2.0-draft");
+    dir.is_dir().then_some(dir)
+}
+
+fn translate(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.get("required").is_some_and(Value::is_boolean) {
+                map.remove("required");
+            }
+            if map.remove("nullable") == Some(Value::Bool(true)) {
+                if let Some(Value::String(t)) = map.get("type").cloned() {
+                    map.insert(
+                        "type".into(),
+                        Value::Array(vec![Value::String(t), Value::String("null".into())]),
+                    );
+                }
+            }
+            for v in map.values_mut() {
+                translate(v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(translate),
+        _ => {}
+    }
+}
+
+struct Spec {
+    files: HashMap<String, Value>,
+}
+
+impl Spec {
+    fn load(dir: &Path) -> Self {
+        let mut files = HashMap::new();
+        for sub in ["", "paths/"] {
+            for entry in std::fs::read_dir(dir.join(sub)).unwrap().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".yaml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(entry.path()).unwrap();
+                let mut value: Value =
+                    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{sub}{name}: {e}"));
+                translate(&mut value);
+                files.insert(format!("{sub}{name}"), value);
+            }
+        }
+        Self { files }
+    }
+}
+
+impl Retrieve for Spec {
+    fn retrieve(
+        &self,
+        uri: &Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let path = uri
+            .as_str()
+            .strip_prefix(BASE)
+            .ok_or("outside the specification")?;
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| format!("no file {path}").into())
+    }
+}
+
+fn validator(dir: &Path, reference: &str) -> jsonschema::Validator {
+    let schema = serde_json::json!({ "$ref": format!("{BASE}{reference}") });
+    jsonschema::options()
+        .with_draft(Draft::Draft4)
+        .with_retriever(Spec::load(dir))
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{reference}: {e}"))
+}
+
+#[tokio::test]
+async fn every_endpoint_validates_against_the_specification() {
+    let Some(dir) = spec_dir() else {
+        panic!("the SS 12000 specification is not at ../shared/reference/ss12000-v2.0-draft");
+    };
+    let config = SimConfig {
+        evolution: Evolution {
+            teacher_departures_per_term: 2.0,
+            ..Evolution::default()
+        },
+        vendor: VendorBehaviour {
+            dated_assignments: true,
+            ..VendorBehaviour::default()
+        },
+        ..SimConfig::default()
+    };
+    let running = start(config, date(2025, 10, 6)).await;
+    let token = running.token().await;
+    let endpoints = [
+        ("organisations", "Organisation.yaml#/Organisations"),
+        ("persons", "Person.yaml#/PersonsExpanded"),
+        ("duties", "Duty.yaml#/Duties"),
+        ("groups", "Group.yaml#/GroupsExpanded"),
+        ("syllabuses", "Syllabus.yaml#/Syllabuses"),
+        ("activities", "Activity.yaml#/Activities"),
+        ("calendarEvents", "CalendarEvent.yaml#/CalendarEvents"),
+        ("attendances", "Attendance.yaml#/Attendances"),
+    ];
+    for (endpoint, reference) in endpoints {
+        let validator = validator(&dir, reference);
+        let mut path = format!("/ss12000/v2/{endpoint}?limit=250");
+        let mut pages = 0;
+        loop {
+            let page: Value = running.get(&token, &path).await.json().await.unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&page)
+                .take(5)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{endpoint}: {errors:#?}");
+            pages += 1;
+            match page["pageToken"].as_str() {
+                Some(next) if pages < 6 => {
+                    path = format!("/ss12000/v2/{endpoint}?limit=250&pageToken={next}")
+                }
+                _ => break,
+            }
+        }
+    }
+    let validator = validator(&dir, "paths/deletedEntities.yaml#/DeletedEntities");
+    let feed: Value = running
+        .get(&token, "/ss12000/v2/deletedEntities")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(feed["data"]["duties"]
+        .as_array()
+        .is_some_and(|d| !d.is_empty()));
+    let errors: Vec<String> = validator
+        .iter_errors(&feed)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "deletedEntities: {errors:?}");
+}
+
+#[test]
+fn the_validator_rejects_what_the_standard_forbids() {
+    let Some(dir) = spec_dir() else {
+        panic!("the SS 12000 specification is missing");
+    };
+    let validator = validator(&dir, "Activity.yaml#/Activities");
+    let bad =
+        serde_json::json!({ "data": [{ "id": "x", "displayName": "MA 7A" }], "pageToken": null });
+    assert!(
+        !validator.is_valid(&bad),
+        "an activity without its required fields passed"
+    );
+    let bad_enum = serde_json::json!({ "data": [{
+        "id": "x", "displayName": "MA 7A", "calendarEventsRequired": true, "startDate": "2025-08-20",
+        "groups": [{ "id": "g" }], "organisation": { "id": "o" }, "activityType": "Lektion"
+    }], "pageToken": null });
+    assert!(
+        !validator.is_valid(&bad_enum),
+        "an unknown activityType passed"
+    );
+}
