@@ -186,6 +186,11 @@ pub struct SimConfig {
     pub school_year: i32,
     /// Share of school units that are upper-secondary schools.
     pub upper_secondary_share: f64,
+    /// Share of school units whose timetable and attendance are in the
+    /// Skola24-style vendor (administration stays in the SS 12000 one).
+    pub skola24_share: f64,
+    /// The Skola24-style vendor's name, its `source` in the ground truth.
+    pub skola24_name: String,
     pub vendor: VendorBehaviour,
     pub evolution: Evolution,
     pub quality: Quality,
@@ -205,6 +210,8 @@ impl Default for SimConfig {
             pupils: None,
             school_year: 2025,
             upper_secondary_share: 0.2,
+            skola24_share: 0.25,
+            skola24_name: "skola24-sim".to_owned(),
             vendor: VendorBehaviour::default(),
             evolution: Evolution::default(),
             quality: Quality::default(),
@@ -226,6 +233,7 @@ impl SimConfig {
     pub fn validate(&self) -> Result<(), String> {
         let rates = [
             ("upper_secondary_share", self.upper_secondary_share),
+            ("skola24_share", self.skola24_share),
             (
                 "evolution.cancelled_lessons",
                 self.evolution.cancelled_lessons,

@@ -43,6 +43,10 @@ pub enum Kind {
     Syllabus = 6,
     CalendarEvent = 7,
     Attendance = 8,
+    /// The timetable vendor's own ids.
+    Skola24Unit = 9,
+    Skola24Student = 10,
+    Skola24Lesson = 11,
 }
 
 /// The id of entity number `n` of a kind in a world with `seed`.

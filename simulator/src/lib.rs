@@ -13,7 +13,8 @@
 //! - [`sim`]: time: lessons, attendance reports, corrections, teacher
 //!   replacements, moves; [`truth`]: the weekly ground truth.
 //! - [`ss12000`]: the SS 12000 JSON and paging; [`server`]: the HTTP APIs
-//!   (OAuth2, SS 12000, control) with fault injection.
+//!   (OAuth2, SS 12000, Skola24-style, control) with fault injection;
+//!   [`skola24`]: the timetable vendor's own JSON.
 
 pub mod calendar;
 pub mod civic;
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod plan;
 pub mod server;
 pub mod sim;
+pub mod skola24;
 pub mod ss12000;
 pub mod truth;
 pub mod world;

@@ -6,6 +6,9 @@
 //! - `GET /ss12000/v2/{endpoint}`: SS 12000 entities with `limit`,
 //!   `pageToken` and `meta.modified.after`; bearer token required.
 //! - `GET /ss12000/v2/deletedEntities?after=…`
+//! - `POST /skola24/v0/units`, `POST /skola24/v0/students
+//!   {"unitGuid"}`, `POST /skola24/v0/lessons {"unitGuid", "year",
+//!   "week"}`: the Skola24-style timetable vendor, same bearer tokens.
 //! - `GET /control/status`, `POST /control/advance?days=N` or
 //!   `?until=YYYY-MM-DD`, `POST /control/finish` (writes the remaining
 //!   ground truth).
@@ -65,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/oauth2/token", post(token))
         .route("/ss12000/v2/deletedEntities", get(deleted_entities))
         .route("/ss12000/v2/{endpoint}", get(entities))
+        .route("/skola24/v0/{operation}", post(skola24))
         .route("/control/status", get(status))
         .route("/control/advance", post(advance))
         .route("/control/finish", post(finish))
@@ -260,12 +264,10 @@ fn parse_instant(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-async fn entities(
-    State(state): State<Arc<AppState>>,
-    Path(endpoint): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
+/// Authentication and the faults that end a request early. Returns the
+/// simulated time and any fault that shapes the answer (truncation,
+/// repeats).
+async fn gate(state: &AppState, headers: &HeaderMap) -> Result<(i64, Option<Fault>), Response> {
     let request = state.requests.fetch_add(1, Ordering::Relaxed);
     let (now, fault, slow_ms, retry_after) = {
         let sim = state.sim();
@@ -276,7 +278,7 @@ async fn entities(
             sim.config.faults.retry_after_secs,
         )
     };
-    if !authorised(&state, &headers) || fault == Some(Fault::ExpiredToken) {
+    if !authorised(state, headers) || fault == Some(Fault::ExpiredToken) {
         let mut r = error(
             now,
             StatusCode::UNAUTHORIZED,
@@ -287,20 +289,15 @@ async fn entities(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer error=\"invalid_token\""),
         );
-        return r;
-    }
-    if !ENDPOINTS.contains(&endpoint.as_str()) {
-        return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        return Err(r);
     }
     match fault {
-        Some(Fault::ServerError) => {
-            return error(
-                now,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "simulated server error",
-            )
-        }
+        Some(Fault::ServerError) => Err(error(
+            now,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "simulated server error",
+        )),
         Some(Fault::RateLimited) => {
             let mut r = error(
                 now,
@@ -311,10 +308,99 @@ async fn entities(
             if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            return r;
+            Err(r)
         }
-        Some(Fault::Slow) => tokio::time::sleep(Duration::from_millis(slow_ms)).await,
-        _ => {}
+        Some(Fault::Slow) => {
+            tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+            Ok((now, fault))
+        }
+        _ => Ok((now, fault)),
+    }
+}
+
+fn truncate_if(fault: Option<Fault>, body: String) -> String {
+    if fault != Some(Fault::Truncated) {
+        return body;
+    }
+    let mut cut = body.len() / 2;
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    body[..cut].to_owned()
+}
+
+async fn skola24(
+    State(state): State<Arc<AppState>>,
+    Path(operation): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (now, fault) = match gate(&state, &headers).await {
+        Ok(pass) => pass,
+        Err(response) => return response,
+    };
+    let request: Value = if body.trim().is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    now,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("body is not JSON: {e}"),
+                )
+            }
+        }
+    };
+    let unit = request["unitGuid"].as_str().unwrap_or_default();
+    let answer = {
+        let sim = state.sim();
+        match operation.as_str() {
+            "units" => Some(sim.skola24_units()),
+            "students" => sim.skola24_students(unit),
+            "lessons" => {
+                let year = request["year"].as_i64().and_then(|y| i32::try_from(y).ok());
+                let week = request["week"].as_u64().and_then(|w| u32::try_from(w).ok());
+                match (year, week) {
+                    (Some(y), Some(w)) => sim.skola24_lessons(unit, y, w),
+                    _ => {
+                        return error(
+                            now,
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "give year and week",
+                        )
+                    }
+                }
+            }
+            _ => return error(now, StatusCode::NOT_FOUND, "not_found", "no such operation"),
+        }
+    };
+    match answer {
+        Some(v) => with_date(now, StatusCode::OK, truncate_if(fault, v.to_string())),
+        None => error(
+            now,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "unknown unitGuid or week",
+        ),
+    }
+}
+
+async fn entities(
+    State(state): State<Arc<AppState>>,
+    Path(endpoint): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let (now, fault) = match gate(&state, &headers).await {
+        Ok(pass) => pass,
+        Err(response) => return response,
+    };
+    if !ENDPOINTS.contains(&endpoint.as_str()) {
+        return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint");
     }
     let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
@@ -372,16 +458,7 @@ async fn entities(
         })
         .to_string()
     };
-    let body = if fault == Some(Fault::Truncated) {
-        let mut cut = body.len() / 2;
-        while !body.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        body[..cut].to_owned()
-    } else {
-        body
-    };
-    with_date(now, StatusCode::OK, body)
+    with_date(now, StatusCode::OK, truncate_if(fault, body))
 }
 
 async fn deleted_entities(

@@ -149,7 +149,10 @@ impl Simulation {
             }
             None => None,
         };
-        let truth = Truth::new(truth_dir, config.vendor.name.clone());
+        let truth = Truth::new(
+            truth_dir,
+            (config.vendor.name.clone(), config.skola24_name.clone()),
+        );
         let mut sim = Self {
             config,
             world,

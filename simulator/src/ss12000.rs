@@ -300,6 +300,9 @@ impl Simulation {
             "calendarEvents" => {
                 let l = self.lessons.get(i)?;
                 let a = &w.activities[l.activity as usize];
+                if w.is_skola24(a.unit) {
+                    return None;
+                }
                 let v = json!({
                     "id": l.id,
                     "meta": meta(l.created, l.modified),
@@ -315,6 +318,9 @@ impl Simulation {
             "attendances" => {
                 let r = self.records.get(i)?;
                 let l = &self.lessons[r.lesson as usize];
+                if w.is_skola24(w.activities[l.activity as usize].unit) {
+                    return None;
+                }
                 let mut v = json!({
                     "id": r.id(w.seed),
                     "meta": meta(r.reported, r.modified),

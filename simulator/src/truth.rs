@@ -52,7 +52,9 @@ pub struct WeekRows {
 #[derive(Debug)]
 pub struct Truth {
     dir: Option<PathBuf>,
-    source: String,
+    /// `source` of units served by the SS 12000 vendor and by the
+    /// Skola24-style vendor.
+    sources: (String, String),
     open: BTreeMap<String, Week>,
     /// Finished weeks kept for inspection when nothing is written to disk.
     pub finished: Vec<WeekRows>,
@@ -62,10 +64,10 @@ pub const TEACHER_STUDENT_HEADER: &str = "week,school_unit_code,teacher_civic,te
 pub const ATTENDANCE_HEADER: &str = "week,school_unit_code,student_civic,student_id,subject_code,lessons,minutes_scheduled,minutes_present,minutes_valid_absence,minutes_invalid_absence,lessons_unreported,source";
 
 impl Truth {
-    pub fn new(dir: Option<PathBuf>, source: String) -> Self {
+    pub fn new(dir: Option<PathBuf>, sources: (String, String)) -> Self {
         Self {
             dir,
-            source,
+            sources,
             open: BTreeMap::new(),
             finished: Vec::new(),
         }
@@ -186,7 +188,7 @@ impl Truth {
             attendance,
         };
         match &self.dir {
-            Some(dir) => write_week(dir, &self.source, world, &rows),
+            Some(dir) => write_week(dir, &self.sources, world, &rows),
             None => {
                 self.finished.push(rows);
                 Ok(())
@@ -197,7 +199,7 @@ impl Truth {
 
 fn write_week(
     dir: &std::path::Path,
-    source: &str,
+    sources: &(String, String),
     world: &World,
     rows: &WeekRows,
 ) -> std::io::Result<()> {
@@ -205,6 +207,13 @@ fn write_week(
     std::fs::create_dir_all(&week_dir)?;
     let civic = |p: u32| world.persons[p as usize].civic.clone().unwrap_or_default();
     let unit_code = |u: u32| world.unit_code(u).unwrap_or("").to_owned();
+    let source = |u: u32| {
+        if world.is_skola24(u) {
+            &sources.1
+        } else {
+            &sources.0
+        }
+    };
 
     let mut out =
         std::io::BufWriter::new(std::fs::File::create(week_dir.join("teacher_student.csv"))?);
@@ -226,7 +235,7 @@ fn write_week(
             world.subject_code_of(act),
             lessons,
             minutes,
-            source
+            source(*unit)
         )?;
     }
     out.flush()?;
@@ -248,7 +257,7 @@ fn write_week(
             t.minutes_valid_absence,
             t.minutes_invalid_absence,
             t.lessons_unreported,
-            source
+            source(*unit)
         )?;
     }
     out.flush()

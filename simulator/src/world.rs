@@ -43,6 +43,9 @@ pub struct Organisation {
     pub school_unit_code: Option<String>,
     pub parent: Option<u32>,
     pub form: Option<Form>,
+    /// Timetable and attendance come from the Skola24-style vendor rather
+    /// than the SS 12000 one.
+    pub skola24: bool,
     pub created: i64,
     pub modified: i64,
 }
@@ -281,6 +284,14 @@ impl World {
         builder.world
     }
 
+    /// Whether a unit's lessons and attendance come from the Skola24-style
+    /// vendor.
+    pub fn is_skola24(&self, unit: u32) -> bool {
+        self.organisations
+            .get(unit as usize)
+            .is_some_and(|o| o.skola24)
+    }
+
     /// The unit's school-unit code, if it has one.
     pub fn unit_code(&self, unit: u32) -> Option<&str> {
         self.organisations
@@ -347,6 +358,7 @@ impl Builder<'_> {
             school_unit_code: None,
             parent: None,
             form: None,
+            skola24: false,
             created: self.created,
             modified: self.created,
         };
@@ -360,6 +372,14 @@ impl Builder<'_> {
             };
             let extra = if u == units - 1 { pupils % units } else { 0 };
             self.unit(u + 1, form, per_unit + extra);
+        }
+        // Which units run their timetable and attendance in the
+        // Skola24-style system: a seeded choice of round(share × units).
+        let skola24 = (f64::from(units) * self.config.skola24_share).round() as usize;
+        let mut order: Vec<usize> = (1..=units as usize).collect();
+        order.shuffle(&mut self.rng);
+        for u in order.into_iter().take(skola24) {
+            self.world.organisations[u].skola24 = true;
         }
     }
 
@@ -396,6 +416,7 @@ impl Builder<'_> {
             school_unit_code: code,
             parent: Some(0),
             form: Some(form),
+            skola24: false,
             created: self.created,
             modified: self.created,
         });
