@@ -255,6 +255,11 @@ struct Builder<'a> {
     rng: ChaCha8Rng,
     world: World,
     created: i64,
+    /// The unit being built, and where its persons, duties, groups and
+    /// activities start: ids are numbered per unit, so that a unit comes
+    /// out the same whether it is built alone or with the others.
+    unit_n: u32,
+    base: [usize; 4],
 }
 
 impl World {
@@ -279,9 +284,48 @@ impl World {
             rng: ChaCha8Rng::seed_from_u64(ids::hash(&[config.seed, 0x5eed])),
             world,
             created,
+            unit_n: 0,
+            base: [0; 4],
         };
         builder.build();
         builder.world
+    }
+
+    /// Generate the huvudman and one school unit (numbered from 1) of a
+    /// larger configuration, exactly as [`World::generate`] would make it:
+    /// the way to stream a country one unit at a time.
+    pub fn generate_unit(config: &SimConfig, n: u32) -> Option<Self> {
+        let year = SchoolYear::new(config.school_year);
+        let created = epoch_of(&year);
+        let mut builder = Builder {
+            config,
+            rng: ChaCha8Rng::seed_from_u64(ids::hash(&[config.seed, 0x5eed])),
+            world: World {
+                seed: config.seed,
+                year,
+                organisations: Vec::new(),
+                persons: Vec::new(),
+                duties: Vec::new(),
+                groups: Vec::new(),
+                activities: Vec::new(),
+                syllabuses: Vec::new(),
+                cohorts: Vec::new(),
+                syllabus_index: Default::default(),
+            },
+            created,
+            unit_n: 0,
+            base: [0; 4],
+        };
+        let layout = builder.layout();
+        let (form, pupils) = layout.get(n.checked_sub(1)? as usize).copied()?;
+        builder.huvudman();
+        builder.unit(n, form, pupils);
+        Some(builder.world)
+    }
+
+    /// The number of school units a configuration has.
+    pub fn unit_count(config: &SimConfig) -> u32 {
+        (config.pupils() / 500).max(1)
     }
 
     /// Whether a unit's lessons and attendance come from the Skola24-style
@@ -342,14 +386,30 @@ impl World {
 }
 
 impl Builder<'_> {
-    fn build(&mut self) {
+    /// Form and pupils of every unit, in order.
+    fn layout(&self) -> Vec<(Form, u32)> {
         let pupils = self.config.pupils();
-        let units = (pupils / 500).max(1);
+        let units = World::unit_count(self.config);
         let gy_units = if units >= 3 {
             ((f64::from(units) * self.config.upper_secondary_share).round() as u32).max(1)
         } else {
             0
         };
+        let per_unit = pupils / units;
+        (0..units)
+            .map(|u| {
+                let form = if u >= units - gy_units {
+                    Form::Gy
+                } else {
+                    Form::Gr
+                };
+                let extra = if u == units - 1 { pupils % units } else { 0 };
+                (form, per_unit + extra)
+            })
+            .collect()
+    }
+
+    fn huvudman(&mut self) {
         let municipality = format!("{:04}", 100 + (self.config.seed % 2000));
         let huvudman = Organisation {
             id: entity_id(self.config.seed, Kind::Organisation, 0),
@@ -363,15 +423,13 @@ impl Builder<'_> {
             modified: self.created,
         };
         self.world.organisations.push(huvudman);
-        let per_unit = pupils / units;
-        for u in 0..units {
-            let form = if u >= units - gy_units {
-                Form::Gy
-            } else {
-                Form::Gr
-            };
-            let extra = if u == units - 1 { pupils % units } else { 0 };
-            self.unit(u + 1, form, per_unit + extra);
+    }
+
+    fn build(&mut self) {
+        let units = World::unit_count(self.config);
+        self.huvudman();
+        for (u, (form, pupils)) in self.layout().into_iter().enumerate() {
+            self.unit(u as u32 + 1, form, pupils);
         }
         // Which units run their timetable and attendance in the
         // Skola24-style system: a seeded choice of round(share × units).
@@ -385,6 +443,14 @@ impl Builder<'_> {
 
     fn unit(&mut self, n: u32, form: Form, pupils: u32) {
         let seed = self.config.seed;
+        self.rng = ChaCha8Rng::seed_from_u64(ids::hash(&[seed, 0x0417, u64::from(n)]));
+        self.unit_n = n;
+        self.base = [
+            self.world.persons.len(),
+            self.world.duties.len(),
+            self.world.groups.len(),
+            self.world.activities.len(),
+        ];
         let index = self.world.organisations.len() as u32;
         let code = if self
             .rng
@@ -655,6 +721,18 @@ impl Builder<'_> {
         }
     }
 
+    /// The id of the `index`-th entity of a kind (global index), numbered
+    /// within the current unit; `base` picks the unit's starting index
+    /// (0 persons, 1 duties, 2 groups, 3 activities).
+    fn local_id(&self, kind: Kind, index: usize, base: usize) -> String {
+        let local = index.saturating_sub(self.base[base]) as u64;
+        entity_id(
+            self.config.seed,
+            kind,
+            (u64::from(self.unit_n) << 32) | local,
+        )
+    }
+
     fn person(&mut self, birth: NaiveDate, enrolment: Option<Enrolment>) -> u32 {
         let n = self.world.persons.len() as u64;
         let male = self.rng.random_bool(0.5);
@@ -686,7 +764,7 @@ impl Builder<'_> {
             ))
         };
         self.world.persons.push(Person {
-            id: entity_id(self.config.seed, Kind::Person, n),
+            id: self.local_id(Kind::Person, n as usize, 0),
             civic,
             given_name: GIVEN[self.rng.random_range(0..GIVEN.len())],
             family_name: FAMILY[self.rng.random_range(0..FAMILY.len())],
@@ -715,7 +793,7 @@ impl Builder<'_> {
         let (start, _) = self.world.year.autumn;
         let (_, end) = self.world.year.spring;
         self.world.groups.push(Group {
-            id: entity_id(self.config.seed, Kind::Group, u64::from(n)),
+            id: self.local_id(Kind::Group, n as usize, 2),
             name,
             group_type,
             unit,
@@ -745,7 +823,23 @@ impl Builder<'_> {
         }
         let n = self.world.syllabuses.len() as u32;
         self.world.syllabuses.push(Syllabus {
-            id: entity_id(self.config.seed, Kind::Syllabus, u64::from(n)),
+            id: entity_id(
+                self.config.seed,
+                Kind::Syllabus,
+                ids::hash(&[
+                    form as u64,
+                    ids::hash(&item.subject_code.bytes().map(u64::from).collect::<Vec<_>>()),
+                    ids::hash(
+                        &item
+                            .course_code
+                            .unwrap_or("")
+                            .bytes()
+                            .map(u64::from)
+                            .collect::<Vec<_>>(),
+                    ),
+                    language.map_or(0, |l| u64::from(l) + 1),
+                ]),
+            ),
             item: *item,
             language,
             form,
@@ -772,9 +866,9 @@ impl Builder<'_> {
         let dangling_group = self
             .rng
             .random_bool(self.config.quality.dangling_references)
-            .then(|| entity_id(self.config.seed, Kind::Group, 1_000_000_000 + n));
+            .then(|| self.local_id(Kind::Group, 1_000_000_000 + n as usize, 3));
         self.world.activities.push(Activity {
-            id: entity_id(self.config.seed, Kind::Activity, n),
+            id: self.local_id(Kind::Activity, n as usize, 3),
             name,
             unit,
             cohort,
@@ -832,7 +926,7 @@ impl Builder<'_> {
             let d = self.world.duties.len() as u32;
             let started = school_start - Duration::days(self.rng.random_range(0..3000));
             self.world.duties.push(Duty {
-                id: entity_id(self.config.seed, Kind::Duty, u64::from(d)),
+                id: self.local_id(Kind::Duty, d as usize, 1),
                 person,
                 unit,
                 signature,
@@ -984,6 +1078,43 @@ mod tests {
             let total: u32 = all.iter().map(|s| u32::from(s.len)).sum();
             assert_eq!(total, plan.iter().map(|i| i.weekly_minutes).sum::<u32>());
         }
+    }
+
+    #[test]
+    fn a_unit_alone_is_the_same_unit() {
+        let config = SimConfig {
+            pupils: Some(2000),
+            ..SimConfig::default()
+        };
+        let whole = World::generate(&config);
+        for n in 1..=World::unit_count(&config) {
+            let alone = World::generate_unit(&config, n).unwrap_or_else(|| panic!("unit {n}"));
+            let unit = &alone.organisations[1];
+            let same = whole
+                .organisations
+                .iter()
+                .position(|o| o.id == unit.id)
+                .unwrap_or(0);
+            assert_eq!(whole.organisations[same].name, unit.name);
+            let ids = |w: &World, u: u32| -> Vec<String> {
+                w.activities
+                    .iter()
+                    .filter(|a| a.unit == u)
+                    .map(|a| a.id.clone())
+                    .collect()
+            };
+            assert_eq!(ids(&whole, same as u32), ids(&alone, 1));
+            let pupils = |w: &World, u: u32| -> Vec<(String, Option<String>)> {
+                w.persons
+                    .iter()
+                    .filter(|p| p.enrolments.iter().any(|e| e.unit == u))
+                    .map(|p| (p.id.clone(), p.civic.clone()))
+                    .collect()
+            };
+            assert_eq!(pupils(&whole, same as u32), pupils(&alone, 1));
+        }
+        assert!(World::generate_unit(&config, 0).is_none());
+        assert!(World::generate_unit(&config, 5).is_none());
     }
 
     #[test]
