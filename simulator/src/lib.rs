@@ -15,6 +15,7 @@
 //! - [`ss12000`]: the SS 12000 JSON and paging; [`server`]: the HTTP APIs
 //!   (OAuth2, SS 12000, Skola24-style, control) with fault injection;
 //!   [`skola24`]: the timetable vendor's own JSON.
+//! - [`stream`]: a national week, one unit at a time, in bounded memory.
 
 pub mod calendar;
 pub mod civic;
@@ -25,6 +26,7 @@ pub mod server;
 pub mod sim;
 pub mod skola24;
 pub mod ss12000;
+pub mod stream;
 pub mod truth;
 pub mod world;
 

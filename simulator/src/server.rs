@@ -449,14 +449,10 @@ async fn entities(
     };
     let body = {
         let sim = state.sim();
-        let Some(page) = sim.page(&endpoint, &query) else {
-            return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint");
-        };
-        json!({
-            "data": page.items,
-            "pageToken": page.next.map(|n| encode_token(n, modified_after)),
-        })
-        .to_string()
+        match sim.page_body(&endpoint, &query, |n| encode_token(n, modified_after)) {
+            Some((body, _, _)) => body,
+            None => return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        }
     };
     with_date(now, StatusCode::OK, truncate_if(fault, body))
 }

@@ -138,6 +138,15 @@ impl Simulation {
     /// and the change log under `truth_dir` when given.
     pub fn new(config: SimConfig, truth_dir: Option<PathBuf>) -> std::io::Result<Self> {
         let world = World::generate(&config);
+        Self::from_world(config, world, truth_dir)
+    }
+
+    /// A simulation of a given world (e.g. one unit of a larger one).
+    pub fn from_world(
+        config: SimConfig,
+        world: World,
+        truth_dir: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
         let (first, _) = world.year.bounds();
         let now = crate::world::epoch_of(&world.year);
         let change_log = match &truth_dir {

@@ -82,6 +82,54 @@ const SETTLE_MILLIS: i64 = 10 * 24 * 3600 * 1000;
 impl Simulation {
     /// Serve one page of an endpoint.
     pub fn page(&self, endpoint: &str, query: &Query) -> Option<Page> {
+        let mut items = Vec::with_capacity(query.limit);
+        let next = self.for_page(endpoint, query, |item| items.push(item))?;
+        Some(Page { items, next })
+    }
+
+    /// One page as the response body `{"data": [...], "pageToken": ...}`,
+    /// each item written as soon as it is rendered; `token` makes the next
+    /// page's token from the cursor. Returns the body, the number of items
+    /// and the next cursor.
+    pub fn page_body(
+        &self,
+        endpoint: &str,
+        query: &Query,
+        token: impl Fn(usize) -> String,
+    ) -> Option<(String, usize, Option<usize>)> {
+        let mut body = Vec::with_capacity(query.limit * 512);
+        body.extend_from_slice(b"{\"data\":[");
+        let mut count = 0;
+        let mut failed = false;
+        let next = self.for_page(endpoint, query, |item| {
+            if count > 0 {
+                body.push(b',');
+            }
+            count += 1;
+            failed |= serde_json::to_writer(&mut body, &item).is_err();
+        })?;
+        if failed {
+            return None;
+        }
+        body.extend_from_slice(b"],\"pageToken\":");
+        match next {
+            Some(n) => {
+                let _ = serde_json::to_writer(&mut body, &token(n));
+            }
+            None => body.extend_from_slice(b"null"),
+        }
+        body.push(b'}');
+        String::from_utf8(body).ok().map(|b| (b, count, next))
+    }
+
+    /// Render the items of one page, in order, and return where the next
+    /// page starts.
+    fn for_page(
+        &self,
+        endpoint: &str,
+        query: &Query,
+        mut emit: impl FnMut(Value),
+    ) -> Option<Option<usize>> {
         let len = self.storage_len(endpoint)?;
         let mut start = query.cursor.min(len);
         if query.repeat_last && start > 0 {
@@ -92,20 +140,18 @@ impl Simulation {
         if let (Some(after), 0) = (query.modified_after, query.cursor) {
             start = start.max(self.first_possibly_modified_after(endpoint, after - SETTLE_MILLIS));
         }
-        let mut items = Vec::with_capacity(query.limit);
+        let mut emitted = 0;
         let mut i = start;
-        while i < len && items.len() < query.limit {
+        while i < len && emitted < query.limit {
             if let Some((modified, item)) = self.render(endpoint, i) {
                 if query.modified_after.is_none_or(|after| modified > after) {
-                    items.push(item);
+                    emit(item);
+                    emitted += 1;
                 }
             }
             i += 1;
         }
-        Some(Page {
-            items,
-            next: (i < len).then_some(i),
-        })
+        Some((i < len).then_some(i))
     }
 
     /// How many items of an endpoint the vendor stores, shown or not.

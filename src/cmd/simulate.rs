@@ -46,6 +46,20 @@ pub struct Args {
     #[arg(long)]
     no_serve: bool,
 
+    /// Stream one ISO week (e.g. 2025-W36) of every unit as SS 12000 JSON
+    /// lines, one unit at a time in bounded memory, and exit. Works for the
+    /// national preset.
+    #[arg(long, value_name = "YYYY-Www")]
+    stream_week: Option<String>,
+
+    /// Where to stream to (default: standard output).
+    #[arg(long, requires = "stream_week")]
+    stream_out: Option<PathBuf>,
+
+    /// Stream only the first N units.
+    #[arg(long, requires = "stream_week")]
+    stream_units: Option<u32>,
+
     /// Address of the vendor APIs.
     #[arg(long, default_value = "127.0.0.1:8700")]
     listen: SocketAddr,
@@ -73,7 +87,7 @@ fn load_config(args: &Args) -> anyhow::Result<SimConfig> {
         config.school_year = year;
     }
     config.validate().map_err(anyhow::Error::msg)?;
-    if config.preset == Preset::National && config.pupils.is_none() {
+    if config.preset == Preset::National && config.pupils.is_none() && args.stream_week.is_none() {
         anyhow::bail!(
             "the national preset cannot be served whole; give --pupils for a sample of it"
         );
@@ -83,6 +97,13 @@ fn load_config(args: &Args) -> anyhow::Result<SimConfig> {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = load_config(&args)?;
+    if let Some(week) = &args.stream_week {
+        let (year, week) = parse_week(week)?;
+        let out = args.stream_out.clone();
+        let units = args.stream_units;
+        return tokio::task::spawn_blocking(move || stream(&config, year, week, units, out))
+            .await?;
+    }
     tracing::info!(
         seed = config.seed,
         pupils = config.pupils(),
@@ -153,4 +174,79 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+fn parse_week(text: &str) -> anyhow::Result<(i32, u32)> {
+    let (year, week) = text
+        .split_once("-W")
+        .with_context(|| format!("{text:?} is not an ISO week like 2025-W36"))?;
+    let year: i32 = year
+        .parse()
+        .with_context(|| format!("bad year in {text:?}"))?;
+    let week: u32 = week
+        .parse()
+        .with_context(|| format!("bad week in {text:?}"))?;
+    anyhow::ensure!((1..=53).contains(&week), "week {week} is out of range");
+    Ok((year, week))
+}
+
+fn stream(
+    config: &SimConfig,
+    year: i32,
+    week: u32,
+    units: Option<u32>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let total =
+        skolflode_simulator::world::World::unit_count(config).min(units.unwrap_or(u32::MAX));
+    let started = std::time::Instant::now();
+    let progress = |s: &skolflode_simulator::stream::StreamStats| {
+        if s.units % 50 == 0 || s.units == total {
+            tracing::info!(
+                units = s.units,
+                of = total,
+                items = s.items,
+                bytes = s.bytes,
+                elapsed_s = started.elapsed().as_secs(),
+                "streamed"
+            );
+        }
+    };
+    let stats = match out {
+        Some(path) => {
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+            skolflode_simulator::stream::stream_week(
+                config,
+                year,
+                week,
+                units,
+                &mut writer,
+                progress,
+            )?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut writer = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            skolflode_simulator::stream::stream_week(
+                config,
+                year,
+                week,
+                units,
+                &mut writer,
+                progress,
+            )?
+        }
+    };
+    tracing::info!(
+        units = stats.units,
+        items = stats.items,
+        calendar_events = stats.calendar_events,
+        attendances = stats.attendances,
+        bytes = stats.bytes,
+        seconds = started.elapsed().as_secs_f64(),
+        "week streamed"
+    );
+    Ok(())
 }
