@@ -110,19 +110,7 @@ impl Admin {
         let results = self
             .bounded(self.client.create_topics(&new_topics, &options))
             .await?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(KafkaError::Admin {
-                        operation: "create",
-                        topic,
-                        cause: code.to_string(),
-                    })
-                }
-            }
-        }
-        Ok(())
+        check_results(results, "create", RDKafkaErrorCode::TopicAlreadyExists)
     }
 
     /// Delete topics; a topic that does not exist is not an error.
@@ -134,19 +122,7 @@ impl Admin {
         let results = self
             .bounded(self.client.delete_topics(names, &options))
             .await?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-                Err((topic, code)) => {
-                    return Err(KafkaError::Admin {
-                        operation: "delete",
-                        topic,
-                        cause: code.to_string(),
-                    })
-                }
-            }
-        }
-        Ok(())
+        check_results(results, "delete", RDKafkaErrorCode::UnknownTopicOrPartition)
     }
 
     async fn bounded<T>(
@@ -164,4 +140,27 @@ impl Admin {
             }),
         }
     }
+}
+
+/// The first per-topic failure of an admin call, treating `harmless` (the
+/// topic already is as asked) as success.
+fn check_results(
+    results: Vec<rdkafka::admin::TopicResult>,
+    operation: &'static str,
+    harmless: RDKafkaErrorCode,
+) -> Result<(), KafkaError> {
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, code)) if code == harmless => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::Admin {
+                    operation,
+                    topic,
+                    cause: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
 }

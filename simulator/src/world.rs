@@ -265,57 +265,17 @@ struct Builder<'a> {
 impl World {
     /// Generate the world as it stands on 1 July of the school year.
     pub fn generate(config: &SimConfig) -> Self {
-        let year = SchoolYear::new(config.school_year);
-        let created = epoch_of(&year);
-        let world = World {
-            seed: config.seed,
-            year,
-            organisations: Vec::new(),
-            persons: Vec::new(),
-            duties: Vec::new(),
-            groups: Vec::new(),
-            activities: Vec::new(),
-            syllabuses: Vec::new(),
-            cohorts: Vec::new(),
-            syllabus_index: Default::default(),
-        };
-        let mut builder = Builder {
-            config,
-            rng: ChaCha8Rng::seed_from_u64(ids::hash(&[config.seed, 0x5eed])),
-            world,
-            created,
-            unit_n: 0,
-            base: [0; 4],
-        };
+        let mut builder = Builder::new(config);
         builder.build();
         builder.world
     }
 
     /// Generate the huvudman and one school unit (numbered from 1) of a
-    /// larger configuration, exactly as [`World::generate`] would make it:
-    /// the way to stream a country one unit at a time.
+    /// larger configuration, exactly as [`World::generate`] would make it
+    /// (except that no unit is given to the Skola24-style vendor): the way
+    /// to stream a country one unit at a time.
     pub fn generate_unit(config: &SimConfig, n: u32) -> Option<Self> {
-        let year = SchoolYear::new(config.school_year);
-        let created = epoch_of(&year);
-        let mut builder = Builder {
-            config,
-            rng: ChaCha8Rng::seed_from_u64(ids::hash(&[config.seed, 0x5eed])),
-            world: World {
-                seed: config.seed,
-                year,
-                organisations: Vec::new(),
-                persons: Vec::new(),
-                duties: Vec::new(),
-                groups: Vec::new(),
-                activities: Vec::new(),
-                syllabuses: Vec::new(),
-                cohorts: Vec::new(),
-                syllabus_index: Default::default(),
-            },
-            created,
-            unit_n: 0,
-            base: [0; 4],
-        };
+        let mut builder = Builder::new(config);
         let layout = builder.layout();
         let (form, pupils) = layout.get(n.checked_sub(1)? as usize).copied()?;
         builder.huvudman();
@@ -385,7 +345,31 @@ impl World {
     }
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    fn new(config: &'a SimConfig) -> Self {
+        let year = SchoolYear::new(config.school_year);
+        let created = epoch_of(&year);
+        Builder {
+            config,
+            rng: ChaCha8Rng::seed_from_u64(ids::hash(&[config.seed, 0x5eed])),
+            world: World {
+                seed: config.seed,
+                year,
+                organisations: Vec::new(),
+                persons: Vec::new(),
+                duties: Vec::new(),
+                groups: Vec::new(),
+                activities: Vec::new(),
+                syllabuses: Vec::new(),
+                cohorts: Vec::new(),
+                syllabus_index: Default::default(),
+            },
+            created,
+            unit_n: 0,
+            base: [0; 4],
+        }
+    }
+
     /// Form and pupils of every unit, in order.
     fn layout(&self) -> Vec<(Form, u32)> {
         let pupils = self.config.pupils();

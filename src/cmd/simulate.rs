@@ -212,33 +212,15 @@ fn stream(
             );
         }
     };
-    let stats = match out {
-        Some(path) => {
-            let file = std::fs::File::create(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-            skolflode_simulator::stream::stream_week(
-                config,
-                year,
-                week,
-                units,
-                &mut writer,
-                progress,
-            )?
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut writer = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            skolflode_simulator::stream::stream_week(
-                config,
-                year,
-                week,
-                units,
-                &mut writer,
-                progress,
-            )?
-        }
+    let sink: Box<dyn std::io::Write> = match out {
+        Some(path) => Box::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
     };
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, sink);
+    let stats =
+        skolflode_simulator::stream::stream_week(config, year, week, units, &mut writer, progress)?;
     tracing::info!(
         units = stats.units,
         items = stats.items,
