@@ -1,0 +1,18 @@
+//! Producers: the edge of skolflode, where vendor data comes in.
+//!
+//! Personal identity numbers are validated and pseudonymised here and never
+//! travel further; everything downstream sees person keys.
+//!
+//! - [`civic`]: parsing and validating Swedish personal identity numbers
+//!   and coordination numbers in the forms vendors send (12 or 10 digits,
+//!   with or without `-`/`+`), expanded to the 12-digit form.
+//! - [`pseudonym`]: the person-key contract: lowercase hex of
+//!   `HMAC-SHA256(secret, civic12)`, or of `"<source>:<person id>"` for
+//!   persons without a valid number. The secret comes from configuration
+//!   and is never printed.
+//!
+//! The SS 12000 producer (`skolflode produce`) is built on these; it is not
+//! part of this crate yet.
+
+pub mod civic;
+pub mod pseudonym;
