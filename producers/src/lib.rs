@@ -10,9 +10,12 @@
 //!   `HMAC-SHA256(secret, civic12)`, or of `"<source>:<person id>"` for
 //!   persons without a valid number. The secret comes from configuration
 //!   and is never printed.
+//! - [`ss12000`]: SS 12000 JSON to skolflode's entities, leniently, with
+//!   quality findings and dead-letter reasons.
 //!
 //! The SS 12000 producer (`skolflode produce`) is built on these; it is not
 //! part of this crate yet.
 
 pub mod civic;
 pub mod pseudonym;
+pub mod ss12000;

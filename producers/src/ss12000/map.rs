@@ -1,0 +1,599 @@
+//! SS 12000 JSON → skolflode entities.
+
+use serde_json::{Map, Value};
+use skolflode_schemas::entities::*;
+use skolflode_schemas::{Date, TimestampMillis};
+
+use super::time;
+use crate::pseudonym::{Pseudonymiser, Validity};
+
+/// Something that had to be repaired to be understood. Carries no personal
+/// data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// JSON path of the field, e.g. `enrolments[0].startDate`.
+    pub field: String,
+    pub kind: FindingKind,
+}
+
+/// The kinds of repairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FindingKind {
+    /// A date-time without a zone, read as Swedish local time.
+    ZoneAssumed,
+    /// A date with a time part, cut to the date.
+    TimeCutFromDate,
+    /// A number sent as a string.
+    NumberFromString,
+    /// An optional field with an unusable value, left out.
+    UnusableOptional,
+    /// A civic number that is not valid; the person got a fallback key.
+    InvalidCivicNumber,
+}
+
+/// Why an item cannot be mapped: it goes to the dead-letter topic.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("the item is not a JSON object")]
+    NotAnObject,
+    #[error("required field {0} is missing")]
+    Missing(String),
+    #[error("field {field} should be {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+}
+
+/// What a mapping needs besides the item.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub pseudonymiser: &'a Pseudonymiser,
+    /// The connection's name: the `<source>` of fallback person keys.
+    pub source: &'a str,
+    /// The day the item was read (for 10-digit civic numbers' century).
+    pub today: (i32, u32, u32),
+}
+
+/// A mapped entity and what had to be repaired.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mapped<T> {
+    pub entity: T,
+    pub findings: Vec<Finding>,
+}
+
+/// Field access with paths for messages and findings.
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+    findings: &'a mut Vec<Finding>,
+}
+
+impl<'a> Obj<'a> {
+    fn field(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    fn finding(&mut self, name: &str, kind: FindingKind) {
+        let field = self.field(name);
+        self.findings.push(Finding { field, kind });
+    }
+
+    fn present(&self, name: &str) -> Option<&'a Value> {
+        self.map.get(name).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, name: &str) -> Result<String, MapError> {
+        match self.present(name) {
+            None => Err(MapError::Missing(self.field(name))),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => {
+                self.finding(name, FindingKind::NumberFromString);
+                Ok(n.to_string())
+            }
+            Some(_) => Err(MapError::WrongType {
+                field: self.field(name),
+                expected: "a string",
+            }),
+        }
+    }
+
+    fn opt_string(&mut self, name: &str) -> Option<String> {
+        match self.present(name) {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                self.finding(name, FindingKind::UnusableOptional);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &str) -> Result<bool, MapError> {
+        match self.present(name) {
+            None => Err(MapError::Missing(self.field(name))),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) if s == "true" || s == "false" => {
+                self.finding(name, FindingKind::NumberFromString);
+                Ok(s == "true")
+            }
+            Some(_) => Err(MapError::WrongType {
+                field: self.field(name),
+                expected: "a boolean",
+            }),
+        }
+    }
+
+    fn opt_bool(&mut self, name: &str) -> Option<bool> {
+        match self.present(name) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.finding(name, FindingKind::UnusableOptional);
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, name: &str) -> Result<i32, MapError> {
+        let field = self.field(name);
+        match self.present(name) {
+            None => Err(MapError::Missing(field)),
+            Some(Value::Number(n)) => {
+                n.as_i64()
+                    .and_then(|v| i32::try_from(v).ok())
+                    .ok_or(MapError::WrongType {
+                        field,
+                        expected: "a 32-bit integer",
+                    })
+            }
+            Some(Value::String(s)) => match s.trim().parse::<i32>() {
+                Ok(v) => {
+                    self.finding(name, FindingKind::NumberFromString);
+                    Ok(v)
+                }
+                Err(_) => Err(MapError::WrongType {
+                    field,
+                    expected: "an integer",
+                }),
+            },
+            Some(_) => Err(MapError::WrongType {
+                field,
+                expected: "an integer",
+            }),
+        }
+    }
+
+    fn opt_int(&mut self, name: &str) -> Option<i32> {
+        self.present(name)?;
+        match self.int(name) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.finding(name, FindingKind::UnusableOptional);
+                None
+            }
+        }
+    }
+
+    fn date(&mut self, name: &str) -> Result<Date, MapError> {
+        let text = self.string(name)?;
+        match time::date_days(&text) {
+            Some((days, repaired)) => {
+                if repaired {
+                    self.finding(name, FindingKind::TimeCutFromDate);
+                }
+                Ok(Date(days))
+            }
+            None => Err(MapError::WrongType {
+                field: self.field(name),
+                expected: "a date (YYYY-MM-DD)",
+            }),
+        }
+    }
+
+    fn opt_date(&mut self, name: &str) -> Option<Date> {
+        self.present(name)?;
+        match self.date(name) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.finding(name, FindingKind::UnusableOptional);
+                None
+            }
+        }
+    }
+
+    fn instant(&mut self, name: &str) -> Result<TimestampMillis, MapError> {
+        let text = self.string(name)?;
+        match time::parse_instant(&text) {
+            Some(i) => {
+                if i.zone_assumed {
+                    self.finding(name, FindingKind::ZoneAssumed);
+                }
+                Ok(TimestampMillis(i.millis))
+            }
+            None => Err(MapError::WrongType {
+                field: self.field(name),
+                expected: "an RFC 3339 date-time",
+            }),
+        }
+    }
+
+    fn opt_instant(&mut self, name: &str) -> Option<TimestampMillis> {
+        self.present(name)?;
+        match self.instant(name) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                self.finding(name, FindingKind::UnusableOptional);
+                None
+            }
+        }
+    }
+
+    fn child(&mut self, name: &str) -> Result<Obj<'_>, MapError> {
+        let field = self.field(name);
+        match self.present(name) {
+            Some(Value::Object(map)) => Ok(Obj {
+                map,
+                path: field,
+                findings: self.findings,
+            }),
+            Some(_) => Err(MapError::WrongType {
+                field,
+                expected: "an object",
+            }),
+            None => Err(MapError::Missing(field)),
+        }
+    }
+
+    fn reference(&mut self, name: &str) -> Result<ObjectReference, MapError> {
+        let mut child = self.child(name)?;
+        Ok(ObjectReference {
+            id: child.string("id")?,
+        })
+    }
+
+    fn opt_reference(&mut self, name: &str) -> Option<ObjectReference> {
+        self.present(name)?;
+        match self.reference(name) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                self.finding(name, FindingKind::UnusableOptional);
+                None
+            }
+        }
+    }
+
+    /// The elements of an array (absent: none), each mapped by `each`.
+    fn array<T>(
+        &mut self,
+        name: &str,
+        mut each: impl FnMut(&mut Obj<'_>) -> Result<T, MapError>,
+    ) -> Result<Vec<T>, MapError> {
+        let field = self.field(name);
+        let items = match self.present(name) {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                return Err(MapError::WrongType {
+                    field,
+                    expected: "an array",
+                })
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{field}[{i}]");
+            let Value::Object(map) = item else {
+                return Err(MapError::WrongType {
+                    field: path,
+                    expected: "an object",
+                });
+            };
+            let mut obj = Obj {
+                map,
+                path,
+                findings: self.findings,
+            };
+            out.push(each(&mut obj)?);
+        }
+        Ok(out)
+    }
+
+    fn strings(&mut self, name: &str) -> Vec<String> {
+        match self.present(name) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            Some(_) => {
+                self.finding(name, FindingKind::UnusableOptional);
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn meta(&mut self) -> Option<Meta> {
+        let mut meta = self.child("meta").ok()?;
+        Some(Meta {
+            created: meta.opt_instant("created"),
+            modified: meta.opt_instant("modified"),
+        })
+    }
+}
+
+fn root<'a>(item: &'a Value, findings: &'a mut Vec<Finding>) -> Result<Obj<'a>, MapError> {
+    match item {
+        Value::Object(map) => Ok(Obj {
+            map,
+            path: String::new(),
+            findings,
+        }),
+        _ => Err(MapError::NotAnObject),
+    }
+}
+
+fn mapped<T>(
+    item: &Value,
+    build: impl FnOnce(&mut Obj<'_>) -> Result<T, MapError>,
+) -> Result<Mapped<T>, MapError> {
+    let mut findings = Vec::new();
+    let entity = {
+        let mut obj = root(item, &mut findings)?;
+        build(&mut obj)?
+    };
+    Ok(Mapped { entity, findings })
+}
+
+/// `Organisation`. Contact details are dropped.
+pub fn organisation(item: &Value) -> Result<Mapped<Organisation>, MapError> {
+    mapped(item, |o| {
+        Ok(Organisation {
+            id: o.string("id")?,
+            meta: o.meta(),
+            display_name: o.string("displayName")?,
+            organisation_code: o.opt_string("organisationCode"),
+            organisation_type: o.string("organisationType")?,
+            organisation_number: o.opt_string("organisationNumber"),
+            parent_organisation: o.opt_reference("parentOrganisation"),
+            school_unit_code: o.opt_string("schoolUnitCode"),
+            school_types: o.strings("schoolTypes"),
+            municipality_code: o.opt_string("municipalityCode"),
+            start_date: o.opt_date("startDate"),
+            end_date: o.opt_date("endDate"),
+        })
+    })
+}
+
+/// `Person`, pseudonymised: names, civic number, contact details,
+/// identifiers and relations do not leave this function.
+pub fn person(item: &Value, cx: &Context<'_>) -> Result<Mapped<Person>, MapError> {
+    let mut findings = Vec::new();
+    let entity = {
+        let mut o = root(item, &mut findings)?;
+        let id = o.string("id")?;
+        let civic = o
+            .child("civicNo")
+            .ok()
+            .and_then(|mut c| c.opt_string("value"));
+        let key = cx
+            .pseudonymiser
+            .person(civic.as_deref(), cx.today, cx.source, &id);
+        let validity = match key.validity {
+            Validity::Valid => CivicNoValidity::Valid,
+            Validity::ValidCoordination => CivicNoValidity::ValidCoordination,
+            Validity::Invalid(_) => {
+                o.finding("civicNo.value", FindingKind::InvalidCivicNumber);
+                CivicNoValidity::Invalid
+            }
+            Validity::Missing => CivicNoValidity::Missing,
+        };
+        let birth_year = key.birth_year.or_else(|| {
+            o.opt_string("birthDate")
+                .and_then(|t| time::parse_date(&t))
+                .and_then(|(year, _, _)| i32::try_from(year).ok())
+        });
+        Person {
+            meta: o.meta(),
+            person_key: key.key,
+            civic_no_validity: validity,
+            birth_year,
+            sex: o.opt_string("sex"),
+            security_marking: o.opt_string("securityMarking"),
+            person_status: o.opt_string("personStatus"),
+            enrolments: o.array("enrolments", |e| {
+                Ok(Enrolment {
+                    enroled_at: e.reference("enroledAt")?,
+                    school_year: e.opt_int("schoolYear"),
+                    school_type: e.string("schoolType")?,
+                    start_date: e.date("startDate")?,
+                    end_date: e.opt_date("endDate"),
+                    cancelled: e.opt_bool("cancelled"),
+                    education_code: e.opt_string("educationCode"),
+                    programme: e.opt_reference("programme"),
+                })
+            })?,
+            id,
+        }
+    };
+    Ok(Mapped { entity, findings })
+}
+
+/// `Duty`.
+pub fn duty(item: &Value) -> Result<Mapped<Duty>, MapError> {
+    mapped(item, |o| {
+        Ok(Duty {
+            id: o.string("id")?,
+            meta: o.meta(),
+            person: o.opt_reference("person"),
+            assignment_role: o.array("assignmentRole", |a| {
+                Ok(AssignmentRole {
+                    group: a.reference("group")?,
+                    assignment_role_type: a.string("assignmentRoleType")?,
+                    start_date: a.date("startDate")?,
+                    end_date: a.opt_date("endDate"),
+                })
+            })?,
+            duty_at: o.reference("dutyAt")?,
+            duty_role: o.string("dutyRole")?,
+            signature: o.opt_string("signature"),
+            duty_percent: o.opt_int("dutyPercent"),
+            hours_per_year: o.opt_int("hoursPerYear"),
+            start_date: o.date("startDate")?,
+            end_date: o.opt_date("endDate"),
+        })
+    })
+}
+
+/// `Group` (with `_embedded.assignmentRoles` when expanded).
+pub fn group(item: &Value) -> Result<Mapped<Group>, MapError> {
+    mapped(item, |o| {
+        let assignment_roles = match o.child("_embedded") {
+            Ok(mut embedded) => embedded.array("assignmentRoles", |a| {
+                Ok(GroupAssignmentRole {
+                    duty: a.reference("duty")?,
+                    assignment_role_type: a.string("assignmentRoleType")?,
+                    start_date: a.opt_date("startDate"),
+                    end_date: a.opt_date("endDate"),
+                })
+            })?,
+            Err(_) => Vec::new(),
+        };
+        Ok(Group {
+            id: o.string("id")?,
+            meta: o.meta(),
+            display_name: o.string("displayName")?,
+            start_date: o.date("startDate")?,
+            end_date: o.opt_date("endDate"),
+            group_type: o.string("groupType")?,
+            school_type: o.opt_string("schoolType"),
+            organisation: o.reference("organisation")?,
+            group_memberships: o.array("groupMemberships", |m| {
+                Ok(GroupMembership {
+                    person: m.reference("person")?,
+                    start_date: m.opt_date("startDate"),
+                    end_date: m.opt_date("endDate"),
+                })
+            })?,
+            assignment_roles,
+        })
+    })
+}
+
+/// `Activity`. The free-text `comment` is dropped.
+pub fn activity(item: &Value) -> Result<Mapped<Activity>, MapError> {
+    mapped(item, |o| {
+        Ok(Activity {
+            id: o.string("id")?,
+            meta: o.meta(),
+            display_name: o.string("displayName")?,
+            calendar_events_required: o.boolean("calendarEventsRequired")?,
+            start_date: o.date("startDate")?,
+            end_date: o.opt_date("endDate"),
+            activity_type: o.opt_string("activityType"),
+            minutes_planned: o.opt_int("minutesPlanned"),
+            groups: o.array("groups", |g| {
+                Ok(ObjectReference {
+                    id: g.string("id")?,
+                })
+            })?,
+            teachers: o.array("teachers", |t| {
+                Ok(DutyAssignment {
+                    duty: t.reference("duty")?,
+                    start_date: t.opt_date("startDate"),
+                    end_date: t.opt_date("endDate"),
+                    minutes_planned: t.opt_int("minutesPlanned"),
+                    grader: t.opt_bool("grader"),
+                })
+            })?,
+            syllabus: o.opt_reference("syllabus"),
+            organisation: o.reference("organisation")?,
+            parent_activity: o.opt_reference("parentActivity"),
+        })
+    })
+}
+
+/// `CalendarEvent`. The free-text `comment` is dropped.
+pub fn calendar_event(item: &Value) -> Result<Mapped<CalendarEvent>, MapError> {
+    mapped(item, |o| {
+        Ok(CalendarEvent {
+            id: o.string("id")?,
+            meta: o.meta(),
+            activity: o.reference("activity")?,
+            start_time: o.instant("startTime")?,
+            end_time: o.instant("endTime")?,
+            cancelled: o.opt_bool("cancelled"),
+            teaching_length_teacher: o.opt_int("teachingLengthTeacher"),
+            teaching_length_student: o.opt_int("teachingLengthStudent"),
+            student_exceptions: o.array("studentExceptions", |e| {
+                Ok(StudentException {
+                    student: e.reference("student")?,
+                    participates: e.boolean("participates")?,
+                    start_time: e.opt_instant("startTime"),
+                    end_time: e.opt_instant("endTime"),
+                    teaching_length: e.opt_int("teachingLength"),
+                })
+            })?,
+            teacher_exceptions: o.array("teacherExceptions", |e| {
+                Ok(TeacherException {
+                    duty: e.reference("duty")?,
+                    participates: e.boolean("participates")?,
+                    start_time: e.opt_instant("startTime"),
+                    end_time: e.opt_instant("endTime"),
+                    teaching_length: e.opt_int("teachingLength"),
+                })
+            })?,
+            rooms: o.array("rooms", |r| {
+                Ok(ObjectReference {
+                    id: r.string("id")?,
+                })
+            })?,
+        })
+    })
+}
+
+/// `Attendance`. The free-text `absenceReason` is dropped.
+pub fn attendance(item: &Value) -> Result<Mapped<Attendance>, MapError> {
+    mapped(item, |o| {
+        Ok(Attendance {
+            id: o.string("id")?,
+            meta: o.meta(),
+            calendar_event: o.reference("calendarEvent")?,
+            student: o.reference("student")?,
+            reporter: o.opt_reference("reporter"),
+            is_reported: o.boolean("isReported")?,
+            attendance_minutes: o.int("attendanceMinutes")?,
+            valid_absence_minutes: o.opt_int("validAbsenceMinutes"),
+            invalid_absence_minutes: o.opt_int("invalidAbsenceMinutes"),
+            other_attendance_minutes: o.opt_int("otherAttendanceMinutes"),
+            reported_timestamp: o.opt_instant("reportedTimestamp"),
+        })
+    })
+}
+
+/// `Syllabus`.
+pub fn syllabus(item: &Value) -> Result<Mapped<Syllabus>, MapError> {
+    mapped(item, |o| {
+        Ok(Syllabus {
+            id: o.string("id")?,
+            meta: o.meta(),
+            school_type: o.string("schoolType")?,
+            subject_code: o.string("subjectCode")?,
+            subject_name: o.opt_string("subjectName"),
+            subject_designation: o.opt_string("subjectDesignation"),
+            course_code: o.opt_string("courseCode"),
+            course_name: o.opt_string("courseName"),
+            start_school_year: o.opt_int("startSchoolYear"),
+            end_school_year: o.opt_int("endSchoolYear"),
+            points: o.opt_int("points"),
+            curriculum: o.opt_string("curriculum"),
+            language_code: o.opt_string("languageCode"),
+            official: o.boolean("official")?,
+        })
+    })
+}

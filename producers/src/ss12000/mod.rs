@@ -1,0 +1,11 @@
+//! Reading SS 12000 v2 vendors.
+//!
+//! - [`time`]: dates and instants as vendors send them.
+//! - [`map`]: SS 12000 JSON items to skolflode's Avro entities, leniently:
+//!   what can be understood unambiguously is accepted and the repair is
+//!   reported as a [`map::Finding`]; what cannot is a [`map::MapError`] for
+//!   the dead-letter topic. Personal data other than the person key never
+//!   leaves the mapping.
+
+pub mod map;
+pub mod time;
