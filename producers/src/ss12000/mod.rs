@@ -1,5 +1,6 @@
 //! Reading SS 12000 v2 vendors.
 //!
+//! - [`client`]: the HTTP client: OAuth2, paging, retries, rate limits.
 //! - [`time`]: dates and instants as vendors send them.
 //! - [`map`]: SS 12000 JSON items to skolflode's Avro entities, leniently:
 //!   what can be understood unambiguously is accepted and the repair is
@@ -7,5 +8,6 @@
 //!   the dead-letter topic. Personal data other than the person key never
 //!   leaves the mapping.
 
+pub mod client;
 pub mod map;
 pub mod time;

@@ -1,0 +1,620 @@
+//! A well-behaved SS 12000 API client: OAuth2 client credentials with
+//! refresh, `limit`/`pageToken` paging, connect and request timeouts,
+//! retries with exponential backoff and full jitter, `429 Retry-After`,
+//! bounded concurrency, a request-rate limit and an optional mTLS client
+//! certificate.
+//!
+//! What is retried: transport errors and timeouts, 5xx, 429, 401 (after a
+//! token refresh), and bodies that are not JSON (truncated pages). What is
+//! not: other 4xx. When retries run out on a malformed body, the error keeps
+//! the raw bytes so that the caller can send them to the dead-letter topic.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+/// A secret that is never printed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How to reach one vendor connection.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Base of the SS 12000 API, e.g. `http://127.0.0.1:8700/ss12000/v2`.
+    pub base_url: String,
+    /// OAuth2 token endpoint; no authentication when empty.
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Items per page (`limit`).
+    pub page_limit: u32,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Attempts per request after the first.
+    pub max_retries: u32,
+    /// First backoff; doubles per attempt up to `backoff_max_ms`, with full
+    /// jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Longest `Retry-After` honoured, in seconds.
+    pub retry_after_max_secs: u64,
+    /// Requests in flight at once.
+    pub max_concurrency: usize,
+    /// Requests per second at most; 0 for no limit.
+    pub requests_per_second: f64,
+    /// PEM file with the client certificate and key, for mTLS.
+    pub client_identity_pem: Option<std::path::PathBuf>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            token_url: String::new(),
+            client_id: String::new(),
+            client_secret: Secret::default(),
+            page_limit: 500,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+            max_retries: 8,
+            backoff_base_ms: 200,
+            backoff_max_ms: 30_000,
+            retry_after_max_secs: 120,
+            max_concurrency: 4,
+            requests_per_second: 0.0,
+            client_identity_pem: None,
+        }
+    }
+}
+
+/// Why a request failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: {cause} (after {attempts} attempts)")]
+    Transport {
+        url: String,
+        cause: String,
+        attempts: u32,
+    },
+    #[error("{url}: the body is not a page of JSON ({reason}; after {attempts} attempts)")]
+    Malformed {
+        url: String,
+        reason: String,
+        raw: Vec<u8>,
+        attempts: u32,
+    },
+    #[error("token endpoint {url}: {cause}")]
+    Token { url: String, cause: String },
+}
+
+/// One page of items.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<Value>,
+    /// The token of the next page, if there is one.
+    pub next: Option<String>,
+    /// The vendor's clock (HTTP `Date`), in UTC milliseconds.
+    pub server_time: Option<i64>,
+}
+
+/// Counters of what the client did, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub retries: u64,
+    pub token_refreshes: u64,
+    pub rate_limited: u64,
+    pub server_errors: u64,
+    pub malformed: u64,
+    pub transport_errors: u64,
+}
+
+#[derive(Debug)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+/// The client of one vendor connection.
+#[derive(Debug)]
+pub struct Ss12000Client {
+    config: ClientConfig,
+    http: reqwest::Client,
+    token: tokio::sync::Mutex<Option<Token>>,
+    in_flight: Semaphore,
+    next_slot: Mutex<Instant>,
+    stats: Mutex<Stats>,
+    jitter: Mutex<u64>,
+}
+
+enum Attempt<T> {
+    Done(T),
+    Retry {
+        cause: String,
+        wait: Option<Duration>,
+        malformed: Option<(String, Vec<u8>)>,
+    },
+    Fail(FetchError),
+}
+
+impl Ss12000Client {
+    /// Validate the configuration and build the client.
+    pub fn new(config: ClientConfig) -> Result<Self, FetchError> {
+        if config.base_url.is_empty() {
+            return Err(FetchError::Config("base_url is empty".into()));
+        }
+        if config.page_limit == 0 || config.max_concurrency == 0 {
+            return Err(FetchError::Config(
+                "page_limit and max_concurrency must be positive".into(),
+            ));
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .timeout(Duration::from_millis(config.request_timeout_ms));
+        if let Some(path) = &config.client_identity_pem {
+            let pem = std::fs::read(path).map_err(|e| {
+                FetchError::Config(format!("reading {}: {}", path.display(), e.kind()))
+            })?;
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| FetchError::Config(format!("client certificate: {e}")))?;
+            builder = builder.identity(identity);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| FetchError::Config(e.to_string()))?;
+        Ok(Self {
+            in_flight: Semaphore::new(config.max_concurrency),
+            http,
+            token: tokio::sync::Mutex::new(None),
+            next_slot: Mutex::new(Instant::now()),
+            stats: Mutex::new(Stats::default()),
+            jitter: Mutex::new(0x2545_f491_4f6c_dd1d),
+            config,
+        })
+    }
+
+    /// What the client has done so far.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Stats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Full jitter: a uniform wait in [0, min(max, base·2^attempt)].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .config
+            .backoff_base_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.config.backoff_max_ms);
+        let r = match self.jitter.lock() {
+            Ok(mut x) => {
+                // xorshift64*
+                *x ^= *x >> 12;
+                *x ^= *x << 25;
+                *x ^= *x >> 27;
+                x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+            }
+            Err(_) => 0,
+        };
+        Duration::from_millis(if cap == 0 { 0 } else { r % (cap + 1) })
+    }
+
+    async fn rate_limit(&self) {
+        if self.config.requests_per_second <= 0.0 {
+            return;
+        }
+        let interval = Duration::from_secs_f64(1.0 / self.config.requests_per_second);
+        let wait = match self.next_slot.lock() {
+            Ok(mut next) => {
+                let now = Instant::now();
+                let slot = (*next).max(now);
+                *next = slot + interval;
+                slot - now
+            }
+            Err(_) => Duration::ZERO,
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn bearer(&self, refresh: bool) -> Result<Option<String>, FetchError> {
+        if self.config.token_url.is_empty() {
+            return Ok(None);
+        }
+        let mut token = self.token.lock().await;
+        if let Some(t) = token.as_ref() {
+            if !refresh && Instant::now() < t.expires {
+                return Ok(Some(t.value.clone()));
+            }
+        }
+        self.count(|s| s.token_refreshes += 1);
+        let url = &self.config.token_url;
+        let failed = |cause: String| FetchError::Token {
+            url: url.clone(),
+            cause,
+        };
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.config.client_id.as_str()),
+            ("client_secret", self.config.client_secret.expose()),
+        ];
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut last = String::new();
+        for attempt in 0..=self.config.max_retries {
+            if attempt > 0 {
+                tokio::time::sleep(self.backoff(attempt)).await;
+            }
+            let response = self
+                .http
+                .post(url)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body.clone())
+                .send()
+                .await;
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_server_error() || status.as_u16() == 429 {
+                last = format!("status {status}");
+                continue;
+            }
+            if !status.is_success() {
+                return Err(failed(format!(
+                    "status {status}: the credentials were refused"
+                )));
+            }
+            #[derive(Deserialize)]
+            struct TokenResponse {
+                access_token: String,
+                expires_in: Option<u64>,
+            }
+            let parsed: TokenResponse = response
+                .json()
+                .await
+                .map_err(|e| failed(format!("unexpected answer: {e}")))?;
+            // Renew a little before the vendor says it expires.
+            let lifetime = parsed.expires_in.unwrap_or(300).saturating_sub(30).max(1);
+            *token = Some(Token {
+                value: parsed.access_token.clone(),
+                expires: Instant::now() + Duration::from_secs(lifetime),
+            });
+            return Ok(Some(parsed.access_token));
+        }
+        Err(failed(last))
+    }
+
+    /// One page of an endpoint: the first page (with `limit` and, for
+    /// incremental reads, `meta.modified.after`), or the page behind a
+    /// token.
+    pub async fn page(
+        &self,
+        endpoint: &str,
+        page_token: Option<&str>,
+        modified_after: Option<&str>,
+    ) -> Result<Page, FetchError> {
+        let mut url = format!(
+            "{}/{endpoint}?limit={}",
+            self.config.base_url.trim_end_matches('/'),
+            self.config.page_limit
+        );
+        match (page_token, modified_after) {
+            (Some(token), _) => url.push_str(&format!("&pageToken={}", form_encode(token))),
+            (None, Some(after)) => {
+                url.push_str(&format!("&meta.modified.after={}", form_encode(after)))
+            }
+            (None, None) => {}
+        }
+        self.get(&url, parse_page).await
+    }
+
+    /// `deletedEntities` after an instant (RFC 3339): entity type → ids.
+    pub async fn deleted_entities(
+        &self,
+        after: Option<&str>,
+    ) -> Result<Vec<(String, Vec<String>)>, FetchError> {
+        let mut url = format!(
+            "{}/deletedEntities",
+            self.config.base_url.trim_end_matches('/')
+        );
+        if let Some(after) = after {
+            url.push_str(&format!("?after={}", form_encode(after)));
+        }
+        self.get(&url, |bytes, _| {
+            let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            let data = value
+                .get("data")
+                .and_then(Value::as_object)
+                .ok_or("no data object")?;
+            Ok(data
+                .iter()
+                .map(|(kind, ids)| {
+                    let ids = ids
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (kind.clone(), ids)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn get<T>(
+        &self,
+        url: &str,
+        parse: impl Fn(&[u8], Option<i64>) -> Result<T, String>,
+    ) -> Result<T, FetchError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| FetchError::Config("client is shut down".into()))?;
+        let mut refresh = false;
+        let mut last_cause = String::new();
+        let mut last_malformed: Option<(String, Vec<u8>)> = None;
+        for attempt in 0..=self.config.max_retries {
+            if attempt > 0 {
+                self.count(|s| s.retries += 1);
+            }
+            self.rate_limit().await;
+            match self.attempt(url, refresh, &parse).await {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry {
+                    cause,
+                    wait,
+                    malformed,
+                } => {
+                    refresh = cause == "401";
+                    last_cause = cause;
+                    last_malformed = malformed;
+                    let wait = wait.unwrap_or_else(|| self.backoff(attempt));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        let attempts = self.config.max_retries + 1;
+        Err(match last_malformed {
+            Some((reason, raw)) => FetchError::Malformed {
+                url: url.to_owned(),
+                reason,
+                raw,
+                attempts,
+            },
+            None => FetchError::Transport {
+                url: url.to_owned(),
+                cause: last_cause,
+                attempts,
+            },
+        })
+    }
+
+    async fn attempt<T>(
+        &self,
+        url: &str,
+        refresh: bool,
+        parse: &impl Fn(&[u8], Option<i64>) -> Result<T, String>,
+    ) -> Attempt<T> {
+        let bearer = match self.bearer(refresh).await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Fail(e),
+        };
+        self.count(|s| s.requests += 1);
+        let mut request = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.count(|s| s.transport_errors += 1);
+                return Attempt::Retry {
+                    cause: e.to_string(),
+                    wait: None,
+                    malformed: None,
+                };
+            }
+        };
+        let status = response.status();
+        let server_time = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date);
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(self.config.retry_after_max_secs)));
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.count(|s| s.transport_errors += 1);
+                return Attempt::Retry {
+                    cause: e.to_string(),
+                    wait: None,
+                    malformed: None,
+                };
+            }
+        };
+        match status.as_u16() {
+            200..=299 => match parse(&body, server_time) {
+                Ok(value) => Attempt::Done(value),
+                Err(reason) => {
+                    self.count(|s| s.malformed += 1);
+                    Attempt::Retry {
+                        cause: reason.clone(),
+                        wait: None,
+                        malformed: Some((reason, body.to_vec())),
+                    }
+                }
+            },
+            401 => Attempt::Retry {
+                cause: "401".into(),
+                wait: Some(Duration::ZERO),
+                malformed: None,
+            },
+            429 => {
+                self.count(|s| s.rate_limited += 1);
+                Attempt::Retry {
+                    cause: "429".into(),
+                    wait: retry_after,
+                    malformed: None,
+                }
+            }
+            500..=599 => {
+                self.count(|s| s.server_errors += 1);
+                Attempt::Retry {
+                    cause: format!("status {status}"),
+                    wait: None,
+                    malformed: None,
+                }
+            }
+            code => Attempt::Fail(FetchError::Status {
+                url: url.to_owned(),
+                status: code,
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            }),
+        }
+    }
+}
+
+fn parse_page(bytes: &[u8], server_time: Option<i64>) -> Result<Page, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    let mut value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let items = match value.get_mut("data").map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => return Err("no data array".into()),
+    };
+    let next = value
+        .get("pageToken")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(Page {
+        items,
+        next,
+        server_time,
+    })
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` → UTC milliseconds.
+fn parse_http_date(text: &str) -> Option<i64> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let day: i64 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    let days = super::time::days_from_civil(year, month, day);
+    Some(((days * 86_400) + h * 3600 + m * 60 + s) * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 31 Aug 2025 22:00:00 GMT"),
+            Some(1_756_677_600_000)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let config = ClientConfig {
+            client_secret: Secret::new("hunter2"),
+            ..ClientConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn pages_parse_and_malformed_bodies_are_explained() {
+        let page = parse_page(br#"{"data":[{"id":"a"}],"pageToken":"t"}"#, None);
+        assert!(
+            matches!(page, Ok(Page { ref items, next: Some(ref t), .. }) if items.len() == 1 && t == "t")
+        );
+        assert!(parse_page(br#"{"data":[{"id":"a"}"#, None).is_err());
+        assert!(parse_page(b"\xff\xfe", None).is_err());
+        assert!(parse_page(br#"{"items":[]}"#, None).is_err());
+    }
+}
