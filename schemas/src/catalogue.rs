@@ -56,6 +56,22 @@ pub const SUBJECTS: &[Subject] = &[
         name: "EntityKey",
         versions: &[include_str!("../avro/EntityKey/v1.avsc")],
     },
+    Subject {
+        name: "StringKey",
+        versions: &[include_str!("../avro/StringKey/v1.avsc")],
+    },
+    Subject {
+        name: "ProducerState",
+        versions: &[include_str!("../avro/ProducerState/v1.avsc")],
+    },
+    Subject {
+        name: "DeadLetter",
+        versions: &[include_str!("../avro/DeadLetter/v1.avsc")],
+    },
+    Subject {
+        name: "QualityFinding",
+        versions: &[include_str!("../avro/QualityFinding/v1.avsc")],
+    },
 ];
 
 impl Subject {
@@ -188,6 +204,40 @@ pub const TOPICS: &[Topic] = &[
         24
     ),
     change_topic!("skolflode.ss12000.syllabus.changes", "SyllabusChange", 3),
+    Topic {
+        name: "skolflode.producer.state",
+        key: "StringKey",
+        value: "ProducerState",
+        partitions: 6,
+        cleanup: Cleanup::Compact,
+        retention_ms: -1,
+        writer: "skolflode produce",
+        description:
+            "The producer's state (last version of every entity, and cursors), written in the \
+             same transaction as the change events; compacted; read back on start.",
+    },
+    Topic {
+        name: "skolflode.deadletter",
+        key: "StringKey",
+        value: "DeadLetter",
+        partitions: 1,
+        cleanup: Cleanup::Delete,
+        retention_ms: -1,
+        writer: "skolflode produce",
+        description:
+            "Input that could not be understood, whole, with the reason. Keyed by connection.",
+    },
+    Topic {
+        name: "skolflode.quality.findings",
+        key: "StringKey",
+        value: "QualityFinding",
+        partitions: 1,
+        cleanup: Cleanup::Delete,
+        retention_ms: -1,
+        writer: "skolflode produce",
+        description:
+            "What vendors sent that had to be repaired to be understood. No personal data.",
+    },
 ];
 
 /// Look a topic up by name.

@@ -293,6 +293,28 @@ impl<T: AvroType> AvroType for Vec<T> {
     }
 }
 
+/// Avro `bytes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Bytes(pub Vec<u8>);
+
+impl AvroType for Bytes {
+    fn encode(&self, out: &mut Vec<u8>) {
+        write_long(out, self.0.len() as i64);
+        out.extend_from_slice(&self.0);
+    }
+    fn decode(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let len = input.length(1)?;
+        input.take(len).map(|b| Bytes(b.to_vec()))
+    }
+    fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), DecodeError> {
+        let len = input.length(1)?;
+        let bytes = input.take(len)?;
+        self.0.clear();
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// Avro `{"type": "int", "logicalType": "date"}`: days since 1970-01-01.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Date(pub i32);
@@ -400,6 +422,12 @@ pub mod sample {
         fn sample<R: Rng>(rng: &mut R) -> Self {
             let len = rng.random_range(0..4);
             (0..len).map(|_| T::sample(rng)).collect()
+        }
+    }
+    impl Sample for super::Bytes {
+        fn sample<R: Rng>(rng: &mut R) -> Self {
+            let len = rng.random_range(0..16);
+            super::Bytes((0..len).map(|_| rng.random()).collect())
         }
     }
     impl Sample for super::Date {

@@ -14,6 +14,7 @@
 //!   encoding in one place. Decoding never panics on arbitrary bytes.
 //! - [`entities`]: the SS 12000 entity types; [`envelope`]: [`ChangeEvent`],
 //!   [`Op`], [`Source`] and [`EntityKey`].
+//! - [`records`]: the producer's state, dead letters and quality findings.
 //! - [`catalogue`]: every subject with all its schema versions, and every
 //!   topic with its key and value schema, retention and writer (mirrored in
 //!   `asyncapi.yaml`).
@@ -30,9 +31,10 @@ pub mod compat;
 pub mod entities;
 pub mod envelope;
 pub mod error;
+pub mod records;
 pub mod registry;
 pub mod wire;
 
-pub use codec::{AvroRecord, AvroType, Date, TimestampMillis};
+pub use codec::{AvroRecord, AvroType, Bytes, Date, TimestampMillis};
 pub use envelope::{ChangeEvent, EntityKey, Op, Source};
 pub use error::{DecodeError, SchemaError};

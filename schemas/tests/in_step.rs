@@ -140,6 +140,29 @@ fn entity_key_in_step() {
     check_bytes::<EntityKey>(&schema, 9);
 }
 
+fn check_record<T: AvroRecord + Sample + PartialEq + std::fmt::Debug>(subject: &str, seed: u64) {
+    let schema = catalogue::subject(subject)
+        .expect("subject")
+        .parse_latest()
+        .expect("parses");
+    assert_eq!(field_names(record(&schema)), T::FIELDS, "{subject}");
+    assert_eq!(record(&schema).name.fullname(None), T::AVRO_NAME);
+    check_bytes::<T>(&schema, seed);
+}
+
+#[test]
+fn own_records_in_step() {
+    use skolflode_schemas::records::*;
+    check_record::<ProducerState>("ProducerState", 10);
+    check_record::<DeadLetter>("DeadLetter", 11);
+    check_record::<QualityFinding>("QualityFinding", 12);
+    let string_key = catalogue::subject("StringKey")
+        .expect("subject")
+        .parse_latest()
+        .expect("parses");
+    check_bytes::<String>(&string_key, 13);
+}
+
 #[test]
 fn every_subject_has_a_rust_type_checked_here() {
     let checked = [
@@ -152,6 +175,10 @@ fn every_subject_has_a_rust_type_checked_here() {
         "AttendanceChange",
         "SyllabusChange",
         "EntityKey",
+        "StringKey",
+        "ProducerState",
+        "DeadLetter",
+        "QualityFinding",
     ];
     let names: Vec<&str> = SUBJECTS.iter().map(|s| s.name).collect();
     assert_eq!(names, checked);

@@ -1,0 +1,56 @@
+//! The records of skolflode's own topics: the producer's state, the
+//! dead-letter topic and quality findings.
+
+use crate::avro_record;
+use crate::codec::{Bytes, TimestampMillis};
+
+avro_record! {
+    /// The last version of an entity the producer saw.
+    pub struct EntityState = "se.skolflode.producer.EntityState" {
+        content_hash: String = "content_hash",
+        image: Bytes = "image",
+        observed_at: TimestampMillis = "observed_at",
+    }
+}
+
+avro_record! {
+    /// Where reading an endpoint stands.
+    pub struct Cursor = "se.skolflode.producer.Cursor" {
+        modified_after: Option<String> = "modified_after",
+        full_reads: i64 = "full_reads",
+        polls: i64 = "polls",
+        updated_at: TimestampMillis = "updated_at",
+    }
+}
+
+avro_record! {
+    /// A record of the producer's state topic: an entity or a cursor.
+    pub struct ProducerState = "se.skolflode.producer.ProducerState" {
+        entity: Option<EntityState> = "entity",
+        cursor: Option<Cursor> = "cursor",
+    }
+}
+
+avro_record! {
+    /// Input that could not be understood, whole.
+    pub struct DeadLetter = "se.skolflode.envelope.DeadLetter" {
+        connection: String = "connection",
+        endpoint: String = "endpoint",
+        reason: String = "reason",
+        entity_id: Option<String> = "entity_id",
+        raw: Bytes = "raw",
+        observed_at: TimestampMillis = "observed_at",
+    }
+}
+
+avro_record! {
+    /// Something that had to be repaired to be understood.
+    pub struct QualityFinding = "se.skolflode.envelope.QualityFinding" {
+        connection: String = "connection",
+        endpoint: String = "endpoint",
+        entity_id: String = "entity_id",
+        field: String = "field",
+        kind: String = "kind",
+        observed_at: TimestampMillis = "observed_at",
+    }
+}
