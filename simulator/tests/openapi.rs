@@ -22,10 +22,18 @@ use support::{date, start};
 const BASE: &str = "file:///ss12000/";
 
 fn spec_dir() -> Option<PathBuf> {
-    // The workspace's parent holds shared/ (read-only reference material).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.parent()?;
-    let dir = root.join("shared/reference/ss12000-v2.0-draft");
-    dir.is_dir().then_some(dir)
+    // shared/ (read-only reference material) sits beside the checkout;
+    // SKOLFLODE_SHARED_DIR names it explicitly.
+    let relative = "reference/ss12000-v2.0-draft";
+    if let Ok(shared) = std::env::var("SKOLFLODE_SHARED_DIR") {
+        let dir = Path::new(&shared).join(relative);
+        return dir.is_dir().then_some(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|a| a.join("shared").join(relative))
+        .find(|d| d.is_dir())
 }
 
 fn translate(value: &mut Value) {
