@@ -10,6 +10,8 @@
 //!   `HMAC-SHA256(secret, civic12)`, or of `"<source>:<person id>"` for
 //!   persons without a valid number. The secret comes from configuration
 //!   and is never printed.
+//! - [`detect`]: change detection by content hash, and the events it
+//!   yields.
 //! - [`ss12000`]: SS 12000 JSON to skolflode's entities, leniently, with
 //!   quality findings and dead-letter reasons.
 //!
@@ -17,5 +19,6 @@
 //! part of this crate yet.
 
 pub mod civic;
+pub mod detect;
 pub mod pseudonym;
 pub mod ss12000;

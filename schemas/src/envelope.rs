@@ -48,6 +48,8 @@ pub trait Entity: AvroRecord + Clone + std::fmt::Debug + PartialEq {
     const ENDPOINT: &'static str;
     /// Its id.
     fn id(&self) -> &str;
+    /// Its `meta` block, which is not part of its content.
+    fn meta_mut(&mut self) -> &mut Option<crate::entities::Meta>;
 }
 
 macro_rules! entity {
@@ -57,6 +59,9 @@ macro_rules! entity {
             const ENDPOINT: &'static str = $endpoint;
             fn id(&self) -> &str {
                 &self.id
+            }
+            fn meta_mut(&mut self) -> &mut Option<crate::entities::Meta> {
+                &mut self.meta
             }
         }
     };
