@@ -10,7 +10,7 @@
 use sha2::{Digest, Sha256};
 use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::records::EntityState;
-use skolflode_schemas::{AvroType, Bytes, ChangeEvent, Op, Source, TimestampMillis};
+use skolflode_schemas::{Bytes, ChangeEvent, Op, Source, TimestampMillis};
 
 /// Lowercase hex SHA-256 of the entity's content (its encoding without
 /// `meta`).

@@ -12,13 +12,14 @@
 //!   and is never printed.
 //! - [`detect`]: change detection by content hash, and the events it
 //!   yields.
+//! - [`runner`]: one vendor connection read continuously and published
+//!   exactly once, with its state in a compacted topic.
 //! - [`ss12000`]: SS 12000 JSON to skolflode's entities, leniently, with
 //!   quality findings and dead-letter reasons.
 //!
-//! The SS 12000 producer (`skolflode produce`) is built on these; it is not
-//! part of this crate yet.
 
 pub mod civic;
 pub mod detect;
 pub mod pseudonym;
+pub mod runner;
 pub mod ss12000;

@@ -182,10 +182,11 @@ async fn incremental_reads_and_the_deletion_feed() {
     for item in &page.items {
         assert!(item["meta"]["modified"].as_str().unwrap() > "2025-09-02T16:30:00+02:00");
     }
-    let deleted = client
+    let (deleted, server_time) = client
         .deleted_entities(Some("2025-07-01T00:00:00Z"))
         .await
         .unwrap();
+    assert_eq!(server_time, Some(vendor.state.sim().now));
     let sim_deleted = vendor.state.sim().deletions.len();
     assert_eq!(
         deleted.iter().map(|(_, ids)| ids.len()).sum::<usize>(),

@@ -240,6 +240,27 @@ pub const TOPICS: &[Topic] = &[
     },
 ];
 
+/// The schema id used in the Confluent framing when no schema registry is
+/// configured: `1000 × (position in SUBJECTS + 1) + version`. Stable as long
+/// as subjects are only ever appended to `SUBJECTS`; consumers without the
+/// registry can map it back with [`subject_of_local_id`].
+pub fn local_schema_id(subject: &str) -> Option<u32> {
+    let (index, s) = SUBJECTS
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == subject)?;
+    Some(1000 * (index as u32 + 1) + s.latest_version())
+}
+
+/// The subject and version behind a [`local_schema_id`].
+pub fn subject_of_local_id(id: u32) -> Option<(&'static Subject, u32)> {
+    let subject = SUBJECTS.get((id / 1000).checked_sub(1)? as usize)?;
+    let version = id % 1000;
+    (1..=subject.latest_version())
+        .contains(&version)
+        .then_some((subject, version))
+}
+
 /// Look a topic up by name.
 pub fn topic(name: &str) -> Option<&'static Topic> {
     TOPICS.iter().find(|t| t.name == name)

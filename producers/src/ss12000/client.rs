@@ -354,11 +354,12 @@ impl Ss12000Client {
         self.get(&url, parse_page).await
     }
 
-    /// `deletedEntities` after an instant (RFC 3339): entity type → ids.
+    /// `deletedEntities` after an instant (RFC 3339): entity type → ids,
+    /// and the vendor's clock when it answered.
     pub async fn deleted_entities(
         &self,
         after: Option<&str>,
-    ) -> Result<Vec<(String, Vec<String>)>, FetchError> {
+    ) -> Result<(Vec<(String, Vec<String>)>, Option<i64>), FetchError> {
         let mut url = format!(
             "{}/deletedEntities",
             self.config.base_url.trim_end_matches('/')
@@ -366,13 +367,13 @@ impl Ss12000Client {
         if let Some(after) = after {
             url.push_str(&format!("?after={}", form_encode(after)));
         }
-        self.get(&url, |bytes, _| {
+        self.get(&url, |bytes, server_time| {
             let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
             let data = value
                 .get("data")
                 .and_then(Value::as_object)
                 .ok_or("no data object")?;
-            Ok(data
+            let deleted = data
                 .iter()
                 .map(|(kind, ids)| {
                     let ids = ids
@@ -385,7 +386,8 @@ impl Ss12000Client {
                         .unwrap_or_default();
                     (kind.clone(), ids)
                 })
-                .collect())
+                .collect();
+            Ok((deleted, server_time))
         })
         .await
     }
