@@ -40,6 +40,8 @@ enum Command {
     Schemas(cmd::schemas::Args),
     /// Run the vendor simulator: SS 12000 API, control API, ground truth.
     Simulate(cmd::simulate::Args),
+    /// Read SS 12000 vendors and publish their changes exactly once.
+    Produce(cmd::produce::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +62,7 @@ fn main() -> std::process::ExitCode {
             Command::Check(args) => cmd::check::run(args).await,
             Command::Schemas(args) => cmd::schemas::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,
+            Command::Produce(args) => cmd::produce::run(args).await,
         }
     });
     match result {

@@ -1,3 +1,4 @@
 pub mod check;
+pub mod produce;
 pub mod schemas;
 pub mod simulate;

@@ -9,6 +9,8 @@
 //! - [`kafka`]: [`TestKafka`], which probes the broker with a hard timeout
 //!   (a wrong address fails in seconds with a clear message), creates topics
 //!   and deletes them again, and drains topics with bounded waits.
+//! - [`pipeline`]: the simulator's API in-process, and replaying change
+//!   topics to compare with what the vendor shows.
 //! - [`postgres`]: [`TestDatabase`], a connection plus a private schema that
 //!   is dropped on cleanup.
 //!
@@ -17,6 +19,7 @@
 
 pub mod kafka;
 pub mod names;
+pub mod pipeline;
 pub mod postgres;
 
 pub use kafka::{Record, TestKafka};

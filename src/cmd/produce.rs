@@ -1,0 +1,120 @@
+//! `skolflode produce`: read vendor connections and publish their changes
+//! exactly once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use skolflode_kafka::KafkaConfig;
+use skolflode_producers::pseudonym::Pseudonymiser;
+use skolflode_producers::runner::{self, ConnectionConfig, Runner};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Producer configuration (TOML): Kafka, the pseudonym key file and the
+    /// vendor connections.
+    #[arg(long)]
+    config: PathBuf,
+
+    /// Poll every connection once and exit (non-zero if a poll failed),
+    /// instead of polling until SIGTERM.
+    #[arg(long)]
+    once: bool,
+}
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProducerConfig {
+    #[serde(default)]
+    kafka: KafkaConfig,
+    /// File holding the pseudonym secret; `SKOLFLODE_PSEUDONYM_KEY` when
+    /// absent.
+    pseudonym_key_file: Option<PathBuf>,
+    connections: Vec<ConnectionConfig>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let mut config: ProducerConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
+    config.kafka.apply_env();
+    if config.connections.is_empty() {
+        bail!("no connections configured");
+    }
+    let names: std::collections::HashSet<&str> =
+        config.connections.iter().map(|c| c.name.as_str()).collect();
+    if names.len() != config.connections.len() {
+        bail!("connection names must be unique");
+    }
+    let pseudonymiser = Arc::new(
+        Pseudonymiser::from_config(config.pseudonym_key_file.as_deref())
+            .context("the pseudonym key")?,
+    );
+    runner::ensure_topics(&config.kafka)
+        .await
+        .context("creating topics")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for connection in config.connections {
+        let name = connection.name.clone();
+        let mut runner = Runner::start(connection, &config.kafka, Arc::clone(&pseudonymiser))
+            .await
+            .with_context(|| format!("starting connection {name}"))?;
+        if args.once {
+            let result = runner.poll().await;
+            let stats = runner.stats();
+            tracing::info!(connection = %name, pages = stats.pages, items = stats.items, events = ?stats.events, dead_letters = stats.dead_letters, findings = stats.findings, "poll done");
+            result.with_context(|| format!("polling {name}"))?;
+        } else {
+            let stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move { (name, runner.run(stop).await) }));
+        }
+    }
+    if args.once {
+        return Ok(());
+    }
+    shutdown_signal().await;
+    tracing::info!("stopping after the current transaction");
+    let _ = stop_tx.send(true);
+    let mut failed = false;
+    for task in tasks {
+        match task.await {
+            Ok((name, Ok(stats))) => {
+                tracing::info!(connection = %name, polls = stats.polls, events = ?stats.events, "stopped")
+            }
+            Ok((name, Err(e))) => {
+                failed = true;
+                tracing::error!(connection = %name, error = %e, "connection failed");
+            }
+            Err(e) => {
+                failed = true;
+                tracing::error!(error = %e, "connection task failed");
+            }
+        }
+    }
+    if failed {
+        bail!("a connection failed");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,239 @@
+//! Checking the pipeline against the simulator: run the simulator's vendor
+//! API in-process, and compare what the change topics replay to with what
+//! the vendor shows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skolflode_producers::detect::content_hash;
+use skolflode_producers::pseudonym::Pseudonymiser;
+use skolflode_producers::runner::ENDPOINTS;
+use skolflode_producers::ss12000::map::{self, Context};
+use skolflode_schemas::catalogue;
+use skolflode_schemas::entities::*;
+use skolflode_schemas::envelope::Entity;
+use skolflode_schemas::{wire, AvroType, ChangeEvent, EntityKey, Op};
+use skolflode_simulator::server::{self, AppState};
+use skolflode_simulator::sim::Simulation;
+
+use crate::kafka::Isolation;
+use crate::{HarnessError, TestKafka};
+
+/// Endpoint → entity id → content hash.
+pub type View = HashMap<&'static str, HashMap<String, String>>;
+
+/// The simulator's APIs on 127.0.0.1, in this process.
+pub struct Vendor {
+    pub url: String,
+    pub state: Arc<AppState>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for Vendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vendor")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vendor {
+    /// Serve a simulation until dropped.
+    pub async fn serve(sim: Simulation) -> Result<Self, HarnessError> {
+        let state = AppState::new(sim);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| HarnessError::Environment(format!("binding the simulator: {e}")))?;
+        let url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_err(|e| HarnessError::Environment(e.to_string()))?
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server::serve(listener, Arc::clone(&state), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            url,
+            state,
+            _stop: stop,
+        })
+    }
+
+    /// What the vendor shows now, mapped as the producer maps it.
+    pub fn view(
+        &self,
+        connection: &str,
+        pseudonymiser: &Pseudonymiser,
+    ) -> Result<View, HarnessError> {
+        let sim = self.state.sim();
+        let today = (sim.world.year.start_year, 8, 18);
+        let cx = Context {
+            pseudonymiser,
+            source: connection,
+            today,
+        };
+        let mut view = View::new();
+        for endpoint in ENDPOINTS {
+            let mut items = HashMap::new();
+            for i in 0..sim.storage_len(endpoint).unwrap_or(0) {
+                let Some((_, item)) = sim.render(endpoint, i) else {
+                    continue;
+                };
+                let hashed = match *endpoint {
+                    "organisations" => map::organisation(&item).map(|m| hashed(m.entity)),
+                    "persons" => map::person(&item, &cx).map(|m| hashed(m.entity)),
+                    "duties" => map::duty(&item).map(|m| hashed(m.entity)),
+                    "groups" => map::group(&item).map(|m| hashed(m.entity)),
+                    "syllabuses" => map::syllabus(&item).map(|m| hashed(m.entity)),
+                    "activities" => map::activity(&item).map(|m| hashed(m.entity)),
+                    "calendarEvents" => map::calendar_event(&item).map(|m| hashed(m.entity)),
+                    _ => map::attendance(&item).map(|m| hashed(m.entity)),
+                };
+                let (id, hash) =
+                    hashed.map_err(|e| HarnessError::Environment(format!("{endpoint}: {e}")))?;
+                items.insert(id, hash);
+            }
+            view.insert(*endpoint, items);
+        }
+        Ok(view)
+    }
+}
+
+fn hashed<E: Entity>(e: E) -> (String, String) {
+    (e.id().to_owned(), content_hash(&e))
+}
+
+/// Replay one change topic for a connection, checking every event against
+/// what came before it: an update's before image is the last version, no
+/// update changes nothing, nothing is created twice or deleted unseen.
+async fn replay<E: Entity>(
+    kafka: &TestKafka,
+    connection: &str,
+    event_ids: &mut Vec<String>,
+) -> Result<HashMap<String, String>, HarnessError> {
+    let bad = |what: String| HarnessError::Environment(what);
+    let topic = catalogue::change_topic::<E>()
+        .ok_or_else(|| bad("no change topic".into()))?
+        .name;
+    let records = kafka
+        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(120))
+        .await?;
+    let mut state = HashMap::new();
+    for r in records {
+        let key = r
+            .key
+            .as_deref()
+            .ok_or_else(|| bad(format!("{topic}: a record without a key")))?;
+        let (_, key) = wire::split(key).map_err(|e| bad(e.to_string()))?;
+        let key = EntityKey::decode_all(key).map_err(|e| bad(e.to_string()))?;
+        if key.connection != connection {
+            continue;
+        }
+        let value = r
+            .payload
+            .as_deref()
+            .ok_or_else(|| bad(format!("{topic}: a tombstone")))?;
+        let (_, body) = wire::split(value).map_err(|e| bad(e.to_string()))?;
+        let event = ChangeEvent::<E>::decode_all(body).map_err(|e| bad(e.to_string()))?;
+        event_ids.push(event.event_id.clone());
+        let id = key.entity_id;
+        match event.op {
+            Op::Delete => {
+                if state.remove(&id).is_none() {
+                    return Err(bad(format!("{topic}: delete of unknown {id}")));
+                }
+            }
+            op => {
+                let hash = event
+                    .content_hash
+                    .clone()
+                    .ok_or_else(|| bad(format!("{topic}: no content hash")))?;
+                let before = event.before.as_ref().map(content_hash);
+                match op {
+                    Op::Update if before.as_ref() != state.get(&id) => {
+                        return Err(bad(format!(
+                            "{topic}: {id}: the before image is not the last version"
+                        )))
+                    }
+                    Op::Update if before.as_ref() == Some(&hash) => {
+                        return Err(bad(format!(
+                            "{topic}: {id}: an update that changes nothing"
+                        )))
+                    }
+                    Op::Create | Op::SnapshotRead if state.contains_key(&id) => {
+                        return Err(bad(format!("{topic}: {id} created twice")))
+                    }
+                    _ => {}
+                }
+                state.insert(id, hash);
+            }
+        }
+    }
+    Ok(state)
+}
+
+/// Replay every change topic of a connection: the view they add up to, and
+/// every event id in the order read.
+pub async fn replay_all(
+    kafka: &TestKafka,
+    connection: &str,
+) -> Result<(View, Vec<String>), HarnessError> {
+    let mut ids = Vec::new();
+    let mut view = View::new();
+    view.insert(
+        "organisations",
+        replay::<Organisation>(kafka, connection, &mut ids).await?,
+    );
+    view.insert(
+        "persons",
+        replay::<Person>(kafka, connection, &mut ids).await?,
+    );
+    view.insert("duties", replay::<Duty>(kafka, connection, &mut ids).await?);
+    view.insert(
+        "groups",
+        replay::<Group>(kafka, connection, &mut ids).await?,
+    );
+    view.insert(
+        "syllabuses",
+        replay::<Syllabus>(kafka, connection, &mut ids).await?,
+    );
+    view.insert(
+        "activities",
+        replay::<Activity>(kafka, connection, &mut ids).await?,
+    );
+    view.insert(
+        "calendarEvents",
+        replay::<CalendarEvent>(kafka, connection, &mut ids).await?,
+    );
+    view.insert(
+        "attendances",
+        replay::<Attendance>(kafka, connection, &mut ids).await?,
+    );
+    Ok((view, ids))
+}
+
+/// Differences between two views, one line per endpoint that differs.
+pub fn differences(replayed: &View, vendor: &View) -> Vec<String> {
+    let mut out = Vec::new();
+    for endpoint in ENDPOINTS {
+        let empty = HashMap::new();
+        let r = replayed.get(endpoint).unwrap_or(&empty);
+        let v = vendor.get(endpoint).unwrap_or(&empty);
+        let missing = v.keys().filter(|k| !r.contains_key(*k)).count();
+        let extra = r.keys().filter(|k| !v.contains_key(*k)).count();
+        let stale = v
+            .iter()
+            .filter(|(k, h)| r.get(*k).is_some_and(|rh| rh != *h))
+            .count();
+        if missing + extra + stale > 0 {
+            out.push(format!(
+                "{endpoint}: {missing} missing, {extra} extra, {stale} stale of {}",
+                v.len()
+            ));
+        }
+    }
+    out
+}
