@@ -44,6 +44,9 @@ pub const FINDINGS_TOPIC: &str = "skolflode.quality.findings";
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Records after which a transaction is committed before the read goes on.
+const MAX_TXN_RECORDS: usize = 8_000;
+
 /// Every SS 12000 endpoint the producer can read.
 pub const ENDPOINTS: &[&str] = &[
     "organisations",
@@ -134,6 +137,8 @@ pub struct RunStats {
     pub findings: u64,
     pub transactions: u64,
     pub aborted: u64,
+    /// Bytes of change-event values published.
+    pub event_bytes: u64,
 }
 
 /// A record to send: topic, framed key, framed value (`None`: tombstone).
@@ -221,7 +226,7 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), RunError> {
 /// A running connection.
 pub struct Runner {
     config: ConnectionConfig,
-    client: Ss12000Client,
+    client: Arc<Ss12000Client>,
     producer: FutureProducer,
     pseudonymiser: Arc<Pseudonymiser>,
     state: HashMap<String, HashMap<String, EntityState>>,
@@ -262,7 +267,7 @@ impl Runner {
                 "full_read_every must be at least 1".into(),
             ));
         }
-        let client = Ss12000Client::new(config.client.clone())?;
+        let client = Arc::new(Ss12000Client::new(config.client.clone())?);
         let mut producer_config =
             kafka.transactional_producer(&format!("skolflode-produce-{}", config.name))?;
         producer_config
@@ -421,22 +426,29 @@ impl Runner {
         } else {
             cursor.as_ref().and_then(|c| c.modified_after.clone())
         };
-        let mut token: Option<String> = None;
         let mut seen: HashSet<String> = HashSet::new();
         let mut newest: Option<i64> = None;
+        // Pages are fetched ahead while earlier ones are processed and
+        // committed; fetching touches no state.
+        let mut pages = fetch_ahead(
+            Arc::clone(&self.client),
+            endpoint.to_owned(),
+            modified_after.clone(),
+        );
+        // A transaction spans pages until it holds enough records: fewer
+        // commits, same guarantees (a crash redoes the uncommitted pages).
+        let mut txn = Txn::default();
         loop {
-            let page = match self
-                .client
-                .page(endpoint, token.as_deref(), modified_after.as_deref())
-                .await
-            {
+            let Some((token, fetched)) = pages.recv().await else {
+                return Err(RunError::Fatal("the page fetcher stopped".into()));
+            };
+            let page = match fetched {
                 Ok(page) => page,
                 Err(FetchError::Malformed {
                     url, reason, raw, ..
                 }) => {
                     // Nothing is lost: the page goes to the dead-letter topic
                     // and the read starts over at the next poll.
-                    let mut txn = Txn::default();
                     self.dead_letter(&mut txn, &url, &reason, None, raw);
                     self.commit(txn).await?;
                     return Err(RunError::Fetch(FetchError::Malformed {
@@ -456,7 +468,6 @@ impl Runner {
                 page.server_time,
             );
             let today = civil_today(page.server_time.unwrap_or(observed_at.0));
-            let mut txn = Txn::default();
             for item in &page.items {
                 self.stats.items += 1;
                 self.item(
@@ -490,10 +501,11 @@ impl Runner {
                     },
                 );
             }
-            self.commit(txn).await?;
-            match page.next {
-                Some(next) => token = Some(next),
-                None => return Ok(()),
+            if last {
+                return self.commit(txn).await;
+            }
+            if txn.records.len() >= MAX_TXN_RECORDS {
+                self.commit(std::mem::take(&mut txn)).await?;
             }
         }
     }
@@ -680,10 +692,12 @@ impl Runner {
             connection: self.config.name.clone(),
             entity_id: id.to_owned(),
         };
+        let value = wire::encode(schema_id(E::CHANGE_SUBJECT), &event);
+        self.stats.event_bytes += value.len() as u64;
         txn.records.push((
             topic.name,
             wire::encode(schema_id("EntityKey"), &key),
-            Some(wire::encode(schema_id(E::CHANGE_SUBJECT), &event)),
+            Some(value),
         ));
         let state_key = format!("{}/{endpoint}/{id}", self.config.name);
         let value = state.as_ref().map(|s| {
@@ -948,6 +962,37 @@ impl Runner {
             Err(join) => RunError::Fatal(join.to_string()),
         }
     }
+}
+
+/// Fetch the pages of one read in a task of their own, at most two ahead
+/// of their processing. Each comes with the page token that fetched it.
+fn fetch_ahead(
+    client: Arc<Ss12000Client>,
+    endpoint: String,
+    modified_after: Option<String>,
+) -> tokio::sync::mpsc::Receiver<(
+    Option<String>,
+    Result<crate::ss12000::client::Page, FetchError>,
+)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut token: Option<String> = None;
+        loop {
+            let fetched = client
+                .page(&endpoint, token.as_deref(), modified_after.as_deref())
+                .await;
+            let next = fetched.as_ref().ok().and_then(|p| p.next.clone());
+            // A closed channel means the reader gave up: stop fetching.
+            if tx.send((token, fetched)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(n) => token = Some(n),
+                None => return,
+            }
+        }
+    });
+    rx
 }
 
 /// Read the state topic to its end: every record whose key starts with

@@ -65,8 +65,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("starting connection {name}"))?;
         if args.once {
+            let started = std::time::Instant::now();
             let result = runner.poll().await;
             let stats = runner.stats();
+            let events: u64 = stats.events.values().sum();
+            // One machine-readable line per connection, for scripts.
+            println!(
+                "connection={name} events={events} event_bytes={} items={} pages={} transactions={} seconds={:.3}",
+                stats.event_bytes,
+                stats.items,
+                stats.pages,
+                stats.transactions,
+                started.elapsed().as_secs_f64()
+            );
             tracing::info!(connection = %name, pages = stats.pages, items = stats.items, events = ?stats.events, dead_letters = stats.dead_letters, findings = stats.findings, "poll done");
             result.with_context(|| format!("polling {name}"))?;
         } else {
