@@ -12,6 +12,7 @@
 //!   and is never printed.
 //! - [`detect`]: change detection by content hash, and the events it
 //!   yields.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`runner`]: one vendor connection read continuously and published
 //!   exactly once, with its state in a compacted topic.
 //! - [`ss12000`]: SS 12000 JSON to skolflode's entities, leniently, with
@@ -20,6 +21,7 @@
 
 pub mod civic;
 pub mod detect;
+pub mod metrics;
 pub mod pseudonym;
 pub mod runner;
 pub mod ss12000;

@@ -33,6 +33,7 @@ use skolflode_schemas::records::{Cursor, DeadLetter, EntityState, ProducerState,
 use skolflode_schemas::{wire, AvroType, Bytes, ChangeEvent, EntityKey, Source, TimestampMillis};
 
 use crate::detect::{self, Outcome};
+use crate::metrics::Metrics;
 use crate::pseudonym::Pseudonymiser;
 use crate::ss12000::client::{ClientConfig, FetchError, Ss12000Client};
 use crate::ss12000::map::{self, Context, FindingKind, MapError, Mapped};
@@ -232,6 +233,8 @@ pub struct Runner {
     state: HashMap<String, HashMap<String, EntityState>>,
     cursors: HashMap<String, Cursor>,
     stats: RunStats,
+    metrics: Arc<Metrics>,
+    client_seen: crate::ss12000::client::Stats,
 }
 
 impl std::fmt::Debug for Runner {
@@ -289,12 +292,20 @@ impl Runner {
             state: HashMap::new(),
             cursors: HashMap::new(),
             stats: RunStats::default(),
+            metrics: Arc::new(Metrics::new().map_err(|e| RunError::Config(e.to_string()))?),
+            client_seen: Default::default(),
         };
         runner.load_state(kafka).await?;
         Ok(runner)
     }
 
     /// What the runner has done.
+    /// Count into these metrics (shared by every connection of a process).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     pub fn stats(&self) -> &RunStats {
         &self.stats
     }
@@ -401,6 +412,22 @@ impl Runner {
             }
         }
         self.stats.polls += 1;
+        let name = self.config.name.as_str();
+        let outcome = if first_error.is_none() {
+            "ok"
+        } else {
+            "failed"
+        };
+        self.metrics.polls.with_label_values(&[name, outcome]).inc();
+        let now = self.client.stats();
+        self.metrics.client_stats(name, &now, &self.client_seen);
+        self.client_seen = now;
+        for (endpoint, held) in &self.state {
+            self.metrics
+                .held_entities
+                .with_label_values(&[name, endpoint])
+                .set(held.len() as i64);
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -461,6 +488,20 @@ impl Runner {
                 Err(e) => return Err(e.into()),
             };
             self.stats.pages += 1;
+            self.metrics
+                .pages
+                .with_label_values(&[&self.config.name, endpoint])
+                .inc();
+            self.metrics
+                .items
+                .with_label_values(&[&self.config.name, endpoint])
+                .inc_by(page.items.len() as u64);
+            if let (Some(server), Some(n)) = (page.server_time, newest) {
+                self.metrics
+                    .lag_seconds
+                    .with_label_values(&[&self.config.name, endpoint])
+                    .set((server - n) / 1000);
+            }
             let observed_at = TimestampMillis(now_millis());
             let source = self.source(
                 endpoint,
@@ -646,6 +687,10 @@ impl Runner {
         let id = entity.id().to_owned();
         for f in mapped.findings {
             self.stats.findings += 1;
+            self.metrics
+                .findings
+                .with_label_values(&[&self.config.name, finding_kind(f.kind)])
+                .inc();
             let finding = QualityFinding {
                 connection: self.config.name.clone(),
                 endpoint: format!("/{endpoint}"),
@@ -688,6 +733,10 @@ impl Runner {
             return;
         };
         *self.stats.events.entry(event.op.symbol()).or_default() += 1;
+        self.metrics
+            .events
+            .with_label_values(&[&self.config.name, event.op.symbol()])
+            .inc();
         let key = EntityKey {
             connection: self.config.name.clone(),
             entity_id: id.to_owned(),
@@ -727,6 +776,10 @@ impl Runner {
         raw: Vec<u8>,
     ) {
         self.stats.dead_letters += 1;
+        self.metrics
+            .dead_letters
+            .with_label_values(&[&self.config.name])
+            .inc();
         tracing::warn!(connection = %self.config.name, endpoint, reason, "dead letter");
         let letter = DeadLetter {
             connection: self.config.name.clone(),
@@ -886,6 +939,7 @@ impl Runner {
             return Ok(());
         }
         let producer = self.producer.clone();
+        let began = std::time::Instant::now();
         producer.begin_transaction().map_err(|e| self.failed(e))?;
         let mut deliveries = Vec::with_capacity(txn.records.len());
         for (topic, key, value) in &txn.records {
@@ -925,6 +979,14 @@ impl Runner {
             return Err(self.abort(e).await);
         }
         self.stats.transactions += 1;
+        self.metrics
+            .transactions
+            .with_label_values(&[&self.config.name, "committed"])
+            .inc();
+        self.metrics
+            .transaction_seconds
+            .with_label_values(&[&self.config.name])
+            .observe(began.elapsed().as_secs_f64());
         for ((endpoint, id), state) in txn.state {
             let held = self.state.entry(endpoint).or_default();
             match state {
@@ -949,6 +1011,10 @@ impl Runner {
 
     async fn abort(&mut self, e: ClientError) -> RunError {
         self.stats.aborted += 1;
+        self.metrics
+            .transactions
+            .with_label_values(&[&self.config.name, "aborted"])
+            .inc();
         if classify(&e) == TxnErrorClass::Fatal {
             return RunError::Fatal(e.to_string());
         }

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skolflode_producers::metrics::Metrics;
 use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner::{self, ConnectionConfig, Runner, DEAD_LETTER_TOPIC};
 use skolflode_producers::ss12000::client::{ClientConfig, Secret};
@@ -88,13 +89,15 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
     .await;
     let name = unique("e2e");
     let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
+    let metrics = Arc::new(Metrics::new().unwrap());
     let mut runner = Runner::start(
         connection(&name, &vendor.url),
         kafka.config(),
         Arc::clone(&pseudonymiser),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .with_metrics(Arc::clone(&metrics));
     for step in 0..6 {
         if step > 0 {
             vendor.state.sim().advance_days(4).unwrap();
@@ -110,6 +113,22 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
         .await;
     }
     let stats = runner.stats().clone();
+    let exposed = metrics.render();
+    let snapshots = stats.events.get("SNAPSHOT_READ").copied().unwrap_or(0);
+    assert!(
+        exposed.contains(&format!("skolflode_producer_events_total{{connection=\"{name}\",op=\"SNAPSHOT_READ\"}} {snapshots}")),
+        "{exposed}"
+    );
+    for metric in [
+        "skolflode_producer_transactions_total",
+        "skolflode_producer_requests_total",
+        "skolflode_producer_polls_total",
+        "skolflode_producer_held_entities",
+        "skolflode_producer_transaction_duration_seconds_bucket",
+    ] {
+        assert!(exposed.contains(metric), "{metric} missing");
+    }
+    assert!(!exposed.contains("civic"), "metrics name no personal data");
     for op in ["SNAPSHOT_READ", "CREATE", "UPDATE", "DELETE"] {
         assert!(
             stats.events.get(op).copied().unwrap_or(0) > 0,

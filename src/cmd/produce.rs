@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use skolflode_kafka::KafkaConfig;
+use skolflode_producers::metrics::Metrics;
 use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner::{self, ConnectionConfig, Runner};
 
@@ -21,6 +22,10 @@ pub struct Args {
     /// instead of polling until SIGTERM.
     #[arg(long)]
     once: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The configuration file.
@@ -56,6 +61,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     runner::ensure_topics(&config.kafka)
         .await
         .context("creating topics")?;
+    let metrics = Arc::new(Metrics::new().context("metrics")?);
+    if let Some(address) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let served = Arc::clone(&metrics);
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let served = Arc::clone(&served);
+                async move { served.render() }
+            }),
+        );
+        tracing::info!(%address, "serving metrics at /metrics");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics server stopped");
+            }
+        });
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -63,7 +88,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let name = connection.name.clone();
         let mut runner = Runner::start(connection, &config.kafka, Arc::clone(&pseudonymiser))
             .await
-            .with_context(|| format!("starting connection {name}"))?;
+            .with_context(|| format!("starting connection {name}"))?
+            .with_metrics(Arc::clone(&metrics));
         if args.once {
             let started = std::time::Instant::now();
             let result = runner.poll().await;
