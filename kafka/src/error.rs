@@ -27,6 +27,10 @@ pub enum KafkaError {
         cause: String,
     },
 
+    /// A bounded wait ran out.
+    #[error("timed out: {0}")]
+    Timeout(String),
+
     /// An error reported by librdkafka.
     #[error(transparent)]
     Client(#[from] rdkafka::error::KafkaError),

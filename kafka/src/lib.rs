@@ -10,6 +10,7 @@
 //!   transactional producers.
 //! - [`admin`]: a reachability probe with a hard timeout and idempotent topic
 //!   creation, so that a wrong address fails fast with a clear message.
+//! - [`read`]: reading a topic to its end (state rebuilds, checks).
 //! - [`txn`]: classification of transaction errors into retriable,
 //!   abort-the-transaction and fatal, following librdkafka's rules.
 //! - [`error`]: this crate's error enum.
@@ -17,9 +18,11 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod read;
 pub mod txn;
 
 pub use admin::{Admin, TopicSpec};
 pub use config::KafkaConfig;
 pub use error::KafkaError;
+pub use read::read_to_end;
 pub use txn::{classify, TxnErrorClass};

@@ -7,6 +7,8 @@
 //! reference date (the day the number was read), or the one before that for
 //! `+`. Coordination numbers have 60 added to the day.
 
+use crate::ss12000::time::days_in_month;
+
 /// A valid number, expanded to 12 digits.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Civic {
@@ -73,16 +75,6 @@ fn luhn_ok(ten: &[u8]) -> bool {
     sum % 10 == 0
 }
 
-fn days_in_month(year: i32, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
 /// Parse and validate `text` as read on `today` (year, month, day).
 pub fn parse(text: &str, today: (i32, u32, u32)) -> Result<Civic, Invalid> {
     let text = text.trim();
@@ -137,7 +129,10 @@ pub fn parse(text: &str, today: (i32, u32, u32)) -> Result<Civic, Invalid> {
     let raw_day = num(rest + 2..rest + 4);
     let coordination = raw_day > 60;
     let day = if coordination { raw_day - 60 } else { raw_day };
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    if !(1..=12).contains(&month)
+        || day == 0
+        || i64::from(day) > days_in_month(i64::from(year), i64::from(month))
+    {
         return Err(Invalid::Date);
     }
     if (year, month, day) > today {

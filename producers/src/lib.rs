@@ -25,3 +25,6 @@ pub mod metrics;
 pub mod pseudonym;
 pub mod runner;
 pub mod ss12000;
+
+#[doc(hidden)]
+pub use skolflode_schemas::entities as __entities;

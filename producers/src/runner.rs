@@ -18,16 +18,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use serde_json::Value;
 use skolflode_kafka::{classify, Admin, KafkaConfig, TopicSpec, TxnErrorClass};
 use skolflode_schemas::catalogue::{self, Cleanup, TOPICS};
-use skolflode_schemas::entities::*;
 use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::records::{Cursor, DeadLetter, EntityState, ProducerState, QualityFinding};
 use skolflode_schemas::{wire, AvroType, Bytes, ChangeEvent, EntityKey, Source, TimestampMillis};
@@ -36,7 +33,7 @@ use crate::detect::{self, Outcome};
 use crate::metrics::Metrics;
 use crate::pseudonym::Pseudonymiser;
 use crate::ss12000::client::{ClientConfig, FetchError, Ss12000Client};
-use crate::ss12000::map::{self, Context, FindingKind, MapError, Mapped};
+use crate::ss12000::map::{Context, FindingKind, MapError, Mapped, Ss12000Entity};
 
 /// The state topic, dead-letter topic and findings topic.
 pub const STATE_TOPIC: &str = "skolflode.producer.state";
@@ -569,96 +566,10 @@ impl Runner {
             source: &self.config.name,
             today,
         };
-        match endpoint {
-            "organisations" => self.observe(
-                endpoint,
-                item,
-                map::organisation(item),
-                initial,
-                source,
-                observed_at,
-                txn,
-                seen,
-                newest,
-            ),
-            "persons" => self.observe(
-                endpoint,
-                item,
-                map::person(item, &cx),
-                initial,
-                source,
-                observed_at,
-                txn,
-                seen,
-                newest,
-            ),
-            "duties" => self.observe(
-                endpoint,
-                item,
-                map::duty(item),
-                initial,
-                source,
-                observed_at,
-                txn,
-                seen,
-                newest,
-            ),
-            "groups" => self.observe(
-                endpoint,
-                item,
-                map::group(item),
-                initial,
-                source,
-                observed_at,
-                txn,
-                seen,
-                newest,
-            ),
-            "syllabuses" => self.observe(
-                endpoint,
-                item,
-                map::syllabus(item),
-                initial,
-                source,
-                observed_at,
-                txn,
-                seen,
-                newest,
-            ),
-            "activities" => self.observe(
-                endpoint,
-                item,
-                map::activity(item),
-                initial,
-                source,
-                observed_at,
-                txn,
-                seen,
-                newest,
-            ),
-            "calendarEvents" => self.observe(
-                endpoint,
-                item,
-                map::calendar_event(item),
-                initial,
-                source,
-                observed_at,
-                txn,
-                seen,
-                newest,
-            ),
-            _ => self.observe(
-                endpoint,
-                item,
-                map::attendance(item),
-                initial,
-                source,
-                observed_at,
-                txn,
-                seen,
-                newest,
-            ),
-        }
+        crate::with_entity!(endpoint, E => {
+            let mapped = E::map(item, &cx);
+            self.observe::<E>(endpoint, item, mapped, initial, source, observed_at, txn, seen, newest)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -829,64 +740,10 @@ impl Runner {
             None => self.state.get(endpoint).and_then(|m| m.get(id)).cloned(),
         };
         let Some(known) = known else { return };
-        match endpoint {
-            "organisations" => self.emit(
-                endpoint,
-                id,
-                detect::deleted::<Organisation>(&known, id, source, observed_at),
-                None,
-                txn,
-            ),
-            "persons" => self.emit(
-                endpoint,
-                id,
-                detect::deleted::<Person>(&known, id, source, observed_at),
-                None,
-                txn,
-            ),
-            "duties" => self.emit(
-                endpoint,
-                id,
-                detect::deleted::<Duty>(&known, id, source, observed_at),
-                None,
-                txn,
-            ),
-            "groups" => self.emit(
-                endpoint,
-                id,
-                detect::deleted::<Group>(&known, id, source, observed_at),
-                None,
-                txn,
-            ),
-            "syllabuses" => self.emit(
-                endpoint,
-                id,
-                detect::deleted::<Syllabus>(&known, id, source, observed_at),
-                None,
-                txn,
-            ),
-            "activities" => self.emit(
-                endpoint,
-                id,
-                detect::deleted::<Activity>(&known, id, source, observed_at),
-                None,
-                txn,
-            ),
-            "calendarEvents" => self.emit(
-                endpoint,
-                id,
-                detect::deleted::<CalendarEvent>(&known, id, source, observed_at),
-                None,
-                txn,
-            ),
-            _ => self.emit(
-                endpoint,
-                id,
-                detect::deleted::<Attendance>(&known, id, source, observed_at),
-                None,
-                txn,
-            ),
-        }
+        crate::with_entity!(endpoint, E => {
+            let event = detect::deleted::<E>(&known, id, source, observed_at);
+            self.emit(endpoint, id, event, None, txn)
+        })
     }
 
     async fn read_deletions(&mut self) -> Result<(), RunError> {
@@ -1067,60 +924,24 @@ fn read_state(
     client: rdkafka::ClientConfig,
     prefix: &str,
 ) -> Result<Vec<(String, Option<ProducerState>)>, RunError> {
-    let consumer: BaseConsumer = client.create()?;
-    let metadata = consumer.fetch_metadata(Some(STATE_TOPIC), Duration::from_secs(30))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut assignment = TopicPartitionList::new();
-    for p in &partitions {
-        assignment.add_partition_offset(STATE_TOPIC, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(600);
-    let mut at_end: HashSet<i32> = HashSet::new();
     let mut out = Vec::new();
-    while at_end.len() < partitions.len() {
-        if std::time::Instant::now() > deadline {
-            return Err(RunError::State(
-                "reading the state topic took over 10 minutes".into(),
-            ));
+    skolflode_kafka::read_to_end(client, STATE_TOPIC, Duration::from_secs(600), |m| {
+        let Some(key) = m.key() else { return Ok(()) };
+        let (_, key_body) = wire::split(key).map_err(|e| RunError::State(e.to_string()))?;
+        let key = String::decode_all(key_body).map_err(|e| RunError::State(e.to_string()))?;
+        if !key.starts_with(prefix) {
+            return Ok(());
         }
-        match consumer.poll(Duration::from_millis(500)) {
-            None => {}
-            Some(Err(ClientError::PartitionEOF(p))) => {
-                at_end.insert(p);
+        let value = match m.payload() {
+            None => None,
+            Some(bytes) => {
+                let (_, body) = wire::split(bytes).map_err(|e| RunError::State(e.to_string()))?;
+                Some(ProducerState::decode_all(body).map_err(|e| RunError::State(e.to_string()))?)
             }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => {
-                at_end.remove(&m.partition());
-                let Some(key) = m.key() else { continue };
-                let (_, key_body) = wire::split(key).map_err(|e| RunError::State(e.to_string()))?;
-                let key =
-                    String::decode_all(key_body).map_err(|e| RunError::State(e.to_string()))?;
-                if !key.starts_with(prefix) {
-                    continue;
-                }
-                let value = match m.payload() {
-                    None => None,
-                    Some(bytes) => {
-                        let (_, body) =
-                            wire::split(bytes).map_err(|e| RunError::State(e.to_string()))?;
-                        Some(
-                            ProducerState::decode_all(body)
-                                .map_err(|e| RunError::State(e.to_string()))?,
-                        )
-                    }
-                };
-                out.push((key, value));
-            }
-        }
-    }
+        };
+        out.push((key, value));
+        Ok::<(), RunError>(())
+    })?;
     Ok(out)
 }
 

@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 use skolflode_schemas::entities::*;
+use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::{Date, TimestampMillis};
 
 use super::time;
@@ -596,4 +597,73 @@ pub fn syllabus(item: &Value) -> Result<Mapped<Syllabus>, MapError> {
             official: o.boolean("official")?,
         })
     })
+}
+
+/// An entity with an SS 12000 endpoint and a mapping from its JSON.
+pub trait Ss12000Entity: Entity {
+    /// Map one item of the endpoint.
+    fn map(item: &Value, cx: &Context<'_>) -> Result<Mapped<Self>, MapError>;
+}
+
+macro_rules! ss12000_entity {
+    ($ty:ty, |$item:ident, $cx:ident| $body:expr) => {
+        impl Ss12000Entity for $ty {
+            fn map($item: &Value, $cx: &Context<'_>) -> Result<Mapped<Self>, MapError> {
+                $body
+            }
+        }
+    };
+}
+
+ss12000_entity!(Organisation, |item, _cx| organisation(item));
+ss12000_entity!(Person, |item, cx| person(item, cx));
+ss12000_entity!(Duty, |item, _cx| duty(item));
+ss12000_entity!(Group, |item, _cx| group(item));
+ss12000_entity!(Syllabus, |item, _cx| syllabus(item));
+ss12000_entity!(Activity, |item, _cx| activity(item));
+ss12000_entity!(CalendarEvent, |item, _cx| calendar_event(item));
+ss12000_entity!(Attendance, |item, _cx| attendance(item));
+
+/// Evaluate `$body` with the type name `$E` bound to the entity type of an
+/// SS 12000 endpoint name (`attendances` for anything unknown: callers
+/// check endpoint names when configuring).
+#[macro_export]
+macro_rules! with_entity {
+    ($endpoint:expr, $E:ident => $body:expr) => {{
+        use $crate::__entities as __e;
+        match $endpoint {
+            "organisations" => {
+                type $E = __e::Organisation;
+                $body
+            }
+            "persons" => {
+                type $E = __e::Person;
+                $body
+            }
+            "duties" => {
+                type $E = __e::Duty;
+                $body
+            }
+            "groups" => {
+                type $E = __e::Group;
+                $body
+            }
+            "syllabuses" => {
+                type $E = __e::Syllabus;
+                $body
+            }
+            "activities" => {
+                type $E = __e::Activity;
+                $body
+            }
+            "calendarEvents" => {
+                type $E = __e::CalendarEvent;
+                $body
+            }
+            _ => {
+                type $E = __e::Attendance;
+                $body
+            }
+        }
+    }};
 }

@@ -1,13 +1,10 @@
 //! The real Kafka broker, as seen by a test.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use skolflode_kafka::{Admin, KafkaConfig, TopicSpec};
 
 use crate::{names, HarnessError};
@@ -105,17 +102,13 @@ impl TestKafka {
         timeout: Duration,
     ) -> Result<Vec<Record>, HarnessError> {
         let mut client = self.config.build()?;
-        client
-            .set("group.id", names::unique("drain"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set(
-                "isolation.level",
-                match isolation {
-                    Isolation::ReadCommitted => "read_committed",
-                    Isolation::ReadUncommitted => "read_uncommitted",
-                },
-            );
+        client.set("group.id", names::unique("drain")).set(
+            "isolation.level",
+            match isolation {
+                Isolation::ReadCommitted => "read_committed",
+                Isolation::ReadUncommitted => "read_uncommitted",
+            },
+        );
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || drain_blocking(client, &topic, timeout))
             .await
@@ -170,56 +163,15 @@ fn drain_blocking(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<Record>, HarnessError> {
-    let deadline = Instant::now() + timeout;
-    let consumer: BaseConsumer = client.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        return Err(HarnessError::Environment(format!(
-            "topic {topic} has no partitions"
-        )));
-    }
-    let mut assignment = TopicPartitionList::new();
-    for p in &partitions {
-        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-
-    let mut at_end: HashSet<i32> = HashSet::new();
     let mut records = Vec::new();
-    while at_end.len() < partitions.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HarnessError::Timeout {
-                what: format!(
-                    "draining {topic} ({} records read, {} of {} partitions at their end)",
-                    records.len(),
-                    at_end.len(),
-                    partitions.len()
-                ),
-                waited: timeout,
-            });
-        }
-        match consumer.poll(left.min(Duration::from_millis(500))) {
-            None => {}
-            Some(Ok(m)) => {
-                at_end.remove(&m.partition());
-                records.push(Record {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                });
-            }
-            Some(Err(ClientError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => return Err(e.into()),
-        }
-    }
+    skolflode_kafka::read_to_end(client, topic, timeout, |m| {
+        records.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        });
+        Ok::<(), HarnessError>(())
+    })?;
     Ok(records)
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 use skolflode_producers::detect::content_hash;
 use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner::ENDPOINTS;
-use skolflode_producers::ss12000::map::{self, Context};
+use skolflode_producers::ss12000::map::{Context, Ss12000Entity};
 use skolflode_schemas::catalogue;
-use skolflode_schemas::entities::*;
 use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::{wire, AvroType, ChangeEvent, EntityKey, Op};
 use skolflode_simulator::server::{self, AppState};
@@ -82,16 +81,9 @@ impl Vendor {
                 let Some((_, item)) = sim.render(endpoint, i) else {
                     continue;
                 };
-                let hashed = match *endpoint {
-                    "organisations" => map::organisation(&item).map(|m| hashed(m.entity)),
-                    "persons" => map::person(&item, &cx).map(|m| hashed(m.entity)),
-                    "duties" => map::duty(&item).map(|m| hashed(m.entity)),
-                    "groups" => map::group(&item).map(|m| hashed(m.entity)),
-                    "syllabuses" => map::syllabus(&item).map(|m| hashed(m.entity)),
-                    "activities" => map::activity(&item).map(|m| hashed(m.entity)),
-                    "calendarEvents" => map::calendar_event(&item).map(|m| hashed(m.entity)),
-                    _ => map::attendance(&item).map(|m| hashed(m.entity)),
-                };
+                let hashed = skolflode_producers::with_entity!(*endpoint, E => {
+                    E::map(&item, &cx).map(|m| hashed(m.entity))
+                });
                 let (id, hash) =
                     hashed.map_err(|e| HarnessError::Environment(format!("{endpoint}: {e}")))?;
                 items.insert(id, hash);
@@ -183,35 +175,12 @@ pub async fn replay_all(
 ) -> Result<(View, Vec<String>), HarnessError> {
     let mut ids = Vec::new();
     let mut view = View::new();
-    view.insert(
-        "organisations",
-        replay::<Organisation>(kafka, connection, &mut ids).await?,
-    );
-    view.insert(
-        "persons",
-        replay::<Person>(kafka, connection, &mut ids).await?,
-    );
-    view.insert("duties", replay::<Duty>(kafka, connection, &mut ids).await?);
-    view.insert(
-        "groups",
-        replay::<Group>(kafka, connection, &mut ids).await?,
-    );
-    view.insert(
-        "syllabuses",
-        replay::<Syllabus>(kafka, connection, &mut ids).await?,
-    );
-    view.insert(
-        "activities",
-        replay::<Activity>(kafka, connection, &mut ids).await?,
-    );
-    view.insert(
-        "calendarEvents",
-        replay::<CalendarEvent>(kafka, connection, &mut ids).await?,
-    );
-    view.insert(
-        "attendances",
-        replay::<Attendance>(kafka, connection, &mut ids).await?,
-    );
+    for endpoint in ENDPOINTS {
+        let replayed = skolflode_producers::with_entity!(*endpoint, E => {
+            replay::<E>(kafka, connection, &mut ids).await?
+        });
+        view.insert(*endpoint, replayed);
+    }
     Ok((view, ids))
 }
 

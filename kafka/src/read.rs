@@ -1,0 +1,74 @@
+//! Reading a topic from its beginning to its end, as it stands when the
+//! read starts: how a producer rebuilds its state and how tests check what
+//! was written.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::KafkaError;
+
+/// Read every partition of `topic` from the beginning until each has
+/// reported its end, calling `each` for every record, within `timeout`.
+/// The consumer's isolation level decides whether aborted records are
+/// seen. Blocking: call it from a blocking task. Returns the records read.
+pub fn read_to_end<E: From<KafkaError>>(
+    mut client: ClientConfig,
+    topic: &str,
+    timeout: Duration,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+) -> Result<usize, E> {
+    let deadline = Instant::now() + timeout;
+    client
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = client.create().map_err(KafkaError::from)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(KafkaError::from)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Ok(0);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        assignment
+            .add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(KafkaError::from)?;
+    }
+    consumer.assign(&assignment).map_err(KafkaError::from)?;
+    let mut at_end: HashSet<i32> = HashSet::new();
+    let mut read = 0;
+    while at_end.len() < partitions.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(KafkaError::Timeout(format!(
+                "reading {topic} to its end: {read} records, {} of {} partitions done in {timeout:?}",
+                at_end.len(),
+                partitions.len()
+            ))
+            .into());
+        }
+        match consumer.poll(left.min(Duration::from_millis(500))) {
+            None => {}
+            Some(Err(ClientError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(KafkaError::from(e).into()),
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                read += 1;
+                each(&m)?;
+            }
+        }
+    }
+    Ok(read)
+}
