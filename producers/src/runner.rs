@@ -26,7 +26,9 @@ use serde_json::Value;
 use skolflode_kafka::{classify, Admin, KafkaConfig, TopicSpec, TxnErrorClass};
 use skolflode_schemas::catalogue::{self, Cleanup, TOPICS};
 use skolflode_schemas::envelope::Entity;
-use skolflode_schemas::records::{Cursor, DeadLetter, EntityState, ProducerState, QualityFinding};
+use skolflode_schemas::records::{
+    Cursor, DeadLetter, EntityState, Heartbeat, ProducerState, QualityFinding,
+};
 use skolflode_schemas::{wire, AvroType, Bytes, ChangeEvent, EntityKey, Source, TimestampMillis};
 
 use crate::detect::{self, Outcome};
@@ -39,6 +41,7 @@ use crate::ss12000::map::{Context, FindingKind, MapError, Mapped, Ss12000Entity}
 pub const STATE_TOPIC: &str = "skolflode.producer.state";
 pub const DEAD_LETTER_TOPIC: &str = "skolflode.deadletter";
 pub const FINDINGS_TOPIC: &str = "skolflode.quality.findings";
+pub const HEARTBEAT_TOPIC: &str = "skolflode.heartbeats";
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -232,6 +235,8 @@ pub struct Runner {
     stats: RunStats,
     metrics: Arc<Metrics>,
     client_seen: crate::ss12000::client::Stats,
+    /// The vendor's clock at its last answer.
+    last_server_time: Option<i64>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -291,6 +296,7 @@ impl Runner {
             stats: RunStats::default(),
             metrics: Arc::new(Metrics::new().map_err(|e| RunError::Config(e.to_string()))?),
             client_seen: Default::default(),
+            last_server_time: None,
         };
         runner.load_state(kafka).await?;
         Ok(runner)
@@ -390,6 +396,7 @@ impl Runner {
     /// One poll: every endpoint, then the deletion feed.
     pub async fn poll(&mut self) -> Result<(), RunError> {
         let endpoints = self.config.endpoints.clone();
+        let events_before: u64 = self.stats.events.values().sum();
         let mut first_error = None;
         for endpoint in &endpoints {
             if let Err(e) = self.read_endpoint(endpoint).await {
@@ -409,6 +416,29 @@ impl Runner {
             }
         }
         self.stats.polls += 1;
+        // The heartbeat says the connection is alive even when nothing
+        // changed, and whether its reads succeeded.
+        let heartbeat = Heartbeat {
+            connection: self.config.name.clone(),
+            vendor: "ss12000".into(),
+            at: TimestampMillis(now_millis()),
+            server_time: self.last_server_time.map(TimestampMillis),
+            ok: first_error.is_none(),
+            polls: self.stats.polls as i64,
+            events: (self.stats.events.values().sum::<u64>() - events_before) as i64,
+        };
+        let mut txn = Txn::default();
+        txn.records.push((
+            HEARTBEAT_TOPIC,
+            wire::encode(schema_id("StringKey"), &self.config.name),
+            Some(wire::encode(schema_id("Heartbeat"), &heartbeat)),
+        ));
+        if let Err(e) = self.commit(txn).await {
+            if matches!(e, RunError::Fatal(_)) {
+                return Err(e);
+            }
+            first_error.get_or_insert(e);
+        }
         let name = self.config.name.as_str();
         let outcome = if first_error.is_none() {
             "ok"
@@ -485,6 +515,9 @@ impl Runner {
                 Err(e) => return Err(e.into()),
             };
             self.stats.pages += 1;
+            if page.server_time.is_some() {
+                self.last_server_time = page.server_time;
+            }
             self.metrics
                 .pages
                 .with_label_values(&[&self.config.name, endpoint])

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use skolflode_producers::metrics::Metrics;
 use skolflode_producers::pseudonym::Pseudonymiser;
-use skolflode_producers::runner::{self, ConnectionConfig, Runner, DEAD_LETTER_TOPIC};
+use skolflode_producers::runner::{
+    self, ConnectionConfig, Runner, DEAD_LETTER_TOPIC, HEARTBEAT_TOPIC,
+};
 use skolflode_producers::ss12000::client::{ClientConfig, Secret};
-use skolflode_schemas::records::DeadLetter;
+use skolflode_schemas::records::{DeadLetter, Heartbeat};
 use skolflode_schemas::{wire, AvroType};
 use skolflode_simulator::config::{Evolution, Faults};
 use skolflode_simulator::sim::Simulation;
@@ -129,6 +131,28 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
         assert!(exposed.contains(metric), "{metric} missing");
     }
     assert!(!exposed.contains("civic"), "metrics name no personal data");
+
+    // One heartbeat per poll, each saying the reads succeeded.
+    let beats: Vec<Heartbeat> = kafka
+        .drain(
+            HEARTBEAT_TOPIC,
+            Isolation::ReadCommitted,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            Heartbeat::decode_all(wire::split(r.payload.as_deref().unwrap()).unwrap().1).unwrap()
+        })
+        .filter(|h| h.connection == name)
+        .collect();
+    assert_eq!(beats.len(), 6);
+    assert!(beats.iter().all(|h| h.ok && h.server_time.is_some()));
+    assert_eq!(
+        beats.iter().map(|h| h.events as u64).sum::<u64>(),
+        stats.events.values().sum::<u64>()
+    );
     for op in ["SNAPSHOT_READ", "CREATE", "UPDATE", "DELETE"] {
         assert!(
             stats.events.get(op).copied().unwrap_or(0) > 0,
@@ -207,4 +231,57 @@ async fn malformed_pages_go_to_the_dead_letter_topic_and_nothing_is_lost() {
         replayed["groups"].len(),
         vendor.state.sim().world.groups.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_deletion_feed_full_reads_find_what_was_deleted() {
+    let kafka = TestKafka::connect().await.unwrap();
+    runner::ensure_topics(kafka.config()).await.unwrap();
+    let config = SimConfig {
+        evolution: Evolution {
+            teacher_departures_per_term: 3.0,
+            ..Evolution::default()
+        },
+        vendor: skolflode_simulator::config::VendorBehaviour {
+            deletion_feed: false,
+            end_date_memberships: false,
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    };
+    let vendor = vendor(config).await;
+    let name = unique("nofeed");
+    let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
+    let mut connection = connection(&name, &vendor.url);
+    connection.endpoints = vec!["duties".into(), "groups".into(), "activities".into()];
+    connection.full_read_every = 2;
+    let mut runner = Runner::start(connection, kafka.config(), Arc::clone(&pseudonymiser))
+        .await
+        .unwrap();
+    runner.poll().await.unwrap();
+    let held = runner.held("duties");
+    vendor.state.sim().advance_days(14).unwrap();
+    let gone = vendor
+        .state
+        .sim()
+        .world
+        .duties
+        .iter()
+        .filter(|d| d.deleted.is_some())
+        .count();
+    assert!(gone > 0, "no teacher left");
+    assert!(
+        vendor.state.sim().deletions.is_empty(),
+        "the vendor announces nothing"
+    );
+    // The incremental poll cannot see deletions; the full read after it does.
+    runner.poll().await.unwrap();
+    runner.poll().await.unwrap();
+    assert_eq!(runner.held("duties"), held - gone);
+    assert!(runner.stats().events.get("DELETE").copied().unwrap_or(0) >= gone as u64);
+    let (replayed, _) = replay_all(&kafka, &name).await.unwrap();
+    let expected = vendor.view(&name, &pseudonymiser).unwrap();
+    for endpoint in ["duties", "groups", "activities"] {
+        assert_eq!(replayed[endpoint], expected[endpoint], "{endpoint}");
+    }
 }

@@ -72,6 +72,10 @@ pub const SUBJECTS: &[Subject] = &[
         name: "QualityFinding",
         versions: &[include_str!("../avro/QualityFinding/v1.avsc")],
     },
+    Subject {
+        name: "Heartbeat",
+        versions: &[include_str!("../avro/Heartbeat/v1.avsc")],
+    },
 ];
 
 impl Subject {
@@ -237,6 +241,17 @@ pub const TOPICS: &[Topic] = &[
         writer: "skolflode produce",
         description:
             "What vendors sent that had to be repaired to be understood. No personal data.",
+    },
+    Topic {
+        name: "skolflode.heartbeats",
+        key: "StringKey",
+        value: "Heartbeat",
+        partitions: 1,
+        cleanup: Cleanup::Delete,
+        retention_ms: 604_800_000,
+        writer: "skolflode produce",
+        description:
+            "One record per poll of each connection, so that idle and failing sources are visible.",
     },
 ];
 

@@ -54,3 +54,16 @@ avro_record! {
         observed_at: TimestampMillis = "observed_at",
     }
 }
+
+avro_record! {
+    /// One poll of a connection.
+    pub struct Heartbeat = "se.skolflode.envelope.Heartbeat" {
+        connection: String = "connection",
+        vendor: String = "vendor",
+        at: TimestampMillis = "at",
+        server_time: Option<TimestampMillis> = "server_time",
+        ok: bool = "ok",
+        polls: i64 = "polls",
+        events: i64 = "events",
+    }
+}

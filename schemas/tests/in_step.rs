@@ -156,6 +156,7 @@ fn own_records_in_step() {
     check_record::<ProducerState>("ProducerState", 10);
     check_record::<DeadLetter>("DeadLetter", 11);
     check_record::<QualityFinding>("QualityFinding", 12);
+    check_record::<Heartbeat>("Heartbeat", 14);
     let string_key = catalogue::subject("StringKey")
         .expect("subject")
         .parse_latest()
@@ -179,6 +180,7 @@ fn every_subject_has_a_rust_type_checked_here() {
         "ProducerState",
         "DeadLetter",
         "QualityFinding",
+        "Heartbeat",
     ];
     let names: Vec<&str> = SUBJECTS.iter().map(|s| s.name).collect();
     assert_eq!(names, checked);
