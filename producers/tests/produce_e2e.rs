@@ -54,6 +54,17 @@ fn connection(name: &str, url: &str) -> ConnectionConfig {
     }
 }
 
+/// Every committed record of one of skolflode's own topics, decoded.
+async fn committed<T: AvroType>(kafka: &TestKafka, topic: &str) -> Vec<T> {
+    kafka
+        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| T::decode_all(wire::split(r.payload.as_deref().unwrap()).unwrap().1).unwrap())
+        .collect()
+}
+
 async fn check(kafka: &TestKafka, vendor: &Vendor, name: &str, p: &Pseudonymiser, when: &str) {
     let (replayed, ids) = replay_all(kafka, name).await.unwrap();
     let diff = differences(&replayed, &vendor.view(name, p).unwrap());
@@ -133,20 +144,8 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
     assert!(!exposed.contains("civic"), "metrics name no personal data");
 
     // One heartbeat per poll, each saying the reads succeeded.
-    let beats: Vec<Heartbeat> = kafka
-        .drain(
-            HEARTBEAT_TOPIC,
-            Isolation::ReadCommitted,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| {
-            Heartbeat::decode_all(wire::split(r.payload.as_deref().unwrap()).unwrap().1).unwrap()
-        })
-        .filter(|h| h.connection == name)
-        .collect();
+    let beats: Vec<Heartbeat> = committed(&kafka, HEARTBEAT_TOPIC).await;
+    let beats: Vec<Heartbeat> = beats.into_iter().filter(|h| h.connection == name).collect();
     assert_eq!(beats.len(), 6);
     assert!(beats.iter().all(|h| h.ok && h.server_time.is_some()));
     assert_eq!(
@@ -205,18 +204,9 @@ async fn malformed_pages_go_to_the_dead_letter_topic_and_nothing_is_lost() {
         .await
         .unwrap();
     assert!(runner.poll().await.is_err());
-    let letters: Vec<DeadLetter> = kafka
-        .drain(
-            DEAD_LETTER_TOPIC,
-            Isolation::ReadCommitted,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap()
+    let letters: Vec<DeadLetter> = committed(&kafka, DEAD_LETTER_TOPIC).await;
+    let letters: Vec<DeadLetter> = letters
         .into_iter()
-        .map(|r| {
-            DeadLetter::decode_all(wire::split(r.payload.as_deref().unwrap()).unwrap().1).unwrap()
-        })
         .filter(|l| l.connection == name)
         .collect();
     assert_eq!(letters.len(), 1);
