@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::pseudonym::Pseudonymiser;
 use crate::ss12000::client::{ClientConfig, FetchError, Ss12000Client};
 use crate::ss12000::map::{Context, FindingKind, MapError, Mapped, Ss12000Entity};
+use crate::ss12000::time;
 
 /// The state topic, dead-letter topic and findings topic.
 pub const STATE_TOPIC: &str = "skolflode.producer.state";
@@ -166,18 +167,8 @@ fn now_millis() -> i64 {
 }
 
 fn rfc3339(millis: i64) -> String {
-    let days = millis.div_euclid(86_400_000);
+    let (y, m, d) = time::civil_from_days(millis.div_euclid(86_400_000));
     let ms = millis.rem_euclid(86_400_000);
-    // Civil date from days (Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         ms / 3_600_000,
@@ -186,11 +177,10 @@ fn rfc3339(millis: i64) -> String {
     )
 }
 
+/// The UTC date of an instant, for reading 10-digit civic numbers.
 fn civil_today(millis: i64) -> (i32, u32, u32) {
-    let text = rfc3339(millis);
-    let n =
-        |r: std::ops::Range<usize>| text.get(r).and_then(|t| t.parse::<u32>().ok()).unwrap_or(1);
-    (n(0..4) as i32, n(5..7), n(8..10))
+    let (y, m, d) = time::civil_from_days(millis.div_euclid(86_400_000));
+    (y as i32, m as u32, d as u32)
 }
 
 fn finding_kind(kind: FindingKind) -> &'static str {

@@ -442,6 +442,16 @@ impl Ss12000Client {
         })
     }
 
+    /// A request that failed on the way: counted, and retried after backoff.
+    fn transport_error<T>(&self, e: reqwest::Error) -> Attempt<T> {
+        self.count(|s| s.transport_errors += 1);
+        Attempt::Retry {
+            cause: e.to_string(),
+            wait: None,
+            malformed: None,
+        }
+    }
+
     async fn attempt<T>(
         &self,
         url: &str,
@@ -462,14 +472,7 @@ impl Ss12000Client {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => {
-                self.count(|s| s.transport_errors += 1);
-                return Attempt::Retry {
-                    cause: e.to_string(),
-                    wait: None,
-                    malformed: None,
-                };
-            }
+            Err(e) => return self.transport_error(e),
         };
         let status = response.status();
         let server_time = response
@@ -485,14 +488,7 @@ impl Ss12000Client {
             .map(|s| Duration::from_secs(s.min(self.config.retry_after_max_secs)));
         let body = match response.bytes().await {
             Ok(b) => b,
-            Err(e) => {
-                self.count(|s| s.transport_errors += 1);
-                return Attempt::Retry {
-                    cause: e.to_string(),
-                    wait: None,
-                    malformed: None,
-                };
-            }
+            Err(e) => return self.transport_error(e),
         };
         match status.as_u16() {
             200..=299 => match parse(&body, server_time) {
