@@ -116,6 +116,9 @@ backoff_max_ms = 50
         diff.is_empty(),
         "lost or stale after {KILLS} kills: {diff:?}"
     );
+    // replay_all already fails on any repeated event (a second create, an
+    // update whose before image is not the last version, a delete of what
+    // is gone); unique ids say the same from the consumer's side.
     let unique_ids: HashSet<&String> = ids.iter().collect();
     assert_eq!(
         unique_ids.len(),

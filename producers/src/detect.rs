@@ -6,105 +6,201 @@
 //! `meta.modified` without changing anything produces no event, and the same
 //! item read twice (page overlaps, incremental-read overlap windows,
 //! restarts) is absorbed.
+//!
+//! Versions travel as encoded images: the producer hashes an entity once,
+//! keeps its image as bytes, and splices held images into events as their
+//! `before` — nothing is decoded and encoded again on the hot path.
 
 use sha2::{Digest, Sha256};
-use skolflode_schemas::envelope::Entity;
+use skolflode_schemas::codec::{write_long, write_str};
+use skolflode_schemas::envelope::{EncodedChange, Entity};
 use skolflode_schemas::records::EntityState;
-use skolflode_schemas::{Bytes, ChangeEvent, Op, Source, TimestampMillis};
+use skolflode_schemas::{Op, Source, TimestampMillis};
+
+/// A SHA-256 content hash.
+pub type Hash = [u8; 32];
+
+fn hash_without_meta<E: Entity>(mut entity: E) -> Hash {
+    *entity.meta_mut() = None;
+    Sha256::digest(entity.to_avro_bytes()).into()
+}
+
+/// Lowercase hex of a hash. Three per event: `hex::encode` goes through a
+/// char iterator and showed in profiles.
+pub fn hex32(hash: &Hash) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(64);
+    for b in hash {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+    // Only ASCII digits were written.
+    String::from_utf8(out).unwrap_or_default()
+}
 
 /// Lowercase hex SHA-256 of the entity's content (its encoding without
 /// `meta`).
 pub fn content_hash<E: Entity>(entity: &E) -> String {
-    let mut content = entity.clone();
-    *content.meta_mut() = None;
-    hex::encode(Sha256::digest(content.to_avro_bytes()))
+    hex32(&hash_without_meta(entity.clone()))
 }
 
-/// The event id: the same version of the same entity from the same
-/// connection always gets the same id.
-pub fn event_id(connection: &str, entity_id: &str, op: Op, version_hash: &str) -> String {
+/// One version of an entity as a vendor showed it, ready to compare and
+/// publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub id: String,
+    /// The vendor's `meta.modified`, UTC milliseconds.
+    pub modified: Option<i64>,
+    pub hash: Hash,
+    /// The entity's Avro encoding, `meta` included.
+    pub image: Vec<u8>,
+}
+
+impl Version {
+    pub fn of<E: Entity>(mut entity: E) -> Self {
+        let image = entity.to_avro_bytes();
+        let id = entity.id().to_owned();
+        let modified = entity
+            .meta_mut()
+            .as_ref()
+            .and_then(|m| m.modified)
+            .map(|m| m.0);
+        Self {
+            id,
+            modified,
+            hash: hash_without_meta(entity),
+            image,
+        }
+    }
+}
+
+/// What the producer holds of an entity: the last version's hash and
+/// image, and when it was observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub hash: Hash,
+    pub image: Box<[u8]>,
+    pub observed_at: i64,
+}
+
+impl Held {
+    /// From the state topic's record.
+    pub fn from_state(state: EntityState) -> Result<Self, String> {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&state.content_hash, &mut hash)
+            .map_err(|e| format!("content hash {:?}: {e}", state.content_hash))?;
+        Ok(Self {
+            hash,
+            image: state.image.0.into_boxed_slice(),
+            observed_at: state.observed_at.0,
+        })
+    }
+
+    /// The state topic's record, as a `ProducerState` body with this
+    /// entity and no cursor.
+    pub fn encode_state(&self, out: &mut Vec<u8>) {
+        out.push(2); // entity: the EntityState branch
+        write_str(out, &hex32(&self.hash));
+        write_long(out, self.image.len() as i64);
+        out.extend_from_slice(&self.image);
+        write_long(out, self.observed_at);
+        out.push(0); // cursor: null
+    }
+}
+
+/// The event id: connection, entity, operation, version and the instant
+/// of observation, hashed. The instant makes it unique per event: a vendor
+/// that puts an old teacher back publishes a version seen before, and an
+/// id made of the version alone would let consumers that drop repeated ids
+/// drop the revert. (A page redone after an aborted transaction gets new
+/// ids, but read_committed consumers never see the aborted records.)
+pub fn event_id(
+    connection: &str,
+    entity_id: &str,
+    op: Op,
+    version_hash: &str,
+    observed_at: TimestampMillis,
+) -> String {
     let mut h = Sha256::new();
     for part in [connection, entity_id, op.symbol(), version_hash] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
-    hex::encode(&h.finalize()[..16])
+    h.update(observed_at.0.to_be_bytes());
+    let digest: Hash = h.finalize().into();
+    let mut id = hex32(&digest);
+    id.truncate(32);
+    id
 }
 
-/// What an observation amounts to.
-#[derive(Debug)]
-pub enum Outcome<E> {
-    /// The same content as last time.
-    Unchanged,
-    /// A new version: the event to publish and the state to remember.
-    Changed(Box<ChangeEvent<E>>, EntityState),
-}
-
-/// Compare an observed entity with the last state. `initial` marks the
-/// first full read of an endpoint, whose new entities are snapshot reads
-/// rather than creations.
-pub fn observe<E: Entity>(
-    known: Option<&EntityState>,
-    entity: E,
-    initial: bool,
-    source: &Source,
-    observed_at: TimestampMillis,
-) -> Outcome<E> {
-    let hash = content_hash(&entity);
-    let before = match known {
-        Some(state) if state.content_hash == hash => return Outcome::Unchanged,
-        Some(state) => E::decode_all(&state.image.0).ok(),
-        None => None,
-    };
-    let op = match (known, initial) {
-        (Some(_), _) => Op::Update,
-        (None, true) => Op::SnapshotRead,
-        (None, false) => Op::Create,
-    };
-    let state = EntityState {
-        content_hash: hash.clone(),
-        image: Bytes(entity.to_avro_bytes()),
-        observed_at,
-    };
-    let event = ChangeEvent {
-        event_id: event_id(&source.connection, entity.id(), op, &hash),
-        op,
-        before,
-        after: Some(entity),
-        source: source.clone(),
-        observed_at,
-        content_hash: Some(hash),
-    };
-    Outcome::Changed(Box::new(event), state)
-}
-
-/// The event for an entity the vendor no longer shows.
-pub fn deleted<E: Entity>(
-    known: &EntityState,
-    entity_id: &str,
-    source: &Source,
-    observed_at: TimestampMillis,
-) -> ChangeEvent<E> {
-    ChangeEvent {
-        event_id: event_id(
-            &source.connection,
-            entity_id,
-            Op::Delete,
-            &known.content_hash,
-        ),
-        op: Op::Delete,
-        before: E::decode_all(&known.image.0).ok(),
-        after: None,
-        source: source.clone(),
-        observed_at,
-        content_hash: None,
+/// What observing a version amounts to: `None` when it is the version
+/// held, otherwise the operation. `initial` marks the first full read of
+/// an endpoint, whose new entities are snapshot reads, not creations.
+pub fn classify(known: Option<&Held>, hash: &Hash, initial: bool) -> Option<Op> {
+    match (known, initial) {
+        (Some(held), _) if held.hash == *hash => None,
+        (Some(_), _) => Some(Op::Update),
+        (None, true) => Some(Op::SnapshotRead),
+        (None, false) => Some(Op::Create),
     }
 }
 
+/// Append the body of the change event for a new version: `before` is the
+/// held image (for updates).
+pub fn encode_change(
+    out: &mut Vec<u8>,
+    op: Op,
+    before: Option<&Held>,
+    after: &Version,
+    source: &Source,
+    observed_at: TimestampMillis,
+) {
+    let hash = hex32(&after.hash);
+    EncodedChange {
+        event_id: &event_id(&source.connection, &after.id, op, &hash, observed_at),
+        op,
+        before: before.map(|b| &*b.image),
+        after: Some(&after.image),
+        source,
+        observed_at,
+        content_hash: Some(&hash),
+    }
+    .encode(out);
+}
+
+/// Append the body of the event for an entity the vendor no longer shows.
+pub fn encode_delete(
+    out: &mut Vec<u8>,
+    known: &Held,
+    entity_id: &str,
+    source: &Source,
+    observed_at: TimestampMillis,
+) {
+    EncodedChange {
+        event_id: &event_id(
+            &source.connection,
+            entity_id,
+            Op::Delete,
+            &hex32(&known.hash),
+            observed_at,
+        ),
+        op: Op::Delete,
+        before: Some(&known.image),
+        after: None,
+        source,
+        observed_at,
+        content_hash: None,
+    }
+    .encode(out);
+}
+
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
     use skolflode_schemas::entities::{Activity, DutyAssignment, Meta, ObjectReference};
+    use skolflode_schemas::records::ProducerState;
+    use skolflode_schemas::{AvroType, Bytes, ChangeEvent};
 
     fn activity(teacher: &str, modified: i64) -> Activity {
         Activity {
@@ -131,89 +227,116 @@ mod tests {
         }
     }
 
+    fn held(version: &Version, at: i64) -> Held {
+        Held {
+            hash: version.hash,
+            image: version.image.clone().into_boxed_slice(),
+            observed_at: at,
+        }
+    }
+
+    fn change(op: Op, before: Option<&Held>, after: &Version) -> ChangeEvent<Activity> {
+        let mut out = Vec::new();
+        encode_change(&mut out, op, before, after, &source(), TimestampMillis(7));
+        ChangeEvent::decode_all(&out).expect("our own event decodes")
+    }
+
     #[test]
     fn versions_create_update_and_absorb_repeats() {
-        let first = observe(
-            None,
-            activity("d1", 1),
-            true,
-            &source(),
-            TimestampMillis(10),
-        );
-        let Outcome::Changed(event, state) = first else {
-            panic!("new entity unseen")
-        };
-        assert_eq!(event.op, Op::SnapshotRead);
+        let first = Version::of(activity("d1", 1));
+        assert_eq!(first.modified, Some(1));
+        assert_eq!(hex::encode(first.hash), content_hash(&activity("d1", 1)));
+        assert_eq!(hex32(&first.hash), hex::encode(first.hash));
+        assert_eq!(classify(None, &first.hash, true), Some(Op::SnapshotRead));
+        assert_eq!(classify(None, &first.hash, false), Some(Op::Create));
+        let state = held(&first, 10);
+
+        let event = change(Op::SnapshotRead, None, &first);
         assert!(event.before.is_none());
+        assert_eq!(event.after, Some(activity("d1", 1)));
+        assert_eq!(event.content_hash, Some(content_hash(&activity("d1", 1))));
 
         // Only meta changed: nothing happened.
-        assert!(matches!(
-            observe(
-                Some(&state),
-                activity("d1", 2),
-                false,
-                &source(),
-                TimestampMillis(11)
-            ),
-            Outcome::Unchanged
-        ));
+        let touched = Version::of(activity("d1", 2));
+        assert_eq!(classify(Some(&state), &touched.hash, false), None);
 
         // The teacher list was overwritten: an update whose before image
         // holds the old teacher.
-        let Outcome::Changed(update, newer) = observe(
-            Some(&state),
-            activity("d2", 3),
-            false,
-            &source(),
-            TimestampMillis(12),
-        ) else {
-            panic!("overwrite unseen")
-        };
-        assert_eq!(update.op, Op::Update);
+        let overwritten = Version::of(activity("d2", 3));
         assert_eq!(
-            update
-                .before
-                .as_ref()
-                .map(|b| b.teachers[0].duty.id.as_str()),
-            Some("d1")
+            classify(Some(&state), &overwritten.hash, false),
+            Some(Op::Update)
         );
-        assert_eq!(
-            update
-                .after
-                .as_ref()
-                .map(|a| a.teachers[0].duty.id.as_str()),
-            Some("d2")
-        );
+        let update = change(Op::Update, Some(&state), &overwritten);
+        assert_eq!(update.before, Some(activity("d1", 1)));
+        assert_eq!(update.after, Some(activity("d2", 3)));
         assert_ne!(update.event_id, event.event_id);
 
-        let gone: ChangeEvent<Activity> = deleted(&newer, "a1", &source(), TimestampMillis(13));
-        assert_eq!(gone.op, Op::Delete);
-        assert_eq!(
-            gone.before.map(|b| b.teachers[0].duty.id.clone()),
-            Some("d2".into())
+        let mut out = Vec::new();
+        encode_delete(
+            &mut out,
+            &held(&overwritten, 12),
+            "a1",
+            &source(),
+            TimestampMillis(13),
         );
+        let gone = ChangeEvent::<Activity>::decode_all(&out).expect("decodes");
+        assert_eq!(gone.op, Op::Delete);
+        assert_eq!(gone.before, Some(activity("d2", 3)));
         assert!(gone.after.is_none() && gone.content_hash.is_none());
     }
 
     #[test]
-    fn the_same_version_always_gets_the_same_event_id() {
-        let a = observe(
-            None,
-            activity("d1", 1),
-            false,
-            &source(),
-            TimestampMillis(10),
+    fn a_version_seen_again_is_a_new_event() {
+        // d1 → d2 → d1 → d2: the second d1→d2 update has the same before
+        // and after as the first, and still its own id.
+        let (d1, d2) = (
+            Version::of(activity("d1", 1)),
+            Version::of(activity("d2", 2)),
         );
-        let b = observe(
-            None,
-            activity("d1", 5),
-            false,
-            &source(),
-            TimestampMillis(99),
-        );
-        match (a, b) {
-            (Outcome::Changed(a, _), Outcome::Changed(b, _)) => assert_eq!(a.event_id, b.event_id),
-            _ => panic!("expected events"),
+        let mut ids = std::collections::HashSet::new();
+        for (at, (from, to)) in [(&d1, &d2), (&d2, &d1), (&d1, &d2)].into_iter().enumerate() {
+            let mut out = Vec::new();
+            let held = held(from, at as i64);
+            encode_change(
+                &mut out,
+                Op::Update,
+                Some(&held),
+                to,
+                &source(),
+                TimestampMillis(at as i64 + 10),
+            );
+            let event = ChangeEvent::<Activity>::decode_all(&out).expect("decodes");
+            assert!(ids.insert(event.event_id));
         }
+        // The id is a function of what it says, nothing else.
+        assert_eq!(
+            event_id("c", "a1", Op::Create, "h", TimestampMillis(1)),
+            event_id("c", "a1", Op::Create, "h", TimestampMillis(1))
+        );
+    }
+
+    #[test]
+    fn held_state_round_trips_through_the_state_record() {
+        let version = Version::of(activity("d1", 1));
+        let state = held(&version, 99);
+        let mut ours = Vec::new();
+        state.encode_state(&mut ours);
+        let typed = ProducerState {
+            entity: Some(EntityState {
+                content_hash: hex::encode(version.hash),
+                image: Bytes(version.image.clone()),
+                observed_at: TimestampMillis(99),
+            }),
+            cursor: None,
+        };
+        assert_eq!(ours, typed.to_avro_bytes());
+        let back = Held::from_state(typed.entity.expect("entity")).expect("valid");
+        assert_eq!(back, state);
+        assert!(Held::from_state(EntityState {
+            content_hash: "zz".into(),
+            ..Default::default()
+        })
+        .is_err());
     }
 }

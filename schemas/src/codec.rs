@@ -147,6 +147,13 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Write an Avro string (length, then UTF-8 bytes).
+#[inline]
+pub fn write_str(out: &mut Vec<u8>, value: &str) {
+    write_long(out, value.len() as i64);
+    out.extend_from_slice(value.as_bytes());
+}
+
 /// Append a zig-zag varint `long`.
 #[inline]
 pub fn write_long(out: &mut Vec<u8>, value: i64) {
@@ -192,8 +199,7 @@ impl AvroType for i64 {
 
 impl AvroType for String {
     fn encode(&self, out: &mut Vec<u8>) {
-        write_long(out, self.len() as i64);
-        out.extend_from_slice(self.as_bytes());
+        write_str(out, self);
     }
     fn decode(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
         read_str(input).map(str::to_owned)

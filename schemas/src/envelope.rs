@@ -80,8 +80,9 @@ entity!(Syllabus, "SyllabusChange", "syllabuses");
 /// `se.skolflode.envelope.ActivityChange`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangeEvent<T> {
-    /// Unique id of this event, deterministic from connection, entity id and
-    /// content hash, so that a re-read of the same version has the same id.
+    /// Unique id of this event: a hash of connection, entity id, operation,
+    /// content hash and observation time (a version seen again, e.g. a
+    /// teacher put back, is a new event with a new id).
     pub event_id: String,
     pub op: Op,
     /// The version seen before; `None` for creates and snapshot reads.
@@ -138,6 +139,52 @@ impl<T: AvroType> AvroType for ChangeEvent<T> {
         self.source.decode_into(input)?;
         self.observed_at.decode_into(input)?;
         self.content_hash.decode_into(input)
+    }
+}
+
+/// A change event whose entity images are already Avro-encoded: it writes
+/// exactly the bytes of the [`ChangeEvent`] it stands for, without decoding
+/// and re-encoding images a producer holds as bytes anyway (the before
+/// image comes from its state, the after image is what it hashed).
+#[derive(Clone, Copy, Debug)]
+pub struct EncodedChange<'a> {
+    pub event_id: &'a str,
+    pub op: Op,
+    /// The encoded `before` entity.
+    pub before: Option<&'a [u8]>,
+    /// The encoded `after` entity.
+    pub after: Option<&'a [u8]>,
+    pub source: &'a Source,
+    pub observed_at: TimestampMillis,
+    pub content_hash: Option<&'a str>,
+}
+
+impl EncodedChange<'_> {
+    /// Append the Avro body to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        fn image(image: Option<&[u8]>, out: &mut Vec<u8>) {
+            match image {
+                None => out.push(0),
+                Some(bytes) => {
+                    // Union branch 1 (the record), zig-zag encoded.
+                    out.push(2);
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+        crate::codec::write_str(out, self.event_id);
+        self.op.encode(out);
+        image(self.before, out);
+        image(self.after, out);
+        self.source.encode(out);
+        self.observed_at.encode(out);
+        match self.content_hash {
+            None => out.push(0),
+            Some(hash) => {
+                out.push(2);
+                crate::codec::write_str(out, hash);
+            }
+        }
     }
 }
 

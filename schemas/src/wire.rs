@@ -14,10 +14,16 @@ use crate::{DecodeError, SchemaError};
 const MAGIC: u8 = 0;
 const HEADER: usize = 5;
 
-/// Append a framed record to `out` (which is not cleared).
-pub fn encode_into<T: AvroType>(schema_id: u32, value: &T, out: &mut Vec<u8>) {
+/// Append the framing header (magic byte and schema id) to `out`, for
+/// bodies encoded by other means than [`AvroType`].
+pub fn header_into(schema_id: u32, out: &mut Vec<u8>) {
     out.push(MAGIC);
     out.extend_from_slice(&schema_id.to_be_bytes());
+}
+
+/// Append a framed record to `out` (which is not cleared).
+pub fn encode_into<T: AvroType>(schema_id: u32, value: &T, out: &mut Vec<u8>) {
+    header_into(schema_id, out);
     value.encode(out);
 }
 

@@ -14,7 +14,7 @@ use skolflode_schemas::catalogue::{self, SUBJECTS};
 use skolflode_schemas::codec::sample::Sample;
 use skolflode_schemas::codec::AvroRecord;
 use skolflode_schemas::entities::*;
-use skolflode_schemas::envelope::{Entity, ENVELOPE_FIELDS};
+use skolflode_schemas::envelope::{EncodedChange, Entity, ENVELOPE_FIELDS};
 use skolflode_schemas::{AvroType, ChangeEvent, EntityKey};
 
 const SAMPLES: usize = 400;
@@ -88,6 +88,29 @@ fn check_entity<E: Entity + Sample + std::fmt::Debug>(seed: u64) {
     assert_eq!(entity.name.fullname(None), E::AVRO_NAME);
     assert_eq!(field_names(entity), E::FIELDS, "{}", E::AVRO_NAME);
     check_bytes::<ChangeEvent<E>>(&schema, seed);
+    check_encoded_change::<E>(seed);
+}
+
+/// A change written from encoded images is byte for byte the typed one.
+fn check_encoded_change<E: Entity + Sample + std::fmt::Debug>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    for i in 0..SAMPLES {
+        let event = ChangeEvent::<E>::sample(&mut rng);
+        let before = event.before.as_ref().map(AvroType::to_avro_bytes);
+        let after = event.after.as_ref().map(AvroType::to_avro_bytes);
+        let encoded = EncodedChange {
+            event_id: &event.event_id,
+            op: event.op,
+            before: before.as_deref(),
+            after: after.as_deref(),
+            source: &event.source,
+            observed_at: event.observed_at,
+            content_hash: event.content_hash.as_deref(),
+        };
+        let mut ours = Vec::new();
+        encoded.encode(&mut ours);
+        assert_eq!(ours, event.to_avro_bytes(), "sample {i}: {event:?}");
+    }
 }
 
 #[test]

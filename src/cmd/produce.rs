@@ -97,8 +97,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let events: u64 = stats.events.values().sum();
             // One machine-readable line per connection, for scripts.
             println!(
-                "connection={name} events={events} event_bytes={} items={} pages={} transactions={} seconds={:.3}",
+                "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} seconds={:.3}",
                 stats.event_bytes,
+                stats.records,
                 stats.items,
                 stats.pages,
                 stats.transactions,

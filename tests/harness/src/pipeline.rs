@@ -22,6 +22,70 @@ use crate::{HarnessError, TestKafka};
 /// Endpoint → entity id → content hash.
 pub type View = HashMap<&'static str, HashMap<String, String>>;
 
+/// Endpoint → entity id → the versions in order: a content hash, or `None`
+/// where the entity was gone.
+pub type History = HashMap<&'static str, HashMap<String, Vec<Option<String>>>>;
+
+/// Add what a view shows to the history of every entity: a new entry
+/// where an entity's version differs from its last one (`None` for an
+/// entity no longer shown).
+pub fn record(history: &mut History, view: &View) {
+    for endpoint in ENDPOINTS {
+        let empty = HashMap::new();
+        let shown = view.get(endpoint).unwrap_or(&empty);
+        let versions = history.entry(endpoint).or_default();
+        for (id, hash) in shown {
+            let seq = versions.entry(id.clone()).or_default();
+            if seq.last() != Some(&Some(hash.clone())) {
+                seq.push(Some(hash.clone()));
+            }
+        }
+        for (id, seq) in versions.iter_mut() {
+            if !shown.contains_key(id) && seq.last().is_some_and(Option::is_some) {
+                seq.push(None);
+            }
+        }
+    }
+}
+
+/// Differences between two histories: entities whose version sequences
+/// differ, a line each (at most `limit` lines).
+pub fn history_differences(replayed: &History, expected: &History, limit: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for endpoint in ENDPOINTS {
+        let empty = HashMap::new();
+        let r = replayed.get(endpoint).unwrap_or(&empty);
+        let e = expected.get(endpoint).unwrap_or(&empty);
+        let mut ids: Vec<&String> = r.keys().chain(e.keys()).collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let (rs, es) = (r.get(id), e.get(id));
+            if rs != es {
+                out.push(format!(
+                    "{endpoint} {id}: replayed {} versions {:?}, the vendor showed {} {:?}",
+                    rs.map_or(0, Vec::len),
+                    rs.map(|v| short(v)),
+                    es.map_or(0, Vec::len),
+                    es.map(|v| short(v)),
+                ));
+            }
+        }
+    }
+    out.truncate(limit);
+    out
+}
+
+fn short(versions: &[Option<String>]) -> Vec<String> {
+    versions
+        .iter()
+        .map(|v| {
+            v.as_deref()
+                .map_or("gone".to_owned(), |h| h[..8].to_owned())
+        })
+        .collect()
+}
+
 /// The simulator's APIs on 127.0.0.1, in this process.
 pub struct Vendor {
     pub url: String,
@@ -105,6 +169,7 @@ async fn replay<E: Entity>(
     kafka: &TestKafka,
     connection: &str,
     event_ids: &mut Vec<String>,
+    history: &mut HashMap<String, Vec<Option<String>>>,
 ) -> Result<HashMap<String, String>, HarnessError> {
     let bad = |what: String| HarnessError::Environment(what);
     let topic = catalogue::change_topic::<E>()
@@ -137,6 +202,7 @@ async fn replay<E: Entity>(
                 if state.remove(&id).is_none() {
                     return Err(bad(format!("{topic}: delete of unknown {id}")));
                 }
+                history.entry(id).or_default().push(None);
             }
             op => {
                 let hash = event
@@ -160,6 +226,10 @@ async fn replay<E: Entity>(
                     }
                     _ => {}
                 }
+                history
+                    .entry(id.clone())
+                    .or_default()
+                    .push(Some(hash.clone()));
                 state.insert(id, hash);
             }
         }
@@ -173,15 +243,27 @@ pub async fn replay_all(
     kafka: &TestKafka,
     connection: &str,
 ) -> Result<(View, Vec<String>), HarnessError> {
+    let (view, _, ids) = replay_history(kafka, connection).await?;
+    Ok((view, ids))
+}
+
+/// Replay every change topic of a connection: the view they add up to, the
+/// history of every entity, and every event id in the order read.
+pub async fn replay_history(
+    kafka: &TestKafka,
+    connection: &str,
+) -> Result<(View, History, Vec<String>), HarnessError> {
     let mut ids = Vec::new();
     let mut view = View::new();
+    let mut history = History::new();
     for endpoint in ENDPOINTS {
+        let versions = history.entry(endpoint).or_default();
         let replayed = skolflode_producers::with_entity!(*endpoint, E => {
-            replay::<E>(kafka, connection, &mut ids).await?
+            replay::<E>(kafka, connection, &mut ids, versions).await?
         });
         view.insert(*endpoint, replayed);
     }
-    Ok((view, ids))
+    Ok((view, history, ids))
 }
 
 /// Differences between two views, one line per endpoint that differs.

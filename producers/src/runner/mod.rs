@@ -7,44 +7,47 @@
 //! every `full_read_every` polls, incremental reads with
 //! `meta.modified.after` in between) and the deletion feed.
 //!
-//! Each page is one Kafka transaction holding its change events, the state
-//! records that explain them, dead letters and quality findings, and — on an
-//! endpoint's last page — the new cursor and the deletions a full read
-//! revealed. The in-memory state follows only after a commit. A producer
-//! killed at any point restarts from the last committed cursor; what it
-//! reads again is absorbed by the content hashes.
+//! A Kafka transaction spans pages until it holds enough records: their
+//! change events, the state records that explain them, dead letters and
+//! quality findings, and — on an endpoint's last page — the new cursor and
+//! the deletions a full read revealed. The in-memory state follows only
+//! after a commit. A producer killed at any point restarts from the last
+//! committed cursor; what it reads again is absorbed by the content hashes.
+//!
+//! Modules: [`prepare`] fetches and maps pages ahead on other threads;
+//! [`txn`] hands records to librdkafka as pages are processed and commits.
 
-use std::collections::{HashMap, HashSet};
+mod prepare;
+mod txn;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
-use serde_json::Value;
-use skolflode_kafka::{classify, Admin, KafkaConfig, TopicSpec, TxnErrorClass};
+use skolflode_kafka::{Admin, KafkaConfig, TopicSpec};
 use skolflode_schemas::catalogue::{self, Cleanup, TOPICS};
+use skolflode_schemas::codec::{write_long, write_str};
 use skolflode_schemas::envelope::Entity;
-use skolflode_schemas::records::{
-    Cursor, DeadLetter, EntityState, Heartbeat, ProducerState, QualityFinding,
-};
-use skolflode_schemas::{wire, AvroType, Bytes, ChangeEvent, EntityKey, Source, TimestampMillis};
+use skolflode_schemas::records::{Cursor, DeadLetter, Heartbeat, ProducerState, QualityFinding};
+use skolflode_schemas::{wire, AvroType, Bytes, Op, Source, TimestampMillis};
 
-use crate::detect::{self, Outcome};
+use crate::detect::{self, Held, Version};
 use crate::metrics::Metrics;
 use crate::pseudonym::Pseudonymiser;
 use crate::ss12000::client::{ClientConfig, FetchError, Ss12000Client};
-use crate::ss12000::map::{Context, FindingKind, MapError, Mapped, Ss12000Entity};
+use crate::ss12000::map::{Finding, FindingKind};
 use crate::ss12000::time;
+use prepare::{fetch_ahead, now_millis, Prepared};
+use txn::{Record, Transactions, Txn};
 
 /// The state topic, dead-letter topic and findings topic.
 pub const STATE_TOPIC: &str = "skolflode.producer.state";
 pub const DEAD_LETTER_TOPIC: &str = "skolflode.deadletter";
 pub const FINDINGS_TOPIC: &str = "skolflode.quality.findings";
 pub const HEARTBEAT_TOPIC: &str = "skolflode.heartbeats";
-
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Records after which a transaction is committed before the read goes on.
 const MAX_TXN_RECORDS: usize = 8_000;
@@ -141,29 +144,14 @@ pub struct RunStats {
     pub aborted: u64,
     /// Bytes of change-event values published.
     pub event_bytes: u64,
-}
-
-/// A record to send: topic, framed key, framed value (`None`: tombstone).
-type Record = (&'static str, Vec<u8>, Option<Vec<u8>>);
-
-/// Records of one transaction, and the state they leave behind.
-#[derive(Default)]
-struct Txn {
-    records: Vec<Record>,
-    state: HashMap<(String, String), Option<EntityState>>,
-    cursors: HashMap<String, Cursor>,
+    /// Records committed: change events, state records, cursors, dead
+    /// letters, findings and heartbeats.
+    pub records: u64,
 }
 
 /// The schema ids used in the Confluent framing.
 fn schema_id(subject: &str) -> u32 {
     catalogue::local_schema_id(subject).unwrap_or(0)
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn rfc3339(millis: i64) -> String {
@@ -175,12 +163,6 @@ fn rfc3339(millis: i64) -> String {
         ms / 60_000 % 60,
         ms / 1000 % 60
     )
-}
-
-/// The UTC date of an instant, for reading 10-digit civic numbers.
-fn civil_today(millis: i64) -> (i32, u32, u32) {
-    let (y, m, d) = time::civil_from_days(millis.div_euclid(86_400_000));
-    (y as i32, m as u32, d as u32)
 }
 
 fn finding_kind(kind: FindingKind) -> &'static str {
@@ -214,16 +196,34 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Where an endpoint's change events go.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    topic: &'static str,
+    schema_id: u32,
+}
+
+fn target(endpoint: &str) -> Option<Target> {
+    crate::with_entity!(endpoint, E => catalogue::change_topic::<E>().map(|t| Target {
+        topic: t.name,
+        schema_id: schema_id(E::CHANGE_SUBJECT),
+    }))
+}
+
 /// A running connection.
 pub struct Runner {
     config: ConnectionConfig,
     client: Arc<Ss12000Client>,
-    producer: FutureProducer,
+    txns: Transactions,
     pseudonymiser: Arc<Pseudonymiser>,
-    state: HashMap<String, HashMap<String, EntityState>>,
+    /// endpoint → entity id → what was last seen.
+    state: foldhash::HashMap<String, foldhash::HashMap<String, Held>>,
     cursors: HashMap<String, Cursor>,
+    targets: HashMap<String, Target>,
     stats: RunStats,
     metrics: Arc<Metrics>,
+    /// `metrics.events` by op, resolved once (labels are hashed per lookup).
+    event_counters: foldhash::HashMap<&'static str, prometheus::IntCounter>,
     client_seen: crate::ss12000::client::Stats,
     /// The vendor's clock at its last answer.
     last_server_time: Option<i64>,
@@ -235,6 +235,19 @@ impl std::fmt::Debug for Runner {
             .field("connection", &self.config.name)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a read stands while its pages are processed.
+struct Read<'a> {
+    endpoint: &'a str,
+    target: Target,
+    /// The first full read: new entities are snapshot reads.
+    initial: bool,
+    /// A full read: ids seen, for reconciliation (`None` for incremental
+    /// reads).
+    seen: Option<foldhash::HashSet<String>>,
+    /// The newest `meta.modified` seen.
+    newest: Option<i64>,
 }
 
 impl Runner {
@@ -262,6 +275,13 @@ impl Runner {
                 "full_read_every must be at least 1".into(),
             ));
         }
+        let mut targets = HashMap::new();
+        for endpoint in ENDPOINTS {
+            let t = target(endpoint).ok_or_else(|| {
+                RunError::Config(format!("no change topic for {endpoint} in the catalogue"))
+            })?;
+            targets.insert((*endpoint).to_owned(), t);
+        }
         let client = Arc::new(Ss12000Client::new(config.client.clone())?);
         let mut producer_config =
             kafka.transactional_producer(&format!("skolflode-produce-{}", config.name))?;
@@ -269,22 +289,21 @@ impl Runner {
             .set("transaction.timeout.ms", "60000")
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
-        let producer: FutureProducer = producer_config.create()?;
+        let txns = Transactions::create(&producer_config)?;
         // Fences a predecessor and aborts what it left open, so that the
         // state topic's end can be read under read_committed.
-        let p = producer.clone();
-        tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT))
-            .await
-            .map_err(|e| RunError::Fatal(e.to_string()))??;
+        txns.init().await?;
         let mut runner = Self {
             config,
             client,
-            producer,
+            txns,
             pseudonymiser,
-            state: HashMap::new(),
+            state: Default::default(),
             cursors: HashMap::new(),
+            targets,
             stats: RunStats::default(),
             metrics: Arc::new(Metrics::new().map_err(|e| RunError::Config(e.to_string()))?),
+            event_counters: Default::default(),
             client_seen: Default::default(),
             last_server_time: None,
         };
@@ -292,20 +311,21 @@ impl Runner {
         Ok(runner)
     }
 
-    /// What the runner has done.
     /// Count into these metrics (shared by every connection of a process).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self.event_counters.clear();
         self
     }
 
+    /// What the runner has done.
     pub fn stats(&self) -> &RunStats {
         &self.stats
     }
 
     /// Entities held for an endpoint.
     pub fn held(&self, endpoint: &str) -> usize {
-        self.state.get(endpoint).map_or(0, HashMap::len)
+        self.state.get(endpoint).map_or(0, |m| m.len())
     }
 
     async fn load_state(&mut self, kafka: &KafkaConfig) -> Result<(), RunError> {
@@ -337,10 +357,12 @@ impl Runner {
                 Some(ProducerState {
                     entity: Some(e), ..
                 }) => {
+                    let held =
+                        Held::from_state(e).map_err(|e| RunError::State(format!("{key}: {e}")))?;
                     self.state
                         .entry(endpoint.to_owned())
                         .or_default()
-                        .insert(id.to_owned(), e);
+                        .insert(id.to_owned(), held);
                 }
                 Some(ProducerState {
                     cursor: Some(c), ..
@@ -352,7 +374,7 @@ impl Runner {
         }
         tracing::info!(
             connection = %self.config.name,
-            entities = self.state.values().map(HashMap::len).sum::<usize>(),
+            entities = self.state.values().map(|m| m.len()).sum::<usize>(),
             cursors = self.cursors.len(),
             "state loaded"
         );
@@ -418,12 +440,12 @@ impl Runner {
             events: (self.stats.events.values().sum::<u64>() - events_before) as i64,
         };
         let mut txn = Txn::default();
-        txn.records.push((
+        txn.push((
             HEARTBEAT_TOPIC,
             wire::encode(schema_id("StringKey"), &self.config.name),
             Some(wire::encode(schema_id("Heartbeat"), &heartbeat)),
         ));
-        if let Err(e) = self.commit(txn).await {
+        if let Err(e) = self.commit(&mut txn).await {
             if matches!(e, RunError::Fatal(_)) {
                 return Err(e);
             }
@@ -445,6 +467,10 @@ impl Runner {
                 .with_label_values(&[name, endpoint])
                 .set(held.len() as i64);
         }
+        let failed = self.txns.failed_deliveries();
+        if failed > 0 {
+            tracing::warn!(connection = %name, failed, "records not delivered since start (their transactions aborted)");
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -458,43 +484,60 @@ impl Runner {
         }
     }
 
+    /// Read an endpoint; whatever was read before a failure is committed
+    /// with its state (the cursor moves only when a read completes, so the
+    /// next poll reads it again and the hashes absorb the repeats).
     async fn read_endpoint(&mut self, endpoint: &str) -> Result<(), RunError> {
+        let mut txn = Txn::default();
+        let read = self.read_pages(endpoint, &mut txn).await;
+        if matches!(read, Err(RunError::Fatal(_))) {
+            return read;
+        }
+        let committed = self.commit(&mut txn).await;
+        read.and(committed)
+    }
+
+    async fn read_pages(&mut self, endpoint: &str, txn: &mut Txn) -> Result<(), RunError> {
         let cursor = self.cursors.get(endpoint).cloned();
         let polls = cursor.as_ref().map_or(0, |c| c.polls);
         let full = cursor
             .as_ref()
             .is_none_or(|c| c.modified_after.is_none() || polls % self.config.full_read_every == 0);
-        let initial = cursor.as_ref().is_none_or(|c| c.full_reads == 0);
         let modified_after = if full {
             None
         } else {
             cursor.as_ref().and_then(|c| c.modified_after.clone())
         };
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut newest: Option<i64> = None;
-        // Pages are fetched ahead while earlier ones are processed and
-        // committed; fetching touches no state.
+        let target = *self
+            .targets
+            .get(endpoint)
+            .ok_or_else(|| RunError::Config(format!("unknown endpoint {endpoint:?}")))?;
+        let mut read = Read {
+            endpoint,
+            target,
+            initial: cursor.as_ref().is_none_or(|c| c.full_reads == 0),
+            seen: full.then(Default::default),
+            newest: None,
+        };
         let mut pages = fetch_ahead(
             Arc::clone(&self.client),
+            Arc::clone(&self.pseudonymiser),
+            self.config.name.clone(),
             endpoint.to_owned(),
             modified_after.clone(),
         );
-        // A transaction spans pages until it holds enough records: fewer
-        // commits, same guarantees (a crash redoes the uncommitted pages).
-        let mut txn = Txn::default();
         loop {
             let Some((token, fetched)) = pages.recv().await else {
                 return Err(RunError::Fatal("the page fetcher stopped".into()));
             };
             let page = match fetched {
-                Ok(page) => page,
+                Ok(job) => job.await.map_err(|e| RunError::Fatal(e.to_string()))?,
                 Err(FetchError::Malformed {
                     url, reason, raw, ..
                 }) => {
                     // Nothing is lost: the page goes to the dead-letter topic
                     // and the read starts over at the next poll.
-                    self.dead_letter(&mut txn, &url, &reason, None, raw);
-                    self.commit(txn).await?;
+                    self.dead_letter(txn, &url, &reason, None, raw);
                     return Err(RunError::Fetch(FetchError::Malformed {
                         url,
                         reason,
@@ -508,18 +551,19 @@ impl Runner {
             if page.server_time.is_some() {
                 self.last_server_time = page.server_time;
             }
+            let name = self.config.name.as_str();
             self.metrics
                 .pages
-                .with_label_values(&[&self.config.name, endpoint])
+                .with_label_values(&[name, endpoint])
                 .inc();
             self.metrics
                 .items
-                .with_label_values(&[&self.config.name, endpoint])
+                .with_label_values(&[name, endpoint])
                 .inc_by(page.items.len() as u64);
-            if let (Some(server), Some(n)) = (page.server_time, newest) {
+            if let (Some(server), Some(n)) = (page.server_time, read.newest) {
                 self.metrics
                     .lag_seconds
-                    .with_label_values(&[&self.config.name, endpoint])
+                    .with_label_values(&[name, endpoint])
                     .set((server - n) / 1000);
             }
             let observed_at = TimestampMillis(now_millis());
@@ -528,28 +572,24 @@ impl Runner {
                 token.as_deref().or(modified_after.as_deref()),
                 page.server_time,
             );
-            let today = civil_today(page.server_time.unwrap_or(observed_at.0));
-            for item in &page.items {
-                self.stats.items += 1;
-                self.item(
-                    endpoint,
-                    item,
-                    initial,
-                    &source,
-                    observed_at,
-                    today,
-                    &mut txn,
-                    &mut seen,
-                    &mut newest,
-                );
+            self.stats.items += page.items.len() as u64;
+            for item in page.items {
+                match item {
+                    Prepared::Version(version, findings) => {
+                        self.version(&mut read, version, findings, &source, observed_at, txn)
+                    }
+                    Prepared::Rejected { id, reason, raw } => {
+                        self.dead_letter(txn, &source.endpoint, &reason, id, raw)
+                    }
+                }
             }
-            let last = page.next.is_none();
-            if last {
-                if full {
-                    self.reconcile(endpoint, &seen, &source, observed_at, &mut txn);
+            if !page.more {
+                if let Some(seen) = &read.seen {
+                    self.reconcile(endpoint, seen, &source, observed_at, txn);
                 }
                 let previous = cursor.as_ref().and_then(|c| c.modified_after.clone());
-                let modified_after = newest
+                let modified_after = read
+                    .newest
                     .map(|n| rfc3339(n - self.config.overlap_secs * 1000))
                     .or(previous);
                 txn.cursors.insert(
@@ -561,144 +601,144 @@ impl Runner {
                         updated_at: observed_at,
                     },
                 );
+                return Ok(());
             }
-            if last {
-                return self.commit(txn).await;
-            }
-            if txn.records.len() >= MAX_TXN_RECORDS {
-                self.commit(std::mem::take(&mut txn)).await?;
+            if txn.len() >= MAX_TXN_RECORDS {
+                self.commit(txn).await?;
+            } else {
+                self.send(txn).await?;
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn item(
+    /// One version the vendor shows: an event if it is new.
+    fn version(
         &mut self,
-        endpoint: &str,
-        item: &Value,
-        initial: bool,
-        source: &Source,
-        observed_at: TimestampMillis,
-        today: (i32, u32, u32),
-        txn: &mut Txn,
-        seen: &mut HashSet<String>,
-        newest: &mut Option<i64>,
-    ) {
-        let cx = Context {
-            pseudonymiser: &self.pseudonymiser,
-            source: &self.config.name,
-            today,
-        };
-        crate::with_entity!(endpoint, E => {
-            let mapped = E::map(item, &cx);
-            self.observe::<E>(endpoint, item, mapped, initial, source, observed_at, txn, seen, newest)
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn observe<E: Entity>(
-        &mut self,
-        endpoint: &str,
-        item: &Value,
-        mapped: Result<Mapped<E>, MapError>,
-        initial: bool,
+        read: &mut Read<'_>,
+        version: Version,
+        findings: Vec<Finding>,
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
-        seen: &mut HashSet<String>,
-        newest: &mut Option<i64>,
     ) {
-        let mapped = match mapped {
-            Ok(m) => m,
-            Err(e) => {
-                let id = item.get("id").and_then(Value::as_str).map(str::to_owned);
-                let raw = item.to_string().into_bytes();
-                self.dead_letter(txn, &format!("/{endpoint}"), &e.to_string(), id, raw);
-                return;
-            }
+        for f in findings {
+            self.finding(txn, read.endpoint, &version.id, f, observed_at);
+        }
+        if let Some(m) = version.modified {
+            read.newest = Some(read.newest.map_or(m, |n| n.max(m)));
+        }
+        if let Some(seen) = &mut read.seen {
+            seen.insert(version.id.clone());
+        }
+        let known = match txn.state_of(read.endpoint, &version.id) {
+            Some(pending) => pending,
+            None => self
+                .state
+                .get(read.endpoint)
+                .and_then(|m| m.get(&version.id)),
         };
-        let mut entity = mapped.entity;
-        let id = entity.id().to_owned();
-        for f in mapped.findings {
-            self.stats.findings += 1;
-            self.metrics
-                .findings
-                .with_label_values(&[&self.config.name, finding_kind(f.kind)])
-                .inc();
-            let finding = QualityFinding {
-                connection: self.config.name.clone(),
-                endpoint: format!("/{endpoint}"),
-                entity_id: id.clone(),
-                field: f.field,
-                kind: finding_kind(f.kind).to_owned(),
-                observed_at,
-            };
-            txn.records.push((
-                FINDINGS_TOPIC,
-                wire::encode(schema_id("StringKey"), &self.config.name),
-                Some(wire::encode(schema_id("QualityFinding"), &finding)),
-            ));
-        }
-        if let Some(m) = entity.meta_mut().as_ref().and_then(|m| m.modified) {
-            *newest = Some(newest.map_or(m.0, |n| n.max(m.0)));
-        }
-        seen.insert(id.clone());
-        let key = (endpoint.to_owned(), id.clone());
-        let known = match txn.state.get(&key) {
-            Some(pending) => pending.as_ref(),
-            None => self.state.get(endpoint).and_then(|m| m.get(&id)),
-        };
-        if let Outcome::Changed(event, state) =
-            detect::observe(known, entity, initial, source, observed_at)
-        {
-            self.emit(endpoint, &id, *event, Some(state), txn);
-        }
-    }
-
-    fn emit<E: Entity>(
-        &mut self,
-        endpoint: &str,
-        id: &str,
-        event: ChangeEvent<E>,
-        state: Option<EntityState>,
-        txn: &mut Txn,
-    ) {
-        let Some(topic) = catalogue::change_topic::<E>() else {
+        let Some(op) = detect::classify(known, &version.hash, read.initial) else {
             return;
         };
-        *self.stats.events.entry(event.op.symbol()).or_default() += 1;
-        self.metrics
-            .events
-            .with_label_values(&[&self.config.name, event.op.symbol()])
-            .inc();
-        let key = EntityKey {
-            connection: self.config.name.clone(),
-            entity_id: id.to_owned(),
+        let mut value = Vec::with_capacity(version.image.len() * 2 + 256);
+        wire::header_into(read.target.schema_id, &mut value);
+        detect::encode_change(&mut value, op, known, &version, source, observed_at);
+        let held = Held {
+            hash: version.hash,
+            image: version.image.into_boxed_slice(),
+            observed_at: observed_at.0,
         };
-        let value = wire::encode(schema_id(E::CHANGE_SUBJECT), &event);
-        self.stats.event_bytes += value.len() as u64;
-        txn.records.push((
-            topic.name,
-            wire::encode(schema_id("EntityKey"), &key),
-            Some(value),
-        ));
-        let state_key = format!("{}/{endpoint}/{id}", self.config.name);
-        let value = state.as_ref().map(|s| {
-            wire::encode(
-                schema_id("ProducerState"),
-                &ProducerState {
-                    entity: Some(s.clone()),
-                    cursor: None,
-                },
-            )
-        });
-        txn.records.push((
-            STATE_TOPIC,
-            wire::encode(schema_id("StringKey"), &state_key),
+        self.emit(
+            read.endpoint,
+            read.target,
+            &version.id,
+            op,
             value,
+            Some(held),
+            txn,
+        );
+    }
+
+    fn finding(
+        &mut self,
+        txn: &mut Txn,
+        endpoint: &str,
+        id: &str,
+        f: Finding,
+        observed_at: TimestampMillis,
+    ) {
+        self.stats.findings += 1;
+        self.metrics
+            .findings
+            .with_label_values(&[&self.config.name, finding_kind(f.kind)])
+            .inc();
+        let finding = QualityFinding {
+            connection: self.config.name.clone(),
+            endpoint: format!("/{endpoint}"),
+            entity_id: id.to_owned(),
+            field: f.field,
+            kind: finding_kind(f.kind).to_owned(),
+            observed_at,
+        };
+        txn.push((
+            FINDINGS_TOPIC,
+            wire::encode(schema_id("StringKey"), &self.config.name),
+            Some(wire::encode(schema_id("QualityFinding"), &finding)),
         ));
-        txn.state
-            .insert((endpoint.to_owned(), id.to_owned()), state);
+    }
+
+    /// Queue a change event (framed `value`) and the state record that
+    /// explains it.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        endpoint: &str,
+        target: Target,
+        id: &str,
+        op: Op,
+        value: Vec<u8>,
+        state: Option<Held>,
+        txn: &mut Txn,
+    ) {
+        *self.stats.events.entry(op.symbol()).or_default() += 1;
+        let counter = match self.event_counters.get(op.symbol()) {
+            Some(c) => c,
+            None => self.event_counters.entry(op.symbol()).or_insert(
+                self.metrics
+                    .events
+                    .with_label_values(&[&self.config.name, op.symbol()]),
+            ),
+        };
+        counter.inc();
+        self.stats.event_bytes += value.len() as u64;
+        // EntityKey { connection, entity_id }, framed.
+        let mut key = Vec::with_capacity(self.config.name.len() + id.len() + 8);
+        wire::header_into(schema_id("EntityKey"), &mut key);
+        write_str(&mut key, &self.config.name);
+        write_str(&mut key, id);
+        txn.push((target.topic, key, Some(value)));
+        // StringKey "<connection>/<endpoint>/<id>", framed.
+        let len = self.config.name.len() + endpoint.len() + id.len() + 2;
+        let mut state_key = Vec::with_capacity(len + 16);
+        wire::header_into(schema_id("StringKey"), &mut state_key);
+        write_long(&mut state_key, len as i64);
+        for part in [
+            self.config.name.as_bytes(),
+            b"/",
+            endpoint.as_bytes(),
+            b"/",
+            id.as_bytes(),
+        ] {
+            state_key.extend_from_slice(part);
+        }
+        let state_value = state.as_ref().map(|s| {
+            let mut out = Vec::with_capacity(s.image.len() + 96);
+            wire::header_into(schema_id("ProducerState"), &mut out);
+            s.encode_state(&mut out);
+            out
+        });
+        txn.push((STATE_TOPIC, state_key, state_value));
+        txn.set_state(endpoint, id, state);
     }
 
     fn dead_letter(
@@ -723,7 +763,7 @@ impl Runner {
             raw: Bytes(raw),
             observed_at: TimestampMillis(now_millis()),
         };
-        txn.records.push((
+        txn.push((
             DEAD_LETTER_TOPIC,
             wire::encode(schema_id("StringKey"), &self.config.name),
             Some(wire::encode(schema_id("DeadLetter"), &letter)),
@@ -734,7 +774,7 @@ impl Runner {
     fn reconcile(
         &mut self,
         endpoint: &str,
-        seen: &HashSet<String>,
+        seen: &foldhash::HashSet<String>,
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
@@ -757,16 +797,18 @@ impl Runner {
         observed_at: TimestampMillis,
         txn: &mut Txn,
     ) {
-        let key = (endpoint.to_owned(), id.to_owned());
-        let known = match txn.state.get(&key) {
-            Some(pending) => pending.clone(),
-            None => self.state.get(endpoint).and_then(|m| m.get(id)).cloned(),
+        let Some(&target) = self.targets.get(endpoint) else {
+            return;
+        };
+        let known = match txn.state_of(endpoint, id) {
+            Some(pending) => pending,
+            None => self.state.get(endpoint).and_then(|m| m.get(id)),
         };
         let Some(known) = known else { return };
-        crate::with_entity!(endpoint, E => {
-            let event = detect::deleted::<E>(&known, id, source, observed_at);
-            self.emit(endpoint, id, event, None, txn)
-        })
+        let mut value = Vec::with_capacity(known.image.len() + 256);
+        wire::header_into(target.schema_id, &mut value);
+        detect::encode_delete(&mut value, known, id, source, observed_at);
+        self.emit(endpoint, target, id, Op::Delete, value, None, txn);
     }
 
     async fn read_deletions(&mut self) -> Result<(), RunError> {
@@ -797,148 +839,84 @@ impl Runner {
                 updated_at: observed_at,
             },
         );
-        self.commit(txn).await
+        self.commit(&mut txn).await
     }
 
-    /// Publish one transaction; the in-memory state follows only if it
-    /// commits.
-    async fn commit(&mut self, mut txn: Txn) -> Result<(), RunError> {
-        for (endpoint, cursor) in &txn.cursors {
-            let key = format!("{}/{endpoint}/#cursor", self.config.name);
-            let value = ProducerState {
-                entity: None,
-                cursor: Some(cursor.clone()),
-            };
-            txn.records.push((
-                STATE_TOPIC,
-                wire::encode(schema_id("StringKey"), &key),
-                Some(wire::encode(schema_id("ProducerState"), &value)),
-            ));
+    /// Hand what is queued to librdkafka.
+    async fn send(&mut self, txn: &mut Txn) -> Result<(), RunError> {
+        let sent = self.txns.send(txn).await;
+        if sent.is_err() {
+            self.aborted();
         }
-        if txn.records.is_empty() {
-            return Ok(());
+        sent
+    }
+
+    /// Commit the transaction with its cursors; the in-memory state
+    /// follows only if it commits.
+    async fn commit(&mut self, txn: &mut Txn) -> Result<(), RunError> {
+        let cursors: Vec<Record> = txn
+            .cursors
+            .iter()
+            .map(|(endpoint, cursor)| {
+                let key = format!("{}/{endpoint}/#cursor", self.config.name);
+                let value = ProducerState {
+                    entity: None,
+                    cursor: Some(cursor.clone()),
+                };
+                (
+                    STATE_TOPIC,
+                    wire::encode(schema_id("StringKey"), &key),
+                    Some(wire::encode(schema_id("ProducerState"), &value)),
+                )
+            })
+            .collect();
+        for record in cursors {
+            txn.push(record);
         }
-        let producer = self.producer.clone();
-        let began = std::time::Instant::now();
-        producer.begin_transaction().map_err(|e| self.failed(e))?;
-        let mut deliveries = Vec::with_capacity(txn.records.len());
-        for (topic, key, value) in &txn.records {
-            let mut record = FutureRecord::to(topic).key(key);
-            if let Some(v) = value {
-                record = record.payload(v);
+        let records = txn.len() as u64;
+        match self.txns.commit(txn).await {
+            Ok(None) => {}
+            Ok(Some(open)) => {
+                self.stats.transactions += 1;
+                self.stats.records += records;
+                self.metrics
+                    .transactions
+                    .with_label_values(&[&self.config.name, "committed"])
+                    .inc();
+                self.metrics
+                    .transaction_seconds
+                    .with_label_values(&[&self.config.name])
+                    .observe(open.as_secs_f64());
             }
-            loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => {
-                        deliveries.push(delivery);
-                        break;
-                    }
-                    Err((
-                        ClientError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        back,
-                    )) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => return Err(self.abort(e).await),
-                }
+            Err(e) => {
+                self.aborted();
+                return Err(e);
             }
         }
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(self.abort(e).await),
-                Err(_) => return Err(self.abort(ClientError::Canceled).await),
-            }
-        }
-        let p = producer.clone();
-        let committed = tokio::task::spawn_blocking(move || p.commit_transaction(TXN_TIMEOUT))
-            .await
-            .map_err(|e| RunError::Fatal(e.to_string()))?;
-        if let Err(e) = committed {
-            return Err(self.abort(e).await);
-        }
-        self.stats.transactions += 1;
-        self.metrics
-            .transactions
-            .with_label_values(&[&self.config.name, "committed"])
-            .inc();
-        self.metrics
-            .transaction_seconds
-            .with_label_values(&[&self.config.name])
-            .observe(began.elapsed().as_secs_f64());
-        for ((endpoint, id), state) in txn.state {
+        for (endpoint, states) in txn.state.drain() {
             let held = self.state.entry(endpoint).or_default();
-            match state {
-                Some(s) => {
-                    held.insert(id, s);
-                }
-                None => {
-                    held.remove(&id);
+            for (id, state) in states {
+                match state {
+                    Some(s) => {
+                        held.insert(id, s);
+                    }
+                    None => {
+                        held.remove(&id);
+                    }
                 }
             }
         }
-        self.cursors.extend(txn.cursors);
+        self.cursors.extend(txn.cursors.drain());
         Ok(())
     }
 
-    fn failed(&self, e: ClientError) -> RunError {
-        match classify(&e) {
-            TxnErrorClass::Fatal => RunError::Fatal(e.to_string()),
-            _ => RunError::Aborted(e.to_string()),
-        }
-    }
-
-    async fn abort(&mut self, e: ClientError) -> RunError {
+    fn aborted(&mut self) {
         self.stats.aborted += 1;
         self.metrics
             .transactions
             .with_label_values(&[&self.config.name, "aborted"])
             .inc();
-        if classify(&e) == TxnErrorClass::Fatal {
-            return RunError::Fatal(e.to_string());
-        }
-        let p = self.producer.clone();
-        let aborted = tokio::task::spawn_blocking(move || p.abort_transaction(TXN_TIMEOUT)).await;
-        match aborted {
-            Ok(Ok(())) => RunError::Aborted(e.to_string()),
-            Ok(Err(abort_error)) => {
-                RunError::Fatal(format!("{e}; then aborting failed: {abort_error}"))
-            }
-            Err(join) => RunError::Fatal(join.to_string()),
-        }
     }
-}
-
-/// Fetch the pages of one read in a task of their own, at most two ahead
-/// of their processing. Each comes with the page token that fetched it.
-fn fetch_ahead(
-    client: Arc<Ss12000Client>,
-    endpoint: String,
-    modified_after: Option<String>,
-) -> tokio::sync::mpsc::Receiver<(
-    Option<String>,
-    Result<crate::ss12000::client::Page, FetchError>,
-)> {
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(async move {
-        let mut token: Option<String> = None;
-        loop {
-            let fetched = client
-                .page(&endpoint, token.as_deref(), modified_after.as_deref())
-                .await;
-            let next = fetched.as_ref().ok().and_then(|p| p.next.clone());
-            // A closed channel means the reader gave up: stop fetching.
-            if tx.send((token, fetched)).await.is_err() {
-                return;
-            }
-            match next {
-                Some(n) => token = Some(n),
-                None => return,
-            }
-        }
-    });
-    rx
 }
 
 /// Read the state topic to its end: every record whose key starts with
@@ -976,6 +954,6 @@ mod tests {
     fn rfc3339_of_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_756_677_600_000), "2025-08-31T22:00:00Z");
-        assert_eq!(civil_today(1_756_677_600_000), (2025, 8, 31));
+        assert_eq!(prepare::civil_today(1_756_677_600_000), (2025, 8, 31));
     }
 }

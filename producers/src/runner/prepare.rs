@@ -1,0 +1,144 @@
+//! Fetching and preparing pages ahead of the runner.
+//!
+//! Everything that needs no state — the HTTP request, JSON parsing, mapping
+//! to skolflode's entities, pseudonymisation, the content hash and the
+//! encoded image — happens here, on other threads, a few pages ahead. The
+//! runner is left with comparing hashes with its state and writing records,
+//! in page order.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::detect::Version;
+use crate::pseudonym::Pseudonymiser;
+use crate::ss12000::client::{FetchError, Page, Ss12000Client};
+use crate::ss12000::map::{Context, Finding, Ss12000Entity};
+use crate::ss12000::time;
+
+/// Pages fetched or being prepared ahead of the one processed.
+const AHEAD: usize = 2;
+
+/// One item of a page, ready for the runner.
+#[derive(Debug)]
+pub(super) enum Prepared {
+    /// A version of an entity, and what had to be repaired to read it.
+    Version(Version, Vec<Finding>),
+    /// An item that cannot be understood: it goes to the dead-letter topic
+    /// whole.
+    Rejected {
+        id: Option<String>,
+        reason: String,
+        raw: Vec<u8>,
+    },
+}
+
+/// A prepared page.
+#[derive(Debug)]
+pub(super) struct PreparedPage {
+    pub items: Vec<Prepared>,
+    /// Whether another page follows.
+    pub more: bool,
+    /// The vendor's clock when it answered.
+    pub server_time: Option<i64>,
+}
+
+/// What a page read yields: the page token that fetched it (for
+/// `source.cursor`) and the page, or why it could not be had.
+pub(super) type Fetched = (
+    Option<String>,
+    Result<tokio::task::JoinHandle<PreparedPage>, FetchError>,
+);
+
+/// The UTC date of an instant, for reading 10-digit civic numbers.
+pub(super) fn civil_today(millis: i64) -> (i32, u32, u32) {
+    let (y, m, d) = time::civil_from_days(millis.div_euclid(86_400_000));
+    (y as i32, m as u32, d as u32)
+}
+
+pub(super) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Map every item of a page.
+pub(super) fn prepare(
+    endpoint: &str,
+    page: Page,
+    pseudonymiser: &Pseudonymiser,
+    connection: &str,
+) -> PreparedPage {
+    let cx = Context {
+        pseudonymiser,
+        source: connection,
+        today: civil_today(page.server_time.unwrap_or_else(now_millis)),
+    };
+    let items = page
+        .items
+        .iter()
+        .map(|item| crate::with_entity!(endpoint, E => prepare_item::<E>(item, &cx)))
+        .collect();
+    PreparedPage {
+        items,
+        more: page.next.is_some(),
+        server_time: page.server_time,
+    }
+}
+
+fn prepare_item<E: Ss12000Entity>(item: &Value, cx: &Context<'_>) -> Prepared {
+    match E::map(item, cx) {
+        Ok(mapped) => Prepared::Version(Version::of(mapped.entity), mapped.findings),
+        Err(e) => Prepared::Rejected {
+            id: item.get("id").and_then(Value::as_str).map(str::to_owned),
+            reason: e.to_string(),
+            raw: item.to_string().into_bytes(),
+        },
+    }
+}
+
+/// Fetch the pages of one read in a task of their own and prepare each on
+/// the blocking pool, at most [`AHEAD`] ahead of their processing; they
+/// arrive in order.
+pub(super) fn fetch_ahead(
+    client: Arc<Ss12000Client>,
+    pseudonymiser: Arc<Pseudonymiser>,
+    connection: String,
+    endpoint: String,
+    modified_after: Option<String>,
+) -> tokio::sync::mpsc::Receiver<Fetched> {
+    let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+    tokio::spawn(async move {
+        let mut token: Option<String> = None;
+        loop {
+            let fetched = client
+                .page(&endpoint, token.as_deref(), modified_after.as_deref())
+                .await;
+            let (next, prepared) = match fetched {
+                Ok(page) => {
+                    let next = page.next.clone();
+                    let (endpoint, pseudonymiser, connection) = (
+                        endpoint.clone(),
+                        Arc::clone(&pseudonymiser),
+                        connection.clone(),
+                    );
+                    let job = tokio::task::spawn_blocking(move || {
+                        prepare(&endpoint, page, &pseudonymiser, &connection)
+                    });
+                    (next, Ok(job))
+                }
+                Err(e) => (None, Err(e)),
+            };
+            // A closed channel means the reader gave up: stop fetching.
+            if tx.send((token, prepared)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(n) => token = Some(n),
+                None => return,
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,239 @@
+//! The connection's Kafka transactions.
+//!
+//! Records are handed to librdkafka page by page while the read goes on, so
+//! that compression and network overlap the mapping of the next pages; a
+//! commit then waits only for the tail and the commit marker. Whether a
+//! record was delivered is librdkafka's to track: `commit_transaction`
+//! flushes and fails (abortably) if any record of the transaction failed,
+//! so no per-record future is needed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
+};
+use rdkafka::{ClientConfig, ClientContext};
+use skolflode_kafka::{classify, TxnErrorClass};
+use skolflode_schemas::records::Cursor;
+
+use super::RunError;
+use crate::detect::Held;
+
+pub(super) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A record to send: topic, framed key, framed value (`None`: tombstone).
+pub(super) type Record = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
+/// One transaction: records not yet handed over, and the state and cursors
+/// it leaves behind once committed.
+#[derive(Default)]
+pub(super) struct Txn {
+    pending: Vec<Record>,
+    sent: usize,
+    began: Option<Instant>,
+    /// endpoint → entity id → new state (`None`: deleted).
+    pub(super) state: HashMap<String, HashMap<String, Option<Held>>>,
+    pub(super) cursors: HashMap<String, Cursor>,
+}
+
+impl Txn {
+    pub(super) fn push(&mut self, record: Record) {
+        self.pending.push(record);
+    }
+
+    /// Records in the transaction, handed over or not.
+    pub(super) fn len(&self) -> usize {
+        self.sent + self.pending.len()
+    }
+
+    /// The state this transaction gives an entity, if it touches it:
+    /// `Some(None)` means deleted.
+    pub(super) fn state_of(&self, endpoint: &str, id: &str) -> Option<Option<&Held>> {
+        self.state
+            .get(endpoint)
+            .and_then(|m| m.get(id))
+            .map(Option::as_ref)
+    }
+
+    pub(super) fn set_state(&mut self, endpoint: &str, id: &str, state: Option<Held>) {
+        let pending = match self.state.get_mut(endpoint) {
+            Some(m) => m,
+            None => self.state.entry(endpoint.to_owned()).or_default(),
+        };
+        pending.insert(id.to_owned(), state);
+    }
+}
+
+/// Counts delivery reports, and records librdkafka could not deliver (the
+/// transaction they belong to fails to commit).
+#[derive(Default)]
+pub(super) struct Deliveries {
+    reported: AtomicU64,
+    failed: AtomicU64,
+    /// Wake the committer once this many reports are in.
+    wanted: AtomicU64,
+    all_reported: tokio::sync::Notify,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "a record was not delivered; its transaction will abort");
+        }
+        let reported = self.reported.fetch_add(1, Ordering::AcqRel) + 1;
+        if reported >= self.wanted.load(Ordering::Acquire) {
+            self.all_reported.notify_waiters();
+        }
+    }
+}
+
+/// The transactional producer of one connection.
+pub(super) struct Transactions {
+    producer: ThreadedProducer<Deliveries, NoCustomPartitioner>,
+    /// Records handed to librdkafka since the start.
+    handed: std::sync::atomic::AtomicU64,
+}
+
+impl Transactions {
+    pub(super) fn create(config: &ClientConfig) -> Result<Self, RunError> {
+        Ok(Self {
+            producer: config.create_with_context(Deliveries::default())?,
+            handed: AtomicU64::new(0),
+        })
+    }
+
+    /// Fence a predecessor with the same transactional id and abort what
+    /// it left open.
+    pub(super) async fn init(&self) -> Result<(), RunError> {
+        let p = self.producer.clone();
+        tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT))
+            .await
+            .map_err(|e| RunError::Fatal(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Hand the pending records to librdkafka, beginning the transaction
+    /// first if need be. On failure the transaction is aborted.
+    pub(super) async fn send(&self, txn: &mut Txn) -> Result<(), RunError> {
+        if txn.pending.is_empty() {
+            return Ok(());
+        }
+        if txn.began.is_none() {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| match classify(&e) {
+                    TxnErrorClass::Fatal => RunError::Fatal(e.to_string()),
+                    _ => RunError::Aborted(e.to_string()),
+                })?;
+            txn.began = Some(Instant::now());
+        }
+        let records = std::mem::take(&mut txn.pending);
+        for (topic, key, value) in &records {
+            let mut record = BaseRecord::to(topic).key(key);
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((
+                        ClientError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        back,
+                    )) => {
+                        // The producer's own thread drains the queue.
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => return Err(self.abort(txn, e).await),
+                }
+            }
+        }
+        txn.sent += records.len();
+        self.handed
+            .fetch_add(records.len() as u64, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Wait until every record handed over has its delivery report.
+    /// `commit_transaction` flushes too, but waits for the reports in steps
+    /// of the polling thread's interval (100 ms a commit, measured); this
+    /// wakes as soon as the last report is in.
+    async fn delivered(&self) -> Result<(), ClientError> {
+        let deliveries = self.producer.context();
+        let handed = self.handed.load(Ordering::Acquire);
+        deliveries.wanted.store(handed, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + TXN_TIMEOUT;
+        loop {
+            let reported = deliveries.all_reported.notified();
+            tokio::pin!(reported);
+            reported.as_mut().enable();
+            if deliveries.reported.load(Ordering::Acquire) >= handed {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, reported).await.is_err() {
+                return Err(ClientError::Flush(
+                    rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+                ));
+            }
+        }
+    }
+
+    /// Send what is pending and commit. Returns how long the transaction
+    /// was open, or `None` if it held nothing.
+    pub(super) async fn commit(&self, txn: &mut Txn) -> Result<Option<Duration>, RunError> {
+        self.send(txn).await?;
+        let Some(began) = txn.began else {
+            return Ok(None);
+        };
+        if let Err(e) = self.delivered().await {
+            return Err(self.abort(txn, e).await);
+        }
+        let p = self.producer.clone();
+        let committed = tokio::task::spawn_blocking(move || p.commit_transaction(TXN_TIMEOUT))
+            .await
+            .map_err(|e| RunError::Fatal(e.to_string()))?;
+        if let Err(e) = committed {
+            return Err(self.abort(txn, e).await);
+        }
+        txn.began = None;
+        txn.sent = 0;
+        Ok(Some(began.elapsed()))
+    }
+
+    /// Abort after `e`; the transaction's records and state are dropped.
+    pub(super) async fn abort(&self, txn: &mut Txn, e: ClientError) -> RunError {
+        txn.pending.clear();
+        txn.state.clear();
+        txn.cursors.clear();
+        txn.sent = 0;
+        let was_open = txn.began.take().is_some();
+        if classify(&e) == TxnErrorClass::Fatal {
+            return RunError::Fatal(e.to_string());
+        }
+        if !was_open {
+            return RunError::Aborted(e.to_string());
+        }
+        let p = self.producer.clone();
+        let aborted = tokio::task::spawn_blocking(move || p.abort_transaction(TXN_TIMEOUT)).await;
+        match aborted {
+            Ok(Ok(())) => RunError::Aborted(e.to_string()),
+            Ok(Err(abort_error)) => {
+                RunError::Fatal(format!("{e}; then aborting failed: {abort_error}"))
+            }
+            Err(join) => RunError::Fatal(join.to_string()),
+        }
+    }
+
+    /// Records that could not be delivered since the start.
+    pub(super) fn failed_deliveries(&self) -> u64 {
+        self.producer.context().failed.load(Ordering::Relaxed)
+    }
+}
