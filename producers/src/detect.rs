@@ -81,6 +81,10 @@ pub struct Held {
     pub hash: Hash,
     pub image: Box<[u8]>,
     pub observed_at: i64,
+    /// The producer's number of the last full read that saw it (0: none
+    /// since the start); not stored. Marking entries instead of collecting
+    /// the ids a full read saw spares a set of every id per full read.
+    pub seen_in: u32,
 }
 
 impl Held {
@@ -93,6 +97,7 @@ impl Held {
             hash,
             image: state.image.0.into_boxed_slice(),
             observed_at: state.observed_at.0,
+            seen_in: 0,
         })
     }
 
@@ -232,6 +237,7 @@ mod tests {
             hash: version.hash,
             image: version.image.clone().into_boxed_slice(),
             observed_at: at,
+            seen_in: 0,
         }
     }
 

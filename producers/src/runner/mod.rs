@@ -227,6 +227,8 @@ pub struct Runner {
     client_seen: crate::ss12000::client::Stats,
     /// The vendor's clock at its last answer.
     last_server_time: Option<i64>,
+    /// Full reads begun since the start.
+    full_reads: u32,
 }
 
 impl std::fmt::Debug for Runner {
@@ -243,9 +245,9 @@ struct Read<'a> {
     target: Target,
     /// The first full read: new entities are snapshot reads.
     initial: bool,
-    /// A full read: ids seen, for reconciliation (`None` for incremental
-    /// reads).
-    seen: Option<foldhash::HashSet<String>>,
+    /// A full read: its number, marked on every entity it sees, for
+    /// reconciliation (`None` for incremental reads).
+    full: Option<u32>,
     /// The newest `meta.modified` seen.
     newest: Option<i64>,
 }
@@ -306,6 +308,7 @@ impl Runner {
             event_counters: Default::default(),
             client_seen: Default::default(),
             last_server_time: None,
+            full_reads: 0,
         };
         runner.load_state(kafka).await?;
         Ok(runner)
@@ -516,7 +519,10 @@ impl Runner {
             endpoint,
             target,
             initial: cursor.as_ref().is_none_or(|c| c.full_reads == 0),
-            seen: full.then(Default::default),
+            full: full.then(|| {
+                self.full_reads += 1;
+                self.full_reads
+            }),
             newest: None,
         };
         let mut pages = fetch_ahead(
@@ -584,8 +590,8 @@ impl Runner {
                 }
             }
             if !page.more {
-                if let Some(seen) = &read.seen {
-                    self.reconcile(endpoint, seen, &source, observed_at, txn);
+                if let Some(number) = read.full {
+                    self.reconcile(endpoint, number, &source, observed_at, txn);
                 }
                 let previous = cursor.as_ref().and_then(|c| c.modified_after.clone());
                 let modified_after = read
@@ -627,9 +633,6 @@ impl Runner {
         if let Some(m) = version.modified {
             read.newest = Some(read.newest.map_or(m, |n| n.max(m)));
         }
-        if let Some(seen) = &mut read.seen {
-            seen.insert(version.id.clone());
-        }
         let known = match txn.state_of(read.endpoint, &version.id) {
             Some(pending) => pending,
             None => self
@@ -638,6 +641,9 @@ impl Runner {
                 .and_then(|m| m.get(&version.id)),
         };
         let Some(op) = detect::classify(known, &version.hash, read.initial) else {
+            if let Some(number) = read.full {
+                self.mark_seen(txn, read.endpoint, &version.id, number);
+            }
             return;
         };
         let mut value = Vec::with_capacity(version.image.len() * 2 + 256);
@@ -647,6 +653,7 @@ impl Runner {
             hash: version.hash,
             image: version.image.into_boxed_slice(),
             observed_at: observed_at.0,
+            seen_in: read.full.unwrap_or(0),
         };
         self.emit(
             read.endpoint,
@@ -770,19 +777,39 @@ impl Runner {
         ));
     }
 
-    /// After a full read: whatever is held but was not seen is gone.
+    /// An unchanged entity seen by full read `number`.
+    fn mark_seen(&mut self, txn: &mut Txn, endpoint: &str, id: &str, number: u32) {
+        if let Some(pending) = txn.pending_mut(endpoint, id) {
+            pending.seen_in = number;
+        } else if let Some(held) = self.state.get_mut(endpoint).and_then(|m| m.get_mut(id)) {
+            held.seen_in = number;
+        }
+    }
+
+    /// After full read `number`: whatever is held but was not seen is gone.
     fn reconcile(
         &mut self,
         endpoint: &str,
-        seen: &foldhash::HashSet<String>,
+        number: u32,
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
     ) {
+        // What this read changed is pending in `txn` (or committed by it,
+        // marked); what it left alone is marked in the committed state.
         let gone: Vec<String> = self
             .state
             .get(endpoint)
-            .map(|m| m.keys().filter(|id| !seen.contains(*id)).cloned().collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(id, held)| match txn.state_of(endpoint, id) {
+                        Some(Some(pending)) => pending.seen_in != number,
+                        Some(None) => false,
+                        None => held.seen_in != number,
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for id in gone {
             self.delete(endpoint, &id, source, observed_at, txn);

@@ -58,6 +58,15 @@ impl Txn {
             .map(Option::as_ref)
     }
 
+    /// The pending state of an entity this transaction gives a new
+    /// version.
+    pub(super) fn pending_mut(&mut self, endpoint: &str, id: &str) -> Option<&mut Held> {
+        self.state
+            .get_mut(endpoint)
+            .and_then(|m| m.get_mut(id))
+            .and_then(Option::as_mut)
+    }
+
     pub(super) fn set_state(&mut self, endpoint: &str, id: &str, state: Option<Held>) {
         let pending = match self.state.get_mut(endpoint) {
             Some(m) => m,
