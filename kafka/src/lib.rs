@@ -24,5 +24,5 @@ pub mod txn;
 pub use admin::{Admin, TopicSpec};
 pub use config::KafkaConfig;
 pub use error::KafkaError;
-pub use read::read_to_end;
+pub use read::{read_partitions_to_end, read_to_end, Partitions};
 pub use txn::{classify, TxnErrorClass};

@@ -12,13 +12,32 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::KafkaError;
 
+/// A partition of a topic with `count` partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partitions {
+    pub partition: i32,
+    pub count: i32,
+}
+
 /// Read every partition of `topic` from the beginning until each has
 /// reported its end, calling `each` for every record, within `timeout`.
 /// The consumer's isolation level decides whether aborted records are
 /// seen. Blocking: call it from a blocking task. Returns the records read.
 pub fn read_to_end<E: From<KafkaError>>(
+    client: ClientConfig,
+    topic: &str,
+    timeout: Duration,
+    each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+) -> Result<usize, E> {
+    read_partitions_to_end(client, topic, |_| true, timeout, each)
+}
+
+/// [`read_to_end`] for the partitions `wanted` accepts (it is asked about
+/// each partition, with the topic's partition count).
+pub fn read_partitions_to_end<E: From<KafkaError>>(
     mut client: ClientConfig,
     topic: &str,
+    wanted: impl Fn(Partitions) -> bool,
     timeout: Duration,
     mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
 ) -> Result<usize, E> {
@@ -30,11 +49,21 @@ pub fn read_to_end<E: From<KafkaError>>(
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(KafkaError::from)?;
-    let partitions: Vec<i32> = metadata
+    let all: Vec<i32> = metadata
         .topics()
         .first()
         .map(|t| t.partitions().iter().map(|p| p.id()).collect())
         .unwrap_or_default();
+    let count = all.len() as i32;
+    let partitions: Vec<i32> = all
+        .into_iter()
+        .filter(|p| {
+            wanted(Partitions {
+                partition: *p,
+                count,
+            })
+        })
+        .collect();
     if partitions.is_empty() {
         return Ok(0);
     }

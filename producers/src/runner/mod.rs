@@ -196,6 +196,27 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The state topic's partition count, which must never change: a
+/// connection's state records all go to one partition, chosen from its
+/// name, so that a restart reads that partition, not every connection's
+/// state.
+fn state_partitions() -> Result<i32, RunError> {
+    TOPICS
+        .iter()
+        .find(|t| t.name == STATE_TOPIC)
+        .map(|t| t.partitions)
+        .ok_or_else(|| RunError::Config(format!("{STATE_TOPIC} is not in the catalogue")))
+}
+
+/// The partition of the state topic that holds a connection's state: the
+/// first four bytes of SHA-256 of its name, modulo the partition count.
+pub fn state_partition(connection: &str) -> Result<i32, RunError> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(connection.as_bytes());
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    Ok((n % state_partitions()?.unsigned_abs()) as i32)
+}
+
 /// Where an endpoint's change events go.
 #[derive(Clone, Copy, Debug)]
 struct Target {
@@ -291,7 +312,7 @@ impl Runner {
             .set("transaction.timeout.ms", "60000")
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
-        let txns = Transactions::create(&producer_config)?;
+        let txns = Transactions::create(&producer_config, state_partition(&config.name)?)?;
         // Fences a predecessor and aborts what it left open, so that the
         // state topic's end can be read under read_committed.
         txns.init().await?;
@@ -343,9 +364,12 @@ impl Runner {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
         let prefix = format!("{}/", self.config.name);
-        let loaded = tokio::task::spawn_blocking(move || read_state(client, &prefix))
-            .await
-            .map_err(|e| RunError::Fatal(e.to_string()))??;
+        let partition = state_partition(&self.config.name)?;
+        let expected = state_partitions()?;
+        let loaded =
+            tokio::task::spawn_blocking(move || read_state(client, &prefix, partition, expected))
+                .await
+                .map_err(|e| RunError::Fatal(e.to_string()))??;
         for (key, value) in loaded {
             let mut parts = key.splitn(3, '/');
             let (_, Some(endpoint), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
@@ -951,31 +975,67 @@ impl Runner {
 fn read_state(
     client: rdkafka::ClientConfig,
     prefix: &str,
+    partition: i32,
+    expected: i32,
 ) -> Result<Vec<(String, Option<ProducerState>)>, RunError> {
     let mut out = Vec::new();
-    skolflode_kafka::read_to_end(client, STATE_TOPIC, Duration::from_secs(600), |m| {
-        let Some(key) = m.key() else { return Ok(()) };
-        let (_, key_body) = wire::split(key).map_err(|e| RunError::State(e.to_string()))?;
-        let key = String::decode_all(key_body).map_err(|e| RunError::State(e.to_string()))?;
-        if !key.starts_with(prefix) {
-            return Ok(());
-        }
-        let value = match m.payload() {
-            None => None,
-            Some(bytes) => {
-                let (_, body) = wire::split(bytes).map_err(|e| RunError::State(e.to_string()))?;
-                Some(ProducerState::decode_all(body).map_err(|e| RunError::State(e.to_string()))?)
+    let found = std::cell::Cell::new(expected);
+    let wanted = |p: skolflode_kafka::Partitions| {
+        found.set(p.count);
+        p.count == expected && p.partition == partition
+    };
+    skolflode_kafka::read_partitions_to_end(
+        client,
+        STATE_TOPIC,
+        wanted,
+        Duration::from_secs(600),
+        |m| {
+            let Some(key) = m.key() else { return Ok(()) };
+            let (_, key_body) = wire::split(key).map_err(|e| RunError::State(e.to_string()))?;
+            let key = String::decode_all(key_body).map_err(|e| RunError::State(e.to_string()))?;
+            if !key.starts_with(prefix) {
+                return Ok(());
             }
-        };
-        out.push((key, value));
-        Ok::<(), RunError>(())
-    })?;
+            let value = match m.payload() {
+                None => None,
+                Some(bytes) => {
+                    let (_, body) =
+                        wire::split(bytes).map_err(|e| RunError::State(e.to_string()))?;
+                    Some(
+                        ProducerState::decode_all(body)
+                            .map_err(|e| RunError::State(e.to_string()))?,
+                    )
+                }
+            };
+            out.push((key, value));
+            Ok::<(), RunError>(())
+        },
+    )?;
+    if found.get() != expected {
+        return Err(RunError::State(format!(
+            "{STATE_TOPIC} has {} partitions, skolflode expects {expected}: a connection's state \
+             lives in the partition its name hashes to, so the count must never change",
+            found.get()
+        )));
+    }
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_s_state_has_one_stable_partition() {
+        // SHA-256("kommun-0180-admin") begins 0x882a3a68 (computed with
+        // Python's hashlib); 0x882a3a68 mod 6 = 4. The value is a contract
+        // with the state already written, so it is pinned here.
+        assert_eq!(state_partition("kommun-0180-admin").ok(), Some(4));
+        let spread: std::collections::HashSet<i32> = (0..60)
+            .filter_map(|i| state_partition(&format!("kommun-{i:04}")).ok())
+            .collect();
+        assert_eq!(spread.len(), 6, "names spread over every partition");
+    }
 
     #[test]
     fn rfc3339_of_instants() {

@@ -107,14 +107,17 @@ impl ProducerContext for Deliveries {
 /// The transactional producer of one connection.
 pub(super) struct Transactions {
     producer: ThreadedProducer<Deliveries, NoCustomPartitioner>,
+    /// The connection's partition of the state topic.
+    state_partition: i32,
     /// Records handed to librdkafka since the start.
     handed: std::sync::atomic::AtomicU64,
 }
 
 impl Transactions {
-    pub(super) fn create(config: &ClientConfig) -> Result<Self, RunError> {
+    pub(super) fn create(config: &ClientConfig, state_partition: i32) -> Result<Self, RunError> {
         Ok(Self {
             producer: config.create_with_context(Deliveries::default())?,
+            state_partition,
             handed: AtomicU64::new(0),
         })
     }
@@ -147,6 +150,9 @@ impl Transactions {
         let records = std::mem::take(&mut txn.pending);
         for (topic, key, value) in &records {
             let mut record = BaseRecord::to(topic).key(key);
+            if *topic == super::STATE_TOPIC {
+                record = record.partition(self.state_partition);
+            }
             if let Some(v) = value {
                 record = record.payload(v);
             }
