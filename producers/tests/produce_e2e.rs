@@ -275,3 +275,119 @@ async fn without_a_deletion_feed_full_reads_find_what_was_deleted() {
         assert_eq!(replayed[endpoint], expected[endpoint], "{endpoint}");
     }
 }
+
+/// A vendor whose first page holds one good lesson and two items that
+/// cannot be understood, and whose second page is not UTF-8 until it
+/// recovers.
+async fn broken_vendor(recovered: Arc<std::sync::atomic::AtomicBool>) -> String {
+    use axum::extract::Query;
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use serde_json::json;
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+
+    let lesson = |id: &str, end: &str| {
+        json!({
+            "id": id,
+            "meta": { "created": "2025-09-01T06:00:00+02:00", "modified": "2025-09-01T06:00:00+02:00" },
+            "activity": { "id": "a1" },
+            "startTime": "2025-09-08T08:10:00+02:00",
+            "endTime": end,
+        })
+    };
+    let first = json!({
+        "data": [
+            lesson("l1", "2025-09-08T09:10:00+02:00"),
+            lesson("l2", "half past eight"),
+            [1, 2],
+        ],
+        "pageToken": "p2",
+    })
+    .to_string();
+    let second = json!({ "data": [lesson("l3", "2025-09-08T10:10:00+02:00")] }).to_string();
+    let app = axum::Router::new()
+        .route(
+            "/oauth2/token",
+            post(|| async { axum::Json(json!({ "access_token": "t", "expires_in": 3600 })) }),
+        )
+        .route(
+            "/ss12000/v2/calendarEvents",
+            get(move |Query(q): Query<HashMap<String, String>>| {
+                let (first, second) = (first.clone(), second.clone());
+                let recovered = Arc::clone(&recovered);
+                async move {
+                    let body: Vec<u8> = match q.get("pageToken") {
+                        None => first.into_bytes(),
+                        Some(_) if recovered.load(Ordering::SeqCst) => second.into_bytes(),
+                        // Latin-1 where UTF-8 belongs.
+                        Some(_) => b"{\"data\":[{\"id\":\"l3\",\"note\":\"K\xf6k\"}]}".to_vec(),
+                    };
+                    ([("content-type", "application/json")], body).into_response()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_types_and_invalid_utf8_go_to_the_dead_letter_topic_and_the_run_goes_on() {
+    let kafka = TestKafka::connect().await.unwrap();
+    runner::ensure_topics(kafka.config()).await.unwrap();
+    let recovered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = broken_vendor(Arc::clone(&recovered)).await;
+    let name = unique("broken");
+    let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
+    let mut config = connection(&name, &url);
+    config.client.max_retries = 1;
+    config.endpoints = vec!["calendarEvents".into()];
+    config.deletion_feed = false;
+    let mut runner = Runner::start(config, kafka.config(), Arc::clone(&pseudonymiser))
+        .await
+        .unwrap();
+
+    // The page that is not UTF-8 fails the read; what came before it is
+    // kept, and the bad items and the bad page are dead letters.
+    let failed = runner.poll().await;
+    assert!(failed.is_err());
+    let letters: Vec<DeadLetter> = committed(&kafka, DEAD_LETTER_TOPIC).await;
+    let letters: Vec<DeadLetter> = letters
+        .into_iter()
+        .filter(|l| l.connection == name)
+        .collect();
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert_eq!(letters[0].entity_id.as_deref(), Some("l2"));
+    assert!(
+        letters[0].reason.contains("endTime"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(String::from_utf8_lossy(&letters[0].raw.0).contains("half past eight"));
+    assert!(
+        letters[1].reason.contains("not a JSON object"),
+        "{}",
+        letters[1].reason
+    );
+    assert_eq!(letters[1].raw.0, b"[1,2]");
+    assert!(letters[2].reason.contains("UTF-8"), "{}", letters[2].reason);
+    assert!(
+        letters[2].raw.0.ends_with(b"K\xf6k\"}]}"),
+        "the page is kept byte for byte"
+    );
+    let (replayed, _) = replay_all(&kafka, &name).await.unwrap();
+    assert_eq!(
+        replayed["calendarEvents"].keys().collect::<Vec<_>>(),
+        vec!["l1"]
+    );
+
+    // The run goes on: once the vendor mends the page, the next poll reads it.
+    recovered.store(true, std::sync::atomic::Ordering::SeqCst);
+    runner.poll().await.unwrap();
+    let (replayed, _) = replay_all(&kafka, &name).await.unwrap();
+    let mut ids: Vec<&String> = replayed["calendarEvents"].keys().collect();
+    ids.sort();
+    assert_eq!(ids, vec!["l1", "l3"]);
+}
