@@ -221,6 +221,20 @@ pub fn state_partition(connection: &str) -> Result<i32, RunError> {
     Ok((n % state_partitions()?.unsigned_abs()) as i32)
 }
 
+/// What is held of an entity: the state a pending transaction gives it,
+/// else the committed state.
+fn held<'a>(
+    state: &'a foldhash::HashMap<String, foldhash::HashMap<String, Held>>,
+    txn: &'a Txn,
+    endpoint: &str,
+    id: &str,
+) -> Option<&'a Held> {
+    match txn.state_of(endpoint, id) {
+        Some(pending) => pending,
+        None => state.get(endpoint).and_then(|m| m.get(id)),
+    }
+}
+
 /// Where an endpoint's change events go.
 #[derive(Clone, Copy, Debug)]
 struct Target {
@@ -661,13 +675,7 @@ impl Runner {
         if let Some(m) = version.modified {
             read.newest = Some(read.newest.map_or(m, |n| n.max(m)));
         }
-        let known = match txn.state_of(read.endpoint, &version.id) {
-            Some(pending) => pending,
-            None => self
-                .state
-                .get(read.endpoint)
-                .and_then(|m| m.get(&version.id)),
-        };
+        let known = held(&self.state, txn, read.endpoint, &version.id);
         let Some(op) = detect::classify(known, &version.hash, read.initial) else {
             if let Some(number) = read.full {
                 self.mark_seen(txn, read.endpoint, &version.id, number);
@@ -855,11 +863,9 @@ impl Runner {
         let Some(&target) = self.targets.get(endpoint) else {
             return;
         };
-        let known = match txn.state_of(endpoint, id) {
-            Some(pending) => pending,
-            None => self.state.get(endpoint).and_then(|m| m.get(id)),
+        let Some(known) = held(&self.state, txn, endpoint, id) else {
+            return;
         };
-        let Some(known) = known else { return };
         let mut value = Vec::with_capacity(known.image.len() + 256);
         wire::header_into(target.schema_id, &mut value);
         detect::encode_delete(&mut value, known, id, source, observed_at);
