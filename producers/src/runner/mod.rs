@@ -158,6 +158,25 @@ fn schema_id(subject: &str) -> u32 {
     catalogue::local_schema_id(subject).unwrap_or(0)
 }
 
+/// The ids framed on every event's key and state record, looked up once
+/// rather than searched for in the catalogue three times per event.
+#[derive(Clone, Copy, Debug)]
+struct HotIds {
+    entity_key: u32,
+    string_key: u32,
+    producer_state: u32,
+}
+
+impl HotIds {
+    fn new() -> Self {
+        Self {
+            entity_key: schema_id("EntityKey"),
+            string_key: schema_id("StringKey"),
+            producer_state: schema_id("ProducerState"),
+        }
+    }
+}
+
 fn rfc3339(millis: i64) -> String {
     let (y, m, d) = time::civil_from_days(millis.div_euclid(86_400_000));
     let ms = millis.rem_euclid(86_400_000);
@@ -259,6 +278,7 @@ pub struct Runner {
     state: foldhash::HashMap<String, foldhash::HashMap<String, Held>>,
     cursors: HashMap<String, Cursor>,
     targets: HashMap<String, Target>,
+    ids: HotIds,
     stats: RunStats,
     metrics: Arc<Metrics>,
     /// `metrics.events` by op, resolved once (labels are hashed per lookup).
@@ -342,6 +362,7 @@ impl Runner {
             state: Default::default(),
             cursors: HashMap::new(),
             targets,
+            ids: HotIds::new(),
             stats: RunStats::default(),
             metrics: Arc::new(Metrics::new().map_err(|e| RunError::Config(e.to_string()))?),
             event_counters: Default::default(),
@@ -756,14 +777,14 @@ impl Runner {
         self.stats.event_bytes += value.len() as u64;
         // EntityKey { connection, entity_id }, framed.
         let mut key = Vec::with_capacity(self.config.name.len() + id.len() + 8);
-        wire::header_into(schema_id("EntityKey"), &mut key);
+        wire::header_into(self.ids.entity_key, &mut key);
         write_str(&mut key, &self.config.name);
         write_str(&mut key, id);
         txn.push((target.topic, key, Some(value)));
         // StringKey "<connection>/<endpoint>/<id>", framed.
         let len = self.config.name.len() + endpoint.len() + id.len() + 2;
         let mut state_key = Vec::with_capacity(len + 16);
-        wire::header_into(schema_id("StringKey"), &mut state_key);
+        wire::header_into(self.ids.string_key, &mut state_key);
         write_long(&mut state_key, len as i64);
         for part in [
             self.config.name.as_bytes(),
@@ -776,7 +797,7 @@ impl Runner {
         }
         let state_value = state.as_ref().map(|s| {
             let mut out = Vec::with_capacity(s.image.len() + 96);
-            wire::header_into(schema_id("ProducerState"), &mut out);
+            wire::header_into(self.ids.producer_state, &mut out);
             s.encode_state(&mut out);
             out
         });
