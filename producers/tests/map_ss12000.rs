@@ -3,14 +3,44 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use map::{Context, FindingKind, MapError};
 use serde_json::{json, Value};
 use skolflode_producers::pseudonym::Pseudonymiser;
-use skolflode_producers::ss12000::map::{self, Context, FindingKind, MapError};
 use skolflode_schemas::entities::CivicNoValidity;
 use skolflode_schemas::AvroType;
 use skolflode_simulator::sim::Simulation;
 use skolflode_simulator::ss12000::ENDPOINTS;
 use skolflode_simulator::SimConfig;
+
+/// The mappings, over `serde_json::Value`s as these tests build them.
+mod map {
+    use serde_json::Value;
+    use skolflode_producers::ss12000::json::Json;
+    use skolflode_producers::ss12000::map as m;
+    pub use skolflode_producers::ss12000::map::{Context, FindingKind, MapError, Mapped};
+    use skolflode_schemas::entities::*;
+
+    macro_rules! over_values {
+        ($($name:ident -> $ty:ty),*) => {$(
+            pub fn $name(item: &Value) -> Result<Mapped<$ty>, MapError> {
+                m::$name(&Json::from(item))
+            }
+        )*};
+    }
+    over_values!(
+        organisation -> Organisation,
+        duty -> Duty,
+        group -> Group,
+        syllabus -> Syllabus,
+        activity -> Activity,
+        calendar_event -> CalendarEvent,
+        attendance -> Attendance
+    );
+
+    pub fn person(item: &Value, cx: &Context<'_>) -> Result<Mapped<Person>, MapError> {
+        m::person(&Json::from(item), cx)
+    }
+}
 
 const SECRET: &[u8] = b"a test key that is long enough for the contract";
 

@@ -1,7 +1,7 @@
 //! The Swedish school year: terms, breaks and public holidays, ISO weeks,
 //! and Swedish local time (CET/CEST) for lesson times.
 
-use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Weekday};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike, Weekday};
 
 /// One school year, 1 July to 30 June, named by its first calendar year.
 #[derive(Clone, Debug)]
@@ -131,11 +131,8 @@ pub fn iso_week_label(day: NaiveDate) -> String {
 pub fn stockholm_offset_hours(local: NaiveDateTime) -> i32 {
     let year = local.year();
     let last_sunday = |month: u32| {
-        let mut d = date(year, month, 31);
-        while d.weekday() != Weekday::Sun {
-            d -= Duration::days(1);
-        }
-        d
+        let end = date(year, month, 31);
+        end - Duration::days(i64::from(end.weekday().num_days_from_sunday()))
     };
     let summer_from = last_sunday(3).and_hms_opt(2, 0, 0).unwrap_or_default();
     let summer_to = last_sunday(10).and_hms_opt(3, 0, 0).unwrap_or_default();
@@ -147,12 +144,37 @@ pub fn stockholm_offset_hours(local: NaiveDateTime) -> i32 {
 }
 
 /// RFC 3339 with Swedish local offset, e.g. `2025-02-14T08:10:00+01:00`.
+///
+/// Written digit by digit: the simulator writes two or three of these per
+/// item it serves, and chrono's `format` was a quarter of its CPU time.
 pub fn rfc3339_local(local: NaiveDateTime) -> String {
-    format!(
-        "{}+{:02}:00",
-        local.format("%Y-%m-%dT%H:%M:%S"),
-        stockholm_offset_hours(local)
-    )
+    fn two(out: &mut String, v: u32) {
+        out.push(char::from(b'0' + (v / 10 % 10) as u8));
+        out.push(char::from(b'0' + (v % 10) as u8));
+    }
+    let mut out = String::with_capacity(25);
+    let year = local.year();
+    if (0..=9999).contains(&year) {
+        let year = year as u32;
+        two(&mut out, year / 100);
+        two(&mut out, year % 100);
+    } else {
+        out.push_str(&format!("{year:+05}"));
+    }
+    out.push('-');
+    two(&mut out, local.month());
+    out.push('-');
+    two(&mut out, local.day());
+    out.push('T');
+    two(&mut out, local.hour());
+    out.push(':');
+    two(&mut out, local.minute());
+    out.push(':');
+    two(&mut out, local.second());
+    out.push('+');
+    two(&mut out, stockholm_offset_hours(local) as u32);
+    out.push_str(":00");
+    out
 }
 
 /// Milliseconds since the epoch of a Swedish local time.
@@ -192,5 +214,33 @@ mod tests {
         assert_eq!(rfc3339_local(winter), "2026-02-10T08:00:00+01:00");
         assert_eq!(rfc3339_local(summer), "2025-09-10T08:00:00+02:00");
         assert_eq!(local_to_epoch_millis(winter), 1_770_706_800_000);
+    }
+
+    #[test]
+    fn rfc3339_is_what_chrono_writes() {
+        let mut t = date(2019, 1, 1).and_hms_opt(0, 0, 0).unwrap_or_default();
+        let end = date(2031, 1, 1).and_hms_opt(0, 0, 0).unwrap_or_default();
+        while t < end {
+            let chrono = format!(
+                "{}+{:02}:00",
+                t.format("%Y-%m-%dT%H:%M:%S"),
+                stockholm_offset_hours(t)
+            );
+            assert_eq!(rfc3339_local(t), chrono);
+            t += Duration::seconds(7_919);
+        }
+    }
+
+    #[test]
+    fn summer_time_starts_and_ends_on_the_last_sundays() {
+        let at = |y, m, d, h| date(y, m, d).and_hms_opt(h, 0, 0).unwrap_or_default();
+        assert_eq!(stockholm_offset_hours(at(2025, 3, 30, 1)), 1);
+        assert_eq!(stockholm_offset_hours(at(2025, 3, 30, 3)), 2);
+        assert_eq!(stockholm_offset_hours(at(2025, 10, 26, 2)), 2);
+        assert_eq!(stockholm_offset_hours(at(2025, 10, 26, 3)), 1);
+        // 31 March and 31 October themselves are Sundays in 2024 and 2027.
+        assert_eq!(stockholm_offset_hours(at(2024, 3, 31, 3)), 2);
+        assert_eq!(stockholm_offset_hours(at(2027, 10, 31, 3)), 1);
+        assert_eq!(stockholm_offset_hours(at(2027, 10, 30, 3)), 2);
     }
 }

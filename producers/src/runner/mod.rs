@@ -56,6 +56,14 @@ pub const HEARTBEAT_TOPIC: &str = "skolflode.heartbeats";
 /// About 12 000 events, a third of a second, per transaction.
 const MAX_TXN_RECORDS: usize = 24_000;
 
+/// librdkafka settings the producer starts from; any of them given in
+/// `[kafka.properties]` is used instead.
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("transaction.timeout.ms", "60000"),
+    ("linger.ms", "5"),
+    ("compression.type", "lz4"),
+];
+
 /// Every SS 12000 endpoint the producer can read.
 pub const ENDPOINTS: &[&str] = &[
     "organisations",
@@ -346,10 +354,12 @@ impl Runner {
         let client = Arc::new(Ss12000Client::new(config.client.clone())?);
         let mut producer_config =
             kafka.transactional_producer(&format!("skolflode-produce-{}", config.name))?;
-        producer_config
-            .set("transaction.timeout.ms", "60000")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+        // Tuning defaults; an operator's `[kafka.properties]` wins.
+        for (key, value) in PRODUCER_DEFAULTS {
+            if !kafka.properties.contains_key(*key) {
+                producer_config.set(*key, *value);
+            }
+        }
         let txns = Transactions::create(&producer_config, state_partition(&config.name)?)?;
         // Fences a predecessor and aborts what it left open, so that the
         // state topic's end can be read under read_committed.

@@ -8,11 +8,10 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::detect::Version;
 use crate::pseudonym::Pseudonymiser;
 use crate::ss12000::client::{FetchError, Page, Ss12000Client};
+use crate::ss12000::json::Json;
 use crate::ss12000::map::{Context, Finding, Ss12000Entity};
 use crate::ss12000::time;
 
@@ -76,8 +75,7 @@ pub(super) fn prepare(
         today: civil_today(page.server_time.unwrap_or_else(now_millis)),
     };
     let items = page
-        .items
-        .iter()
+        .items()
         .map(|item| crate::with_entity!(endpoint, E => prepare_item::<E>(item, &cx)))
         .collect();
     PreparedPage {
@@ -87,14 +85,21 @@ pub(super) fn prepare(
     }
 }
 
-fn prepare_item<E: Ss12000Entity>(item: &Value, cx: &Context<'_>) -> Prepared {
-    match E::map(item, cx) {
+fn prepare_item<E: Ss12000Entity>(raw: &str, cx: &Context<'_>) -> Prepared {
+    let rejected = |id: Option<&str>, reason: String| Prepared::Rejected {
+        id: id.map(str::to_owned),
+        reason,
+        raw: raw.as_bytes().to_vec(),
+    };
+    // The page was checked to be JSON when it was read; this cannot fail
+    // but for nesting deeper than the parser allows.
+    let item = match Json::parse(raw) {
+        Ok(item) => item,
+        Err(e) => return rejected(None, format!("not JSON: {e}")),
+    };
+    match E::map(&item, cx) {
         Ok(mapped) => Prepared::Version(Version::of(mapped.entity), mapped.findings),
-        Err(e) => Prepared::Rejected {
-            id: item.get("id").and_then(Value::as_str).map(str::to_owned),
-            reason: e.to_string(),
-            raw: item.to_string().into_bytes(),
-        },
+        Err(e) => rejected(item.get("id").and_then(Json::as_str), e.to_string()),
     }
 }
 

@@ -9,10 +9,12 @@
 //! not: other 4xx. When retries run out on a malformed body, the error keeps
 //! the raw bytes so that the caller can send them to the dead-letter topic.
 
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -116,14 +118,44 @@ pub enum FetchError {
     Token { url: String, cause: String },
 }
 
-/// One page of items.
+/// One page of items: the body as the vendor sent it, checked to be
+/// JSON, and where each item is in it. Items are parsed by whoever maps
+/// them, on another thread, and a dead letter keeps an item's own bytes.
 #[derive(Debug)]
 pub struct Page {
-    pub items: Vec<Value>,
+    body: String,
+    items: Vec<Range<usize>>,
     /// The token of the next page, if there is one.
     pub next: Option<String>,
     /// The vendor's clock (HTTP `Date`), in UTC milliseconds.
     pub server_time: Option<i64>,
+}
+
+impl Page {
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Each item's JSON text, in page order.
+    pub fn items(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.items
+            .iter()
+            .map(|r| self.body.get(r.clone()).unwrap_or(""))
+    }
+}
+
+/// The page envelope: `data` is checked to be valid JSON but kept as text.
+#[derive(Deserialize)]
+struct RawPage<'a> {
+    #[serde(borrow)]
+    data: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "pageToken", default)]
+    page_token: Option<Value>,
 }
 
 /// Counters of what the client did, for metrics.
@@ -534,18 +566,26 @@ impl Ss12000Client {
 
 fn parse_page(bytes: &[u8], server_time: Option<i64>) -> Result<Page, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-    let mut value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let items = match value.get_mut("data").map(Value::take) {
-        Some(Value::Array(items)) => items,
-        _ => return Err("no data array".into()),
+    let raw: RawPage<'_> = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let Some(data) = raw.data else {
+        return Err("no data array".into());
     };
-    let next = value
-        .get("pageToken")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let start = text.as_ptr() as usize;
+    let items = data
+        .iter()
+        .map(|item| {
+            let from = item.get().as_ptr() as usize - start;
+            from..from + item.get().len()
+        })
+        .collect();
     Ok(Page {
+        body: text.to_owned(),
         items,
-        next,
+        next: raw
+            .page_token
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         server_time,
     })
 }

@@ -1,10 +1,13 @@
 //! SS 12000 JSON → skolflode entities.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
 use skolflode_schemas::entities::*;
 use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::{Date, TimestampMillis};
 
+use super::json::{self, Json};
 use super::time;
 use crate::pseudonym::{Pseudonymiser, Validity};
 
@@ -63,14 +66,28 @@ pub struct Mapped<T> {
     pub findings: Vec<Finding>,
 }
 
+type Fields<'a> = [(Cow<'a, str>, Json<'a>)];
+
 /// Field access with paths for messages and findings.
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
-    findings: &'a mut Vec<Finding>,
+///
+/// An object and its children share one path buffer: a child appends its
+/// name and cuts it off again when dropped, so that paths cost nothing
+/// until a message or finding needs one.
+struct Obj<'a, 'b> {
+    fields: &'a Fields<'a>,
+    path: &'b mut String,
+    /// The length of the parent's path.
+    base: usize,
+    findings: &'b mut Vec<Finding>,
 }
 
-impl<'a> Obj<'a> {
+impl Drop for Obj<'_, '_> {
+    fn drop(&mut self) {
+        self.path.truncate(self.base);
+    }
+}
+
+impl<'a> Obj<'a, '_> {
     fn field(&self, name: &str) -> String {
         if self.path.is_empty() {
             name.to_owned()
@@ -84,15 +101,25 @@ impl<'a> Obj<'a> {
         self.findings.push(Finding { field, kind });
     }
 
-    fn present(&self, name: &str) -> Option<&'a Value> {
-        self.map.get(name).filter(|v| !v.is_null())
+    fn present(&self, name: &str) -> Option<&'a Json<'a>> {
+        json::field(self.fields, name).filter(|v| !v.is_null())
+    }
+
+    /// Append `name` to the shared path; returns the length to cut back to.
+    fn enter(&mut self, name: &str) -> usize {
+        let base = self.path.len();
+        if base > 0 {
+            self.path.push('.');
+        }
+        self.path.push_str(name);
+        base
     }
 
     fn string(&mut self, name: &str) -> Result<String, MapError> {
         match self.present(name) {
             None => Err(MapError::Missing(self.field(name))),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Number(n)) => {
+            Some(Json::String(s)) => Ok(s.to_string()),
+            Some(Json::Number(n)) => {
                 self.finding(name, FindingKind::NumberFromString);
                 Ok(n.to_string())
             }
@@ -106,8 +133,8 @@ impl<'a> Obj<'a> {
     fn opt_string(&mut self, name: &str) -> Option<String> {
         match self.present(name) {
             None => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Json::String(s)) => Some(s.to_string()),
+            Some(Json::Number(n)) => Some(n.to_string()),
             Some(_) => {
                 self.finding(name, FindingKind::UnusableOptional);
                 None
@@ -118,8 +145,8 @@ impl<'a> Obj<'a> {
     fn boolean(&mut self, name: &str) -> Result<bool, MapError> {
         match self.present(name) {
             None => Err(MapError::Missing(self.field(name))),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::String(s)) if s == "true" || s == "false" => {
+            Some(Json::Bool(b)) => Ok(*b),
+            Some(Json::String(s)) if s == "true" || s == "false" => {
                 self.finding(name, FindingKind::NumberFromString);
                 Ok(s == "true")
             }
@@ -133,7 +160,7 @@ impl<'a> Obj<'a> {
     fn opt_bool(&mut self, name: &str) -> Option<bool> {
         match self.present(name) {
             None => None,
-            Some(Value::Bool(b)) => Some(*b),
+            Some(Json::Bool(b)) => Some(*b),
             Some(_) => {
                 self.finding(name, FindingKind::UnusableOptional);
                 None
@@ -142,29 +169,28 @@ impl<'a> Obj<'a> {
     }
 
     fn int(&mut self, name: &str) -> Result<i32, MapError> {
-        let field = self.field(name);
         match self.present(name) {
-            None => Err(MapError::Missing(field)),
-            Some(Value::Number(n)) => {
+            None => Err(MapError::Missing(self.field(name))),
+            Some(Json::Number(n)) => {
                 n.as_i64()
                     .and_then(|v| i32::try_from(v).ok())
-                    .ok_or(MapError::WrongType {
-                        field,
+                    .ok_or_else(|| MapError::WrongType {
+                        field: self.field(name),
                         expected: "a 32-bit integer",
                     })
             }
-            Some(Value::String(s)) => match s.trim().parse::<i32>() {
+            Some(Json::String(s)) => match s.trim().parse::<i32>() {
                 Ok(v) => {
                     self.finding(name, FindingKind::NumberFromString);
                     Ok(v)
                 }
                 Err(_) => Err(MapError::WrongType {
-                    field,
+                    field: self.field(name),
                     expected: "an integer",
                 }),
             },
             Some(_) => Err(MapError::WrongType {
-                field,
+                field: self.field(name),
                 expected: "an integer",
             }),
         }
@@ -235,19 +261,22 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn child(&mut self, name: &str) -> Result<Obj<'_>, MapError> {
-        let field = self.field(name);
+    fn child(&mut self, name: &str) -> Result<Obj<'a, '_>, MapError> {
         match self.present(name) {
-            Some(Value::Object(map)) => Ok(Obj {
-                map,
-                path: field,
-                findings: self.findings,
-            }),
+            Some(Json::Object(fields)) => {
+                let base = self.enter(name);
+                Ok(Obj {
+                    fields,
+                    path: &mut *self.path,
+                    base,
+                    findings: &mut *self.findings,
+                })
+            }
             Some(_) => Err(MapError::WrongType {
-                field,
+                field: self.field(name),
                 expected: "an object",
             }),
-            None => Err(MapError::Missing(field)),
+            None => Err(MapError::Missing(self.field(name))),
         }
     }
 
@@ -273,41 +302,55 @@ impl<'a> Obj<'a> {
     fn array<T>(
         &mut self,
         name: &str,
-        mut each: impl FnMut(&mut Obj<'_>) -> Result<T, MapError>,
+        mut each: impl FnMut(&mut Obj<'_, '_>) -> Result<T, MapError>,
     ) -> Result<Vec<T>, MapError> {
-        let field = self.field(name);
         let items = match self.present(name) {
             None => return Ok(Vec::new()),
-            Some(Value::Array(items)) => items,
+            Some(Json::Array(items)) => items,
             Some(_) => {
                 return Err(MapError::WrongType {
-                    field,
+                    field: self.field(name),
                     expected: "an array",
                 })
             }
         };
+        let base = self.enter(name);
         let mut out = Vec::with_capacity(items.len());
+        let mut failed = None;
         for (i, item) in items.iter().enumerate() {
-            let path = format!("{field}[{i}]");
-            let Value::Object(map) = item else {
-                return Err(MapError::WrongType {
-                    field: path,
+            let element = self.path.len();
+            let _ = write!(self.path, "[{i}]");
+            let Json::Object(fields) = item else {
+                failed = Some(MapError::WrongType {
+                    field: self.path.clone(),
                     expected: "an object",
                 });
+                break;
             };
             let mut obj = Obj {
-                map,
-                path,
-                findings: self.findings,
+                fields,
+                path: &mut *self.path,
+                base: element,
+                findings: &mut *self.findings,
             };
-            out.push(each(&mut obj)?);
+            match each(&mut obj) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        Ok(out)
+        self.path.truncate(base);
+        match failed {
+            None => Ok(out),
+            Some(e) => Err(e),
+        }
     }
 
     fn strings(&mut self, name: &str) -> Vec<String> {
         match self.present(name) {
-            Some(Value::Array(items)) => items
+            Some(Json::Array(items)) => items
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect(),
@@ -328,11 +371,16 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn root<'a>(item: &'a Value, findings: &'a mut Vec<Finding>) -> Result<Obj<'a>, MapError> {
+fn root<'a, 'b>(
+    item: &'a Json<'a>,
+    path: &'b mut String,
+    findings: &'b mut Vec<Finding>,
+) -> Result<Obj<'a, 'b>, MapError> {
     match item {
-        Value::Object(map) => Ok(Obj {
-            map,
-            path: String::new(),
+        Json::Object(fields) => Ok(Obj {
+            fields,
+            path,
+            base: 0,
             findings,
         }),
         _ => Err(MapError::NotAnObject),
@@ -340,19 +388,20 @@ fn root<'a>(item: &'a Value, findings: &'a mut Vec<Finding>) -> Result<Obj<'a>, 
 }
 
 fn mapped<T>(
-    item: &Value,
-    build: impl FnOnce(&mut Obj<'_>) -> Result<T, MapError>,
+    item: &Json<'_>,
+    build: impl FnOnce(&mut Obj<'_, '_>) -> Result<T, MapError>,
 ) -> Result<Mapped<T>, MapError> {
     let mut findings = Vec::new();
+    let mut path = String::new();
     let entity = {
-        let mut obj = root(item, &mut findings)?;
+        let mut obj = root(item, &mut path, &mut findings)?;
         build(&mut obj)?
     };
     Ok(Mapped { entity, findings })
 }
 
 /// `Organisation`. Contact details are dropped.
-pub fn organisation(item: &Value) -> Result<Mapped<Organisation>, MapError> {
+pub fn organisation(item: &Json<'_>) -> Result<Mapped<Organisation>, MapError> {
     mapped(item, |o| {
         Ok(Organisation {
             id: o.string("id")?,
@@ -373,10 +422,11 @@ pub fn organisation(item: &Value) -> Result<Mapped<Organisation>, MapError> {
 
 /// `Person`, pseudonymised: names, civic number, contact details,
 /// identifiers and relations do not leave this function.
-pub fn person(item: &Value, cx: &Context<'_>) -> Result<Mapped<Person>, MapError> {
+pub fn person(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Person>, MapError> {
     let mut findings = Vec::new();
     let entity = {
-        let mut o = root(item, &mut findings)?;
+        let mut path = String::new();
+        let mut o = root(item, &mut path, &mut findings)?;
         let id = o.string("id")?;
         let civic = o
             .child("civicNo")
@@ -426,7 +476,7 @@ pub fn person(item: &Value, cx: &Context<'_>) -> Result<Mapped<Person>, MapError
 }
 
 /// `Duty`.
-pub fn duty(item: &Value) -> Result<Mapped<Duty>, MapError> {
+pub fn duty(item: &Json<'_>) -> Result<Mapped<Duty>, MapError> {
     mapped(item, |o| {
         Ok(Duty {
             id: o.string("id")?,
@@ -452,7 +502,7 @@ pub fn duty(item: &Value) -> Result<Mapped<Duty>, MapError> {
 }
 
 /// `Group` (with `_embedded.assignmentRoles` when expanded).
-pub fn group(item: &Value) -> Result<Mapped<Group>, MapError> {
+pub fn group(item: &Json<'_>) -> Result<Mapped<Group>, MapError> {
     mapped(item, |o| {
         let assignment_roles = match o.child("_embedded") {
             Ok(mut embedded) => embedded.array("assignmentRoles", |a| {
@@ -487,7 +537,7 @@ pub fn group(item: &Value) -> Result<Mapped<Group>, MapError> {
 }
 
 /// `Activity`. The free-text `comment` is dropped.
-pub fn activity(item: &Value) -> Result<Mapped<Activity>, MapError> {
+pub fn activity(item: &Json<'_>) -> Result<Mapped<Activity>, MapError> {
     mapped(item, |o| {
         Ok(Activity {
             id: o.string("id")?,
@@ -520,7 +570,7 @@ pub fn activity(item: &Value) -> Result<Mapped<Activity>, MapError> {
 }
 
 /// `CalendarEvent`. The free-text `comment` is dropped.
-pub fn calendar_event(item: &Value) -> Result<Mapped<CalendarEvent>, MapError> {
+pub fn calendar_event(item: &Json<'_>) -> Result<Mapped<CalendarEvent>, MapError> {
     mapped(item, |o| {
         Ok(CalendarEvent {
             id: o.string("id")?,
@@ -559,7 +609,7 @@ pub fn calendar_event(item: &Value) -> Result<Mapped<CalendarEvent>, MapError> {
 }
 
 /// `Attendance`. The free-text `absenceReason` is dropped.
-pub fn attendance(item: &Value) -> Result<Mapped<Attendance>, MapError> {
+pub fn attendance(item: &Json<'_>) -> Result<Mapped<Attendance>, MapError> {
     mapped(item, |o| {
         Ok(Attendance {
             id: o.string("id")?,
@@ -578,7 +628,7 @@ pub fn attendance(item: &Value) -> Result<Mapped<Attendance>, MapError> {
 }
 
 /// `Syllabus`.
-pub fn syllabus(item: &Value) -> Result<Mapped<Syllabus>, MapError> {
+pub fn syllabus(item: &Json<'_>) -> Result<Mapped<Syllabus>, MapError> {
     mapped(item, |o| {
         Ok(Syllabus {
             id: o.string("id")?,
@@ -602,13 +652,13 @@ pub fn syllabus(item: &Value) -> Result<Mapped<Syllabus>, MapError> {
 /// An entity with an SS 12000 endpoint and a mapping from its JSON.
 pub trait Ss12000Entity: Entity {
     /// Map one item of the endpoint.
-    fn map(item: &Value, cx: &Context<'_>) -> Result<Mapped<Self>, MapError>;
+    fn map(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Self>, MapError>;
 }
 
 macro_rules! ss12000_entity {
     ($ty:ty, |$item:ident, $cx:ident| $body:expr) => {
         impl Ss12000Entity for $ty {
-            fn map($item: &Value, $cx: &Context<'_>) -> Result<Mapped<Self>, MapError> {
+            fn map($item: &Json<'_>, $cx: &Context<'_>) -> Result<Mapped<Self>, MapError> {
                 $body
             }
         }

@@ -1,6 +1,7 @@
 //! Reading SS 12000 v2 vendors.
 //!
 //! - [`client`]: the HTTP client: OAuth2, paging, retries, rate limits.
+//! - [`json`]: a JSON tree borrowing from the page, for the mapping.
 //! - [`time`]: dates and instants as vendors send them.
 //! - [`map`]: SS 12000 JSON items to skolflode's Avro entities, leniently:
 //!   what can be understood unambiguously is accepted and the repair is
@@ -9,5 +10,6 @@
 //!   leaves the mapping.
 
 pub mod client;
+pub mod json;
 pub mod map;
 pub mod time;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use skolflode_producers::detect::content_hash;
 use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner::ENDPOINTS;
+use skolflode_producers::ss12000::json::Json;
 use skolflode_producers::ss12000::map::{Context, Ss12000Entity};
 use skolflode_schemas::catalogue;
 use skolflode_schemas::envelope::Entity;
@@ -146,7 +147,7 @@ impl Vendor {
                     continue;
                 };
                 let hashed = skolflode_producers::with_entity!(*endpoint, E => {
-                    E::map(&item, &cx).map(|m| hashed(m.entity))
+                    E::map(&Json::from(&item), &cx).map(|m| hashed(m.entity))
                 });
                 let (id, hash) =
                     hashed.map_err(|e| HarnessError::Environment(format!("{endpoint}: {e}")))?;
