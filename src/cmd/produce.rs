@@ -97,13 +97,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let events: u64 = stats.events.values().sum();
             // One machine-readable line per connection, for scripts.
             println!(
-                "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} seconds={:.3}",
+                "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} seconds={:.3} waited_for_pages={:.3} waited_for_kafka={:.3} handing={:.3}",
                 stats.event_bytes,
                 stats.records,
                 stats.items,
                 stats.pages,
                 stats.transactions,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                stats.waited_for_pages.as_secs_f64(),
+                stats.waited_for_kafka.as_secs_f64(),
+                stats.handing_over.as_secs_f64()
             );
             tracing::info!(connection = %name, pages = stats.pages, items = stats.items, events = ?stats.events, dead_letters = stats.dead_letters, findings = stats.findings, "poll done");
             result.with_context(|| format!("polling {name}"))?;

@@ -22,7 +22,7 @@ mod txn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
@@ -159,6 +159,11 @@ pub struct RunStats {
     /// Records committed: change events, state records, cursors, dead
     /// letters, findings and heartbeats.
     pub records: u64,
+    /// Time the runner waited for the next page to be fetched and prepared.
+    pub waited_for_pages: Duration,
+    /// Time the runner waited for Kafka: handing records over and commits.
+    pub waited_for_kafka: Duration,
+    pub handing_over: Duration,
 }
 
 /// The schema ids used in the Confluent framing.
@@ -606,11 +611,17 @@ impl Runner {
             modified_after.clone(),
         );
         loop {
+            let waiting = Instant::now();
             let Some((token, fetched)) = pages.recv().await else {
                 return Err(RunError::Fatal("the page fetcher stopped".into()));
             };
+            let fetched = match fetched {
+                Ok(job) => Ok(job.await.map_err(|e| RunError::Fatal(e.to_string()))?),
+                Err(e) => Err(e),
+            };
+            self.stats.waited_for_pages += waiting.elapsed();
             let page = match fetched {
-                Ok(job) => job.await.map_err(|e| RunError::Fatal(e.to_string()))?,
+                Ok(page) => page,
                 Err(FetchError::Malformed {
                     url, reason, raw, ..
                 }) => {
@@ -936,7 +947,9 @@ impl Runner {
 
     /// Hand what is queued to librdkafka.
     async fn send(&mut self, txn: &mut Txn) -> Result<(), RunError> {
+        let waiting = Instant::now();
         let sent = self.txns.send(txn).await;
+        self.stats.handing_over += waiting.elapsed();
         if sent.is_err() {
             self.aborted();
         }
@@ -966,7 +979,10 @@ impl Runner {
             txn.push(record);
         }
         let records = txn.len() as u64;
-        match self.txns.commit(txn).await {
+        let waiting = Instant::now();
+        let committed = self.txns.commit(txn).await;
+        self.stats.waited_for_kafka += waiting.elapsed();
+        match committed {
             Ok(None) => {}
             Ok(Some(open)) => {
                 self.stats.transactions += 1;

@@ -16,7 +16,7 @@ use crate::ss12000::map::{Context, Finding, Ss12000Entity};
 use crate::ss12000::time;
 
 /// Pages fetched or being prepared ahead of the one processed.
-const AHEAD: usize = 2;
+const AHEAD: usize = 8;
 
 /// One item of a page, ready for the runner.
 #[derive(Debug)]

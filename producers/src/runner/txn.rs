@@ -211,6 +211,15 @@ impl Transactions {
         if let Err(e) = self.delivered().await {
             return Err(self.abort(txn, e).await);
         }
+        // The delivery reports are counted while librdkafka's polling
+        // thread serves them; `commit_transaction` flushes first, and a
+        // flush that finds a report still on its queue sleeps until the
+        // next poll interval (100 ms, in about a third of the commits,
+        // measured). Wait the few microseconds until the queue is empty.
+        let settled = tokio::time::Instant::now() + Duration::from_millis(100);
+        while self.producer.in_flight_count() > 0 && tokio::time::Instant::now() < settled {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
         let p = self.producer.clone();
         let committed = tokio::task::spawn_blocking(move || p.commit_transaction(TXN_TIMEOUT))
             .await
