@@ -2,7 +2,9 @@
 //! `skolflode_producer_<name>_<unit>`; labels are low-cardinality
 //! (connection, endpoint, op, kind, outcome).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use crate::ss12000::client::Stats;
 
@@ -21,6 +23,10 @@ pub struct Metrics {
     pub lag_seconds: IntGaugeVec,
     pub held_entities: IntGaugeVec,
     pub polls: IntCounterVec,
+    /// Where a connection's loop spends the time it does not compute:
+    /// `pages` (the vendor and the mapping ahead of it), `commit` (Kafka
+    /// acknowledging a transaction), `handing_over` (librdkafka's queue).
+    pub wait_seconds: CounterVec,
 }
 
 fn counter(
@@ -59,6 +65,14 @@ impl Metrics {
             &["connection"],
         )?;
         registry.register(Box::new(transaction_seconds.clone()))?;
+        let wait_seconds = CounterVec::new(
+            Opts::new(
+                "skolflode_producer_wait_seconds_total",
+                "Time a connection's loop waited, by what it waited on (pages, commit, handing_over)",
+            ),
+            &["connection", "on"],
+        )?;
+        registry.register(Box::new(wait_seconds.clone()))?;
         Ok(Self {
             items: counter(&registry, "skolflode_producer_items_fetched_total", "Items read from vendor APIs", &["connection", "endpoint"])?,
             pages: counter(&registry, "skolflode_producer_pages_total", "Pages read from vendor APIs", &["connection", "endpoint"])?,
@@ -71,6 +85,7 @@ impl Metrics {
             held_entities: gauge(&registry, "skolflode_producer_held_entities", "Entities whose last version the producer holds", &["connection", "endpoint"])?,
             polls: counter(&registry, "skolflode_producer_polls_total", "Completed polls (the connection's heartbeat)", &["connection", "outcome"])?,
             transaction_seconds,
+            wait_seconds,
             registry,
         })
     }

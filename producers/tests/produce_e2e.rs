@@ -138,6 +138,7 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
         "skolflode_producer_polls_total",
         "skolflode_producer_held_entities",
         "skolflode_producer_transaction_duration_seconds_bucket",
+        "skolflode_producer_wait_seconds_total{connection=",
     ] {
         assert!(exposed.contains(metric), "{metric} missing");
     }

@@ -97,7 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let events: u64 = stats.events.values().sum();
             // One machine-readable line per connection, for scripts.
             println!(
-                "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} seconds={:.3} waited_for_pages={:.3} waited_for_kafka={:.3} handing={:.3}",
+                "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} seconds={:.3} waited_for_pages={:.3} waited_for_kafka={:.3} handing_over={:.3}",
                 stats.event_bytes,
                 stats.records,
                 stats.items,

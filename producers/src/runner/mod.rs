@@ -51,9 +51,9 @@ pub const HEARTBEAT_TOPIC: &str = "skolflode.heartbeats";
 
 /// Records after which a transaction is committed before the read goes on.
 /// A commit waits for the broker to acknowledge the transaction's tail, and
-/// the connection's loop idles meanwhile: 8 000 gave 29 k events/s in
-/// `scripts/bench-produce`, 24 000 gave 38 k, 60 000 no more than that.
-/// About 12 000 events, a third of a second, per transaction.
+/// the connection's loop idles meanwhile (20–150 ms a commit, measured):
+/// 8 000 gave 29 k events/s in `scripts/bench-produce`, 24 000 gave 38 k,
+/// 60 000 no more than that. About 12 000 events per transaction.
 const MAX_TXN_RECORDS: usize = 24_000;
 
 /// librdkafka settings the producer starts from; any of them given in
@@ -161,8 +161,10 @@ pub struct RunStats {
     pub records: u64,
     /// Time the runner waited for the next page to be fetched and prepared.
     pub waited_for_pages: Duration,
-    /// Time the runner waited for Kafka: handing records over and commits.
+    /// Time the runner waited for commits.
     pub waited_for_kafka: Duration,
+    /// Time spent handing records to librdkafka: copying them into its
+    /// queue, and waiting when the queue is full.
     pub handing_over: Duration,
 }
 
@@ -619,7 +621,7 @@ impl Runner {
                 Ok(job) => Ok(job.await.map_err(|e| RunError::Fatal(e.to_string()))?),
                 Err(e) => Err(e),
             };
-            self.stats.waited_for_pages += waiting.elapsed();
+            self.waited("pages", waiting);
             let page = match fetched {
                 Ok(page) => page,
                 Err(FetchError::Malformed {
@@ -949,7 +951,7 @@ impl Runner {
     async fn send(&mut self, txn: &mut Txn) -> Result<(), RunError> {
         let waiting = Instant::now();
         let sent = self.txns.send(txn).await;
-        self.stats.handing_over += waiting.elapsed();
+        self.waited("handing_over", waiting);
         if sent.is_err() {
             self.aborted();
         }
@@ -981,7 +983,7 @@ impl Runner {
         let records = txn.len() as u64;
         let waiting = Instant::now();
         let committed = self.txns.commit(txn).await;
-        self.stats.waited_for_kafka += waiting.elapsed();
+        self.waited("commit", waiting);
         match committed {
             Ok(None) => {}
             Ok(Some(open)) => {
@@ -1016,6 +1018,21 @@ impl Runner {
         }
         self.cursors.extend(txn.cursors.drain());
         Ok(())
+    }
+
+    /// Count the time since `since` as waiting on `on`.
+    fn waited(&mut self, on: &'static str, since: Instant) {
+        let waited = since.elapsed();
+        let total = match on {
+            "pages" => &mut self.stats.waited_for_pages,
+            "commit" => &mut self.stats.waited_for_kafka,
+            _ => &mut self.stats.handing_over,
+        };
+        *total += waited;
+        self.metrics
+            .wait_seconds
+            .with_label_values(&[&self.config.name, on])
+            .inc_by(waited.as_secs_f64());
     }
 
     fn aborted(&mut self) {
