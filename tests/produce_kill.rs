@@ -59,6 +59,8 @@ name = "{name}"
 poll_interval_secs = 1
 full_read_every = 2
 overlap_secs = 3600
+# Small transactions: many commits for the kills to land between and in.
+max_transaction_records = 300
 
 [connections.client]
 base_url = "{url}/ss12000/v2"

@@ -40,6 +40,7 @@ fn connection(name: &str, url: &str) -> ConnectionConfig {
         full_read_every: 3,
         overlap_secs: 3600,
         deletion_feed: true,
+        max_transaction_records: 500,
         client: ClientConfig {
             base_url: format!("{url}/ss12000/v2"),
             token_url: format!("{url}/oauth2/token"),

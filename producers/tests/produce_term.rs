@@ -89,6 +89,8 @@ fn connection(
         full_read_every,
         overlap_secs: 3600,
         deletion_feed,
+        // Small transactions: many commits mid-read.
+        max_transaction_records: 2_000,
         client: ClientConfig {
             base_url: format!("{url}/ss12000/v2"),
             token_url: format!("{url}/oauth2/token"),

@@ -49,11 +49,12 @@ pub const DEAD_LETTER_TOPIC: &str = "skolflode.deadletter";
 pub const FINDINGS_TOPIC: &str = "skolflode.quality.findings";
 pub const HEARTBEAT_TOPIC: &str = "skolflode.heartbeats";
 
-/// Records after which a transaction is committed before the read goes on.
-/// A commit waits for the broker to acknowledge the transaction's tail, and
-/// the connection's loop idles meanwhile (20–150 ms a commit, measured):
-/// 8 000 gave 29 k events/s in `scripts/bench-produce`, 24 000 gave 38 k,
-/// 60 000 no more than that. About 12 000 events per transaction.
+/// Records after which a transaction is committed before the read goes on
+/// (the default of `max_transaction_records`). A commit waits for the
+/// broker to acknowledge the transaction's tail, and the connection's loop
+/// idles meanwhile (20–150 ms a commit, measured): 8 000 gave 29 k
+/// events/s in `scripts/bench-produce`, 24 000 gave 38 k, 60 000 no more
+/// than that. About 12 000 events per transaction.
 const MAX_TXN_RECORDS: usize = 24_000;
 
 /// librdkafka settings the producer starts from; any of them given in
@@ -106,6 +107,12 @@ pub struct ConnectionConfig {
     /// Read `/deletedEntities` (default true).
     #[serde(default = "ConnectionConfig::default_true")]
     pub deletion_feed: bool,
+    /// Records after which a transaction is committed before the read
+    /// goes on (default 24 000, at least 100). Larger means fewer commits
+    /// and more memory; a transaction must commit within librdkafka's
+    /// `transaction.timeout.ms`.
+    #[serde(default = "ConnectionConfig::default_txn_records")]
+    pub max_transaction_records: usize,
     pub client: ClientConfig,
 }
 
@@ -121,6 +128,9 @@ impl ConnectionConfig {
     }
     fn default_true() -> bool {
         true
+    }
+    fn default_txn_records() -> usize {
+        MAX_TXN_RECORDS
     }
 }
 
@@ -345,6 +355,11 @@ impl Runner {
             .find(|e| !ENDPOINTS.contains(&e.as_str()))
         {
             return Err(RunError::Config(format!("unknown endpoint {bad:?}")));
+        }
+        if config.max_transaction_records < 100 {
+            return Err(RunError::Config(
+                "max_transaction_records must be at least 100".into(),
+            ));
         }
         if config.full_read_every < 1 {
             return Err(RunError::Config(
@@ -695,7 +710,7 @@ impl Runner {
                 );
                 return Ok(());
             }
-            if txn.len() >= MAX_TXN_RECORDS {
+            if txn.len() >= self.config.max_transaction_records {
                 self.commit(txn).await?;
             } else {
                 self.send(txn).await?;
