@@ -66,6 +66,28 @@ async fn committed<T: AvroType>(kafka: &TestKafka, topic: &str) -> Vec<T> {
         .collect()
 }
 
+/// A runner reading one endpoint, without the deletion feed, that gives
+/// up on a bad page after one retry.
+async fn one_endpoint_runner(kafka: &TestKafka, name: &str, url: &str, endpoint: &str) -> Runner {
+    let mut config = connection(name, url);
+    config.client.max_retries = 1;
+    config.endpoints = vec![endpoint.into()];
+    config.deletion_feed = false;
+    let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
+    Runner::start(config, kafka.config(), pseudonymiser)
+        .await
+        .unwrap()
+}
+
+/// The committed dead letters of connection `name`, in order.
+async fn dead_letters(kafka: &TestKafka, name: &str) -> Vec<DeadLetter> {
+    let letters: Vec<DeadLetter> = committed(kafka, DEAD_LETTER_TOPIC).await;
+    letters
+        .into_iter()
+        .filter(|l| l.connection == name)
+        .collect()
+}
+
 async fn check(kafka: &TestKafka, vendor: &Vendor, name: &str, p: &Pseudonymiser, when: &str) {
     let (replayed, ids) = replay_all(kafka, name).await.unwrap();
     let diff = differences(&replayed, &vendor.view(name, p).unwrap());
@@ -197,20 +219,9 @@ async fn malformed_pages_go_to_the_dead_letter_topic_and_nothing_is_lost() {
     })
     .await;
     let name = unique("dlq");
-    let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
-    let mut config = connection(&name, &vendor.url);
-    config.client.max_retries = 1;
-    config.endpoints = vec!["groups".into()];
-    config.deletion_feed = false;
-    let mut runner = Runner::start(config, kafka.config(), Arc::clone(&pseudonymiser))
-        .await
-        .unwrap();
+    let mut runner = one_endpoint_runner(&kafka, &name, &vendor.url, "groups").await;
     assert!(runner.poll().await.is_err());
-    let letters: Vec<DeadLetter> = committed(&kafka, DEAD_LETTER_TOPIC).await;
-    let letters: Vec<DeadLetter> = letters
-        .into_iter()
-        .filter(|l| l.connection == name)
-        .collect();
+    let letters = dead_letters(&kafka, &name).await;
     assert_eq!(letters.len(), 1);
     assert!(letters[0].reason.contains("JSON"), "{}", letters[0].reason);
     assert!(letters[0].raw.0.starts_with(b"{\"data\":["));
@@ -342,24 +353,13 @@ async fn wrong_types_and_invalid_utf8_go_to_the_dead_letter_topic_and_the_run_go
     let recovered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let url = broken_vendor(Arc::clone(&recovered)).await;
     let name = unique("broken");
-    let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
-    let mut config = connection(&name, &url);
-    config.client.max_retries = 1;
-    config.endpoints = vec!["calendarEvents".into()];
-    config.deletion_feed = false;
-    let mut runner = Runner::start(config, kafka.config(), Arc::clone(&pseudonymiser))
-        .await
-        .unwrap();
+    let mut runner = one_endpoint_runner(&kafka, &name, &url, "calendarEvents").await;
 
     // The page that is not UTF-8 fails the read; what came before it is
     // kept, and the bad items and the bad page are dead letters.
     let failed = runner.poll().await;
     assert!(failed.is_err());
-    let letters: Vec<DeadLetter> = committed(&kafka, DEAD_LETTER_TOPIC).await;
-    let letters: Vec<DeadLetter> = letters
-        .into_iter()
-        .filter(|l| l.connection == name)
-        .collect();
+    let letters = dead_letters(&kafka, &name).await;
     assert_eq!(letters.len(), 3, "{letters:?}");
     assert_eq!(letters[0].entity_id.as_deref(), Some("l2"));
     assert!(
