@@ -279,6 +279,18 @@ fn held<'a>(
     }
 }
 
+/// What a connection's loop waits on (the `on` label of
+/// `skolflode_producer_wait_seconds_total`).
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// The next page, fetched and prepared.
+    Pages,
+    /// A commit.
+    Commit,
+    /// librdkafka taking records into its queue.
+    HandingOver,
+}
+
 /// Where an endpoint's change events go.
 #[derive(Clone, Copy, Debug)]
 struct Target {
@@ -636,7 +648,7 @@ impl Runner {
                 Ok(job) => Ok(job.await.map_err(|e| RunError::Fatal(e.to_string()))?),
                 Err(e) => Err(e),
             };
-            self.waited("pages", waiting);
+            self.waited(Wait::Pages, waiting);
             let page = match fetched {
                 Ok(page) => page,
                 Err(FetchError::Malformed {
@@ -966,7 +978,7 @@ impl Runner {
     async fn send(&mut self, txn: &mut Txn) -> Result<(), RunError> {
         let waiting = Instant::now();
         let sent = self.txns.send(txn).await;
-        self.waited("handing_over", waiting);
+        self.waited(Wait::HandingOver, waiting);
         if sent.is_err() {
             self.aborted();
         }
@@ -998,7 +1010,7 @@ impl Runner {
         let records = txn.len() as u64;
         let waiting = Instant::now();
         let committed = self.txns.commit(txn).await;
-        self.waited("commit", waiting);
+        self.waited(Wait::Commit, waiting);
         match committed {
             Ok(None) => {}
             Ok(Some(open)) => {
@@ -1036,17 +1048,17 @@ impl Runner {
     }
 
     /// Count the time since `since` as waiting on `on`.
-    fn waited(&mut self, on: &'static str, since: Instant) {
+    fn waited(&mut self, on: Wait, since: Instant) {
         let waited = since.elapsed();
-        let total = match on {
-            "pages" => &mut self.stats.waited_for_pages,
-            "commit" => &mut self.stats.waited_for_kafka,
-            _ => &mut self.stats.handing_over,
+        let (total, label) = match on {
+            Wait::Pages => (&mut self.stats.waited_for_pages, "pages"),
+            Wait::Commit => (&mut self.stats.waited_for_kafka, "commit"),
+            Wait::HandingOver => (&mut self.stats.handing_over, "handing_over"),
         };
         *total += waited;
         self.metrics
             .wait_seconds
-            .with_label_values(&[&self.config.name, on])
+            .with_label_values(&[&self.config.name, label])
             .inc_by(waited.as_secs_f64());
     }
 

@@ -215,7 +215,9 @@ impl Transactions {
         // thread serves them; `commit_transaction` flushes first, and a
         // flush that finds a report still on its queue sleeps until the
         // next poll interval (100 ms, in about a third of the commits,
-        // measured). Wait the few microseconds until the queue is empty.
+        // measured). Poll until the queue is empty (tokio's timer rounds
+        // the 200 µs up to a millisecond), for at most what the flush
+        // would have slept.
         let settled = tokio::time::Instant::now() + Duration::from_millis(100);
         while self.producer.in_flight_count() > 0 && tokio::time::Instant::now() < settled {
             tokio::time::sleep(Duration::from_micros(200)).await;
