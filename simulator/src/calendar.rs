@@ -148,33 +148,39 @@ pub fn stockholm_offset_hours(local: NaiveDateTime) -> i32 {
 /// Written digit by digit: the simulator writes two or three of these per
 /// item it serves, and chrono's `format` was a quarter of its CPU time.
 pub fn rfc3339_local(local: NaiveDateTime) -> String {
-    fn two(out: &mut String, v: u32) {
-        out.push(char::from(b'0' + (v / 10 % 10) as u8));
-        out.push(char::from(b'0' + (v % 10) as u8));
+    let mut out = Vec::with_capacity(25);
+    write_rfc3339_local(&mut out, local);
+    // Only ASCII is written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`rfc3339_local`], appended to a buffer.
+pub fn write_rfc3339_local(out: &mut Vec<u8>, local: NaiveDateTime) {
+    fn two(out: &mut Vec<u8>, v: u32) {
+        out.push(b'0' + (v / 10 % 10) as u8);
+        out.push(b'0' + (v % 10) as u8);
     }
-    let mut out = String::with_capacity(25);
     let year = local.year();
     if (0..=9999).contains(&year) {
         let year = year as u32;
-        two(&mut out, year / 100);
-        two(&mut out, year % 100);
+        two(out, year / 100);
+        two(out, year % 100);
     } else {
-        out.push_str(&format!("{year:+05}"));
+        out.extend_from_slice(format!("{year:+05}").as_bytes());
     }
-    out.push('-');
-    two(&mut out, local.month());
-    out.push('-');
-    two(&mut out, local.day());
-    out.push('T');
-    two(&mut out, local.hour());
-    out.push(':');
-    two(&mut out, local.minute());
-    out.push(':');
-    two(&mut out, local.second());
-    out.push('+');
-    two(&mut out, stockholm_offset_hours(local) as u32);
-    out.push_str(":00");
-    out
+    out.push(b'-');
+    two(out, local.month());
+    out.push(b'-');
+    two(out, local.day());
+    out.push(b'T');
+    two(out, local.hour());
+    out.push(b':');
+    two(out, local.minute());
+    out.push(b':');
+    two(out, local.second());
+    out.push(b'+');
+    two(out, stockholm_offset_hours(local) as u32);
+    out.extend_from_slice(b":00");
 }
 
 /// Milliseconds since the epoch of a Swedish local time.

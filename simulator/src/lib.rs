@@ -12,7 +12,8 @@
 //!   true history side by side.
 //! - [`sim`]: time: lessons, attendance reports, corrections, teacher
 //!   replacements, moves; [`truth`]: the weekly ground truth.
-//! - [`ss12000`]: the SS 12000 JSON and paging; [`server`]: the HTTP APIs
+//! - [`ss12000`]: the SS 12000 JSON and paging, with [`page_json`] writing
+//!   the bulk endpoints' items straight into the page body; [`server`]: the HTTP APIs
 //!   (OAuth2, SS 12000, Skola24-style, control) with fault injection;
 //!   [`skola24`]: the timetable vendor's own JSON.
 //! - [`stream`]: a national week, one unit at a time, in bounded memory.
@@ -21,6 +22,7 @@ pub mod calendar;
 pub mod civic;
 pub mod config;
 pub mod ids;
+pub mod page_json;
 pub mod plan;
 pub mod server;
 pub mod sim;

@@ -8,7 +8,8 @@
 use chrono::{Duration, NaiveDateTime};
 use serde_json::{json, Map, Value};
 
-use crate::calendar::{local_to_epoch_millis, rfc3339_local};
+use crate::calendar::{local_to_epoch_millis, rfc3339_local, write_rfc3339_local};
+use crate::page_json::Obj;
 use crate::sim::Simulation;
 use crate::world::Form;
 
@@ -41,6 +42,21 @@ pub fn local_from_epoch_millis(millis: i64) -> NaiveDateTime {
 
 fn ts(millis: i64) -> String {
     rfc3339_local(local_from_epoch_millis(millis))
+}
+
+/// A quoted local timestamp.
+fn time(out: &mut Vec<u8>, local: NaiveDateTime) {
+    out.push(b'"');
+    write_rfc3339_local(out, local);
+    out.push(b'"');
+}
+
+/// [`meta`], written.
+fn write_meta(out: &mut Vec<u8>, created: i64, modified: i64) {
+    let mut o = Obj::start(out);
+    time(o.key("created"), local_from_epoch_millis(created));
+    time(o.key("modified"), local_from_epoch_millis(modified));
+    o.end();
 }
 
 fn meta(created: i64, modified: i64) -> Value {
@@ -84,7 +100,11 @@ impl Simulation {
     /// Serve one page of an endpoint.
     pub fn page(&self, endpoint: &str, query: &Query) -> Option<Page> {
         let mut items = Vec::with_capacity(query.limit);
-        let next = self.for_page(endpoint, query, |item| items.push(item))?;
+        let next = self.for_page(endpoint, query, |i| {
+            if let Some((_, item)) = self.render(endpoint, i) {
+                items.push(item);
+            }
+        })?;
         Some(Page { items, next })
     }
 
@@ -102,12 +122,12 @@ impl Simulation {
         body.extend_from_slice(b"{\"data\":[");
         let mut count = 0;
         let mut failed = false;
-        let next = self.for_page(endpoint, query, |item| {
+        let next = self.for_page(endpoint, query, |i| {
             if count > 0 {
                 body.push(b',');
             }
             count += 1;
-            failed |= serde_json::to_writer(&mut body, &item).is_err();
+            failed |= !self.write_item(endpoint, i, &mut body);
         })?;
         if failed {
             return None;
@@ -123,13 +143,13 @@ impl Simulation {
         String::from_utf8(body).ok().map(|b| (b, count, next))
     }
 
-    /// Render the items of one page, in order, and return where the next
-    /// page starts.
+    /// The storage positions of one page's items, in order, given to
+    /// `emit`; returns where the next page starts.
     fn for_page(
         &self,
         endpoint: &str,
         query: &Query,
-        mut emit: impl FnMut(Value),
+        mut emit: impl FnMut(usize),
     ) -> Option<Option<usize>> {
         let len = self.storage_len(endpoint)?;
         let mut start = query.cursor.min(len);
@@ -144,9 +164,9 @@ impl Simulation {
         let mut emitted = 0;
         let mut i = start;
         while i < len && emitted < query.limit {
-            if let Some((modified, item)) = self.render(endpoint, i) {
+            if let Some(modified) = self.shown_modified(endpoint, i) {
                 if query.modified_after.is_none_or(|after| modified > after) {
-                    emit(item);
+                    emit(i);
                     emitted += 1;
                 }
             }
@@ -178,6 +198,94 @@ impl Simulation {
                 .records
                 .partition_point(|r| r.reported <= created_after),
             _ => 0,
+        }
+    }
+
+    /// The `meta.modified` of the item at a storage position, or `None`
+    /// when the vendor does not show it: what [`Self::render`] returns,
+    /// without rendering (a test holds the two together).
+    fn shown_modified(&self, endpoint: &str, i: usize) -> Option<i64> {
+        let w = &self.world;
+        let shown_lesson =
+            |l: &crate::sim::Lesson| !w.is_skola24(w.activities[l.activity as usize].unit);
+        match endpoint {
+            "organisations" => w.organisations.get(i).map(|o| o.modified),
+            "persons" => w.persons.get(i).map(|p| p.modified),
+            "duties" => w
+                .duties
+                .get(i)
+                .filter(|d| d.deleted.is_none())
+                .map(|d| d.modified),
+            "groups" => w.groups.get(i).map(|g| g.modified),
+            "syllabuses" => w.syllabuses.get(i).map(|s| s.created),
+            "activities" => w.activities.get(i).map(|a| a.modified),
+            "calendarEvents" => self
+                .lessons
+                .get(i)
+                .filter(|l| shown_lesson(l))
+                .map(|l| l.modified),
+            "attendances" => self
+                .records
+                .get(i)
+                .filter(|r| shown_lesson(&self.lessons[r.lesson as usize]))
+                .map(|r| r.modified),
+            _ => None,
+        }
+    }
+
+    /// Append the item at a storage position, exactly as `serde_json`
+    /// writes [`Self::render`]'s value; lessons and attendance records,
+    /// the bulk of every read, are written directly ([`crate::page_json`]).
+    /// Returns whether the item is shown.
+    fn write_item(&self, endpoint: &str, i: usize, out: &mut Vec<u8>) -> bool {
+        let w = &self.world;
+        match endpoint {
+            "calendarEvents" => {
+                let Some(l) = self.lessons.get(i) else {
+                    return false;
+                };
+                let mut o = Obj::start(out);
+                o.reference("activity", &w.activities[l.activity as usize].id);
+                o.bool("cancelled", l.cancelled);
+                time(o.key("endTime"), l.end_local());
+                o.str("id", &l.id);
+                write_meta(o.key("meta"), l.created, l.modified);
+                time(o.key("startTime"), l.start_local());
+                o.int("teachingLengthStudent", l.len);
+                o.int("teachingLengthTeacher", l.len);
+                o.end();
+                true
+            }
+            "attendances" => {
+                let Some(r) = self.records.get(i) else {
+                    return false;
+                };
+                let mut o = Obj::start(out);
+                o.int("attendanceMinutes", r.present);
+                o.reference("calendarEvent", &self.lessons[r.lesson as usize].id);
+                o.str("id", &r.id(w.seed));
+                o.int("invalidAbsenceMinutes", r.invalid);
+                o.bool("isReported", true);
+                write_meta(o.key("meta"), r.reported, r.modified);
+                time(
+                    o.key("reportedTimestamp"),
+                    local_from_epoch_millis(r.reported),
+                );
+                if let Some(duty) = r.reporter {
+                    o.reference(
+                        "reporter",
+                        &w.persons[w.duties[duty as usize].person as usize].id,
+                    );
+                }
+                o.reference("student", &w.persons[r.pupil as usize].id);
+                o.int("validAbsenceMinutes", r.valid);
+                o.end();
+                true
+            }
+            _ => match self.render(endpoint, i) {
+                Some((_, item)) => serde_json::to_writer(out, &item).is_ok(),
+                None => false,
+            },
         }
     }
 
@@ -427,6 +535,37 @@ mod tests {
                 .and_then(|d| d.and_hms_opt(h, 0, 0))
                 .unwrap_or_default();
             assert_eq!(local_from_epoch_millis(local_to_epoch_millis(local)), local);
+        }
+    }
+
+    #[test]
+    #[allow(clippy::expect_used)]
+    fn written_items_are_what_serde_json_writes_for_the_rendered_ones() {
+        let mut sim = Simulation::new(crate::SimConfig::default(), None).expect("simulation");
+        let first = sim.world.year.bounds().0;
+        sim.advance_to(first + chrono::Duration::days(70))
+            .expect("advance");
+        for endpoint in ENDPOINTS {
+            let len = sim.storage_len(endpoint).expect("endpoint");
+            let mut shown = 0;
+            for i in 0..len {
+                let rendered = sim.render(endpoint, i);
+                assert_eq!(
+                    sim.shown_modified(endpoint, i),
+                    rendered.as_ref().map(|(m, _)| *m),
+                    "{endpoint} {i}"
+                );
+                let Some((_, item)) = rendered else { continue };
+                shown += 1;
+                let mut written = Vec::new();
+                assert!(sim.write_item(endpoint, i, &mut written));
+                assert_eq!(
+                    String::from_utf8_lossy(&written),
+                    serde_json::to_string(&item).expect("json"),
+                    "{endpoint} {i}"
+                );
+            }
+            assert!(shown > 0, "{endpoint}: nothing shown");
         }
     }
 }

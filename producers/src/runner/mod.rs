@@ -17,6 +17,7 @@
 //! Modules: [`prepare`] fetches and maps pages ahead on other threads;
 //! [`txn`] hands records to librdkafka as pages are processed and commits.
 
+mod id_map;
 mod prepare;
 mod txn;
 
@@ -40,6 +41,7 @@ use crate::pseudonym::Pseudonymiser;
 use crate::ss12000::client::{ClientConfig, FetchError, Ss12000Client};
 use crate::ss12000::map::{Finding, FindingKind};
 use crate::ss12000::time;
+use id_map::{id_hash, IdMap};
 use prepare::{fetch_ahead, now_millis, Prepared};
 use txn::{Record, Transactions, Txn};
 
@@ -63,6 +65,9 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("transaction.timeout.ms", "60000"),
     ("linger.ms", "5"),
     ("compression.type", "lz4"),
+    // The committer polls librdkafka's in-flight count instead of
+    // counting a report per record (`txn.rs`).
+    ("delivery.report.only.error", "true"),
 ];
 
 /// Every SS 12000 endpoint the producer can read.
@@ -268,14 +273,15 @@ pub fn state_partition(connection: &str) -> Result<i32, RunError> {
 /// What is held of an entity: the state a pending transaction gives it,
 /// else the committed state.
 fn held<'a>(
-    state: &'a foldhash::HashMap<String, foldhash::HashMap<String, Held>>,
+    state: &'a foldhash::HashMap<String, IdMap<Held>>,
     txn: &'a Txn,
     endpoint: &str,
     id: &str,
 ) -> Option<&'a Held> {
-    match txn.state_of(endpoint, id) {
+    let hash = id_hash(id);
+    match txn.state_of(endpoint, hash, id) {
         Some(pending) => pending,
-        None => state.get(endpoint).and_then(|m| m.get(id)),
+        None => state.get(endpoint).and_then(|m| m.get(hash, id)),
     }
 }
 
@@ -312,7 +318,7 @@ pub struct Runner {
     txns: Transactions,
     pseudonymiser: Arc<Pseudonymiser>,
     /// endpoint → entity id → what was last seen.
-    state: foldhash::HashMap<String, foldhash::HashMap<String, Held>>,
+    state: foldhash::HashMap<String, IdMap<Held>>,
     cursors: HashMap<String, Cursor>,
     targets: HashMap<String, Target>,
     ids: HotIds,
@@ -461,7 +467,7 @@ impl Runner {
             match value {
                 None => {
                     if let Some(m) = self.state.get_mut(endpoint) {
-                        m.remove(id);
+                        m.remove(id_hash(id), id);
                     }
                 }
                 Some(ProducerState {
@@ -469,10 +475,11 @@ impl Runner {
                 }) => {
                     let held =
                         Held::from_state(e).map_err(|e| RunError::State(format!("{key}: {e}")))?;
-                    self.state
-                        .entry(endpoint.to_owned())
-                        .or_default()
-                        .insert(id.to_owned(), held);
+                    self.state.entry(endpoint.to_owned()).or_default().insert(
+                        id_hash(id),
+                        id,
+                        held,
+                    );
                 }
                 Some(ProducerState {
                     cursor: Some(c), ..
@@ -852,7 +859,7 @@ impl Runner {
             out
         });
         txn.push((STATE_TOPIC, state_key, state_value));
-        txn.set_state(endpoint, id, state);
+        txn.set_state(endpoint, id_hash(id), id, state);
     }
 
     fn dead_letter(
@@ -886,9 +893,14 @@ impl Runner {
 
     /// An unchanged entity seen by full read `number`.
     fn mark_seen(&mut self, txn: &mut Txn, endpoint: &str, id: &str, number: u32) {
-        if let Some(pending) = txn.pending_mut(endpoint, id) {
+        let hash = id_hash(id);
+        if let Some(pending) = txn.pending_mut(endpoint, hash, id) {
             pending.seen_in = number;
-        } else if let Some(held) = self.state.get_mut(endpoint).and_then(|m| m.get_mut(id)) {
+        } else if let Some(held) = self
+            .state
+            .get_mut(endpoint)
+            .and_then(|m| m.get_mut(hash, id))
+        {
             held.seen_in = number;
         }
     }
@@ -909,12 +921,12 @@ impl Runner {
             .get(endpoint)
             .map(|m| {
                 m.iter()
-                    .filter(|(id, held)| match txn.state_of(endpoint, id) {
+                    .filter(|(id, held)| match txn.state_of(endpoint, id_hash(id), id) {
                         Some(Some(pending)) => pending.seen_in != number,
                         Some(None) => false,
                         None => held.seen_in != number,
                     })
-                    .map(|(id, _)| id.clone())
+                    .map(|(id, _)| id.to_owned())
                     .collect()
             })
             .unwrap_or_default();
@@ -1030,18 +1042,8 @@ impl Runner {
                 return Err(e);
             }
         }
-        for (endpoint, states) in txn.state.drain() {
-            let held = self.state.entry(endpoint).or_default();
-            for (id, state) in states {
-                match state {
-                    Some(s) => {
-                        held.insert(id, s);
-                    }
-                    None => {
-                        held.remove(&id);
-                    }
-                }
-            }
+        for (endpoint, mut states) in txn.state.drain() {
+            states.apply_to(self.state.entry(endpoint).or_default());
         }
         self.cursors.extend(txn.cursors.drain());
         Ok(())

@@ -19,6 +19,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use skolflode_kafka::{classify, TxnErrorClass};
 use skolflode_schemas::records::Cursor;
 
+use super::id_map::IdMap;
 use super::RunError;
 use crate::detect::Held;
 
@@ -35,7 +36,7 @@ pub(super) struct Txn {
     sent: usize,
     began: Option<Instant>,
     /// endpoint → entity id → new state (`None`: deleted).
-    pub(super) state: HashMap<String, HashMap<String, Option<Held>>>,
+    pub(super) state: HashMap<String, IdMap<Option<Held>>>,
     pub(super) cursors: HashMap<String, Cursor>,
 }
 
@@ -51,40 +52,38 @@ impl Txn {
 
     /// The state this transaction gives an entity, if it touches it:
     /// `Some(None)` means deleted.
-    pub(super) fn state_of(&self, endpoint: &str, id: &str) -> Option<Option<&Held>> {
+    pub(super) fn state_of(&self, endpoint: &str, hash: u64, id: &str) -> Option<Option<&Held>> {
         self.state
             .get(endpoint)
-            .and_then(|m| m.get(id))
+            .and_then(|m| m.get(hash, id))
             .map(Option::as_ref)
     }
 
     /// The pending state of an entity this transaction gives a new
     /// version.
-    pub(super) fn pending_mut(&mut self, endpoint: &str, id: &str) -> Option<&mut Held> {
+    pub(super) fn pending_mut(&mut self, endpoint: &str, hash: u64, id: &str) -> Option<&mut Held> {
         self.state
             .get_mut(endpoint)
-            .and_then(|m| m.get_mut(id))
+            .and_then(|m| m.get_mut(hash, id))
             .and_then(Option::as_mut)
     }
 
-    pub(super) fn set_state(&mut self, endpoint: &str, id: &str, state: Option<Held>) {
+    pub(super) fn set_state(&mut self, endpoint: &str, hash: u64, id: &str, state: Option<Held>) {
         let pending = match self.state.get_mut(endpoint) {
             Some(m) => m,
             None => self.state.entry(endpoint.to_owned()).or_default(),
         };
-        pending.insert(id.to_owned(), state);
+        pending.insert(hash, id, state);
     }
 }
 
-/// Counts delivery reports, and records librdkafka could not deliver (the
-/// transaction they belong to fails to commit).
+/// Counts records librdkafka could not deliver (the transaction they
+/// belong to fails to commit). Only failures are reported
+/// (`delivery.report.only.error`): a report per record cost the polling
+/// thread about 6 % of the producer's CPU, for a count nobody needs.
 #[derive(Default)]
 pub(super) struct Deliveries {
-    reported: AtomicU64,
     failed: AtomicU64,
-    /// Wake the committer once this many reports are in.
-    wanted: AtomicU64,
-    all_reported: tokio::sync::Notify,
 }
 
 impl ClientContext for Deliveries {}
@@ -97,10 +96,6 @@ impl ProducerContext for Deliveries {
             self.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "a record was not delivered; its transaction will abort");
         }
-        let reported = self.reported.fetch_add(1, Ordering::AcqRel) + 1;
-        if reported >= self.wanted.load(Ordering::Acquire) {
-            self.all_reported.notify_waiters();
-        }
     }
 }
 
@@ -109,8 +104,6 @@ pub(super) struct Transactions {
     producer: ThreadedProducer<Deliveries, NoCustomPartitioner>,
     /// The connection's partition of the state topic.
     state_partition: i32,
-    /// Records handed to librdkafka since the start.
-    handed: std::sync::atomic::AtomicU64,
 }
 
 impl Transactions {
@@ -118,7 +111,6 @@ impl Transactions {
         Ok(Self {
             producer: config.create_with_context(Deliveries::default())?,
             state_partition,
-            handed: AtomicU64::new(0),
         })
     }
 
@@ -172,33 +164,26 @@ impl Transactions {
             }
         }
         txn.sent += records.len();
-        self.handed
-            .fetch_add(records.len() as u64, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Wait until every record handed over has its delivery report.
-    /// `commit_transaction` flushes too, but waits for the reports in steps
-    /// of the polling thread's interval (100 ms a commit, measured); this
-    /// wakes as soon as the last report is in.
+    /// Wait until librdkafka holds no record of ours: each is acknowledged
+    /// (or failed) and freed. `commit_transaction` flushes too, but a
+    /// flush that finds work left sleeps in steps of the polling thread's
+    /// interval (100 ms in about a third of the commits, measured); polling
+    /// the count every millisecond (tokio's timer granularity) wakes as
+    /// soon as the tail is acknowledged.
     async fn delivered(&self) -> Result<(), ClientError> {
-        let deliveries = self.producer.context();
-        let handed = self.handed.load(Ordering::Acquire);
-        deliveries.wanted.store(handed, Ordering::Release);
         let deadline = tokio::time::Instant::now() + TXN_TIMEOUT;
-        loop {
-            let reported = deliveries.all_reported.notified();
-            tokio::pin!(reported);
-            reported.as_mut().enable();
-            if deliveries.reported.load(Ordering::Acquire) >= handed {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, reported).await.is_err() {
+        while self.producer.in_flight_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(ClientError::Flush(
                     rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
                 ));
             }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        Ok(())
     }
 
     /// Send what is pending and commit. Returns how long the transaction
@@ -210,17 +195,6 @@ impl Transactions {
         };
         if let Err(e) = self.delivered().await {
             return Err(self.abort(txn, e).await);
-        }
-        // The delivery reports are counted while librdkafka's polling
-        // thread serves them; `commit_transaction` flushes first, and a
-        // flush that finds a report still on its queue sleeps until the
-        // next poll interval (100 ms, in about a third of the commits,
-        // measured). Poll until the queue is empty (tokio's timer rounds
-        // the 200 µs up to a millisecond), for at most what the flush
-        // would have slept.
-        let settled = tokio::time::Instant::now() + Duration::from_millis(100);
-        while self.producer.in_flight_count() > 0 && tokio::time::Instant::now() < settled {
-            tokio::time::sleep(Duration::from_micros(200)).await;
         }
         let p = self.producer.clone();
         let committed = tokio::task::spawn_blocking(move || p.commit_transaction(TXN_TIMEOUT))
