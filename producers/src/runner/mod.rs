@@ -15,7 +15,9 @@
 //! committed cursor; what it reads again is absorbed by the content hashes.
 //!
 //! Modules: [`prepare`] fetches and maps pages ahead on other threads;
-//! [`txn`] hands records to librdkafka as pages are processed and commits.
+//! [`txn`] hands records to librdkafka as pages are processed and commits;
+//! [`id_map`] holds what is known of each entity, keyed by id, with the
+//! id's hash kept so that it is computed once.
 
 mod id_map;
 mod prepare;
