@@ -101,7 +101,9 @@ impl<V> IdMap<Option<V>> {
     /// Apply a transaction's state: `Some` sets, `None` removes; the
     /// transaction's map is left empty.
     pub(super) fn apply_to(&mut self, committed: &mut IdMap<V>) {
-        committed.table.reserve(self.table.len(), |s| s.hash);
+        // No `reserve(self.len())`: most of an incremental read's entities
+        // are held already, and reserving for them could double a city's
+        // table (hundreds of MiB) for nothing.
         for Slot { hash, id, value } in self.table.drain() {
             match value {
                 Some(v) => committed.insert_boxed(hash, id, v),
