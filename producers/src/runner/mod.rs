@@ -43,7 +43,7 @@ use crate::pseudonym::Pseudonymiser;
 use crate::ss12000::client::{ClientConfig, FetchError, Ss12000Client};
 use crate::ss12000::map::{Finding, FindingKind};
 use crate::ss12000::time;
-use id_map::{id_hash, IdMap};
+use id_map::{IdMap, Key};
 use prepare::{fetch_ahead, now_millis, Prepared};
 use txn::{Record, Transactions, Txn};
 
@@ -278,12 +278,11 @@ fn held<'a>(
     state: &'a foldhash::HashMap<String, IdMap<Held>>,
     txn: &'a Txn,
     endpoint: &str,
-    id: &str,
+    key: Key<'_>,
 ) -> Option<&'a Held> {
-    let hash = id_hash(id);
-    match txn.state_of(endpoint, hash, id) {
+    match txn.state_of(endpoint, key) {
         Some(pending) => pending,
-        None => state.get(endpoint).and_then(|m| m.get(hash, id)),
+        None => state.get(endpoint).and_then(|m| m.get(key)),
     }
 }
 
@@ -469,7 +468,7 @@ impl Runner {
             match value {
                 None => {
                     if let Some(m) = self.state.get_mut(endpoint) {
-                        m.remove(id_hash(id), id);
+                        m.remove(Key::new(id));
                     }
                 }
                 Some(ProducerState {
@@ -477,11 +476,10 @@ impl Runner {
                 }) => {
                     let held =
                         Held::from_state(e).map_err(|e| RunError::State(format!("{key}: {e}")))?;
-                    self.state.entry(endpoint.to_owned()).or_default().insert(
-                        id_hash(id),
-                        id,
-                        held,
-                    );
+                    self.state
+                        .entry(endpoint.to_owned())
+                        .or_default()
+                        .insert(Key::new(id), held);
                 }
                 Some(ProducerState {
                     cursor: Some(c), ..
@@ -755,10 +753,11 @@ impl Runner {
         if let Some(m) = version.modified {
             read.newest = Some(read.newest.map_or(m, |n| n.max(m)));
         }
-        let known = held(&self.state, txn, read.endpoint, &version.id);
+        let key = Key::new(&version.id);
+        let known = held(&self.state, txn, read.endpoint, key);
         let Some(op) = detect::classify(known, &version.hash, read.initial) else {
             if let Some(number) = read.full {
-                self.mark_seen(txn, read.endpoint, &version.id, number);
+                self.mark_seen(txn, read.endpoint, key, number);
             }
             return;
         };
@@ -771,15 +770,7 @@ impl Runner {
             observed_at: observed_at.0,
             seen_in: read.full.unwrap_or(0),
         };
-        self.emit(
-            read.endpoint,
-            read.target,
-            &version.id,
-            op,
-            value,
-            Some(held),
-            txn,
-        );
+        self.emit(read.endpoint, read.target, key, op, value, Some(held), txn);
     }
 
     fn finding(
@@ -817,12 +808,13 @@ impl Runner {
         &mut self,
         endpoint: &str,
         target: Target,
-        id: &str,
+        key: Key<'_>,
         op: Op,
         value: Vec<u8>,
         state: Option<Held>,
         txn: &mut Txn,
     ) {
+        let id = key.id();
         *self.stats.events.entry(op.symbol()).or_default() += 1;
         let counter = match self.event_counters.get(op.symbol()) {
             Some(c) => c,
@@ -835,11 +827,11 @@ impl Runner {
         counter.inc();
         self.stats.event_bytes += value.len() as u64;
         // EntityKey { connection, entity_id }, framed.
-        let mut key = Vec::with_capacity(self.config.name.len() + id.len() + 8);
-        wire::header_into(self.ids.entity_key, &mut key);
-        write_str(&mut key, &self.config.name);
-        write_str(&mut key, id);
-        txn.push((target.topic, key, Some(value)));
+        let mut event_key = Vec::with_capacity(self.config.name.len() + id.len() + 8);
+        wire::header_into(self.ids.entity_key, &mut event_key);
+        write_str(&mut event_key, &self.config.name);
+        write_str(&mut event_key, id);
+        txn.push((target.topic, event_key, Some(value)));
         // StringKey "<connection>/<endpoint>/<id>", framed.
         let len = self.config.name.len() + endpoint.len() + id.len() + 2;
         let mut state_key = Vec::with_capacity(len + 16);
@@ -861,7 +853,7 @@ impl Runner {
             out
         });
         txn.push((STATE_TOPIC, state_key, state_value));
-        txn.set_state(endpoint, id_hash(id), id, state);
+        txn.set_state(endpoint, key, state);
     }
 
     fn dead_letter(
@@ -894,15 +886,10 @@ impl Runner {
     }
 
     /// An unchanged entity seen by full read `number`.
-    fn mark_seen(&mut self, txn: &mut Txn, endpoint: &str, id: &str, number: u32) {
-        let hash = id_hash(id);
-        if let Some(pending) = txn.pending_mut(endpoint, hash, id) {
+    fn mark_seen(&mut self, txn: &mut Txn, endpoint: &str, key: Key<'_>, number: u32) {
+        if let Some(pending) = txn.pending_mut(endpoint, key) {
             pending.seen_in = number;
-        } else if let Some(held) = self
-            .state
-            .get_mut(endpoint)
-            .and_then(|m| m.get_mut(hash, id))
-        {
+        } else if let Some(held) = self.state.get_mut(endpoint).and_then(|m| m.get_mut(key)) {
             held.seen_in = number;
         }
     }
@@ -923,7 +910,7 @@ impl Runner {
             .get(endpoint)
             .map(|m| {
                 m.iter()
-                    .filter(|(id, held)| match txn.state_of(endpoint, id_hash(id), id) {
+                    .filter(|(id, held)| match txn.state_of(endpoint, Key::new(id)) {
                         Some(Some(pending)) => pending.seen_in != number,
                         Some(None) => false,
                         None => held.seen_in != number,
@@ -948,13 +935,14 @@ impl Runner {
         let Some(&target) = self.targets.get(endpoint) else {
             return;
         };
-        let Some(known) = held(&self.state, txn, endpoint, id) else {
+        let key = Key::new(id);
+        let Some(known) = held(&self.state, txn, endpoint, key) else {
             return;
         };
         let mut value = Vec::with_capacity(known.image.len() + 256);
         wire::header_into(target.schema_id, &mut value);
         detect::encode_delete(&mut value, known, id, source, observed_at);
-        self.emit(endpoint, target, id, Op::Delete, value, None, txn);
+        self.emit(endpoint, target, key, Op::Delete, value, None, txn);
     }
 
     async fn read_deletions(&mut self) -> Result<(), RunError> {

@@ -19,7 +19,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use skolflode_kafka::{classify, TxnErrorClass};
 use skolflode_schemas::records::Cursor;
 
-use super::id_map::IdMap;
+use super::id_map::{IdMap, Key};
 use super::RunError;
 use crate::detect::Held;
 
@@ -52,28 +52,28 @@ impl Txn {
 
     /// The state this transaction gives an entity, if it touches it:
     /// `Some(None)` means deleted.
-    pub(super) fn state_of(&self, endpoint: &str, hash: u64, id: &str) -> Option<Option<&Held>> {
+    pub(super) fn state_of(&self, endpoint: &str, key: Key<'_>) -> Option<Option<&Held>> {
         self.state
             .get(endpoint)
-            .and_then(|m| m.get(hash, id))
+            .and_then(|m| m.get(key))
             .map(Option::as_ref)
     }
 
     /// The pending state of an entity this transaction gives a new
     /// version.
-    pub(super) fn pending_mut(&mut self, endpoint: &str, hash: u64, id: &str) -> Option<&mut Held> {
+    pub(super) fn pending_mut(&mut self, endpoint: &str, key: Key<'_>) -> Option<&mut Held> {
         self.state
             .get_mut(endpoint)
-            .and_then(|m| m.get_mut(hash, id))
+            .and_then(|m| m.get_mut(key))
             .and_then(Option::as_mut)
     }
 
-    pub(super) fn set_state(&mut self, endpoint: &str, hash: u64, id: &str, state: Option<Held>) {
+    pub(super) fn set_state(&mut self, endpoint: &str, key: Key<'_>, state: Option<Held>) {
         let pending = match self.state.get_mut(endpoint) {
             Some(m) => m,
             None => self.state.entry(endpoint.to_owned()).or_default(),
         };
-        pending.insert(hash, id, state);
+        pending.insert(key, state);
     }
 }
 
