@@ -233,10 +233,11 @@ impl Simulation {
         }
     }
 
-    /// Append the item at a storage position, exactly as `serde_json`
-    /// writes [`Self::render`]'s value; lessons and attendance records,
-    /// the bulk of every read, are written directly ([`crate::page_json`]).
-    /// Returns whether the item is shown.
+    /// Append the item at a storage position that
+    /// [`Self::shown_modified`] accepts, exactly as `serde_json` writes
+    /// [`Self::render`]'s value; lessons and attendance records, the bulk
+    /// of every read, are written directly ([`crate::page_json`]). Returns
+    /// false if there is no item there.
     fn write_item(&self, endpoint: &str, i: usize, out: &mut Vec<u8>) -> bool {
         let w = &self.world;
         match endpoint {
