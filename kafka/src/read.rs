@@ -5,12 +5,33 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::KafkaError;
+
+/// The reader's client context. A partition's end is how a read knows it
+/// is done, not an error: rust-rdkafka's default context logs every
+/// consumer error event at ERROR, end of partition included, so a
+/// normal start would print an error line per partition.
+#[derive(Debug, Default)]
+struct ReadContext;
+
+impl ClientContext for ReadContext {
+    fn error(&self, error: ClientError, reason: &str) {
+        match error {
+            ClientError::Global(RDKafkaErrorCode::PartitionEOF) | ClientError::PartitionEOF(_) => {}
+            other => {
+                tracing::warn!(error = %other, reason, "librdkafka reported an error while reading to the end")
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ReadContext {}
 
 /// A partition of a topic with `count` partitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +66,9 @@ pub fn read_partitions_to_end<E: From<KafkaError>>(
     client
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = client.create().map_err(KafkaError::from)?;
+    let consumer: BaseConsumer<ReadContext> = client
+        .create_with_context(ReadContext)
+        .map_err(KafkaError::from)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(KafkaError::from)?;

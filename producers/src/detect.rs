@@ -75,12 +75,18 @@ impl Version {
 }
 
 /// What the producer holds of an entity: the last version's hash and
-/// image, and when it was observed.
+/// image, and when it was observed. An entity whose item the vendor serves
+/// but that was never understood is held without image (a
+/// [placeholder](Held::is_placeholder)): it is present for reconciliation,
+/// yet no event was ever published for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
     pub hash: Hash,
     pub image: Box<[u8]>,
     pub observed_at: i64,
+    /// Digest of the findings or the dead letter last published for the
+    /// item (0: none); see [`report_digest`].
+    pub report: u64,
     /// The producer's number of the last full read that saw it (0: none
     /// since the start); not stored. Marking entries instead of collecting
     /// the ids a full read saw spares a set of every id per full read.
@@ -88,6 +94,27 @@ pub struct Held {
 }
 
 impl Held {
+    /// An item seen but never understood: only its report is held.
+    pub fn placeholder(observed_at: i64, report: u64, seen_in: u32) -> Self {
+        Self {
+            hash: [0; 32],
+            image: Box::new([]),
+            observed_at,
+            report,
+            seen_in,
+        }
+    }
+
+    /// Whether no version of the entity was ever published.
+    pub fn is_placeholder(&self) -> bool {
+        self.image.is_empty()
+    }
+
+    /// The held version, unless this is a placeholder.
+    pub fn version(&self) -> Option<&Self> {
+        (!self.is_placeholder()).then_some(self)
+    }
+
     /// From the state topic's record.
     pub fn from_state(state: EntityState) -> Result<Self, String> {
         let mut hash = [0u8; 32];
@@ -97,6 +124,7 @@ impl Held {
             hash,
             image: state.image.0.into_boxed_slice(),
             observed_at: state.observed_at.0,
+            report: state.report as u64,
             seen_in: 0,
         })
     }
@@ -109,8 +137,24 @@ impl Held {
         write_long(out, self.image.len() as i64);
         out.extend_from_slice(&self.image);
         write_long(out, self.observed_at);
+        write_long(out, self.report as i64);
         out.push(0); // cursor: null
     }
+}
+
+/// A 64-bit digest of what is published about an item besides its event
+/// (its findings, or a dead letter's reason and bytes), never 0: a
+/// finding or dead letter is published again only when it changes.
+pub fn report_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    let digest: Hash = h.finalize().into();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first).max(1)
 }
 
 /// The event id: connection, entity, operation, version and the instant
@@ -142,7 +186,7 @@ pub fn event_id(
 /// held, otherwise the operation. `initial` marks the first full read of
 /// an endpoint, whose new entities are snapshot reads, not creations.
 pub fn classify(known: Option<&Held>, hash: &Hash, initial: bool) -> Option<Op> {
-    match (known, initial) {
+    match (known.and_then(Held::version), initial) {
         (Some(held), _) if held.hash == *hash => None,
         (Some(_), _) => Some(Op::Update),
         (None, true) => Some(Op::SnapshotRead),
@@ -237,6 +281,7 @@ mod tests {
             hash: version.hash,
             image: version.image.clone().into_boxed_slice(),
             observed_at: at,
+            report: 0,
             seen_in: 0,
         }
     }
@@ -325,7 +370,10 @@ mod tests {
     #[test]
     fn held_state_round_trips_through_the_state_record() {
         let version = Version::of(activity("d1", 1));
-        let state = held(&version, 99);
+        let state = Held {
+            report: 12_345,
+            ..held(&version, 99)
+        };
         let mut ours = Vec::new();
         state.encode_state(&mut ours);
         let typed = ProducerState {
@@ -333,6 +381,7 @@ mod tests {
                 content_hash: hex::encode(version.hash),
                 image: Bytes(version.image.clone()),
                 observed_at: TimestampMillis(99),
+                report: 12_345,
             }),
             cursor: None,
         };
@@ -344,5 +393,31 @@ mod tests {
             ..Default::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn a_placeholder_is_not_a_version() {
+        let version = Version::of(activity("d1", 1));
+        let placeholder = Held::placeholder(5, 77, 1);
+        assert!(placeholder.is_placeholder());
+        assert_eq!(
+            classify(Some(&placeholder), &version.hash, false),
+            Some(Op::Create)
+        );
+        assert_eq!(
+            classify(Some(&placeholder), &version.hash, true),
+            Some(Op::SnapshotRead)
+        );
+        assert!(!held(&version, 1).is_placeholder());
+    }
+
+    #[test]
+    fn report_digests_change_with_any_part_and_are_never_zero() {
+        let a = report_digest([b"reason".as_slice(), b"raw"]);
+        assert_ne!(a, 0);
+        assert_eq!(a, report_digest([b"reason".as_slice(), b"raw"]));
+        assert_ne!(a, report_digest([b"reason".as_slice(), b"raw2"]));
+        // Parts are length-framed: moving a byte between them changes it.
+        assert_ne!(a, report_digest([b"reaso".as_slice(), b"nraw"]));
     }
 }

@@ -12,6 +12,9 @@
 //!   and is never printed.
 //! - [`detect`]: change detection by content hash, and the events it
 //!   yields.
+//! - [`endpoint`]: the SS 12000 endpoints read, as one closed set.
+//! - [`seal`]: dead letters redacted, their raw bytes encrypted to the
+//!   operators' age recipients.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`runner`]: one vendor connection read continuously and published
 //!   exactly once, with its state in a compacted topic.
@@ -21,9 +24,11 @@
 
 pub mod civic;
 pub mod detect;
+pub mod endpoint;
 pub mod metrics;
 pub mod pseudonym;
 pub mod runner;
+pub mod seal;
 pub mod ss12000;
 
 #[doc(hidden)]

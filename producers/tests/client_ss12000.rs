@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skolflode_producers::ss12000::client::{ClientConfig, FetchError, Secret, Ss12000Client};
+use skolflode_producers::ss12000::client::{
+    ClientConfig, FetchError, Filters, Secret, Ss12000Client,
+};
 use skolflode_simulator::config::Faults;
 use skolflode_simulator::server::{self, AppState};
 use skolflode_simulator::sim::Simulation;
@@ -20,14 +22,15 @@ struct Vendor {
 }
 
 async fn vendor(faults: Faults) -> Vendor {
-    let mut sim = Simulation::new(
-        SimConfig {
-            faults,
-            ..SimConfig::default()
-        },
-        None,
-    )
-    .unwrap();
+    vendor_with(SimConfig {
+        faults,
+        ..SimConfig::default()
+    })
+    .await
+}
+
+async fn vendor_with(config: SimConfig) -> Vendor {
+    let mut sim = Simulation::new(config, None).unwrap();
     sim.advance_to(chrono::NaiveDate::from_ymd_opt(2025, 9, 3).unwrap())
         .unwrap();
     let state = AppState::new(sim);
@@ -63,7 +66,10 @@ async fn all_ids(client: &Ss12000Client, endpoint: &str) -> (HashSet<String>, us
     let mut seen = 0;
     let mut token: Option<String> = None;
     loop {
-        let page = client.page(endpoint, token.as_deref(), None).await.unwrap();
+        let page = client
+            .page(endpoint, token.as_deref(), &Filters::default())
+            .await
+            .unwrap();
         seen += page.len();
         ids.extend(page.items().map(|i| {
             let item: serde_json::Value = serde_json::from_str(i).unwrap();
@@ -128,7 +134,7 @@ async fn a_page_that_stays_truncated_keeps_its_bytes_for_the_dead_letter_topic()
         ..config(&vendor.url)
     })
     .unwrap();
-    match client.page("persons", None, None).await {
+    match client.page("persons", None, &Filters::default()).await {
         Err(FetchError::Malformed {
             raw,
             attempts,
@@ -152,7 +158,10 @@ async fn refused_credentials_and_unknown_endpoints_fail_without_retrying() {
     })
     .unwrap();
     let started = Instant::now();
-    let error = client.page("persons", None, None).await.unwrap_err();
+    let error = client
+        .page("persons", None, &Filters::default())
+        .await
+        .unwrap_err();
     assert!(matches!(error, FetchError::Token { .. }), "{error}");
     assert!(
         !error.to_string().contains("wrong"),
@@ -161,7 +170,10 @@ async fn refused_credentials_and_unknown_endpoints_fail_without_retrying() {
     assert!(started.elapsed() < Duration::from_secs(2));
 
     let client = Ss12000Client::new(config(&vendor.url)).unwrap();
-    let error = client.page("nonsense", None, None).await.unwrap_err();
+    let error = client
+        .page("nonsense", None, &Filters::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, FetchError::Status { status: 404, .. }),
         "{error}"
@@ -174,7 +186,14 @@ async fn incremental_reads_and_the_deletion_feed() {
     let vendor = vendor(Faults::default()).await;
     let client = Ss12000Client::new(config(&vendor.url)).unwrap();
     let page = client
-        .page("attendances", None, Some("2025-09-02T16:30:00+02:00"))
+        .page(
+            "attendances",
+            None,
+            &Filters {
+                modified_after: Some("2025-09-02T16:30:00+02:00".into()),
+                start_time: None,
+            },
+        )
         .await
         .unwrap();
     assert!(!page.is_empty());
@@ -182,11 +201,13 @@ async fn incremental_reads_and_the_deletion_feed() {
         let item: serde_json::Value = serde_json::from_str(item).unwrap();
         assert!(item["meta"]["modified"].as_str().unwrap() > "2025-09-02T16:30:00+02:00");
     }
-    let (deleted, server_time) = client
+    let deletions = client
         .deleted_entities(Some("2025-07-01T00:00:00Z"))
         .await
         .unwrap();
-    assert_eq!(server_time, Some(vendor.state.sim().now));
+    assert!(!deletions.flat);
+    let deleted = deletions.deleted;
+    assert_eq!(deletions.server_time, Some(vendor.state.sim().now));
     let sim_deleted = vendor.state.sim().deletions.len();
     assert_eq!(
         deleted.iter().map(|(_, ids)| ids.len()).sum::<usize>(),
@@ -204,11 +225,83 @@ async fn the_rate_limit_spaces_requests() {
     .unwrap();
     let started = Instant::now();
     for _ in 0..10 {
-        client.page("organisations", None, None).await.unwrap();
+        client
+            .page("organisations", None, &Filters::default())
+            .await
+            .unwrap();
     }
     assert!(
         started.elapsed() >= Duration::from_millis(440),
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Every item of an endpoint behind `filters`, paging to the end.
+async fn read_all(client: &Ss12000Client, endpoint: &str, filters: &Filters) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .page(endpoint, token.as_deref(), filters)
+            .await
+            .unwrap();
+        for item in page.items() {
+            let item: serde_json::Value = serde_json::from_str(item).unwrap();
+            ids.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn page_tokens_go_alone_unless_the_vendor_needs_the_filters_repeated() {
+    let filters = Filters {
+        modified_after: Some("2025-09-01T16:30:00+02:00".into()),
+        start_time: None,
+    };
+    let strict = vendor(Faults::default()).await;
+    let client = Ss12000Client::new(config(&strict.url)).unwrap();
+    let standard = read_all(&client, "attendances", &filters).await;
+    assert!(
+        standard.len() > 100,
+        "{} items: several pages",
+        standard.len()
+    );
+    assert!(!client.repeats_filters());
+
+    let mut sim = SimConfig::default();
+    sim.vendor.dialect.filters_with_page_token = true;
+    let sloppy = vendor_with(sim).await;
+    let client = Ss12000Client::new(config(&sloppy.url)).unwrap();
+    let repeated = read_all(&client, "attendances", &filters).await;
+    assert!(client.repeats_filters());
+    assert_eq!(repeated, standard);
+}
+
+#[tokio::test]
+async fn lessons_are_read_in_the_window_the_standard_requires() {
+    let vendor = vendor(Faults::default()).await;
+    let client = Ss12000Client::new(config(&vendor.url)).unwrap();
+    let error = client
+        .page("calendarEvents", None, &Filters::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, FetchError::Status { status: 400, ref body, .. } if body.contains("startTime")),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("calendar_events window"),
+        "{error}"
+    );
+    let week = Filters {
+        modified_after: None,
+        start_time: Some(("2025-09-01T00:00:00Z".into(), "2025-09-07T23:59:59Z".into())),
+    };
+    let lessons = read_all(&client, "calendarEvents", &week).await;
+    assert!(!lessons.is_empty());
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use map::{Context, FindingKind, MapError};
+use map::{Context, Finding, FindingKind, MapError};
 use serde_json::{json, Value};
 use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_schemas::entities::CivicNoValidity;
@@ -17,13 +17,14 @@ mod map {
     use serde_json::Value;
     use skolflode_producers::ss12000::json::Json;
     use skolflode_producers::ss12000::map as m;
-    pub use skolflode_producers::ss12000::map::{Context, FindingKind, MapError, Mapped};
+    pub use skolflode_producers::ss12000::map::{Context, Finding, FindingKind, MapError, Mapped};
     use skolflode_schemas::entities::*;
 
     macro_rules! over_values {
         ($($name:ident -> $ty:ty),*) => {$(
             pub fn $name(item: &Value) -> Result<Mapped<$ty>, MapError> {
-                m::$name(&Json::from(item))
+                let pseudonymiser = super::pseudonymiser();
+                m::$name(&Json::from(item), &Context::new(&pseudonymiser, "kommun-test", (2025, 9, 10)))
             }
         )*};
     }
@@ -44,17 +45,17 @@ mod map {
 
 const SECRET: &[u8] = b"a test key that is long enough for the contract";
 
+fn pseudonymiser() -> Pseudonymiser {
+    Pseudonymiser::new(SECRET).unwrap()
+}
+
 #[test]
 fn everything_the_simulator_serves_maps_cleanly_and_without_personal_data() {
     let mut sim = Simulation::new(SimConfig::default(), None).unwrap();
     sim.advance_to(chrono::NaiveDate::from_ymd_opt(2025, 9, 10).unwrap())
         .unwrap();
     let pseudonymiser = Pseudonymiser::new(SECRET).unwrap();
-    let cx = Context {
-        pseudonymiser: &pseudonymiser,
-        source: "kommun-test",
-        today: (2025, 9, 10),
-    };
+    let cx = Context::new(&pseudonymiser, "kommun-test", (2025, 9, 10));
     let mut counts = std::collections::BTreeMap::new();
     for endpoint in ENDPOINTS {
         for i in 0..sim.storage_len(endpoint).unwrap() {
@@ -179,13 +180,21 @@ fn items_that_cannot_be_understood_say_why() {
             expected: "an RFC 3339 date-time"
         })
     );
+    // A broken element is left out and reported; the item is kept.
+    let activity = map::activity(&json!({
+        "id": "a1", "displayName": "MA", "calendarEventsRequired": true, "startDate": "2025-08-20",
+        "organisation": { "id": "o1" }, "groups": [{ "id": "g1" }],
+        "teachers": [{ "grader": true }, { "duty": { "id": "d1" } }],
+    }))
+    .unwrap();
+    assert_eq!(activity.entity.teachers.len(), 1);
+    assert_eq!(activity.entity.teachers[0].duty.id, "d1");
     assert_eq!(
-        map::activity(&json!({
-            "id": "a1", "displayName": "MA", "calendarEventsRequired": true, "startDate": "2025-08-20",
-            "organisation": { "id": "o1" }, "groups": [{ "id": "g1" }],
-            "teachers": [{ "grader": true }],
-        })),
-        Err(MapError::Missing("teachers[0].duty".into()))
+        activity.findings,
+        vec![Finding {
+            field: "teachers[0]".into(),
+            kind: FindingKind::ElementDropped
+        }]
     );
     assert_eq!(
         map::attendance(&json!({
@@ -202,11 +211,7 @@ fn items_that_cannot_be_understood_say_why() {
 #[test]
 fn invalid_civic_numbers_get_fallback_keys_and_a_finding() {
     let pseudonymiser = Pseudonymiser::new(SECRET).unwrap();
-    let cx = Context {
-        pseudonymiser: &pseudonymiser,
-        source: "kommun-test",
-        today: (2025, 9, 10),
-    };
+    let cx = Context::new(&pseudonymiser, "kommun-test", (2025, 9, 10));
     let item = json!({
         "id": "p9", "givenName": "Alva", "familyName": "Berg",
         "civicNo": { "value": "20120304-1235" }, "birthDate": "2012-03-04",
@@ -220,4 +225,143 @@ fn invalid_civic_numbers_get_fallback_keys_and_a_finding() {
     assert_eq!(m.entity.birth_year, Some(2012));
     assert_eq!(m.findings.len(), 1);
     assert_eq!(m.findings[0].kind, FindingKind::InvalidCivicNumber);
+}
+
+fn kinds(findings: &[Finding]) -> Vec<(&str, FindingKind)> {
+    findings
+        .iter()
+        .map(|f| (f.field.as_str(), f.kind))
+        .collect()
+}
+
+#[test]
+fn zone_less_times_are_read_in_the_connection_s_zone() {
+    use skolflode_producers::ss12000::json::Json;
+    use skolflode_producers::ss12000::map as m;
+    use skolflode_producers::ss12000::time::Zone;
+    let p = pseudonymiser();
+    let item = lesson(json!({ "startTime": "2025-09-08T06:10:00" }));
+    let mut cx = Context::new(&p, "kommun-test", (2025, 9, 10));
+    cx.zone = Zone::Utc;
+    let utc = m::calendar_event(&Json::from(&item), &cx).unwrap();
+    let local =
+        map::calendar_event(&lesson(json!({ "startTime": "2025-09-08T08:10:00" }))).unwrap();
+    assert_eq!(utc.entity.start_time, local.entity.start_time);
+    assert_eq!(
+        kinds(&utc.findings),
+        vec![("startTime", FindingKind::ZoneAssumed)]
+    );
+}
+
+#[test]
+fn vendor_dialects_are_understood_and_reported() {
+    use skolflode_producers::ss12000::json::Json;
+    use skolflode_producers::ss12000::map::{self as m, DutyIndex};
+    use skolflode_schemas::entities::{Duty, ObjectReference};
+    let p = pseudonymiser();
+    let duty = |id: &str, person: &str, unit: &str| Duty {
+        id: id.into(),
+        person: Some(ObjectReference { id: person.into() }),
+        duty_at: ObjectReference { id: unit.into() },
+        ..Duty::default()
+    };
+    // Person t1 has one duty at o1; t2 has two there; t3 none.
+    let duties = DutyIndex::new(&[
+        duty("d1", "t1", "o1"),
+        duty("d9", "t1", "o2"),
+        duty("d2", "t2", "o1"),
+        duty("d3", "t2", "o1"),
+    ]);
+    let mut cx = Context::new(&p, "kommun-test", (2025, 9, 10));
+    cx.duties = Some(&duties);
+    let item = json!({
+        "id": "a1", "displayName": "Matematik Anna Andersson", "startDate": "2025-08-20",
+        "organisation": { "id": "o1" }, "groups": [{ "id": "g1" }],
+        "teachers": [
+            { "person": { "id": "t1" }, "grader": true },
+            { "person": { "id": "t2" } },
+            { "person": { "id": "t3" } },
+        ],
+        "subject": { "id": "s1" },
+    });
+    let a = m::activity(&Json::from(&item), &cx).unwrap();
+    let teachers: Vec<&str> = a
+        .entity
+        .teachers
+        .iter()
+        .map(|t| t.duty.id.as_str())
+        .collect();
+    assert_eq!(
+        teachers,
+        vec!["d1"],
+        "ambiguous and unknown persons are left out, never guessed"
+    );
+    assert_eq!(
+        a.entity.syllabus.as_ref().map(|s| s.id.as_str()),
+        Some("s1")
+    );
+    assert!(!a.entity.calendar_events_required);
+    assert_eq!(
+        kinds(&a.findings),
+        vec![
+            ("subject", FindingKind::SubjectForSyllabus),
+            ("calendarEventsRequired", FindingKind::MissingField),
+            ("teachers[0].person", FindingKind::TeacherAsPerson),
+            ("teachers[1].person", FindingKind::TeacherUnresolved),
+            ("teachers[2].person", FindingKind::TeacherUnresolved),
+        ]
+    );
+    // The display name is a keyed hash, not the teacher's name.
+    assert_eq!(
+        a.entity.display_name,
+        p.name_key("matematik anna andersson")
+    );
+    assert!(!a
+        .entity
+        .to_avro_bytes()
+        .windows(8)
+        .any(|w| w == b"Andersso"));
+}
+
+#[test]
+fn a_missing_field_the_registers_do_not_need_is_a_finding_not_a_dead_letter() {
+    let p = pseudonymiser();
+    let cx = Context::new(&p, "kommun-test", (2025, 9, 10));
+    // An enrolment without its start date: the person is kept, the
+    // enrolment left out and reported.
+    let person = map::person(
+        &json!({
+            "id": "p1", "civicNo": { "value": "811218-9876" },
+            "enrolments": [
+                { "enroledAt": { "id": "o1" }, "schoolType": "GR", "schoolYear": 7 },
+                { "enroledAt": { "id": "o2" }, "schoolType": "GR", "startDate": "2025-08-20" },
+            ],
+        }),
+        &cx,
+    )
+    .unwrap();
+    assert_eq!(person.entity.enrolments.len(), 1);
+    assert_eq!(person.entity.enrolments[0].enroled_at.id, "o2");
+    assert_eq!(
+        kinds(&person.findings),
+        vec![("enrolments[0]", FindingKind::ElementDropped)]
+    );
+    let syllabus = map::syllabus(&json!({
+        "id": "s1", "schoolType": "GR", "subjectCode": "MA",
+    }))
+    .unwrap();
+    assert!(!syllabus.entity.official);
+    assert_eq!(
+        kinds(&syllabus.findings),
+        vec![("official", FindingKind::MissingField)]
+    );
+    let duty = map::duty(&json!({
+        "id": "d1", "dutyAt": { "id": "o1" }, "startDate": "2025-08-01",
+    }))
+    .unwrap();
+    assert_eq!(duty.entity.duty_role, "");
+    assert_eq!(
+        kinds(&duty.findings),
+        vec![("dutyRole", FindingKind::MissingField)]
+    );
 }

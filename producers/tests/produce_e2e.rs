@@ -8,12 +8,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skolflode_producers::endpoint::Endpoint;
 use skolflode_producers::metrics::Metrics;
 use skolflode_producers::pseudonym::Pseudonymiser;
-use skolflode_producers::runner::{
-    self, ConnectionConfig, Runner, DEAD_LETTER_TOPIC, HEARTBEAT_TOPIC,
-};
+use skolflode_producers::runner::{self, ConnectionConfig, Runner};
+use skolflode_producers::seal::{SealConfig, Sealer};
 use skolflode_producers::ss12000::client::{ClientConfig, Secret};
+use skolflode_schemas::catalogue::{DEAD_LETTERS, HEARTBEATS};
 use skolflode_schemas::records::{DeadLetter, Heartbeat};
 use skolflode_schemas::{wire, AvroType};
 use skolflode_simulator::config::{Evolution, Faults};
@@ -33,26 +34,33 @@ async fn vendor(config: SimConfig) -> Vendor {
 }
 
 fn connection(name: &str, url: &str) -> ConnectionConfig {
+    let client = ClientConfig {
+        base_url: format!("{url}/ss12000/v2"),
+        token_url: format!("{url}/oauth2/token"),
+        client_id: "skolflode".into(),
+        client_secret: Secret::new("simulated-secret"),
+        page_limit: 200,
+        backoff_base_ms: 1,
+        backoff_max_ms: 5,
+        max_retries: 12,
+        ..ClientConfig::default()
+    };
     ConnectionConfig {
-        name: name.to_owned(),
-        endpoints: runner::ENDPOINTS.iter().map(|e| (*e).to_owned()).collect(),
         poll_interval_secs: 1,
         full_read_every: 3,
         overlap_secs: 3600,
-        deletion_feed: true,
         max_transaction_records: 500,
-        client: ClientConfig {
-            base_url: format!("{url}/ss12000/v2"),
-            token_url: format!("{url}/oauth2/token"),
-            client_id: "skolflode".into(),
-            client_secret: Secret::new("simulated-secret"),
-            page_limit: 200,
-            backoff_base_ms: 1,
-            backoff_max_ms: 5,
-            max_retries: 12,
-            ..ClientConfig::default()
-        },
+        ..ConnectionConfig::new(name, client)
     }
+}
+
+/// A sealer for dead letters, and the identity that opens them.
+fn sealer() -> (Arc<Sealer>, age::x25519::Identity) {
+    let identity = age::x25519::Identity::generate();
+    let config = SealConfig {
+        age_recipients: vec![identity.to_public().to_string()],
+    };
+    (Arc::new(config.build().unwrap()), identity)
 }
 
 /// Every committed record of one of skolflode's own topics, decoded.
@@ -67,21 +75,27 @@ async fn committed<T: AvroType>(kafka: &TestKafka, topic: &str) -> Vec<T> {
 }
 
 /// A runner reading one endpoint, without the deletion feed, that gives
-/// up on a bad page after one retry.
-async fn one_endpoint_runner(kafka: &TestKafka, name: &str, url: &str, endpoint: &str) -> Runner {
+/// up on a bad page after one retry; dead letters sealed with `sealer`.
+async fn one_endpoint_runner(
+    kafka: &TestKafka,
+    name: &str,
+    url: &str,
+    endpoint: Endpoint,
+    sealer: Arc<Sealer>,
+) -> Runner {
     let mut config = connection(name, url);
     config.client.max_retries = 1;
-    config.endpoints = vec![endpoint.into()];
+    config.endpoints = vec![endpoint];
     config.deletion_feed = false;
     let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
-    Runner::start(config, kafka.config(), pseudonymiser)
+    Runner::start_sealed(config, kafka.config(), pseudonymiser, sealer)
         .await
         .unwrap()
 }
 
 /// The committed dead letters of connection `name`, in order.
 async fn dead_letters(kafka: &TestKafka, name: &str) -> Vec<DeadLetter> {
-    let letters: Vec<DeadLetter> = committed(kafka, DEAD_LETTER_TOPIC).await;
+    let letters: Vec<DeadLetter> = committed(kafka, DEAD_LETTERS).await;
     letters
         .into_iter()
         .filter(|l| l.connection == name)
@@ -168,7 +182,7 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
     assert!(!exposed.contains("civic"), "metrics name no personal data");
 
     // One heartbeat per poll, each saying the reads succeeded.
-    let beats: Vec<Heartbeat> = committed(&kafka, HEARTBEAT_TOPIC).await;
+    let beats: Vec<Heartbeat> = committed(&kafka, HEARTBEATS).await;
     let beats: Vec<Heartbeat> = beats.into_iter().filter(|h| h.connection == name).collect();
     assert_eq!(beats.len(), 6);
     assert!(beats.iter().all(|h| h.ok && h.server_time.is_some()));
@@ -193,7 +207,7 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
     )
     .await
     .unwrap();
-    assert!(again.held("attendances") > 0);
+    assert!(again.held(Endpoint::Attendances) > 0);
     again.poll().await.unwrap();
     assert_eq!(
         again.stats().events.values().sum::<u64>(),
@@ -219,12 +233,16 @@ async fn malformed_pages_go_to_the_dead_letter_topic_and_nothing_is_lost() {
     })
     .await;
     let name = unique("dlq");
-    let mut runner = one_endpoint_runner(&kafka, &name, &vendor.url, "groups").await;
+    let (sealer, identity) = sealer();
+    let mut runner =
+        one_endpoint_runner(&kafka, &name, &vendor.url, Endpoint::Groups, sealer).await;
     assert!(runner.poll().await.is_err());
     let letters = dead_letters(&kafka, &name).await;
     assert_eq!(letters.len(), 1);
     assert!(letters[0].reason.contains("JSON"), "{}", letters[0].reason);
-    assert!(letters[0].raw.0.starts_with(b"{\"data\":["));
+    assert_eq!(letters[0].raw_encryption.as_deref(), Some("age"));
+    let raw = age::decrypt(&identity, &letters[0].raw.0).unwrap();
+    assert!(raw.starts_with(b"{\"data\":["));
 
     // The vendor recovers; the next poll reads everything.
     vendor.state.sim().config.faults = Faults::default();
@@ -256,13 +274,13 @@ async fn without_a_deletion_feed_full_reads_find_what_was_deleted() {
     let name = unique("nofeed");
     let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
     let mut connection = connection(&name, &vendor.url);
-    connection.endpoints = vec!["duties".into(), "groups".into(), "activities".into()];
+    connection.endpoints = vec![Endpoint::Duties, Endpoint::Groups, Endpoint::Activities];
     connection.full_read_every = 2;
     let mut runner = Runner::start(connection, kafka.config(), Arc::clone(&pseudonymiser))
         .await
         .unwrap();
     runner.poll().await.unwrap();
-    let held = runner.held("duties");
+    let held = runner.held(Endpoint::Duties);
     vendor.state.sim().advance_days(14).unwrap();
     let gone = vendor
         .state
@@ -280,7 +298,7 @@ async fn without_a_deletion_feed_full_reads_find_what_was_deleted() {
     // The incremental poll cannot see deletions; the full read after it does.
     runner.poll().await.unwrap();
     runner.poll().await.unwrap();
-    assert_eq!(runner.held("duties"), held - gone);
+    assert_eq!(runner.held(Endpoint::Duties), held - gone);
     assert!(runner.stats().events.get("DELETE").copied().unwrap_or(0) >= gone as u64);
     let (replayed, _) = replay_all(&kafka, &name).await.unwrap();
     let expected = vendor.view(&name, &pseudonymiser).unwrap();
@@ -353,7 +371,9 @@ async fn wrong_types_and_invalid_utf8_go_to_the_dead_letter_topic_and_the_run_go
     let recovered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let url = broken_vendor(Arc::clone(&recovered)).await;
     let name = unique("broken");
-    let mut runner = one_endpoint_runner(&kafka, &name, &url, "calendarEvents").await;
+    let (sealer, identity) = sealer();
+    let mut runner =
+        one_endpoint_runner(&kafka, &name, &url, Endpoint::CalendarEvents, sealer).await;
 
     // The page that is not UTF-8 fails the read; what came before it is
     // kept, and the bad items and the bad page are dead letters.
@@ -367,18 +387,25 @@ async fn wrong_types_and_invalid_utf8_go_to_the_dead_letter_topic_and_the_run_go
         "{}",
         letters[0].reason
     );
-    assert!(String::from_utf8_lossy(&letters[0].raw.0).contains("half past eight"));
+    let open = |l: &DeadLetter| age::decrypt(&identity, &l.raw.0).unwrap();
+    assert!(String::from_utf8_lossy(&open(&letters[0])).contains("half past eight"));
+    // The redacted copy says which field and keeps the shape.
+    let redacted: serde_json::Value =
+        serde_json::from_str(letters[0].redacted.as_deref().unwrap()).unwrap();
+    assert_eq!(redacted["endTime"], "half past eight");
+    assert_eq!(redacted["activity"]["id"], "a1");
     assert!(
         letters[1].reason.contains("not a JSON object"),
         "{}",
         letters[1].reason
     );
-    assert_eq!(letters[1].raw.0, b"[1,2]");
+    assert_eq!(open(&letters[1]), b"[1,2]");
     assert!(letters[2].reason.contains("UTF-8"), "{}", letters[2].reason);
     assert!(
-        letters[2].raw.0.ends_with(b"K\xf6k\"}]}"),
+        open(&letters[2]).ends_with(b"K\xf6k\"}]}"),
         "the page is kept byte for byte"
     );
+    assert_eq!(letters[2].redacted, None, "not JSON: nothing to redact");
     let (replayed, _) = replay_all(&kafka, &name).await.unwrap();
     assert_eq!(
         replayed["calendarEvents"].keys().collect::<Vec<_>>(),
@@ -392,4 +419,8 @@ async fn wrong_types_and_invalid_utf8_go_to_the_dead_letter_topic_and_the_run_go
     let mut ids: Vec<&String> = replayed["calendarEvents"].keys().collect();
     ids.sort();
     assert_eq!(ids, vec!["l1", "l3"]);
+    // The same broken items, served again (in every slice of the window,
+    // by this vendor), are not dead-lettered again.
+    runner.poll().await.unwrap();
+    assert_eq!(dead_letters(&kafka, &name).await.len(), 3);
 }

@@ -12,15 +12,14 @@ use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::sync::Arc;
 
+use skolflode_producers::endpoint::Endpoint;
 use skolflode_producers::pseudonym::Pseudonymiser;
-use skolflode_producers::runner::{self, ConnectionConfig, Runner};
-use skolflode_producers::ss12000::client::{ClientConfig, Secret};
-use skolflode_simulator::config::{Evolution, Faults, VendorBehaviour};
-use skolflode_simulator::sim::Simulation;
-use skolflode_simulator::SimConfig;
+use skolflode_producers::runner::{self, Runner};
+use skolflode_simulator::config::VendorBehaviour;
 use skolflode_testkit::pipeline::{
     history_differences, record, replay_history, History, Vendor, View,
 };
+use skolflode_testkit::term::{connection, simulation};
 use skolflode_testkit::{unique, TestKafka};
 
 const SECRET: &[u8] = b"the producer's whole-term test pseudonym key";
@@ -41,70 +40,6 @@ struct Tenant {
     truth: std::path::PathBuf,
 }
 
-fn simulation(
-    vendor: VendorBehaviour,
-    seed: u64,
-    pupils: u32,
-    truth: &std::path::Path,
-) -> Simulation {
-    let config = SimConfig {
-        seed,
-        pupils: Some(pupils),
-        // Every unit's lessons and attendance through SS 12000.
-        skola24_share: 0.0,
-        vendor,
-        evolution: Evolution {
-            teacher_reassignments_per_activity_and_term: 0.6,
-            teacher_departures_per_term: 0.5,
-            class_moves_per_pupil_and_term: 0.1,
-            school_moves_per_pupil_and_term: 0.05,
-            ..Evolution::default()
-        },
-        faults: Faults {
-            server_errors: 0.03,
-            rate_limited: 0.03,
-            retry_after_secs: 0,
-            repeated_items: 0.05,
-            expired_tokens: 0.05,
-            ..Faults::default()
-        },
-        ..SimConfig::default()
-    };
-    let mut sim = Simulation::new(config, Some(truth.to_path_buf())).unwrap();
-    sim.advance_to(chrono::NaiveDate::from_ymd_opt(2025, 8, 18).unwrap())
-        .unwrap();
-    sim
-}
-
-fn connection(
-    name: &str,
-    url: &str,
-    full_read_every: i64,
-    deletion_feed: bool,
-) -> ConnectionConfig {
-    ConnectionConfig {
-        name: name.to_owned(),
-        endpoints: runner::ENDPOINTS.iter().map(|e| (*e).to_owned()).collect(),
-        poll_interval_secs: 1,
-        full_read_every,
-        overlap_secs: 3600,
-        deletion_feed,
-        // Small transactions: many commits mid-read.
-        max_transaction_records: 2_000,
-        client: ClientConfig {
-            base_url: format!("{url}/ss12000/v2"),
-            token_url: format!("{url}/oauth2/token"),
-            client_id: "skolflode".into(),
-            client_secret: Secret::new("simulated-secret"),
-            page_limit: 500,
-            backoff_base_ms: 1,
-            backoff_max_ms: 5,
-            max_retries: 12,
-            ..ClientConfig::default()
-        },
-    }
-}
-
 async fn tenant(
     kafka: &TestKafka,
     pseudonymiser: &Arc<Pseudonymiser>,
@@ -115,7 +50,7 @@ async fn tenant(
 ) -> Tenant {
     let truth = std::env::temp_dir().join(unique("term-truth"));
     let deletion_feed = behaviour.deletion_feed;
-    let vendor = Vendor::serve(simulation(behaviour, seed, pupils, &truth))
+    let vendor = Vendor::serve(simulation(behaviour, seed, pupils, &truth).unwrap())
         .await
         .unwrap();
     let name = unique("term");
@@ -177,7 +112,7 @@ fn check_against_change_log(tenant: &Tenant, polls: &[View]) {
             .filter_map(|seq| log.get(&seq))
             .map(|(e, id)| (e.as_str(), id.as_str()))
             .collect();
-        for endpoint in runner::ENDPOINTS {
+        for endpoint in Endpoint::ALL.map(Endpoint::name) {
             let empty = HashMap::new();
             let (before, after) = (
                 pair[0].get(endpoint).unwrap_or(&empty),
@@ -187,7 +122,7 @@ fn check_against_change_log(tenant: &Tenant, polls: &[View]) {
             for id in ids {
                 if before.get(id) != after.get(id) {
                     assert!(
-                        logged.contains(&(*endpoint, id.as_str())),
+                        logged.contains(&(endpoint, id.as_str())),
                         "{}: {endpoint} {id} changed between polls {k} and {} without a change-log line",
                         tenant.name,
                         k + 1
@@ -213,6 +148,7 @@ async fn a_whole_term_replays_to_every_version_the_vendors_showed() {
             dated_assignments: true,
             end_date_memberships: true,
             deletion_feed: true,
+            ..VendorBehaviour::default()
         },
         11,
         300,
@@ -230,6 +166,7 @@ async fn a_whole_term_replays_to_every_version_the_vendors_showed() {
             dated_assignments: false,
             end_date_memberships: false,
             deletion_feed: false,
+            ..VendorBehaviour::default()
         },
         12,
         80,

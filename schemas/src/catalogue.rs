@@ -62,11 +62,17 @@ pub const SUBJECTS: &[Subject] = &[
     },
     Subject {
         name: "ProducerState",
-        versions: &[include_str!("../avro/ProducerState/v1.avsc")],
+        versions: &[
+            include_str!("../avro/ProducerState/v1.avsc"),
+            include_str!("../avro/ProducerState/v2.avsc"),
+        ],
     },
     Subject {
         name: "DeadLetter",
-        versions: &[include_str!("../avro/DeadLetter/v1.avsc")],
+        versions: &[
+            include_str!("../avro/DeadLetter/v1.avsc"),
+            include_str!("../avro/DeadLetter/v2.avsc"),
+        ],
     },
     Subject {
         name: "QualityFinding",
@@ -186,6 +192,16 @@ macro_rules! change_topic {
     };
 }
 
+/// The producer's state: last versions, cursors, published dialect
+/// findings (compacted).
+pub const PRODUCER_STATE: &str = "skolflode.producer.state";
+/// Input that could not be understood.
+pub const DEAD_LETTERS: &str = "skolflode.deadletter";
+/// What had to be repaired to be understood.
+pub const QUALITY_FINDINGS: &str = "skolflode.quality.findings";
+/// One record per poll of each connection.
+pub const HEARTBEATS: &str = "skolflode.heartbeats";
+
 /// Every topic skolflode uses.
 pub const TOPICS: &[Topic] = &[
     change_topic!(
@@ -209,7 +225,7 @@ pub const TOPICS: &[Topic] = &[
     ),
     change_topic!("skolflode.ss12000.syllabus.changes", "SyllabusChange", 3),
     Topic {
-        name: "skolflode.producer.state",
+        name: PRODUCER_STATE,
         key: "StringKey",
         value: "ProducerState",
         partitions: 6,
@@ -221,7 +237,7 @@ pub const TOPICS: &[Topic] = &[
              same transaction as the change events; compacted; read back on start.",
     },
     Topic {
-        name: "skolflode.deadletter",
+        name: DEAD_LETTERS,
         key: "StringKey",
         value: "DeadLetter",
         partitions: 1,
@@ -229,10 +245,11 @@ pub const TOPICS: &[Topic] = &[
         retention_ms: -1,
         writer: "skolflode produce",
         description:
-            "Input that could not be understood, whole, with the reason. Keyed by connection.",
+            "Input that could not be understood, with the reason: redacted, the raw bytes \
+             encrypted to the operators' age recipients. Keyed by connection.",
     },
     Topic {
-        name: "skolflode.quality.findings",
+        name: QUALITY_FINDINGS,
         key: "StringKey",
         value: "QualityFinding",
         partitions: 1,
@@ -243,7 +260,7 @@ pub const TOPICS: &[Topic] = &[
             "What vendors sent that had to be repaired to be understood. No personal data.",
     },
     Topic {
-        name: "skolflode.heartbeats",
+        name: HEARTBEATS,
         key: "StringKey",
         value: "Heartbeat",
         partitions: 1,

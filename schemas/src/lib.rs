@@ -15,13 +15,14 @@
 //! - [`entities`]: the SS 12000 entity types; [`envelope`]: [`ChangeEvent`],
 //!   [`Op`], [`Source`] and [`EntityKey`].
 //! - [`records`]: the producer's state, dead letters and quality findings.
+//! - [`state_key`]: the keys of the producer's state topic.
 //! - [`catalogue`]: every subject with all its schema versions, and every
 //!   topic with its key and value schema, retention and writer (mirrored in
 //!   `asyncapi.yaml`).
 //! - [`wire`]: the Confluent wire format (magic byte, schema id, Avro body),
 //!   with per-writer-schema decoding plans resolved once.
-//! - [`compat`]: the compatibility gate (BACKWARD_TRANSITIVE over all kept
-//!   versions).
+//! - [`compat`]: the compatibility gate (FULL_TRANSITIVE over all kept
+//!   versions: every version reads every other's data).
 //! - [`registry`]: a client for the Confluent-compatible schema-registry
 //!   REST API, with caching.
 
@@ -33,6 +34,7 @@ pub mod envelope;
 pub mod error;
 pub mod records;
 pub mod registry;
+pub mod state_key;
 pub mod wire;
 
 pub use codec::{AvroRecord, AvroType, Bytes, Date, TimestampMillis};

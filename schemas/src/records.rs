@@ -8,8 +8,11 @@ avro_record! {
     /// The last version of an entity the producer saw.
     pub struct EntityState = "se.skolflode.producer.EntityState" {
         content_hash: String = "content_hash",
+        /// Empty: the item was never understood (only a dead letter).
         image: Bytes = "image",
         observed_at: TimestampMillis = "observed_at",
+        /// Digest of the findings or dead letter last published for it.
+        report: i64 = "report",
     }
 }
 
@@ -31,15 +34,59 @@ avro_record! {
     }
 }
 
+/// Version 1 of the producer's state records, as written before entity
+/// states carried `report`; read on start, never written.
+pub mod v1 {
+    use super::{Bytes, Cursor, TimestampMillis};
+    use crate::avro_record;
+
+    avro_record! {
+        /// `EntityState` version 1.
+        pub struct EntityState = "se.skolflode.producer.EntityState" {
+            content_hash: String = "content_hash",
+            image: Bytes = "image",
+            observed_at: TimestampMillis = "observed_at",
+        }
+    }
+
+    avro_record! {
+        /// `ProducerState` version 1.
+        pub struct ProducerState = "se.skolflode.producer.ProducerState" {
+            entity: Option<EntityState> = "entity",
+            cursor: Option<Cursor> = "cursor",
+        }
+    }
+
+    impl From<ProducerState> for super::ProducerState {
+        fn from(old: ProducerState) -> Self {
+            Self {
+                entity: old.entity.map(|e| super::EntityState {
+                    content_hash: e.content_hash,
+                    image: e.image,
+                    observed_at: e.observed_at,
+                    report: 0,
+                }),
+                cursor: old.cursor,
+            }
+        }
+    }
+}
+
 avro_record! {
-    /// Input that could not be understood, whole.
+    /// Input that could not be understood: redacted, and its raw bytes
+    /// encrypted to the operators (or not kept).
     pub struct DeadLetter = "se.skolflode.envelope.DeadLetter" {
         connection: String = "connection",
         endpoint: String = "endpoint",
         reason: String = "reason",
         entity_id: Option<String> = "entity_id",
+        /// Encrypted as `raw_encryption` says; empty when not kept.
         raw: Bytes = "raw",
         observed_at: TimestampMillis = "observed_at",
+        /// The item with personal values replaced by `<redacted>`.
+        redacted: Option<String> = "redacted",
+        /// `age`, or `None` for version 1 records (raw in clear).
+        raw_encryption: Option<String> = "raw_encryption",
     }
 }
 

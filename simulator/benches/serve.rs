@@ -139,7 +139,14 @@ fn serve() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         for round in 0..3 {
             for endpoint in ENDPOINTS {
-                let mut path = format!("/ss12000/v2/{endpoint}?limit=1000");
+                // calendarEvents requires a startTime window: one that
+                // holds every lesson.
+                let window = if *endpoint == "calendarEvents" {
+                    "&startTime.onOrAfter=2000-01-01T00:00:00Z&startTime.onOrBefore=2100-01-01T00:00:00Z"
+                } else {
+                    ""
+                };
+                let mut path = format!("/ss12000/v2/{endpoint}?limit=1000{window}");
                 loop {
                     let body = http.get(format!("{url}{path}")).bearer_auth(&token).send().await?.bytes().await?;
                     bytes += body.len() as u64;

@@ -156,10 +156,20 @@ pub fn rfc3339_local(local: NaiveDateTime) -> String {
 
 /// [`rfc3339_local`], appended to a buffer.
 pub fn write_rfc3339_local(out: &mut Vec<u8>, local: NaiveDateTime) {
-    fn two(out: &mut Vec<u8>, v: u32) {
-        out.push(b'0' + (v / 10 % 10) as u8);
-        out.push(b'0' + (v % 10) as u8);
-    }
+    write_wall_time(out, local);
+    out.push(b'+');
+    two(out, stockholm_offset_hours(local) as u32);
+    out.extend_from_slice(b":00");
+}
+
+fn two(out: &mut Vec<u8>, v: u32) {
+    out.push(b'0' + (v / 10 % 10) as u8);
+    out.push(b'0' + (v % 10) as u8);
+}
+
+/// A wall time without a zone, `2025-02-14T08:10:00`, appended to a
+/// buffer.
+pub fn write_wall_time(out: &mut Vec<u8>, local: NaiveDateTime) {
     let year = local.year();
     if (0..=9999).contains(&year) {
         let year = year as u32;
@@ -178,9 +188,6 @@ pub fn write_rfc3339_local(out: &mut Vec<u8>, local: NaiveDateTime) {
     two(out, local.minute());
     out.push(b':');
     two(out, local.second());
-    out.push(b'+');
-    two(out, stockholm_offset_hours(local) as u32);
-    out.extend_from_slice(b":00");
 }
 
 /// Milliseconds since the epoch of a Swedish local time.

@@ -1,7 +1,15 @@
-//! What to simulate: the municipality's size, its vendors, the rates of
-//! change, data-quality faults and API faults. Every field has a default;
-//! unknown fields are rejected so that a typo does not silently change a
-//! run.
+//! What to simulate: the municipality's size, its vendors (how they keep
+//! history, and the dialect of SS 12000 they speak), the rates of change,
+//! data-quality faults and API faults. Every field has a default; unknown
+//! fields are rejected so that a typo does not silently change a run.
+//!
+//! A vendor's [`Dialect`] (`[vendor.dialect]` in TOML) switches on the
+//! deviations from the standard that real vendors show: zone-less
+//! timestamps, 10-digit civic numbers, teachers as persons, `subject`
+//! instead of `syllabus`, omitted required fields, a flat deletion feed,
+//! page tokens that need the filters repeated, endpoints not offered. The
+//! defaults speak the standard. A dialect changes only the JSON served,
+//! never the world, the ground truth or `changes.jsonl`.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +68,8 @@ pub struct VendorBehaviour {
     pub end_date_memberships: bool,
     /// Announce deletions in `/deletedEntities`.
     pub deletion_feed: bool,
+    /// How the vendor deviates from the standard (`[vendor.dialect]`).
+    pub dialect: Dialect,
 }
 
 impl Default for VendorBehaviour {
@@ -69,8 +79,63 @@ impl Default for VendorBehaviour {
             dated_assignments: false,
             end_date_memberships: true,
             deletion_feed: true,
+            dialect: Dialect::default(),
         }
     }
+}
+
+/// How date-times inside items are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timestamps {
+    /// RFC 3339 with Swedish local time and its offset, as the standard
+    /// asks: `2025-09-01T08:10:00+02:00`.
+    #[default]
+    Offset,
+    /// UTC wall time without a zone and without `Z`:
+    /// `2025-09-01T06:10:00`.
+    UtcWithoutZone,
+    /// Swedish local wall time without a zone: `2025-09-01T08:10:00`.
+    LocalWithoutZone,
+}
+
+/// A vendor's deviations from the SS 12000 standard, each a switch; the
+/// defaults are standard-conforming. Only the JSON served changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dialect {
+    /// The form of every date-time inside items (`meta.created`,
+    /// `meta.modified`, `startTime`, `endTime`, `reportedTimestamp`, the
+    /// flat deletion feed's `deletedAt`); not the HTTP `Date` header, not
+    /// date-only fields.
+    pub timestamps: Timestamps,
+    /// `civicNo.value` as `YYMMDD-NNNN` (`+` instead of `-` from the
+    /// person's 100th birthday) instead of the 12-digit `YYYYMMDDNNNN`.
+    pub civic_numbers_ten_digits: bool,
+    /// An activity's `teachers[]` elements carry `"person": {"id": …}`, the
+    /// person holding the duty, instead of `"duty": {"id": …}`.
+    pub teachers_as_persons: bool,
+    /// Activities carry `"subject": {"id": <syllabus id>}` instead of
+    /// `"syllabus": {"id": …}`.
+    pub subject_instead_of_syllabus: bool,
+    /// Leave out fields the standard requires but registers do not need:
+    /// activities' `calendarEventsRequired`, syllabuses' `official`,
+    /// duties' `dutyRole`.
+    pub omit_unneeded_fields: bool,
+    /// `/deletedEntities` answers a top-level array
+    /// `[{"entityType": "Duty", "id": …, "deletedAt": …}]` (singular type
+    /// names) instead of `{"data": {"duties": [...]}, "pageToken": null}`;
+    /// such a vendor offers no `limit` or `pageToken` there.
+    pub flat_deleted_entities: bool,
+    /// Page tokens do not remember the filters: every request with a
+    /// `pageToken` must repeat the first request's filters
+    /// (`meta.modified.after`, `startTime.onOrAfter`,
+    /// `startTime.onOrBefore`, `after`) exactly, else 400. The standard
+    /// instead rejects filters beside a `pageToken`.
+    pub filters_with_page_token: bool,
+    /// Endpoints the vendor does not offer (e.g. `"syllabuses"`,
+    /// `"deletedEntities"`): they answer 404 `endpoint not supported`.
+    pub unsupported_endpoints: Vec<String>,
 }
 
 /// Rates of change over simulated time.
@@ -127,6 +192,10 @@ pub struct Quality {
     pub activities_without_teachers: f64,
     /// Activities that reference a group that does not exist.
     pub dangling_references: f64,
+    /// Persons (with enrolments) one of whose enrolments, the first, is
+    /// served without its `startDate`. Drawn per person from the seed when
+    /// rendering: the world and the ground truth do not change.
+    pub enrolments_without_start_date: f64,
 }
 
 impl Default for Quality {
@@ -138,6 +207,7 @@ impl Default for Quality {
             missing_school_unit_codes: 0.02,
             activities_without_teachers: 0.01,
             dangling_references: 0.002,
+            enrolments_without_start_date: 0.0,
         }
     }
 }
@@ -248,6 +318,10 @@ impl SimConfig {
                 "quality.invalid_civic_numbers",
                 self.quality.invalid_civic_numbers,
             ),
+            (
+                "quality.enrolments_without_start_date",
+                self.quality.enrolments_without_start_date,
+            ),
             ("faults.server_errors", self.faults.server_errors),
             ("faults.rate_limited", self.faults.rate_limited),
             ("faults.truncated_json", self.faults.truncated_json),
@@ -258,6 +332,16 @@ impl SimConfig {
                 return Err(format!("{name} = {rate} is not a share between 0 and 1"));
             }
         }
+        for endpoint in &self.vendor.dialect.unsupported_endpoints {
+            if !crate::ss12000::ENDPOINTS.contains(&endpoint.as_str())
+                && endpoint != "deletedEntities"
+            {
+                return Err(format!(
+                    "vendor.dialect.unsupported_endpoints: unknown endpoint {endpoint:?} ({}, deletedEntities)",
+                    crate::ss12000::ENDPOINTS.join(", ")
+                ));
+            }
+        }
         if self.pupils() == 0 {
             return Err("pupils must be positive".to_owned());
         }
@@ -265,5 +349,57 @@ impl SimConfig {
             return Err(format!("school_year {} is out of range", self.school_year));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::expect_used)]
+    fn dialects_are_read_by_their_documented_names() {
+        let config: SimConfig = serde_json::from_value(serde_json::json!({
+            "vendor": { "dialect": {
+                "timestamps": "utc_without_zone",
+                "civic_numbers_ten_digits": true,
+                "teachers_as_persons": true,
+                "subject_instead_of_syllabus": true,
+                "omit_unneeded_fields": true,
+                "flat_deleted_entities": true,
+                "filters_with_page_token": true,
+                "unsupported_endpoints": ["syllabuses", "deletedEntities"],
+            }},
+            "quality": { "enrolments_without_start_date": 0.1 },
+        }))
+        .expect("config");
+        let d = &config.vendor.dialect;
+        assert_eq!(d.timestamps, Timestamps::UtcWithoutZone);
+        assert!(d.civic_numbers_ten_digits && d.teachers_as_persons);
+        assert!(d.subject_instead_of_syllabus && d.omit_unneeded_fields);
+        assert!(d.flat_deleted_entities && d.filters_with_page_token);
+        assert_eq!(d.unsupported_endpoints, ["syllabuses", "deletedEntities"]);
+        assert_eq!(config.validate(), Ok(()));
+        for (style, name) in [
+            (Timestamps::Offset, "offset"),
+            (Timestamps::LocalWithoutZone, "local_without_zone"),
+        ] {
+            assert_eq!(serde_json::to_value(style).ok(), Some(name.into()));
+        }
+        assert_eq!(SimConfig::default().vendor.dialect, Dialect::default());
+        assert!(
+            serde_json::from_value::<Dialect>(serde_json::json!({ "timestamp": "offset" }))
+                .is_err()
+        );
+        let bad = SimConfig {
+            quality: Quality {
+                enrolments_without_start_date: 1.5,
+                ..Quality::default()
+            },
+            ..SimConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .is_err_and(|e| e.contains("enrolments_without_start_date")));
     }
 }

@@ -4,8 +4,25 @@
 //! - `POST /oauth2/token`: OAuth2 client credentials (form body or HTTP
 //!   Basic); tokens expire after `token_lifetime_secs` of wall time.
 //! - `GET /ss12000/v2/{endpoint}`: SS 12000 entities with `limit`,
-//!   `pageToken` and `meta.modified.after`; bearer token required.
-//! - `GET /ss12000/v2/deletedEntities?after=…`
+//!   `pageToken` and `meta.modified.after`; `calendarEvents` requires the
+//!   window `startTime.onOrAfter` and `startTime.onOrBefore` (RFC 3339 with
+//!   a zone, both inclusive); bearer token required.
+//! - `GET /ss12000/v2/deletedEntities` with `after`, `limit`, `pageToken`.
+//!
+//! Requests are held to the specification like a strict vendor would
+//! ([`ss12000::QUERY_PARAMETERS`]); every refusal is a 400
+//! `{"code": "invalid_filter", "message": …}`: a parameter the
+//! specification does not define for the endpoint (`unknown query
+//! parameter X`), one it defines but the simulator does not implement (`…
+//! is not supported by this simulator`), a parameter given twice, a
+//! missing required one, a malformed value, or a `pageToken` with filters
+//! (only `limit` may accompany it; the token carries the first request's
+//! filters). Page tokens are opaque and deterministic; one of another
+//! endpoint is `invalid_page_token`. The vendor's
+//! [`crate::config::Dialect`] changes the JSON and two rules: with
+//! `filters_with_page_token` every page-token request must repeat the first
+//! request's filters exactly, and `unsupported_endpoints` answer 404
+//! `endpoint not supported`.
 //! - `POST /skola24/v0/units`, `POST /skola24/v0/students
 //!   {"unitGuid"}`, `POST /skola24/v0/lessons {"unitGuid", "year",
 //!   "week"}`: the Skola24-style timetable vendor, same bearer tokens.
@@ -31,7 +48,7 @@ use serde_json::{json, Value};
 
 use crate::ids;
 use crate::sim::Simulation;
-use crate::ss12000::{self, ENDPOINTS};
+use crate::ss12000::{self, Param, ENDPOINTS};
 
 /// Shared state of the running simulator.
 #[derive(Debug)]
@@ -232,15 +249,32 @@ fn draw_fault(sim: &Simulation, request: u64) -> Option<Fault> {
     })
 }
 
-fn encode_token(cursor: usize, after: Option<i64>) -> String {
-    let text = match after {
-        Some(a) => format!("{cursor}:{a}"),
-        None => format!("{cursor}:-"),
-    };
+/// The filters of a first-page request, which its page tokens carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Filters {
+    /// `meta.modified.after`, or `after` on `/deletedEntities`.
+    after: Option<i64>,
+    /// `startTime.onOrAfter`.
+    start_from: Option<i64>,
+    /// `startTime.onOrBefore`.
+    start_to: Option<i64>,
+}
+
+/// A page token: the endpoint, where its next page starts, and the first
+/// request's filters, as hex of `endpoint:cursor:after:from:to` (`-` for
+/// none). Opaque to clients, and the same for the same requests.
+fn encode_token(endpoint: &str, cursor: usize, filters: Filters) -> String {
+    let part = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let text = format!(
+        "{endpoint}:{cursor}:{}:{}:{}",
+        part(filters.after),
+        part(filters.start_from),
+        part(filters.start_to)
+    );
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_token(token: &str) -> Option<(usize, Option<i64>)> {
+fn decode_token(token: &str) -> Option<(String, usize, Filters)> {
     if token.len() % 2 != 0 {
         return None;
     }
@@ -249,12 +283,22 @@ fn decode_token(token: &str) -> Option<(usize, Option<i64>)> {
         .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
         .collect();
     let text = String::from_utf8(bytes?).ok()?;
-    let (cursor, after) = text.split_once(':')?;
-    let after = match after {
-        "-" => None,
-        a => Some(a.parse().ok()?),
+    let parts: Vec<&str> = text.split(':').collect();
+    let [endpoint, cursor, after, from, to] = parts[..] else {
+        return None;
     };
-    Some((cursor.parse().ok()?, after))
+    let part = |p: &str| -> Option<Option<i64>> {
+        match p {
+            "-" => Some(None),
+            v => v.parse().ok().map(Some),
+        }
+    };
+    let filters = Filters {
+        after: part(after)?,
+        start_from: part(from)?,
+        start_to: part(to)?,
+    };
+    Some((endpoint.to_owned(), cursor.parse().ok()?, filters))
 }
 
 /// Parse an RFC 3339 instant; a strict vendor rejects anything else.
@@ -262,6 +306,173 @@ fn parse_instant(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.timestamp_millis())
+}
+
+/// A refused request: the status, the error code and the message.
+#[derive(Debug, PartialEq, Eq)]
+struct Refusal(StatusCode, &'static str, String);
+
+impl Refusal {
+    fn filter(message: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, "invalid_filter", message.into())
+    }
+
+    fn into_response(self, now: i64) -> Response {
+        error(now, self.0, self.1, &self.2)
+    }
+}
+
+/// How the vendor reads a request's parameters.
+#[derive(Clone, Copy, Debug, Default)]
+struct Rules {
+    /// [`crate::config::Dialect::filters_with_page_token`].
+    filters_with_page_token: bool,
+    /// `limit` and `pageToken` are offered (not by a flat deletion feed).
+    paging: bool,
+}
+
+/// A page request, checked against the specification's parameters for its
+/// endpoint.
+#[derive(Debug, PartialEq, Eq)]
+struct PageRequest {
+    limit: Option<usize>,
+    cursor: usize,
+    filters: Filters,
+}
+
+/// Check a request's query parameters (in the order given) against
+/// [`ss12000::QUERY_PARAMETERS`]: unknown or unimplemented parameters,
+/// repeated ones, page tokens with filters (or, in the
+/// `filters_with_page_token` dialect, without the first request's
+/// filters), missing required ones, and their values.
+fn page_request(
+    endpoint: &str,
+    params: &[(String, String)],
+    rules: Rules,
+) -> Result<PageRequest, Refusal> {
+    let table = ss12000::query_parameters(endpoint).ok_or_else(|| {
+        Refusal(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint".to_owned(),
+        )
+    })?;
+    let mut given: Vec<(Param, &str)> = Vec::with_capacity(params.len());
+    for (name, value) in params {
+        let Some(param) = table.iter().copied().find(|p| p.name() == name) else {
+            return Err(Refusal::filter(format!("unknown query parameter {name}")));
+        };
+        if !param.implemented() {
+            return Err(Refusal::filter(format!(
+                "query parameter {name} is not supported by this simulator"
+            )));
+        }
+        if !rules.paging && matches!(param, Param::Limit | Param::PageToken) {
+            return Err(Refusal::filter(format!(
+                "query parameter {name} is not supported by this simulator's flat deletedEntities"
+            )));
+        }
+        if given.iter().any(|(p, _)| *p == param) {
+            return Err(Refusal::filter(format!(
+                "query parameter {name} is given more than once"
+            )));
+        }
+        given.push((param, value));
+    }
+    let value = |param: Param| given.iter().find(|(p, _)| *p == param).map(|(_, v)| *v);
+    let limit = match value(Param::Limit).map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(l)) if (1..=10_000).contains(&l) => Some(l),
+        Some(_) => return Err(Refusal::filter("limit must be 1 to 10000")),
+    };
+    let instant = |param: Param| -> Result<Option<i64>, Refusal> {
+        value(param)
+            .map(|text| {
+                parse_instant(text).ok_or_else(|| {
+                    Refusal::filter(format!(
+                        "{} must be RFC 3339 with a time zone",
+                        param.name()
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let filters = || -> Result<Filters, Refusal> {
+        Ok(Filters {
+            after: instant(Param::ModifiedAfter)?.or(instant(Param::DeletedAfter)?),
+            start_from: instant(Param::StartTimeOnOrAfter)?,
+            start_to: instant(Param::StartTimeOnOrBefore)?,
+        })
+    };
+    if let Some(token) = value(Param::PageToken) {
+        let with_filters = given.iter().any(|(p, _)| p.is_filter());
+        if with_filters && !rules.filters_with_page_token {
+            return Err(Refusal::filter(
+                "pageToken cannot be combined with other filters",
+            ));
+        }
+        let Some((cursor, remembered)) = decode_token(token)
+            .filter(|(e, _, _)| e == endpoint)
+            .map(|(_, cursor, filters)| (cursor, filters))
+        else {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_page_token",
+                "unknown pageToken".to_owned(),
+            ));
+        };
+        if rules.filters_with_page_token && filters()? != remembered {
+            return Err(Refusal::filter("filters must be repeated with pageToken"));
+        }
+        return Ok(PageRequest {
+            limit,
+            cursor,
+            filters: remembered,
+        });
+    }
+    let missing: Vec<&str> = table
+        .iter()
+        .filter(|p| p.required() && value(**p).is_none())
+        .map(|p| p.name())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Refusal::filter(format!(
+            "missing required query parameter {}",
+            missing.join(", ")
+        )));
+    }
+    let filters = filters()?;
+    if let (Some(from), Some(to)) = (filters.start_from, filters.start_to) {
+        if from > to {
+            return Err(Refusal::filter(
+                "startTime.onOrAfter must not be after startTime.onOrBefore",
+            ));
+        }
+    }
+    Ok(PageRequest {
+        limit,
+        cursor: 0,
+        filters,
+    })
+}
+
+/// The vendor does not offer `endpoint` in its dialect.
+fn unsupported(sim: &Simulation, endpoint: &str) -> bool {
+    sim.config
+        .vendor
+        .dialect
+        .unsupported_endpoints
+        .iter()
+        .any(|e| e == endpoint)
+}
+
+fn not_supported(now: i64) -> Response {
+    error(
+        now,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "endpoint not supported",
+    )
 }
 
 /// Authentication and the faults that end a request early. Returns the
@@ -392,7 +603,7 @@ async fn skola24(
 async fn entities(
     State(state): State<Arc<AppState>>,
     Path(endpoint): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
     let (now, fault) = match gate(&state, &headers).await {
@@ -402,69 +613,41 @@ async fn entities(
     if !ENDPOINTS.contains(&endpoint.as_str()) {
         return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint");
     }
-    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
-        None => 100,
-        Some(Ok(l)) if (1..=10_000).contains(&l) => l,
-        Some(_) => {
-            return error(
-                now,
-                StatusCode::BAD_REQUEST,
-                "invalid_filter",
-                "limit must be 1 to 10000",
-            )
-        }
+    let sim = state.sim();
+    if unsupported(&sim, &endpoint) {
+        return not_supported(now);
+    }
+    let rules = Rules {
+        filters_with_page_token: sim.config.vendor.dialect.filters_with_page_token,
+        paging: true,
     };
-    let (cursor, modified_after) = match params.get("pageToken") {
-        Some(token) => match decode_token(token) {
-            Some(t) => t,
-            None => {
-                return error(
-                    now,
-                    StatusCode::BAD_REQUEST,
-                    "invalid_page_token",
-                    "unknown pageToken",
-                )
-            }
-        },
-        None => match params.get("meta.modified.after") {
-            None => (0, None),
-            Some(text) => match parse_instant(text) {
-                Some(t) => (0, Some(t)),
-                None => {
-                    return error(
-                        now,
-                        StatusCode::BAD_REQUEST,
-                        "invalid_filter",
-                        "meta.modified.after must be RFC 3339 with a time zone",
-                    )
-                }
-            },
-        },
+    let request = match page_request(&endpoint, &params, rules) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(now),
     };
+    let filters = request.filters;
     let query = ss12000::Query {
-        limit,
-        cursor,
-        modified_after,
+        limit: request.limit.unwrap_or(100),
+        cursor: request.cursor,
+        modified_after: filters.after,
+        window: filters.start_from.zip(filters.start_to),
         repeat_last: fault == Some(Fault::RepeatedItem),
     };
-    let body = {
-        let sim = state.sim();
-        match sim.page_body(&endpoint, &query, |n| encode_token(n, modified_after)) {
-            Some((body, _, _)) => body,
-            None => return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-        }
+    let body = match sim.page_body(&endpoint, &query, |n| encode_token(&endpoint, n, filters)) {
+        Some((body, _, _)) => body,
+        None => return error(now, StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     };
+    drop(sim);
     with_date(now, StatusCode::OK, truncate_if(fault, body))
 }
 
 async fn deleted_entities(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    let sim = state.sim();
-    let now = sim.now;
-    drop(sim);
+    const ENDPOINT: &str = "deletedEntities";
+    let now = state.sim().now;
     if !authorised(&state, &headers) {
         return error(
             now,
@@ -473,21 +656,29 @@ async fn deleted_entities(
             "missing, unknown or expired access token",
         );
     }
-    let after = match params.get("after") {
-        None => None,
-        Some(text) => match parse_instant(text) {
-            Some(t) => Some(t),
-            None => {
-                return error(
-                    now,
-                    StatusCode::BAD_REQUEST,
-                    "invalid_filter",
-                    "after must be RFC 3339 with a time zone",
-                )
-            }
-        },
+    let sim = state.sim();
+    if unsupported(&sim, ENDPOINT) {
+        return not_supported(now);
+    }
+    let dialect = &sim.config.vendor.dialect;
+    let rules = Rules {
+        filters_with_page_token: dialect.filters_with_page_token,
+        paging: !dialect.flat_deleted_entities,
     };
-    let body = state.sim().deleted_after(after).to_string();
+    let request = match page_request(ENDPOINT, &params, rules) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(now),
+    };
+    let filters = request.filters;
+    let body = sim
+        .deleted_page(
+            filters.after,
+            request.cursor,
+            request.limit.unwrap_or(usize::MAX),
+            |n| encode_token(ENDPOINT, n, filters),
+        )
+        .to_string();
+    drop(sim);
     with_date(now, StatusCode::OK, body)
 }
 
@@ -572,12 +763,149 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip() {
+        let filters = Filters {
+            after: Some(1_700_000_000_000),
+            start_from: Some(-5),
+            start_to: None,
+        };
         assert_eq!(
-            decode_token(&encode_token(42, Some(1_700_000_000_000))),
-            Some((42, Some(1_700_000_000_000)))
+            decode_token(&encode_token("persons", 42, filters)),
+            Some(("persons".to_owned(), 42, filters))
         );
-        assert_eq!(decode_token(&encode_token(0, None)), Some((0, None)));
+        assert_eq!(
+            decode_token(&encode_token("groups", 0, Filters::default())),
+            Some(("groups".to_owned(), 0, Filters::default()))
+        );
         assert_eq!(decode_token("zz"), None);
+    }
+
+    fn params(query: &[(&str, &str)]) -> Vec<(String, String)> {
+        query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn message(result: Result<PageRequest, Refusal>) -> String {
+        match result {
+            Ok(request) => format!("accepted {request:?}"),
+            Err(Refusal(_, code, message)) => format!("{code}: {message}"),
+        }
+    }
+
+    #[test]
+    fn requests_are_checked_against_the_specification() {
+        let standard = Rules {
+            filters_with_page_token: false,
+            paging: true,
+        };
+        let check = |endpoint: &str, query: &[(&str, &str)]| {
+            message(page_request(endpoint, &params(query), standard))
+        };
+        assert_eq!(
+            check("persons", &[("limit", "5"), ("colour", "red")]),
+            "invalid_filter: unknown query parameter colour"
+        );
+        assert_eq!(
+            check("persons", &[("sortkey", "ModifiedDesc")]),
+            "invalid_filter: query parameter sortkey is not supported by this simulator"
+        );
+        assert_eq!(
+            check("attendances", &[("startTime.onOrAfter", "x")]),
+            "invalid_filter: unknown query parameter startTime.onOrAfter"
+        );
+        assert_eq!(
+            check("persons", &[("limit", "5"), ("limit", "6")]),
+            "invalid_filter: query parameter limit is given more than once"
+        );
+        assert_eq!(
+            check("calendarEvents", &[("limit", "5")]),
+            "invalid_filter: missing required query parameter startTime.onOrAfter, startTime.onOrBefore"
+        );
+        assert_eq!(
+            check(
+                "calendarEvents",
+                &[("startTime.onOrAfter", "2025-09-01T00:00:00+02:00")]
+            ),
+            "invalid_filter: missing required query parameter startTime.onOrBefore"
+        );
+        assert_eq!(
+            check(
+                "calendarEvents",
+                &[
+                    ("startTime.onOrAfter", "2025-09-01T00:00:00"),
+                    ("startTime.onOrBefore", "2025-09-02T00:00:00Z")
+                ]
+            ),
+            "invalid_filter: startTime.onOrAfter must be RFC 3339 with a time zone"
+        );
+        assert_eq!(
+            check(
+                "calendarEvents",
+                &[
+                    ("startTime.onOrAfter", "2025-09-03T00:00:00Z"),
+                    ("startTime.onOrBefore", "2025-09-02T00:00:00Z")
+                ]
+            ),
+            "invalid_filter: startTime.onOrAfter must not be after startTime.onOrBefore"
+        );
+        let token = encode_token("persons", 7, Filters::default());
+        assert_eq!(
+            check("persons", &[("pageToken", &token), ("limit", "3")]),
+            "accepted PageRequest { limit: Some(3), cursor: 7, filters: Filters { after: None, start_from: None, start_to: None } }"
+        );
+        assert_eq!(
+            check(
+                "persons",
+                &[
+                    ("pageToken", &token),
+                    ("meta.modified.after", "2025-09-01T00:00:00Z")
+                ]
+            ),
+            "invalid_filter: pageToken cannot be combined with other filters"
+        );
+        assert_eq!(
+            check("groups", &[("pageToken", &token)]),
+            "invalid_page_token: unknown pageToken"
+        );
+    }
+
+    #[test]
+    fn repeated_filters_must_match_the_page_token() {
+        let rules = Rules {
+            filters_with_page_token: true,
+            paging: true,
+        };
+        let after = "2025-09-01T00:00:00+02:00";
+        let filters = Filters {
+            after: parse_instant(after),
+            ..Filters::default()
+        };
+        let token = encode_token("persons", 3, filters);
+        let check =
+            |query: &[(&str, &str)]| message(page_request("persons", &params(query), rules));
+        assert_eq!(
+            check(&[("pageToken", &token)]),
+            "invalid_filter: filters must be repeated with pageToken"
+        );
+        assert_eq!(
+            check(&[
+                ("pageToken", &token),
+                ("meta.modified.after", "2025-09-02T00:00:00+02:00")
+            ]),
+            "invalid_filter: filters must be repeated with pageToken"
+        );
+        assert!(
+            check(&[("pageToken", &token), ("meta.modified.after", after)]).starts_with("accepted")
+        );
+        let flat = Rules {
+            filters_with_page_token: false,
+            paging: false,
+        };
+        assert_eq!(
+            message(page_request("deletedEntities", &params(&[("limit", "3")]), flat)),
+            "invalid_filter: query parameter limit is not supported by this simulator's flat deletedEntities"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The served SS 12000 JSON validates against the OpenAPI specification in
-//! `../shared/reference/ss12000-v2.0-draft/` for every endpoint served.
+//! `../shared/reference/ss12000-v2.0-draft/` for every endpoint served
+//! (in the standard dialect: a vendor dialect deviates on purpose), and the
+//! simulator's table of query parameters is the specification's.
 //!
 //! The specification is OpenAPI 3.0 in YAML across several files. Its
 //! schemas are read as JSON Schema draft 4 (which OpenAPI 3.0 extends),
@@ -16,8 +18,9 @@ use std::path::{Path, PathBuf};
 use jsonschema::{Draft, Retrieve, Uri};
 use serde_json::Value;
 use skolflode_simulator::config::{Evolution, VendorBehaviour};
+use skolflode_simulator::ss12000::{query_parameters, Param, QUERY_PARAMETERS};
 use skolflode_simulator::SimConfig;
-use support::{date, start};
+use support::{date, start, window};
 
 const BASE: &str = "file:///ss12000/";
 
@@ -138,7 +141,7 @@ async fn every_endpoint_validates_against_the_specification() {
     ];
     for (endpoint, reference) in endpoints {
         let validator = validator(&dir, reference);
-        let mut path = format!("/ss12000/v2/{endpoint}?limit=250");
+        let mut path = format!("/ss12000/v2/{endpoint}?limit=250{}", window(endpoint));
         let mut pages = 0;
         loop {
             let page: Value = running.get(&token, &path).await.json().await.unwrap();
@@ -193,5 +196,104 @@ fn the_validator_rejects_what_the_standard_forbids() {
     assert!(
         !validator.is_valid(&bad_enum),
         "an unknown activityType passed"
+    );
+}
+
+/// A YAML file of the specification, as written (no translation).
+fn raw(dir: &Path, file: &str) -> Value {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// Follow a `$ref` (`file#/pointer` or `#/pointer`) from `file`, relative
+/// to `file`'s directory.
+fn resolve(dir: &Path, file: &str, reference: &str) -> (String, Value) {
+    let (target, pointer) = reference.split_once('#').unwrap_or((reference, ""));
+    let target = if target.is_empty() {
+        file.to_owned()
+    } else {
+        let base = Path::new(file).parent().unwrap_or(Path::new(""));
+        base.join(target).to_string_lossy().into_owned()
+    };
+    let value = raw(dir, &target)
+        .pointer(pointer)
+        .cloned()
+        .unwrap_or_else(|| panic!("{reference} from {file}: no such node"));
+    (target, value)
+}
+
+/// The query parameters of `GET /{endpoint}`: name → `required`.
+fn spec_query_parameters(dir: &Path, endpoint: &str) -> HashMap<String, bool> {
+    let openapi = raw(dir, "openapi.yaml");
+    let path_ref = openapi["paths"][format!("/{endpoint}")]["$ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("/{endpoint} is not in the specification"));
+    let (file, path) = resolve(dir, "openapi.yaml", path_ref);
+    let mut out = HashMap::new();
+    for parameter in path["get"]["parameters"].as_array().expect("parameters") {
+        let parameter = match parameter["$ref"].as_str() {
+            Some(reference) => resolve(dir, &file, reference).1,
+            None => parameter.clone(),
+        };
+        if parameter["in"] != "query" {
+            continue;
+        }
+        let name = parameter["name"].as_str().expect("name").to_owned();
+        let required = parameter["required"].as_bool().unwrap_or(false);
+        assert!(
+            out.insert(name.clone(), required).is_none(),
+            "{endpoint}: {name} twice"
+        );
+    }
+    out
+}
+
+#[test]
+fn the_parameter_table_is_the_specifications() {
+    let Some(dir) = spec_dir() else {
+        panic!("the SS 12000 specification is missing");
+    };
+    let mut endpoints: Vec<&str> = skolflode_simulator::ss12000::ENDPOINTS.to_vec();
+    endpoints.push("deletedEntities");
+    assert_eq!(
+        QUERY_PARAMETERS.iter().map(|(e, _)| *e).collect::<Vec<_>>(),
+        endpoints
+    );
+    let mut implemented = 0;
+    for (endpoint, table) in QUERY_PARAMETERS {
+        let spec = spec_query_parameters(&dir, endpoint);
+        for param in *table {
+            let required = spec
+                .get(param.name())
+                .unwrap_or_else(|| panic!("{endpoint}: the specification has no {}", param.name()));
+            assert_eq!(param.required(), *required, "{endpoint}: {}", param.name());
+            implemented += usize::from(param.implemented());
+        }
+        for (name, required) in &spec {
+            let param = table
+                .iter()
+                .find(|p| p.name() == name)
+                .unwrap_or_else(|| panic!("{endpoint}: the table lacks {name}"));
+            assert!(
+                !required || param.required(),
+                "{endpoint}: {name} is required"
+            );
+        }
+        assert_eq!(table.len(), spec.len(), "{endpoint}");
+        for always in [Param::Limit, Param::PageToken] {
+            assert!(table.contains(&always), "{endpoint}: {}", always.name());
+        }
+    }
+    // limit, pageToken and meta.modified.after on the 8 entity endpoints,
+    // the window on calendarEvents, after/limit/pageToken on deletions.
+    assert_eq!(implemented, 8 * 3 + 2 + 3);
+    assert_eq!(
+        query_parameters("calendarEvents")
+            .unwrap()
+            .iter()
+            .filter(|p| p.required())
+            .map(|p| p.name())
+            .collect::<Vec<_>>(),
+        ["startTime.onOrAfter", "startTime.onOrBefore"]
     );
 }

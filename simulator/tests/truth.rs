@@ -185,3 +185,67 @@ fn weekdays_are_school_days_only() {
         assert!(l.date.weekday().num_days_from_monday() < 5);
     }
 }
+
+/// Every file under `dir`, by relative path, with its bytes.
+fn files(dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().to_path_buf();
+                out.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dialects_change_the_json_not_the_truth() {
+    use skolflode_simulator::config::{Dialect, Timestamps};
+    let root = std::env::temp_dir().join(format!("skolflode-sim-dialects-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut truths = Vec::new();
+    for on in [false, true] {
+        let mut config = SimConfig::default();
+        if on {
+            config.vendor.dialect = Dialect {
+                timestamps: Timestamps::UtcWithoutZone,
+                civic_numbers_ten_digits: true,
+                teachers_as_persons: true,
+                subject_instead_of_syllabus: true,
+                omit_unneeded_fields: true,
+                flat_deleted_entities: true,
+                filters_with_page_token: true,
+                unsupported_endpoints: vec!["syllabuses".into(), "deletedEntities".into()],
+            };
+            config.quality.enrolments_without_start_date = 0.5;
+        }
+        config.validate().unwrap();
+        let dir = root.join(if on { "on" } else { "off" });
+        let mut sim = Simulation::new(config, Some(dir.clone())).unwrap();
+        sim.advance_to(date(2025, 9, 15)).unwrap();
+        // Render everything once, as a server would.
+        for endpoint in skolflode_simulator::ss12000::ENDPOINTS {
+            for i in 0..sim.storage_len(endpoint).unwrap() {
+                let _ = sim.render(endpoint, i);
+            }
+        }
+        sim.finish().unwrap();
+        truths.push(files(&dir));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(truths[0].len() > 3, "{:?}", truths[0].keys());
+    assert!(truths[0].keys().any(|k| k.ends_with("teacher_student.csv")));
+    assert_eq!(
+        truths[0].keys().collect::<Vec<_>>(),
+        truths[1].keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &truths[0] {
+        assert!(truths[1][path] == *bytes, "{} differs", path.display());
+    }
+}

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use skolflode_kafka::KafkaConfig;
 use skolflode_producers::metrics::Metrics;
 use skolflode_producers::pseudonym::Pseudonymiser;
-use skolflode_producers::runner::{self, ConnectionConfig, Runner};
+use skolflode_producers::runner::{self, ConnectionConfig, RunError, Runner};
+use skolflode_producers::seal::SealConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,8 +19,9 @@ pub struct Args {
     #[arg(long)]
     config: PathBuf,
 
-    /// Poll every connection once and exit (non-zero if a poll failed),
-    /// instead of polling until SIGTERM.
+    /// Poll every connection once and exit, instead of polling until
+    /// SIGTERM. The exit status is 2 when some reads failed (a summary
+    /// lists them all), 1 when the producer could not run at all.
     #[arg(long)]
     once: bool,
 
@@ -37,7 +39,36 @@ struct ProducerConfig {
     /// File holding the pseudonym secret; `SKOLFLODE_PSEUDONYM_KEY` when
     /// absent.
     pseudonym_key_file: Option<PathBuf>,
+    /// How dead letters are sealed: the operators' age recipients.
+    #[serde(default)]
+    dead_letters: SealConfig,
     connections: Vec<ConnectionConfig>,
+}
+
+/// Some reads failed while others went on: the process exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {total} connections had failures (listed above)")]
+pub struct PartialFailure {
+    failed: usize,
+    total: usize,
+}
+
+/// One machine-readable line per connection, for scripts.
+fn print_stats(name: &str, stats: &runner::RunStats, seconds: f64) {
+    let events: u64 = stats.events.values().sum();
+    println!(
+        "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} dead_letters={} findings={} seconds={seconds:.3} waited_for_pages={:.3} waited_for_kafka={:.3} handing_over={:.3}",
+        stats.event_bytes,
+        stats.records,
+        stats.items,
+        stats.pages,
+        stats.transactions,
+        stats.dead_letters,
+        stats.findings,
+        stats.waited_for_pages.as_secs_f64(),
+        stats.waited_for_kafka.as_secs_f64(),
+        stats.handing_over.as_secs_f64()
+    );
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -58,6 +89,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Pseudonymiser::from_config(config.pseudonym_key_file.as_deref())
             .context("the pseudonym key")?,
     );
+    let sealer = Arc::new(config.dead_letters.build().context("[dead_letters]")?);
+    if !sealer.keeps_raw() {
+        tracing::warn!(
+            "no [dead_letters] age_recipients: dead letters keep only a redacted copy of what \
+             could not be read, not its raw bytes"
+        );
+    }
     runner::ensure_topics(&config.kafka)
         .await
         .context("creating topics")?;
@@ -82,41 +120,74 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
+    let total = config.connections.len();
+    let mut runners = Vec::new();
     for connection in config.connections {
         let name = connection.name.clone();
-        let mut runner = Runner::start(connection, &config.kafka, Arc::clone(&pseudonymiser))
-            .await
-            .with_context(|| format!("starting connection {name}"))?
-            .with_metrics(Arc::clone(&metrics));
-        if args.once {
-            let started = std::time::Instant::now();
-            let result = runner.poll().await;
-            let stats = runner.stats();
-            let events: u64 = stats.events.values().sum();
-            // One machine-readable line per connection, for scripts.
-            println!(
-                "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} seconds={:.3} waited_for_pages={:.3} waited_for_kafka={:.3} handing_over={:.3}",
-                stats.event_bytes,
-                stats.records,
-                stats.items,
-                stats.pages,
-                stats.transactions,
-                started.elapsed().as_secs_f64(),
-                stats.waited_for_pages.as_secs_f64(),
-                stats.waited_for_kafka.as_secs_f64(),
-                stats.handing_over.as_secs_f64()
-            );
-            tracing::info!(connection = %name, pages = stats.pages, items = stats.items, events = ?stats.events, dead_letters = stats.dead_letters, findings = stats.findings, "poll done");
-            result.with_context(|| format!("polling {name}"))?;
-        } else {
-            let stop = stop_rx.clone();
-            tasks.push(tokio::spawn(async move { (name, runner.run(stop).await) }));
-        }
+        let runner = Runner::start_sealed(
+            connection,
+            &config.kafka,
+            Arc::clone(&pseudonymiser),
+            Arc::clone(&sealer),
+        )
+        .await
+        .with_context(|| format!("starting connection {name}"))?
+        .with_metrics(Arc::clone(&metrics));
+        runners.push(runner);
     }
+
     if args.once {
-        return Ok(());
+        // Every connection is polled, each in its own task; one vendor's
+        // failure does not keep the others from being read.
+        let mut tasks = Vec::new();
+        for mut runner in runners {
+            tasks.push(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let result = runner.poll().await;
+                (runner, result, started.elapsed().as_secs_f64())
+            }));
+        }
+        let mut failures: Vec<(String, RunError)> = Vec::new();
+        for task in tasks {
+            let (runner, result, seconds) = task.await.context("a connection's task failed")?;
+            let name = runner.name().to_owned();
+            print_stats(&name, runner.stats(), seconds);
+            if let Err(e) = result {
+                failures.push((name, e));
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        eprintln!(
+            "summary: {} of {total} connections had failures",
+            failures.len()
+        );
+        for (name, e) in &failures {
+            let errors = match e {
+                RunError::Partial(each) => each.iter().collect::<Vec<_>>(),
+                other => vec![other],
+            };
+            for error in errors {
+                eprintln!("  {name}: {}", error.chain());
+            }
+        }
+        if failures.iter().any(|(_, e)| e.is_fatal()) {
+            bail!("a connection failed fatally");
+        }
+        return Err(PartialFailure {
+            failed: failures.len(),
+            total,
+        }
+        .into());
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for runner in runners {
+        let name = runner.name().to_owned();
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move { (name, runner.run(stop).await) }));
     }
     shutdown_signal().await;
     tracing::info!("stopping after the current transaction");
@@ -129,7 +200,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok((name, Err(e))) => {
                 failed = true;
-                tracing::error!(connection = %name, error = %e, "connection failed");
+                tracing::error!(connection = %name, error = %e.chain(), "connection failed");
             }
             Err(e) => {
                 failed = true;

@@ -5,7 +5,18 @@
 //! compacted state topic — no local file is the source of truth; then
 //! [`Runner::poll`] reads every endpoint (a full read the first time and
 //! every `full_read_every` polls, incremental reads with
-//! `meta.modified.after` in between) and the deletion feed.
+//! `meta.modified.after` in between; calendar events in `startTime` slices
+//! of a window around the vendor's today, as the standard requires) and the
+//! deletion feed. One endpoint's failure does not stop the others; a poll's
+//! error lists them all.
+//!
+//! What the producer reports besides events is reported once per cause:
+//! an item's findings and dead letter again only when they change (their
+//! digest is held with the entity), and a vendor's dialect — zone-less
+//! times, teachers as persons, a flat deletion list, an endpoint it does not
+//! serve — once per connection (held in the state topic too). An item that
+//! cannot be understood still counts as served: a full read never takes it
+//! for deleted.
 //!
 //! A Kafka transaction spans pages until it holds enough records: their
 //! change events, the state records that explain them, dead letters and
@@ -14,52 +25,49 @@
 //! after a commit. A producer killed at any point restarts from the last
 //! committed cursor; what it reads again is absorbed by the content hashes.
 //!
-//! Modules: [`prepare`] fetches and maps pages ahead on other threads;
-//! [`txn`] hands records to librdkafka as pages are processed and commits;
-//! [`id_map`] holds what is known of each entity, keyed by id, with the
-//! id's hash kept so that it is computed once.
+//! Modules: [`config`] is a connection's configuration; [`prepare`]
+//! fetches and maps pages ahead on other threads; [`txn`] hands records to
+//! librdkafka as pages are processed and commits; [`state`] rebuilds the
+//! state from the state topic; [`id_map`] holds what is known of each
+//! entity, keyed by id, with the id's hash kept so that it is computed
+//! once.
 
+mod config;
 mod id_map;
 mod prepare;
+mod state;
 mod txn;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::Message;
-use serde::Deserialize;
 use skolflode_kafka::{Admin, KafkaConfig, TopicSpec};
-use skolflode_schemas::catalogue::{self, Cleanup, TOPICS};
-use skolflode_schemas::codec::{write_long, write_str};
+use skolflode_schemas::catalogue::{
+    self, Cleanup, DEAD_LETTERS, HEARTBEATS, PRODUCER_STATE, QUALITY_FINDINGS, TOPICS,
+};
+use skolflode_schemas::codec::write_str;
+use skolflode_schemas::entities::{CalendarEvent, Duty};
 use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::records::{Cursor, DeadLetter, Heartbeat, ProducerState, QualityFinding};
+use skolflode_schemas::state_key::{self, StateKey};
 use skolflode_schemas::{wire, AvroType, Bytes, Op, Source, TimestampMillis};
 
-use crate::detect::{self, Held, Version};
+use crate::detect::{self, report_digest, Held, Version};
+use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::pseudonym::Pseudonymiser;
-use crate::ss12000::client::{ClientConfig, FetchError, Ss12000Client};
-use crate::ss12000::map::{Finding, FindingKind};
+use crate::seal::{Sealed, Sealer};
+use crate::ss12000::client::{FetchError, Filters, Ss12000Client};
+use crate::ss12000::map::{field_shape, DutyIndex, Finding};
 use crate::ss12000::time;
 use id_map::{IdMap, Key};
-use prepare::{fetch_ahead, now_millis, Prepared};
+use prepare::{fetch_ahead, now_millis, Prepared, Preparer};
 use txn::{Record, Transactions, Txn};
 
-/// The state topic, dead-letter topic and findings topic.
-pub const STATE_TOPIC: &str = "skolflode.producer.state";
-pub const DEAD_LETTER_TOPIC: &str = "skolflode.deadletter";
-pub const FINDINGS_TOPIC: &str = "skolflode.quality.findings";
-pub const HEARTBEAT_TOPIC: &str = "skolflode.heartbeats";
-
-/// Records after which a transaction is committed before the read goes on
-/// (the default of `max_transaction_records`). A commit waits for the
-/// broker to acknowledge the transaction's tail, and the connection's loop
-/// idles meanwhile (20–150 ms a commit, measured): 8 000 gave 29 k
-/// events/s in `scripts/bench-produce`, 24 000 gave 38 k, 60 000 no more
-/// than that. About 12 000 events per transaction.
-const MAX_TXN_RECORDS: usize = 24_000;
+pub use config::{CalendarWindow, ConnectionConfig};
+pub use state::state_partition;
 
 /// librdkafka settings the producer starts from; any of them given in
 /// `[kafka.properties]` is used instead.
@@ -70,94 +78,81 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     // The committer polls librdkafka's in-flight count instead of
     // counting a report per record (`txn.rs`).
     ("delivery.report.only.error", "true"),
+    // Keys land in the partitions Java clients choose for them, so that
+    // topics join co-partitioned with Kafka Streams applications.
+    ("partitioner", "murmur2_random"),
 ];
 
-/// Every SS 12000 endpoint the producer can read.
-pub const ENDPOINTS: &[&str] = &[
-    "organisations",
-    "persons",
-    "duties",
-    "groups",
-    "syllabuses",
-    "activities",
-    "calendarEvents",
-    "attendances",
-];
-
-fn default_endpoints() -> Vec<String> {
-    ENDPOINTS.iter().map(|e| (*e).to_owned()).collect()
-}
-
-/// One vendor connection.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionConfig {
-    /// The connection's name: `source.connection` of its events, part of
-    /// every key, and of the fallback person keys. Never change it.
-    pub name: String,
-    /// Endpoints to read (default: all of them).
-    #[serde(default = "default_endpoints")]
-    pub endpoints: Vec<String>,
-    /// Seconds between polls (default 300).
-    #[serde(default = "ConnectionConfig::default_poll")]
-    pub poll_interval_secs: u64,
-    /// Every this many polls an endpoint is read in full and compared with
-    /// what is held, to find deletions and changes the vendor did not
-    /// announce (default 12).
-    #[serde(default = "ConnectionConfig::default_full")]
-    pub full_read_every: i64,
-    /// Incremental reads start this many seconds before the newest
-    /// `meta.modified` seen, for clock skew and equal timestamps (default
-    /// 300).
-    #[serde(default = "ConnectionConfig::default_overlap")]
-    pub overlap_secs: i64,
-    /// Read `/deletedEntities` (default true).
-    #[serde(default = "ConnectionConfig::default_true")]
-    pub deletion_feed: bool,
-    /// Records after which a transaction is committed before the read
-    /// goes on (default 24 000, at least 100). Larger means fewer commits
-    /// and more memory; a transaction must commit within librdkafka's
-    /// `transaction.timeout.ms`.
-    #[serde(default = "ConnectionConfig::default_txn_records")]
-    pub max_transaction_records: usize,
-    pub client: ClientConfig,
-}
-
-impl ConnectionConfig {
-    fn default_poll() -> u64 {
-        300
-    }
-    fn default_full() -> i64 {
-        12
-    }
-    fn default_overlap() -> i64 {
-        300
-    }
-    fn default_true() -> bool {
-        true
-    }
-    fn default_txn_records() -> usize {
-        MAX_TXN_RECORDS
-    }
-}
+/// The deletion feed's name among cursors and findings.
+const FEED: &str = "deletedEntities";
 
 /// Why a runner stopped or a poll failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
+    #[error("configuration: {0}")]
     Config(String),
     #[error(transparent)]
     Kafka(#[from] skolflode_kafka::KafkaError),
-    #[error("Kafka: {0}")]
+    #[error("Kafka")]
     Client(#[from] ClientError),
-    #[error("the transaction was aborted and will be redone: {0}")]
-    Aborted(String),
-    #[error("fatal Kafka error, the producer must restart: {0}")]
-    Fatal(String),
-    #[error("reading the vendor failed: {0}")]
-    Fetch(#[from] FetchError),
-    #[error("the state topic holds a record that cannot be read: {0}")]
-    State(String),
+    #[error("the transaction was aborted and will be redone")]
+    Aborted(#[source] ClientError),
+    #[error("fatal Kafka error, the connection must restart")]
+    Fatal(#[source] ClientError),
+    #[error("the transaction failed ({cause}) and aborting it failed too")]
+    AbortFailed {
+        cause: ClientError,
+        #[source]
+        abort: ClientError,
+    },
+    #[error("a task of the producer failed")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{endpoint}")]
+    Fetch {
+        endpoint: String,
+        #[source]
+        source: FetchError,
+    },
+    #[error("{endpoint}: the vendor does not serve it")]
+    Unsupported {
+        endpoint: String,
+        #[source]
+        source: FetchError,
+    },
+    #[error("the state topic holds a record that cannot be read ({key}): {reason}")]
+    State { key: String, reason: String },
+    #[error("{} of the poll failed: {}", .0.len(), summary(.0))]
+    Partial(Vec<RunError>),
+}
+
+impl RunError {
+    /// Whether the connection cannot go on with this producer instance.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::Fatal(_) | Self::AbortFailed { .. } | Self::Task(_) | Self::State { .. }
+        )
+    }
+
+    /// The error and its causes, as one line.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+}
+
+fn summary(errors: &[RunError]) -> String {
+    errors
+        .iter()
+        .map(RunError::chain)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What a runner has done.
@@ -220,14 +215,13 @@ fn rfc3339(millis: i64) -> String {
     )
 }
 
-fn finding_kind(kind: FindingKind) -> &'static str {
-    match kind {
-        FindingKind::ZoneAssumed => "ZONE_ASSUMED",
-        FindingKind::TimeCutFromDate => "TIME_CUT_FROM_DATE",
-        FindingKind::NumberFromString => "NUMBER_FROM_STRING",
-        FindingKind::UnusableOptional => "UNUSABLE_OPTIONAL",
-        FindingKind::InvalidCivicNumber => "INVALID_CIVIC_NUMBER",
-    }
+/// A dialect finding, published once per connection: the endpoint, the
+/// finding's kind and the field's shape (indices left out).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DialectKey {
+    endpoint: String,
+    kind: String,
+    field: String,
 }
 
 /// Create every catalogued topic that does not exist yet.
@@ -251,38 +245,17 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The state topic's partition count, which must never change: a
-/// connection's state records all go to one partition, chosen from its
-/// name, so that a restart reads that partition, not every connection's
-/// state.
-fn state_partitions() -> Result<i32, RunError> {
-    TOPICS
-        .iter()
-        .find(|t| t.name == STATE_TOPIC)
-        .map(|t| t.partitions)
-        .ok_or_else(|| RunError::Config(format!("{STATE_TOPIC} is not in the catalogue")))
-}
-
-/// The partition of the state topic that holds a connection's state: the
-/// first four bytes of SHA-256 of its name, modulo the partition count.
-pub fn state_partition(connection: &str) -> Result<i32, RunError> {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(connection.as_bytes());
-    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    Ok((n % state_partitions()?.unsigned_abs()) as i32)
-}
-
 /// What is held of an entity: the state a pending transaction gives it,
 /// else the committed state.
 fn held<'a>(
-    state: &'a foldhash::HashMap<String, IdMap<Held>>,
+    state: &'a foldhash::HashMap<Endpoint, IdMap<Held>>,
     txn: &'a Txn,
-    endpoint: &str,
+    endpoint: Endpoint,
     key: Key<'_>,
 ) -> Option<&'a Held> {
     match txn.state_of(endpoint, key) {
         Some(pending) => pending,
-        None => state.get(endpoint).and_then(|m| m.get(key)),
+        None => state.get(&endpoint).and_then(|m| m.get(key)),
     }
 }
 
@@ -305,11 +278,12 @@ struct Target {
     schema_id: u32,
 }
 
-fn target(endpoint: &str) -> Option<Target> {
+fn target(endpoint: Endpoint) -> Result<Target, RunError> {
     crate::with_entity!(endpoint, E => catalogue::change_topic::<E>().map(|t| Target {
         topic: t.name,
         schema_id: schema_id(E::CHANGE_SUBJECT),
     }))
+    .ok_or_else(|| RunError::Config(format!("no change topic for {endpoint} in the catalogue")))
 }
 
 /// A running connection.
@@ -318,10 +292,15 @@ pub struct Runner {
     client: Arc<Ss12000Client>,
     txns: Transactions,
     pseudonymiser: Arc<Pseudonymiser>,
+    sealer: Arc<Sealer>,
     /// endpoint → entity id → what was last seen.
-    state: foldhash::HashMap<String, IdMap<Held>>,
+    state: foldhash::HashMap<Endpoint, IdMap<Held>>,
+    /// Endpoint name (or the deletion feed's) → where reading stands.
     cursors: HashMap<String, Cursor>,
-    targets: HashMap<String, Target>,
+    /// Dialect findings already published.
+    dialects: HashSet<DialectKey>,
+    /// Endpoints (and the deletion feed) the vendor said it does not serve.
+    unsupported: HashSet<String>,
     ids: HotIds,
     stats: RunStats,
     metrics: Arc<Metrics>,
@@ -343,8 +322,8 @@ impl std::fmt::Debug for Runner {
 }
 
 /// Where a read stands while its pages are processed.
-struct Read<'a> {
-    endpoint: &'a str,
+struct Read {
+    endpoint: Endpoint,
     target: Target,
     /// The first full read: new entities are snapshot reads.
     initial: bool,
@@ -353,46 +332,45 @@ struct Read<'a> {
     full: Option<u32>,
     /// The newest `meta.modified` seen.
     newest: Option<i64>,
+    /// The span of lesson start times read, for calendar events: a full
+    /// read reconciles only what starts inside it.
+    window: Option<(i64, i64)>,
 }
 
 impl Runner {
     /// Fence earlier instances of this connection, then rebuild the state
-    /// from the state topic.
+    /// from the state topic. Dead letters keep no raw bytes.
     pub async fn start(
         config: ConnectionConfig,
         kafka: &KafkaConfig,
         pseudonymiser: Arc<Pseudonymiser>,
     ) -> Result<Self, RunError> {
-        if config.name.is_empty() || config.name.contains('/') {
-            return Err(RunError::Config(
-                "a connection needs a name without '/'".into(),
-            ));
+        Self::start_sealed(
+            config,
+            kafka,
+            pseudonymiser,
+            Arc::new(Sealer::redact_only()),
+        )
+        .await
+    }
+
+    /// [`Runner::start`], sealing dead letters with `sealer`.
+    pub async fn start_sealed(
+        config: ConnectionConfig,
+        kafka: &KafkaConfig,
+        pseudonymiser: Arc<Pseudonymiser>,
+        sealer: Arc<Sealer>,
+    ) -> Result<Self, RunError> {
+        config.validate()?;
+        for endpoint in Endpoint::ALL {
+            target(endpoint)?;
         }
-        if let Some(bad) = config
-            .endpoints
-            .iter()
-            .find(|e| !ENDPOINTS.contains(&e.as_str()))
-        {
-            return Err(RunError::Config(format!("unknown endpoint {bad:?}")));
-        }
-        if config.max_transaction_records < 100 {
-            return Err(RunError::Config(
-                "max_transaction_records must be at least 100".into(),
-            ));
-        }
-        if config.full_read_every < 1 {
-            return Err(RunError::Config(
-                "full_read_every must be at least 1".into(),
-            ));
-        }
-        let mut targets = HashMap::new();
-        for endpoint in ENDPOINTS {
-            let t = target(endpoint).ok_or_else(|| {
-                RunError::Config(format!("no change topic for {endpoint} in the catalogue"))
-            })?;
-            targets.insert((*endpoint).to_owned(), t);
-        }
-        let client = Arc::new(Ss12000Client::new(config.client.clone())?);
+        let client = Arc::new(Ss12000Client::new(config.client.clone()).map_err(|source| {
+            RunError::Fetch {
+                endpoint: "client".into(),
+                source,
+            }
+        })?);
         let mut producer_config =
             kafka.transactional_producer(&format!("skolflode-produce-{}", config.name))?;
         // Tuning defaults; an operator's `[kafka.properties]` wins.
@@ -410,9 +388,11 @@ impl Runner {
             client,
             txns,
             pseudonymiser,
+            sealer,
             state: Default::default(),
             cursors: HashMap::new(),
-            targets,
+            dialects: HashSet::new(),
+            unsupported: HashSet::new(),
             ids: HotIds::new(),
             stats: RunStats::default(),
             metrics: Arc::new(Metrics::new().map_err(|e| RunError::Config(e.to_string()))?),
@@ -432,67 +412,80 @@ impl Runner {
         self
     }
 
+    /// The connection's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
     /// What the runner has done.
     pub fn stats(&self) -> &RunStats {
         &self.stats
     }
 
     /// Entities held for an endpoint.
-    pub fn held(&self, endpoint: &str) -> usize {
-        self.state.get(endpoint).map_or(0, |m| m.len())
+    pub fn held(&self, endpoint: Endpoint) -> usize {
+        self.state.get(&endpoint).map_or(0, |m| m.len())
     }
 
     async fn load_state(&mut self, kafka: &KafkaConfig) -> Result<(), RunError> {
-        let mut client = kafka.build()?;
-        client
-            .set(
-                "group.id",
-                format!("skolflode-produce-{}-state-load", self.config.name),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
-        let prefix = format!("{}/", self.config.name);
-        let partition = state_partition(&self.config.name)?;
-        let expected = state_partitions()?;
-        let loaded =
-            tokio::task::spawn_blocking(move || read_state(client, &prefix, partition, expected))
-                .await
-                .map_err(|e| RunError::Fatal(e.to_string()))??;
-        for (key, value) in loaded {
-            let mut parts = key.splitn(3, '/');
-            let (_, Some(endpoint), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        for (text, value) in state::load(kafka, &self.config.name).await? {
+            let Some(key) = StateKey::parse(&text) else {
                 continue;
             };
-            match value {
-                None => {
-                    if let Some(m) = self.state.get_mut(endpoint) {
-                        m.remove(Key::new(id));
+            match key {
+                StateKey::Entity { endpoint, id, .. } => {
+                    let Some(endpoint) = Endpoint::from_name(endpoint) else {
+                        continue;
+                    };
+                    match value.and_then(|v| v.entity) {
+                        None => {
+                            if let Some(m) = self.state.get_mut(&endpoint) {
+                                m.remove(Key::new(id));
+                            }
+                        }
+                        Some(e) => {
+                            let held = Held::from_state(e).map_err(|reason| RunError::State {
+                                key: text.clone(),
+                                reason,
+                            })?;
+                            self.state
+                                .entry(endpoint)
+                                .or_default()
+                                .insert(Key::new(id), held);
+                        }
                     }
                 }
-                Some(ProducerState {
-                    entity: Some(e), ..
-                }) => {
-                    let held =
-                        Held::from_state(e).map_err(|e| RunError::State(format!("{key}: {e}")))?;
-                    self.state
-                        .entry(endpoint.to_owned())
-                        .or_default()
-                        .insert(Key::new(id), held);
+                StateKey::Cursor { endpoint, .. } => {
+                    if let Some(cursor) = value.and_then(|v| v.cursor) {
+                        // Cursors written before the deletion feed had its
+                        // own endpoint name were keyed `#deletedEntities`.
+                        let endpoint = endpoint.trim_start_matches('#');
+                        self.cursors.insert(endpoint.to_owned(), cursor);
+                    }
                 }
-                Some(ProducerState {
-                    cursor: Some(c), ..
-                }) => {
-                    self.cursors.insert(endpoint.to_owned(), c);
+                StateKey::Finding {
+                    endpoint,
+                    kind,
+                    field,
+                    ..
+                } => {
+                    let dialect = DialectKey {
+                        endpoint: endpoint.to_owned(),
+                        kind: kind.to_owned(),
+                        field: field.to_owned(),
+                    };
+                    match value {
+                        Some(_) => self.dialects.insert(dialect),
+                        None => self.dialects.remove(&dialect),
+                    };
                 }
-                Some(_) => {}
             }
         }
         tracing::info!(
             connection = %self.config.name,
             entities = self.state.values().map(|m| m.len()).sum::<usize>(),
             cursors = self.cursors.len(),
+            dialect_findings = self.dialects.len(),
             "state loaded"
         );
         Ok(())
@@ -506,10 +499,9 @@ impl Runner {
         loop {
             match self.poll().await {
                 Ok(()) => {}
-                Err(RunError::Fatal(e)) => return Err(RunError::Fatal(e)),
-                Err(e) => {
-                    tracing::warn!(connection = %self.config.name, error = %e, "poll failed; retrying at the next poll")
-                }
+                Err(e) if e.is_fatal() => return Err(e),
+                // Each failure was logged when it happened.
+                Err(_) => {}
             }
             let wait = Duration::from_secs(self.config.poll_interval_secs);
             tokio::select! {
@@ -522,26 +514,55 @@ impl Runner {
         }
     }
 
-    /// One poll: every endpoint, then the deletion feed.
+    /// Log a failed read once, with what to change.
+    fn failed(&self, what: &str, e: &RunError) {
+        tracing::warn!(
+            connection = %self.config.name,
+            endpoint = what,
+            error = %e.chain(),
+            "reading failed; the next poll reads it again"
+        );
+    }
+
+    /// One poll: every endpoint, then the deletion feed. Every endpoint is
+    /// read even when others fail; the error lists every failure.
     pub async fn poll(&mut self) -> Result<(), RunError> {
         let endpoints = self.config.endpoints.clone();
         let events_before: u64 = self.stats.events.values().sum();
-        let mut first_error = None;
-        for endpoint in &endpoints {
-            if let Err(e) = self.read_endpoint(endpoint).await {
-                if matches!(e, RunError::Fatal(_)) {
-                    return Err(e);
+        let mut failures = Vec::new();
+        for endpoint in endpoints {
+            if self.unsupported.contains(endpoint.name()) {
+                continue;
+            }
+            match self.read_endpoint(endpoint).await {
+                Ok(()) => {}
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(RunError::Unsupported {
+                    endpoint: name,
+                    source,
+                }) => {
+                    self.unsupported_endpoint(&name, &source).await?;
                 }
-                tracing::warn!(connection = %self.config.name, endpoint, error = %e, "endpoint read failed");
-                first_error.get_or_insert(e);
+                Err(e) => {
+                    self.failed(endpoint.name(), &e);
+                    failures.push(e);
+                }
             }
         }
-        if self.config.deletion_feed {
-            if let Err(e) = self.read_deletions().await {
-                if matches!(e, RunError::Fatal(_)) {
-                    return Err(e);
+        if self.config.deletion_feed && !self.unsupported.contains(FEED) {
+            match self.read_deletions().await {
+                Ok(()) => {}
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(RunError::Unsupported {
+                    endpoint: name,
+                    source,
+                }) => {
+                    self.unsupported_endpoint(&name, &source).await?;
                 }
-                first_error.get_or_insert(e);
+                Err(e) => {
+                    self.failed(FEED, &e);
+                    failures.push(e);
+                }
             }
         }
         self.stats.polls += 1;
@@ -552,28 +573,25 @@ impl Runner {
             vendor: "ss12000".into(),
             at: TimestampMillis(now_millis()),
             server_time: self.last_server_time.map(TimestampMillis),
-            ok: first_error.is_none(),
+            ok: failures.is_empty(),
             polls: self.stats.polls as i64,
             events: (self.stats.events.values().sum::<u64>() - events_before) as i64,
         };
         let mut txn = Txn::default();
         txn.push((
-            HEARTBEAT_TOPIC,
-            wire::encode(schema_id("StringKey"), &self.config.name),
+            HEARTBEATS,
+            wire::encode(self.ids.string_key, &self.config.name),
             Some(wire::encode(schema_id("Heartbeat"), &heartbeat)),
         ));
         if let Err(e) = self.commit(&mut txn).await {
-            if matches!(e, RunError::Fatal(_)) {
+            if e.is_fatal() {
                 return Err(e);
             }
-            first_error.get_or_insert(e);
+            self.failed("heartbeat", &e);
+            failures.push(e);
         }
         let name = self.config.name.as_str();
-        let outcome = if first_error.is_none() {
-            "ok"
-        } else {
-            "failed"
-        };
+        let outcome = if failures.is_empty() { "ok" } else { "failed" };
         self.metrics.polls.with_label_values(&[name, outcome]).inc();
         let now = self.client.stats();
         self.metrics.client_stats(name, &now, &self.client_seen);
@@ -581,14 +599,49 @@ impl Runner {
         for (endpoint, held) in &self.state {
             self.metrics
                 .held_entities
-                .with_label_values(&[name, endpoint])
+                .with_label_values(&[name, endpoint.name()])
                 .set(held.len() as i64);
         }
         let failed = self.txns.failed_deliveries();
         if failed > 0 {
             tracing::warn!(connection = %name, failed, "records not delivered since start (their transactions aborted)");
         }
-        first_error.map_or(Ok(()), Err)
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(RunError::Partial(failures))
+        }
+    }
+
+    /// A vendor that answers 404 (or 405, 501) to an endpoint's first
+    /// request does not serve it: said once, recorded as a dialect
+    /// finding, and not asked again by this process. Full reads still find
+    /// deletions when the deletion feed is the one missing.
+    async fn unsupported_endpoint(
+        &mut self,
+        name: &str,
+        source: &FetchError,
+    ) -> Result<(), RunError> {
+        tracing::warn!(
+            connection = %self.config.name,
+            endpoint = name,
+            error = %source,
+            "the vendor does not serve this endpoint; it is skipped until the producer restarts \
+             (remove it from the connection's endpoints, or set deletion_feed = false, to silence this)"
+        );
+        self.unsupported.insert(name.to_owned());
+        let mut txn = Txn::default();
+        self.dialect(
+            &mut txn,
+            name,
+            "UNSUPPORTED_ENDPOINT",
+            "",
+            TimestampMillis(now_millis()),
+        );
+        match self.commit(&mut txn).await {
+            Err(e) if e.is_fatal() => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn source(&self, endpoint: &str, cursor: Option<&str>, server_time: Option<i64>) -> Source {
@@ -604,18 +657,78 @@ impl Runner {
     /// Read an endpoint; whatever was read before a failure is committed
     /// with its state (the cursor moves only when a read completes, so the
     /// next poll reads it again and the hashes absorb the repeats).
-    async fn read_endpoint(&mut self, endpoint: &str) -> Result<(), RunError> {
+    async fn read_endpoint(&mut self, endpoint: Endpoint) -> Result<(), RunError> {
         let mut txn = Txn::default();
         let read = self.read_pages(endpoint, &mut txn).await;
-        if matches!(read, Err(RunError::Fatal(_))) {
+        if read.as_ref().is_err_and(RunError::is_fatal) {
             return read;
         }
         let committed = self.commit(&mut txn).await;
         read.and(committed)
     }
 
-    async fn read_pages(&mut self, endpoint: &str, txn: &mut Txn) -> Result<(), RunError> {
-        let cursor = self.cursors.get(endpoint).cloned();
+    /// The vendor's clock: from its last answer, else asked for.
+    async fn vendor_now(&mut self) -> i64 {
+        if let Some(t) = self.last_server_time {
+            return t;
+        }
+        match self.client.server_time().await {
+            Some(t) => {
+                self.last_server_time = Some(t);
+                t
+            }
+            None => now_millis(),
+        }
+    }
+
+    /// The duties held, indexed by person and organisation, for activities
+    /// whose teachers are given as persons.
+    fn duty_index(&self) -> DutyIndex {
+        let duties: Vec<Duty> = self
+            .state
+            .get(&Endpoint::Duties)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, h)| !h.is_placeholder())
+                    .filter_map(|(_, h)| Duty::decode_all(&h.image).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        DutyIndex::new(&duties)
+    }
+
+    /// The queries of one read: the filters of each, in order. Calendar
+    /// events are read in `startTime` slices of the configured window.
+    async fn queries(
+        &mut self,
+        endpoint: Endpoint,
+        modified_after: Option<String>,
+    ) -> (Vec<Filters>, Option<(i64, i64)>) {
+        if endpoint != Endpoint::CalendarEvents {
+            return (
+                vec![Filters {
+                    modified_after,
+                    start_time: None,
+                }],
+                None,
+            );
+        }
+        let now = self.vendor_now().await;
+        let slices = self.config.calendar_events.slices(now);
+        let window = slices.first().map(|s| s.0).zip(slices.last().map(|s| s.1));
+        let filters = slices
+            .into_iter()
+            .map(|(from, to)| Filters {
+                modified_after: modified_after.clone(),
+                // onOrBefore is inclusive: the last second of the slice.
+                start_time: Some((rfc3339(from), rfc3339(to - 1000))),
+            })
+            .collect();
+        (filters, window)
+    }
+
+    async fn read_pages(&mut self, endpoint: Endpoint, txn: &mut Txn) -> Result<(), RunError> {
+        let cursor = self.cursors.get(endpoint.name()).cloned();
         let polls = cursor.as_ref().map_or(0, |c| c.polls);
         let full = cursor
             .as_ref()
@@ -625,93 +738,144 @@ impl Runner {
         } else {
             cursor.as_ref().and_then(|c| c.modified_after.clone())
         };
-        let target = *self
-            .targets
-            .get(endpoint)
-            .ok_or_else(|| RunError::Config(format!("unknown endpoint {endpoint:?}")))?;
+        let (queries, window) = self.queries(endpoint, modified_after.clone()).await;
         let mut read = Read {
             endpoint,
-            target,
+            target: target(endpoint)?,
             initial: cursor.as_ref().is_none_or(|c| c.full_reads == 0),
             full: full.then(|| {
                 self.full_reads += 1;
                 self.full_reads
             }),
             newest: None,
+            window,
         };
-        let mut pages = fetch_ahead(
-            Arc::clone(&self.client),
-            Arc::clone(&self.pseudonymiser),
-            self.config.name.clone(),
-            endpoint.to_owned(),
-            modified_after.clone(),
-        );
-        loop {
-            let waiting = Instant::now();
-            let Some((token, fetched)) = pages.recv().await else {
-                return Err(RunError::Fatal("the page fetcher stopped".into()));
-            };
-            let fetched = match fetched {
-                Ok(job) => Ok(job.await.map_err(|e| RunError::Fatal(e.to_string()))?),
-                Err(e) => Err(e),
-            };
-            self.waited(Wait::Pages, waiting);
-            let page = match fetched {
-                Ok(page) => page,
-                Err(FetchError::Malformed {
-                    url, reason, raw, ..
-                }) => {
-                    // Nothing is lost: the page goes to the dead-letter topic
-                    // and the read starts over at the next poll.
-                    self.dead_letter(txn, &url, &reason, None, raw);
-                    return Err(RunError::Fetch(FetchError::Malformed {
+        let preparer = Preparer {
+            pseudonymiser: Arc::clone(&self.pseudonymiser),
+            sealer: Arc::clone(&self.sealer),
+            connection: Arc::from(self.config.name.as_str()),
+            zone: self.config.timestamps_without_zone,
+            duties: (endpoint == Endpoint::Activities).then(|| Arc::new(self.duty_index())),
+        };
+        let last_query = queries.len().saturating_sub(1);
+        for (q, filters) in queries.into_iter().enumerate() {
+            let mut pages = fetch_ahead(
+                Arc::clone(&self.client),
+                preparer.clone(),
+                endpoint,
+                filters.clone(),
+            );
+            let mut first_page = true;
+            loop {
+                let waiting = Instant::now();
+                let Some((token, fetched)) = pages.recv().await else {
+                    return Err(RunError::Fetch {
+                        endpoint: endpoint.name().into(),
+                        source: FetchError::Config("the page fetcher stopped".into()),
+                    });
+                };
+                let fetched = match fetched {
+                    Ok(job) => Ok(job.await?),
+                    Err(e) => Err(e),
+                };
+                self.waited(Wait::Pages, waiting);
+                let page = match fetched {
+                    Ok(page) => page,
+                    Err(FetchError::Malformed {
                         url,
                         reason,
-                        raw: Vec::new(),
-                        attempts: 0,
-                    }));
+                        raw,
+                        attempts,
+                    }) => {
+                        // Nothing is lost: the page goes to the dead-letter
+                        // topic and the read starts over at the next poll.
+                        let (_, sealed) = prepare::seal(&self.sealer, &reason, &raw);
+                        self.dead_letter(txn, &url, &reason, None, sealed);
+                        return Err(RunError::Fetch {
+                            endpoint: endpoint.name().into(),
+                            source: FetchError::Malformed {
+                                url,
+                                reason,
+                                raw: Vec::new(),
+                                attempts,
+                            },
+                        });
+                    }
+                    Err(source) if first_page && q == 0 && source.is_unsupported() => {
+                        return Err(RunError::Unsupported {
+                            endpoint: endpoint.name().into(),
+                            source,
+                        })
+                    }
+                    Err(source) => {
+                        return Err(RunError::Fetch {
+                            endpoint: endpoint.name().into(),
+                            source,
+                        })
+                    }
+                };
+                first_page = false;
+                self.stats.pages += 1;
+                if page.server_time.is_some() {
+                    self.last_server_time = page.server_time;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            self.stats.pages += 1;
-            if page.server_time.is_some() {
-                self.last_server_time = page.server_time;
-            }
-            let name = self.config.name.as_str();
-            self.metrics
-                .pages
-                .with_label_values(&[name, endpoint])
-                .inc();
-            self.metrics
-                .items
-                .with_label_values(&[name, endpoint])
-                .inc_by(page.items.len() as u64);
-            if let (Some(server), Some(n)) = (page.server_time, read.newest) {
+                let name = self.config.name.as_str();
                 self.metrics
-                    .lag_seconds
-                    .with_label_values(&[name, endpoint])
-                    .set((server - n) / 1000);
-            }
-            let observed_at = TimestampMillis(now_millis());
-            let source = self.source(
-                endpoint,
-                token.as_deref().or(modified_after.as_deref()),
-                page.server_time,
-            );
-            self.stats.items += page.items.len() as u64;
-            for item in page.items {
-                match item {
-                    Prepared::Version(version, findings) => {
-                        self.version(&mut read, version, findings, &source, observed_at, txn)
-                    }
-                    Prepared::Rejected { id, reason, raw } => {
-                        self.dead_letter(txn, &source.endpoint, &reason, id, raw)
+                    .pages
+                    .with_label_values(&[name, endpoint.name()])
+                    .inc();
+                self.metrics
+                    .items
+                    .with_label_values(&[name, endpoint.name()])
+                    .inc_by(page.items.len() as u64);
+                if let (Some(server), Some(n)) = (page.server_time, read.newest) {
+                    self.metrics
+                        .lag_seconds
+                        .with_label_values(&[name, endpoint.name()])
+                        .set((server - n) / 1000);
+                }
+                let observed_at = TimestampMillis(now_millis());
+                let source = self.source(
+                    endpoint.name(),
+                    token.as_deref().or(filters.modified_after.as_deref()),
+                    page.server_time,
+                );
+                self.stats.items += page.items.len() as u64;
+                for item in page.items {
+                    match item {
+                        Prepared::Version(version, findings) => {
+                            self.version(&mut read, version, findings, &source, observed_at, txn)
+                        }
+                        Prepared::Rejected {
+                            id,
+                            reason,
+                            digest,
+                            sealed,
+                        } => self.rejected(&read, id, &reason, digest, sealed, observed_at, txn),
                     }
                 }
-            }
-            if !page.more {
+                if page.more {
+                    if self.client.repeats_filters() {
+                        self.dialect(
+                            txn,
+                            endpoint.name(),
+                            "FILTERS_WITH_PAGE_TOKEN",
+                            "pageToken",
+                            observed_at,
+                        );
+                    }
+                    if txn.len() >= self.config.max_transaction_records {
+                        self.commit(txn).await?;
+                    } else {
+                        self.send(txn).await?;
+                    }
+                    continue;
+                }
+                if q < last_query {
+                    break;
+                }
                 if let Some(number) = read.full {
-                    self.reconcile(endpoint, number, &source, observed_at, txn);
+                    self.reconcile(&read, number, &source, observed_at, txn);
                 }
                 let previous = cursor.as_ref().and_then(|c| c.modified_after.clone());
                 let modified_after = read
@@ -719,7 +883,7 @@ impl Runner {
                     .map(|n| rfc3339(n - self.config.overlap_secs * 1000))
                     .or(previous);
                 txn.cursors.insert(
-                    endpoint.to_owned(),
+                    endpoint.name().to_owned(),
                     Cursor {
                         modified_after,
                         full_reads: cursor.as_ref().map_or(0, |c| c.full_reads) + i64::from(full),
@@ -729,48 +893,209 @@ impl Runner {
                 );
                 return Ok(());
             }
-            if txn.len() >= self.config.max_transaction_records {
-                self.commit(txn).await?;
-            } else {
-                self.send(txn).await?;
-            }
         }
+        Ok(())
     }
 
-    /// One version the vendor shows: an event if it is new.
+    /// One version the vendor shows: an event if it is new; its findings
+    /// if they are new.
     fn version(
         &mut self,
-        read: &mut Read<'_>,
+        read: &mut Read,
         version: Version,
         findings: Vec<Finding>,
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
     ) {
+        let endpoint = read.endpoint;
+        let mut item_findings = Vec::new();
         for f in findings {
-            self.finding(txn, read.endpoint, &version.id, f, observed_at);
+            if f.kind.is_dialect() {
+                self.dialect(
+                    txn,
+                    endpoint.name(),
+                    f.kind.name(),
+                    &field_shape(&f.field),
+                    observed_at,
+                );
+            } else {
+                item_findings.push(f);
+            }
         }
+        let report = if item_findings.is_empty() {
+            0
+        } else {
+            report_digest(
+                item_findings
+                    .iter()
+                    .flat_map(|f| [f.kind.name().as_bytes(), f.field.as_bytes()]),
+            )
+        };
         if let Some(m) = version.modified {
             read.newest = Some(read.newest.map_or(m, |n| n.max(m)));
         }
         let key = Key::new(&version.id);
-        let known = held(&self.state, txn, read.endpoint, key);
-        let Some(op) = detect::classify(known, &version.hash, read.initial) else {
-            if let Some(number) = read.full {
-                self.mark_seen(txn, read.endpoint, key, number);
+        let (op, report_changed) = {
+            let known = held(&self.state, txn, endpoint, key);
+            (
+                detect::classify(known, &version.hash, read.initial),
+                known.map_or(report, |h| h.report) != report,
+            )
+        };
+        if report_changed && report != 0 {
+            for f in item_findings {
+                self.finding(
+                    txn,
+                    endpoint.name(),
+                    &version.id,
+                    &f.field,
+                    f.kind.name(),
+                    observed_at,
+                );
+            }
+        }
+        let Some(op) = op else {
+            // Cloned only in the rare case that the findings changed.
+            let known = report_changed
+                .then(|| held(&self.state, txn, endpoint, key).cloned())
+                .flatten();
+            match known {
+                Some(k) => {
+                    // The same version with other findings: only the state
+                    // changes.
+                    let seen_in = read.full.unwrap_or(k.seen_in);
+                    let held = Held {
+                        report,
+                        seen_in,
+                        ..k
+                    };
+                    self.put_state(endpoint, key, Some(held), txn);
+                }
+                _ => {
+                    if let Some(number) = read.full {
+                        self.mark_seen(txn, endpoint, key, number);
+                    }
+                }
             }
             return;
         };
         let mut value = Vec::with_capacity(version.image.len() * 2 + 256);
         wire::header_into(read.target.schema_id, &mut value);
-        detect::encode_change(&mut value, op, known, &version, source, observed_at);
+        {
+            let before = held(&self.state, txn, endpoint, key).and_then(Held::version);
+            detect::encode_change(&mut value, op, before, &version, source, observed_at);
+        }
         let held = Held {
             hash: version.hash,
             image: version.image.into_boxed_slice(),
             observed_at: observed_at.0,
+            report,
             seen_in: read.full.unwrap_or(0),
         };
-        self.emit(read.endpoint, read.target, key, op, value, Some(held), txn);
+        self.emit(read.target, key, op, value, txn);
+        self.put_state(endpoint, key, Some(held), txn);
+    }
+
+    /// An item that could not be understood: a dead letter, unless the same
+    /// one was published for it before. It still counts as served, so a
+    /// full read does not take it for deleted.
+    #[allow(clippy::too_many_arguments)]
+    fn rejected(
+        &mut self,
+        read: &Read,
+        id: Option<String>,
+        reason: &str,
+        digest: u64,
+        sealed: Sealed,
+        observed_at: TimestampMillis,
+        txn: &mut Txn,
+    ) {
+        let endpoint = read.endpoint;
+        let Some(id) = id else {
+            // Without an id there is no entity to hold the digest: the
+            // connection remembers it like a dialect finding.
+            let key = DialectKey {
+                endpoint: endpoint.name().to_owned(),
+                kind: "DEAD_LETTER".to_owned(),
+                field: format!("{digest:016x}"),
+            };
+            if self.once(txn, key) {
+                self.dead_letter(txn, &format!("/{endpoint}"), reason, None, sealed);
+            }
+            return;
+        };
+        let key = Key::new(&id);
+        let known = held(&self.state, txn, endpoint, key);
+        if known.is_some_and(|h| h.report == digest) {
+            if let Some(number) = read.full {
+                self.mark_seen(txn, endpoint, key, number);
+            }
+            return;
+        }
+        let seen_in = read.full.unwrap_or(0);
+        let state = match known {
+            Some(k) => Held {
+                report: digest,
+                seen_in: read.full.unwrap_or(k.seen_in),
+                ..k.clone()
+            },
+            None => Held::placeholder(observed_at.0, digest, seen_in),
+        };
+        self.dead_letter(
+            txn,
+            &format!("/{endpoint}"),
+            reason,
+            Some(id.clone()),
+            sealed,
+        );
+        self.put_state(endpoint, key, Some(state), txn);
+    }
+
+    /// Whether `key` is new to the connection; if so it is recorded, in
+    /// this transaction, in the state topic.
+    fn once(&mut self, txn: &mut Txn, key: DialectKey) -> bool {
+        if self.dialects.contains(&key) || txn.dialects.contains(&key) {
+            return false;
+        }
+        let state_key = StateKey::Finding {
+            connection: &self.config.name,
+            endpoint: &key.endpoint,
+            kind: &key.kind,
+            field: &key.field,
+        };
+        let record = ProducerState {
+            entity: None,
+            cursor: None,
+        };
+        txn.push((
+            PRODUCER_STATE,
+            state_key.encode(self.ids.string_key),
+            Some(wire::encode(self.ids.producer_state, &record)),
+        ));
+        txn.dialects.push(key);
+        true
+    }
+
+    /// Publish a dialect finding unless it was published before.
+    fn dialect(
+        &mut self,
+        txn: &mut Txn,
+        endpoint: &str,
+        kind: &str,
+        field: &str,
+        observed_at: TimestampMillis,
+    ) {
+        let key = DialectKey {
+            endpoint: endpoint.to_owned(),
+            kind: kind.to_owned(),
+            field: field.to_owned(),
+        };
+        if !self.once(txn, key) {
+            return;
+        }
+        tracing::info!(connection = %self.config.name, endpoint, kind, field, "the vendor deviates from SS 12000; read leniently (recorded once as a finding)");
+        self.finding(txn, endpoint, "", field, kind, observed_at);
     }
 
     fn finding(
@@ -778,42 +1103,33 @@ impl Runner {
         txn: &mut Txn,
         endpoint: &str,
         id: &str,
-        f: Finding,
+        field: &str,
+        kind: &str,
         observed_at: TimestampMillis,
     ) {
         self.stats.findings += 1;
         self.metrics
             .findings
-            .with_label_values(&[&self.config.name, finding_kind(f.kind)])
+            .with_label_values(&[&self.config.name, kind])
             .inc();
         let finding = QualityFinding {
             connection: self.config.name.clone(),
             endpoint: format!("/{endpoint}"),
             entity_id: id.to_owned(),
-            field: f.field,
-            kind: finding_kind(f.kind).to_owned(),
+            field: field.to_owned(),
+            kind: kind.to_owned(),
             observed_at,
         };
         txn.push((
-            FINDINGS_TOPIC,
-            wire::encode(schema_id("StringKey"), &self.config.name),
+            QUALITY_FINDINGS,
+            wire::encode(self.ids.string_key, &self.config.name),
             Some(wire::encode(schema_id("QualityFinding"), &finding)),
         ));
     }
 
-    /// Queue a change event (framed `value`) and the state record that
-    /// explains it.
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
-        &mut self,
-        endpoint: &str,
-        target: Target,
-        key: Key<'_>,
-        op: Op,
-        value: Vec<u8>,
-        state: Option<Held>,
-        txn: &mut Txn,
-    ) {
+    /// Queue a change event (framed `value`); [`Self::put_state`] queues
+    /// the state record that explains it.
+    fn emit(&mut self, target: Target, key: Key<'_>, op: Op, value: Vec<u8>, txn: &mut Txn) {
         let id = key.id();
         *self.stats.events.entry(op.symbol()).or_default() += 1;
         let counter = match self.event_counters.get(op.symbol()) {
@@ -832,27 +1148,23 @@ impl Runner {
         write_str(&mut event_key, &self.config.name);
         write_str(&mut event_key, id);
         txn.push((target.topic, event_key, Some(value)));
-        // StringKey "<connection>/<endpoint>/<id>", framed.
-        let len = self.config.name.len() + endpoint.len() + id.len() + 2;
-        let mut state_key = Vec::with_capacity(len + 16);
-        wire::header_into(self.ids.string_key, &mut state_key);
-        write_long(&mut state_key, len as i64);
-        for part in [
-            self.config.name.as_bytes(),
-            b"/",
-            endpoint.as_bytes(),
-            b"/",
-            id.as_bytes(),
-        ] {
-            state_key.extend_from_slice(part);
-        }
+    }
+
+    /// Queue an entity's new state (`None`: forgotten) and its record.
+    fn put_state(&mut self, endpoint: Endpoint, key: Key<'_>, state: Option<Held>, txn: &mut Txn) {
+        let state_key = state_key::encode_entity(
+            self.ids.string_key,
+            &self.config.name,
+            endpoint.name(),
+            key.id(),
+        );
         let state_value = state.as_ref().map(|s| {
-            let mut out = Vec::with_capacity(s.image.len() + 96);
+            let mut out = Vec::with_capacity(s.image.len() + 104);
             wire::header_into(self.ids.producer_state, &mut out);
             s.encode_state(&mut out);
             out
         });
-        txn.push((STATE_TOPIC, state_key, state_value));
+        txn.push((PRODUCER_STATE, state_key, state_value));
         txn.set_state(endpoint, key, state);
     }
 
@@ -862,52 +1174,65 @@ impl Runner {
         endpoint: &str,
         reason: &str,
         entity_id: Option<String>,
-        raw: Vec<u8>,
+        sealed: Sealed,
     ) {
         self.stats.dead_letters += 1;
         self.metrics
             .dead_letters
             .with_label_values(&[&self.config.name])
             .inc();
-        tracing::warn!(connection = %self.config.name, endpoint, reason, "dead letter");
+        tracing::warn!(connection = %self.config.name, endpoint, entity_id = entity_id.as_deref().unwrap_or(""), reason, "dead letter");
         let letter = DeadLetter {
             connection: self.config.name.clone(),
             endpoint: endpoint.to_owned(),
             reason: reason.to_owned(),
             entity_id,
-            raw: Bytes(raw),
+            raw: Bytes(sealed.raw),
             observed_at: TimestampMillis(now_millis()),
+            redacted: sealed.redacted,
+            raw_encryption: sealed.encryption.map(str::to_owned),
         };
         txn.push((
-            DEAD_LETTER_TOPIC,
-            wire::encode(schema_id("StringKey"), &self.config.name),
+            DEAD_LETTERS,
+            wire::encode(self.ids.string_key, &self.config.name),
             Some(wire::encode(schema_id("DeadLetter"), &letter)),
         ));
     }
 
     /// An unchanged entity seen by full read `number`.
-    fn mark_seen(&mut self, txn: &mut Txn, endpoint: &str, key: Key<'_>, number: u32) {
+    fn mark_seen(&mut self, txn: &mut Txn, endpoint: Endpoint, key: Key<'_>, number: u32) {
         if let Some(pending) = txn.pending_mut(endpoint, key) {
             pending.seen_in = number;
-        } else if let Some(held) = self.state.get_mut(endpoint).and_then(|m| m.get_mut(key)) {
+        } else if let Some(held) = self.state.get_mut(&endpoint).and_then(|m| m.get_mut(key)) {
             held.seen_in = number;
         }
     }
 
-    /// After full read `number`: whatever is held but was not seen is gone.
+    /// After full read `number`: whatever is held but was not seen is gone
+    /// — for calendar events, of what starts inside the window read.
     fn reconcile(
         &mut self,
-        endpoint: &str,
+        read: &Read,
         number: u32,
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
     ) {
+        let endpoint = read.endpoint;
+        let in_window = |held: &Held| match read.window {
+            None => true,
+            Some((from, to)) => match CalendarEvent::decode_all(&held.image) {
+                Ok(lesson) => (from..to).contains(&lesson.start_time.0),
+                // A placeholder (or an image that cannot be read) is no
+                // lesson anyone was told of: forgetting it is harmless.
+                Err(_) => true,
+            },
+        };
         // What this read changed is pending in `txn` (or committed by it,
         // marked); what it left alone is marked in the committed state.
         let gone: Vec<String> = self
             .state
-            .get(endpoint)
+            .get(&endpoint)
             .map(|m| {
                 m.iter()
                     .filter(|(id, held)| match txn.state_of(endpoint, Key::new(id)) {
@@ -915,6 +1240,7 @@ impl Runner {
                         Some(None) => false,
                         None => held.seen_in != number,
                     })
+                    .filter(|(_, held)| in_window(held))
                     .map(|(id, _)| id.to_owned())
                     .collect()
             })
@@ -924,48 +1250,78 @@ impl Runner {
         }
     }
 
+    /// The entity is gone: a delete event with its last image, or, for an
+    /// item that was never understood, only its state is dropped.
     fn delete(
         &mut self,
-        endpoint: &str,
+        endpoint: Endpoint,
         id: &str,
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
     ) {
-        let Some(&target) = self.targets.get(endpoint) else {
-            return;
-        };
         let key = Key::new(id);
         let Some(known) = held(&self.state, txn, endpoint, key) else {
+            return;
+        };
+        if known.is_placeholder() {
+            self.put_state(endpoint, key, None, txn);
+            return;
+        }
+        let Ok(target) = target(endpoint) else {
             return;
         };
         let mut value = Vec::with_capacity(known.image.len() + 256);
         wire::header_into(target.schema_id, &mut value);
         detect::encode_delete(&mut value, known, id, source, observed_at);
-        self.emit(endpoint, target, key, Op::Delete, value, None, txn);
+        self.emit(target, key, Op::Delete, value, txn);
+        self.put_state(endpoint, key, None, txn);
     }
 
     async fn read_deletions(&mut self) -> Result<(), RunError> {
-        const FEED: &str = "#deletedEntities";
         let cursor = self.cursors.get(FEED).cloned();
         let after = cursor.as_ref().and_then(|c| c.modified_after.clone());
-        let (deleted, server_time) = self.client.deleted_entities(after.as_deref()).await?;
+        let deletions = match self.client.deleted_entities(after.as_deref()).await {
+            Ok(d) => d,
+            Err(source) if source.is_unsupported() => {
+                return Err(RunError::Unsupported {
+                    endpoint: FEED.into(),
+                    source,
+                })
+            }
+            Err(source) => {
+                return Err(RunError::Fetch {
+                    endpoint: FEED.into(),
+                    source,
+                })
+            }
+        };
+        if deletions.server_time.is_some() {
+            self.last_server_time = deletions.server_time;
+        }
         let observed_at = TimestampMillis(now_millis());
         let mut txn = Txn::default();
-        let source = self.source("deletedEntities", after.as_deref(), None);
-        for (kind, ids) in deleted {
-            if !self.config.endpoints.contains(&kind) {
+        if deletions.flat {
+            self.dialect(&mut txn, FEED, "FLAT_DELETION_LIST", "", observed_at);
+        }
+        let source = self.source(FEED, after.as_deref(), deletions.server_time);
+        for (kind, ids) in deletions.deleted {
+            let Some(endpoint) = Endpoint::from_any_name(&kind) else {
+                continue;
+            };
+            if !self.config.endpoints.contains(&endpoint) {
                 continue;
             }
             for id in ids {
-                self.delete(&kind, &id, &source, observed_at, &mut txn);
+                self.delete(endpoint, &id, &source, observed_at, &mut txn);
             }
         }
         txn.cursors.insert(
             FEED.to_owned(),
             Cursor {
                 // The vendor's clock, not ours: deletions carry its times.
-                modified_after: server_time
+                modified_after: deletions
+                    .server_time
                     .map(|t| rfc3339(t - self.config.overlap_secs * 1000))
                     .or(after),
                 full_reads: 0,
@@ -994,15 +1350,18 @@ impl Runner {
             .cursors
             .iter()
             .map(|(endpoint, cursor)| {
-                let key = format!("{}/{endpoint}/#cursor", self.config.name);
+                let key = StateKey::Cursor {
+                    connection: &self.config.name,
+                    endpoint,
+                };
                 let value = ProducerState {
                     entity: None,
                     cursor: Some(cursor.clone()),
                 };
                 (
-                    STATE_TOPIC,
-                    wire::encode(schema_id("StringKey"), &key),
-                    Some(wire::encode(schema_id("ProducerState"), &value)),
+                    PRODUCER_STATE,
+                    key.encode(self.ids.string_key),
+                    Some(wire::encode(self.ids.producer_state, &value)),
                 )
             })
             .collect();
@@ -1036,6 +1395,7 @@ impl Runner {
             states.apply_to(self.state.entry(endpoint).or_default());
         }
         self.cursors.extend(txn.cursors.drain());
+        self.dialects.extend(txn.dialects.drain(..));
         Ok(())
     }
 
@@ -1063,77 +1423,35 @@ impl Runner {
     }
 }
 
-/// Read the state topic to its end: every record whose key starts with
-/// `prefix`, newest last.
-fn read_state(
-    client: rdkafka::ClientConfig,
-    prefix: &str,
-    partition: i32,
-    expected: i32,
-) -> Result<Vec<(String, Option<ProducerState>)>, RunError> {
-    let mut out = Vec::new();
-    let found = std::cell::Cell::new(expected);
-    let wanted = |p: skolflode_kafka::Partitions| {
-        found.set(p.count);
-        p.count == expected && p.partition == partition
-    };
-    skolflode_kafka::read_partitions_to_end(
-        client,
-        STATE_TOPIC,
-        wanted,
-        Duration::from_secs(600),
-        |m| {
-            let Some(key) = m.key() else { return Ok(()) };
-            let (_, key_body) = wire::split(key).map_err(|e| RunError::State(e.to_string()))?;
-            let key = String::decode_all(key_body).map_err(|e| RunError::State(e.to_string()))?;
-            if !key.starts_with(prefix) {
-                return Ok(());
-            }
-            let value = match m.payload() {
-                None => None,
-                Some(bytes) => {
-                    let (_, body) =
-                        wire::split(bytes).map_err(|e| RunError::State(e.to_string()))?;
-                    Some(
-                        ProducerState::decode_all(body)
-                            .map_err(|e| RunError::State(e.to_string()))?,
-                    )
-                }
-            };
-            out.push((key, value));
-            Ok::<(), RunError>(())
-        },
-    )?;
-    if found.get() != expected {
-        return Err(RunError::State(format!(
-            "{STATE_TOPIC} has {} partitions, skolflode expects {expected}: a connection's state \
-             lives in the partition its name hashes to, so the count must never change",
-            found.get()
-        )));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_connection_s_state_has_one_stable_partition() {
-        // SHA-256("kommun-0180-admin") begins 0x882a3a68 (computed with
-        // Python's hashlib); 0x882a3a68 mod 6 = 4. The value is a contract
-        // with the state already written, so it is pinned here.
-        assert_eq!(state_partition("kommun-0180-admin").ok(), Some(4));
-        let spread: std::collections::HashSet<i32> = (0..60)
-            .filter_map(|i| state_partition(&format!("kommun-{i:04}")).ok())
-            .collect();
-        assert_eq!(spread.len(), 6, "names spread over every partition");
-    }
 
     #[test]
     fn rfc3339_of_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_756_677_600_000), "2025-08-31T22:00:00Z");
         assert_eq!(prepare::civil_today(1_756_677_600_000), (2025, 8, 31));
+    }
+
+    #[test]
+    fn errors_keep_their_causes_and_a_poll_lists_every_failure() {
+        let failure = |endpoint: &str, status| RunError::Fetch {
+            endpoint: endpoint.into(),
+            source: FetchError::Status {
+                url: format!("http://vendor/{endpoint}"),
+                status,
+                body: "no".into(),
+            },
+        };
+        let partial = RunError::Partial(vec![failure("persons", 400), failure("groups", 403)]);
+        let text = partial.chain();
+        assert!(
+            text.contains("persons") && text.contains("groups"),
+            "{text}"
+        );
+        assert!(text.contains("answered 400"), "{text}");
+        assert!(text.contains("client_secret"), "{text}");
+        assert!(!partial.is_fatal());
     }
 }

@@ -8,11 +8,13 @@
 
 use std::sync::Arc;
 
-use crate::detect::Version;
+use crate::detect::{report_digest, Version};
+use crate::endpoint::Endpoint;
 use crate::pseudonym::Pseudonymiser;
-use crate::ss12000::client::{FetchError, Page, Ss12000Client};
+use crate::seal::{Sealed, Sealer};
+use crate::ss12000::client::{FetchError, Filters, Page, Ss12000Client};
 use crate::ss12000::json::Json;
-use crate::ss12000::map::{Context, Finding, Ss12000Entity};
+use crate::ss12000::map::{Context, DutyIndex, Finding, Ss12000Entity};
 use crate::ss12000::time;
 
 /// Pages fetched or being prepared ahead of the one processed. While the
@@ -27,13 +29,28 @@ const AHEAD: usize = 16;
 pub(super) enum Prepared {
     /// A version of an entity, and what had to be repaired to read it.
     Version(Version, Vec<Finding>),
-    /// An item that cannot be understood: it goes to the dead-letter topic
-    /// whole.
+    /// An item that cannot be understood: it goes to the dead-letter topic,
+    /// sealed.
     Rejected {
         id: Option<String>,
         reason: String,
-        raw: Vec<u8>,
+        /// Of the reason and the raw bytes: the dead letter is published
+        /// again only when it changes.
+        digest: u64,
+        sealed: Sealed,
     },
+}
+
+/// What preparing a page needs besides the page: the same for every page
+/// of a read.
+#[derive(Clone, Debug)]
+pub(super) struct Preparer {
+    pub pseudonymiser: Arc<Pseudonymiser>,
+    pub sealer: Arc<Sealer>,
+    pub connection: Arc<str>,
+    pub zone: time::Zone,
+    /// The connection's duties, for teachers given as persons.
+    pub duties: Option<Arc<DutyIndex>>,
 }
 
 /// A prepared page.
@@ -67,20 +84,17 @@ pub(super) fn now_millis() -> i64 {
 }
 
 /// Map every item of a page.
-pub(super) fn prepare(
-    endpoint: &str,
-    page: Page,
-    pseudonymiser: &Pseudonymiser,
-    connection: &str,
-) -> PreparedPage {
+pub(super) fn prepare(endpoint: Endpoint, page: Page, preparer: &Preparer) -> PreparedPage {
     let cx = Context {
-        pseudonymiser,
-        source: connection,
+        pseudonymiser: &preparer.pseudonymiser,
+        source: &preparer.connection,
         today: civil_today(page.server_time.unwrap_or_else(now_millis)),
+        zone: preparer.zone,
+        duties: preparer.duties.as_deref(),
     };
     let items = page
         .items()
-        .map(|item| crate::with_entity!(endpoint, E => prepare_item::<E>(item, &cx)))
+        .map(|item| crate::with_entity!(endpoint, E => prepare_item::<E>(item, &cx, &preparer.sealer)))
         .collect();
     PreparedPage {
         items,
@@ -89,11 +103,31 @@ pub(super) fn prepare(
     }
 }
 
-fn prepare_item<E: Ss12000Entity>(raw: &str, cx: &Context<'_>) -> Prepared {
-    let rejected = |id: Option<&str>, reason: String| Prepared::Rejected {
-        id: id.map(str::to_owned),
-        reason,
-        raw: raw.as_bytes().to_vec(),
+/// A dead letter's content, redacted and sealed, and its digest.
+pub(super) fn seal(sealer: &Sealer, reason: &str, raw: &[u8]) -> (u64, Sealed) {
+    let digest = report_digest([reason.as_bytes(), raw]);
+    let sealed = sealer.seal(raw).unwrap_or_else(|e| {
+        // Encrypting to valid recipients does not fail; should it, the
+        // letter still says what failed, without the bytes.
+        tracing::error!(error = %e, "a dead letter's raw bytes could not be encrypted; they are left out");
+        Sealed {
+            redacted: crate::seal::redact(raw),
+            raw: Vec::new(),
+            encryption: None,
+        }
+    });
+    (digest, sealed)
+}
+
+fn prepare_item<E: Ss12000Entity>(raw: &str, cx: &Context<'_>, sealer: &Sealer) -> Prepared {
+    let rejected = |id: Option<&str>, reason: String| {
+        let (digest, sealed) = seal(sealer, &reason, raw.as_bytes());
+        Prepared::Rejected {
+            id: id.map(str::to_owned),
+            reason,
+            digest,
+            sealed,
+        }
     };
     // The page was checked to be JSON when it was read; this cannot fail
     // but for nesting deeper than the parser allows.
@@ -107,34 +141,28 @@ fn prepare_item<E: Ss12000Entity>(raw: &str, cx: &Context<'_>) -> Prepared {
     }
 }
 
-/// Fetch the pages of one read in a task of their own and prepare each on
+/// Fetch the pages of one query in a task of their own and prepare each on
 /// the blocking pool, at most [`AHEAD`] ahead of their processing; they
 /// arrive in order.
 pub(super) fn fetch_ahead(
     client: Arc<Ss12000Client>,
-    pseudonymiser: Arc<Pseudonymiser>,
-    connection: String,
-    endpoint: String,
-    modified_after: Option<String>,
+    preparer: Preparer,
+    endpoint: Endpoint,
+    filters: Filters,
 ) -> tokio::sync::mpsc::Receiver<Fetched> {
     let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
     tokio::spawn(async move {
         let mut token: Option<String> = None;
         loop {
             let fetched = client
-                .page(&endpoint, token.as_deref(), modified_after.as_deref())
+                .page(endpoint.name(), token.as_deref(), &filters)
                 .await;
             let (next, prepared) = match fetched {
                 Ok(page) => {
                     let next = page.next.clone();
-                    let (endpoint, pseudonymiser, connection) = (
-                        endpoint.clone(),
-                        Arc::clone(&pseudonymiser),
-                        connection.clone(),
-                    );
-                    let job = tokio::task::spawn_blocking(move || {
-                        prepare(&endpoint, page, &pseudonymiser, &connection)
-                    });
+                    let preparer = preparer.clone();
+                    let job =
+                        tokio::task::spawn_blocking(move || prepare(endpoint, page, &preparer));
                     (next, Ok(job))
                 }
                 Err(e) => (None, Err(e)),

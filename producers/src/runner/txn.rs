@@ -17,27 +17,31 @@ use rdkafka::producer::{
 };
 use rdkafka::{ClientConfig, ClientContext};
 use skolflode_kafka::{classify, TxnErrorClass};
+use skolflode_schemas::catalogue;
 use skolflode_schemas::records::Cursor;
 
 use super::id_map::{IdMap, Key};
 use super::RunError;
 use crate::detect::Held;
+use crate::endpoint::Endpoint;
 
 pub(super) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A record to send: topic, framed key, framed value (`None`: tombstone).
 pub(super) type Record = (&'static str, Vec<u8>, Option<Vec<u8>>);
 
-/// One transaction: records not yet handed over, and the state and cursors
-/// it leaves behind once committed.
+/// One transaction: records not yet handed over, and the state, cursors
+/// and published dialect findings it leaves behind once committed.
 #[derive(Default)]
 pub(super) struct Txn {
     pending: Vec<Record>,
     sent: usize,
     began: Option<Instant>,
     /// endpoint → entity id → new state (`None`: deleted).
-    pub(super) state: HashMap<String, IdMap<Option<Held>>>,
+    pub(super) state: HashMap<Endpoint, IdMap<Option<Held>>>,
     pub(super) cursors: HashMap<String, Cursor>,
+    /// Dialect findings published by this transaction.
+    pub(super) dialects: Vec<super::DialectKey>,
 }
 
 impl Txn {
@@ -52,28 +56,24 @@ impl Txn {
 
     /// The state this transaction gives an entity, if it touches it:
     /// `Some(None)` means deleted.
-    pub(super) fn state_of(&self, endpoint: &str, key: Key<'_>) -> Option<Option<&Held>> {
+    pub(super) fn state_of(&self, endpoint: Endpoint, key: Key<'_>) -> Option<Option<&Held>> {
         self.state
-            .get(endpoint)
+            .get(&endpoint)
             .and_then(|m| m.get(key))
             .map(Option::as_ref)
     }
 
     /// The pending state of an entity this transaction gives a new
     /// version.
-    pub(super) fn pending_mut(&mut self, endpoint: &str, key: Key<'_>) -> Option<&mut Held> {
+    pub(super) fn pending_mut(&mut self, endpoint: Endpoint, key: Key<'_>) -> Option<&mut Held> {
         self.state
-            .get_mut(endpoint)
+            .get_mut(&endpoint)
             .and_then(|m| m.get_mut(key))
             .and_then(Option::as_mut)
     }
 
-    pub(super) fn set_state(&mut self, endpoint: &str, key: Key<'_>, state: Option<Held>) {
-        let pending = match self.state.get_mut(endpoint) {
-            Some(m) => m,
-            None => self.state.entry(endpoint.to_owned()).or_default(),
-        };
-        pending.insert(key, state);
+    pub(super) fn set_state(&mut self, endpoint: Endpoint, key: Key<'_>, state: Option<Held>) {
+        self.state.entry(endpoint).or_default().insert(key, state);
     }
 }
 
@@ -118,9 +118,7 @@ impl Transactions {
     /// it left open.
     pub(super) async fn init(&self) -> Result<(), RunError> {
         let p = self.producer.clone();
-        tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT))
-            .await
-            .map_err(|e| RunError::Fatal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT)).await??;
         Ok(())
     }
 
@@ -134,15 +132,15 @@ impl Transactions {
             self.producer
                 .begin_transaction()
                 .map_err(|e| match classify(&e) {
-                    TxnErrorClass::Fatal => RunError::Fatal(e.to_string()),
-                    _ => RunError::Aborted(e.to_string()),
+                    TxnErrorClass::Fatal => RunError::Fatal(e),
+                    _ => RunError::Aborted(e),
                 })?;
             txn.began = Some(Instant::now());
         }
         let records = std::mem::take(&mut txn.pending);
         for (topic, key, value) in &records {
             let mut record = BaseRecord::to(topic).key(key);
-            if *topic == super::STATE_TOPIC {
+            if *topic == catalogue::PRODUCER_STATE {
                 record = record.partition(self.state_partition);
             }
             if let Some(v) = value {
@@ -197,9 +195,8 @@ impl Transactions {
             return Err(self.abort(txn, e).await);
         }
         let p = self.producer.clone();
-        let committed = tokio::task::spawn_blocking(move || p.commit_transaction(TXN_TIMEOUT))
-            .await
-            .map_err(|e| RunError::Fatal(e.to_string()))?;
+        let committed =
+            tokio::task::spawn_blocking(move || p.commit_transaction(TXN_TIMEOUT)).await?;
         if let Err(e) = committed {
             return Err(self.abort(txn, e).await);
         }
@@ -213,22 +210,21 @@ impl Transactions {
         txn.pending.clear();
         txn.state.clear();
         txn.cursors.clear();
+        txn.dialects.clear();
         txn.sent = 0;
         let was_open = txn.began.take().is_some();
         if classify(&e) == TxnErrorClass::Fatal {
-            return RunError::Fatal(e.to_string());
+            return RunError::Fatal(e);
         }
         if !was_open {
-            return RunError::Aborted(e.to_string());
+            return RunError::Aborted(e);
         }
         let p = self.producer.clone();
         let aborted = tokio::task::spawn_blocking(move || p.abort_transaction(TXN_TIMEOUT)).await;
         match aborted {
-            Ok(Ok(())) => RunError::Aborted(e.to_string()),
-            Ok(Err(abort_error)) => {
-                RunError::Fatal(format!("{e}; then aborting failed: {abort_error}"))
-            }
-            Err(join) => RunError::Fatal(join.to_string()),
+            Ok(Ok(())) => RunError::Aborted(e),
+            Ok(Err(abort)) => RunError::AbortFailed { cause: e, abort },
+            Err(join) => RunError::Task(join),
         }
     }
 

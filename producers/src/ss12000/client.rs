@@ -6,8 +6,16 @@
 //!
 //! What is retried: transport errors and timeouts, 5xx, 429, 401 (after a
 //! token refresh), and bodies that are not JSON (truncated pages). What is
-//! not: other 4xx. When retries run out on a malformed body, the error keeps
-//! the raw bytes so that the caller can send them to the dead-letter topic.
+//! not: other 4xx, and JSON of another shape than expected (retrying
+//! cannot change it). When retries run out on a malformed body, the error
+//! keeps the raw bytes so that the caller can send them to the dead-letter
+//! topic.
+//!
+//! Paging follows the standard: a request with a `pageToken` carries only
+//! `limit` besides it. Some vendors' tokens do not remember the filters and
+//! refuse a token without them; a `400` to a token-only request is retried
+//! once with the filters repeated, and if that works the client repeats
+//! them from then on ([`Ss12000Client::repeats_filters`]).
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -95,12 +103,15 @@ impl Default for ClientConfig {
 pub enum FetchError {
     #[error("invalid client configuration: {0}")]
     Config(String),
-    #[error("{url} answered {status}: {body}")]
+    #[error("{url} answered {status} ({}): {body}", status_hint(*status))]
     Status {
         url: String,
         status: u16,
+        /// The first bytes of the body.
         body: String,
     },
+    #[error("{url}: the answer is JSON but not what the standard describes ({reason})")]
+    Shape { url: String, reason: String },
     #[error("{url}: {cause} (after {attempts} attempts)")]
     Transport {
         url: String,
@@ -116,6 +127,88 @@ pub enum FetchError {
     },
     #[error("token endpoint {url}: {cause}")]
     Token { url: String, cause: String },
+}
+
+impl FetchError {
+    /// Whether the vendor says it does not serve the endpoint at all
+    /// (404, 405, 501), as opposed to failing a request it serves.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            Self::Status {
+                status: 404 | 405 | 501,
+                ..
+            }
+        )
+    }
+}
+
+/// What an operator can do about a status.
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        400 => {
+            "the vendor refused the request's parameters: check the endpoint's required \
+                parameters and the connection's calendar_events window"
+        }
+        401 | 403 => {
+            "the vendor refused the credentials or this client's access: check \
+                      client_id, client_secret and the grants the vendor gave"
+        }
+        404 | 405 | 501 => {
+            "the vendor does not serve this endpoint: remove it from the \
+                            connection's endpoints, or check base_url"
+        }
+        _ => "a request the client does not retry",
+    }
+}
+
+/// The filters of a read: sent with its first page, and with later pages
+/// only to vendors that need them repeated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// `meta.modified.after` (RFC 3339).
+    pub modified_after: Option<String>,
+    /// `startTime.onOrAfter` and `startTime.onOrBefore` (RFC 3339), which
+    /// the standard requires on `/calendarEvents`.
+    pub start_time: Option<(String, String)>,
+}
+
+impl Filters {
+    fn query(&self) -> String {
+        let mut q = String::new();
+        if let Some((from, to)) = &self.start_time {
+            q.push_str(&format!(
+                "&startTime.onOrAfter={}&startTime.onOrBefore={}",
+                form_encode(from),
+                form_encode(to)
+            ));
+        }
+        if let Some(after) = &self.modified_after {
+            q.push_str(&format!("&meta.modified.after={}", form_encode(after)));
+        }
+        q
+    }
+}
+
+/// What `/deletedEntities` announced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deletions {
+    /// Entity type as the vendor named it → ids.
+    pub deleted: Vec<(String, Vec<String>)>,
+    /// The vendor answered a flat list (`[{entityType, id, deletedAt}]`)
+    /// instead of the standard's `data` object.
+    pub flat: bool,
+    /// The vendor's clock when it answered.
+    pub server_time: Option<i64>,
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+enum Unreadable {
+    /// Not JSON (truncated, not UTF-8): worth asking again.
+    Malformed(String),
+    /// JSON of another shape: asking again changes nothing.
+    Shape(String),
 }
 
 /// One page of items: the body as the vendor sent it, checked to be
@@ -186,6 +279,8 @@ pub struct Ss12000Client {
     next_slot: Mutex<Instant>,
     stats: Mutex<Stats>,
     jitter: Mutex<u64>,
+    /// The vendor needs the filters repeated with every page token.
+    repeat_filters: std::sync::atomic::AtomicBool,
 }
 
 enum Attempt<T> {
@@ -230,8 +325,16 @@ impl Ss12000Client {
             next_slot: Mutex::new(Instant::now()),
             stats: Mutex::new(Stats::default()),
             jitter: Mutex::new(0x2545_f491_4f6c_dd1d),
+            repeat_filters: std::sync::atomic::AtomicBool::new(false),
             config,
         })
+    }
+
+    /// Whether the vendor turned out to need the filters repeated with
+    /// every page token.
+    pub fn repeats_filters(&self) -> bool {
+        self.repeat_filters
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What the client has done so far.
@@ -362,36 +465,65 @@ impl Ss12000Client {
         Err(failed(last))
     }
 
-    /// One page of an endpoint: the first page (with `limit` and, for
-    /// incremental reads, `meta.modified.after`), or the page behind a
-    /// token.
+    /// One page of an endpoint: the first page (with `limit` and the
+    /// filters), or the page behind a token (with `limit`, and the filters
+    /// only for vendors that need them repeated).
     pub async fn page(
         &self,
         endpoint: &str,
         page_token: Option<&str>,
-        modified_after: Option<&str>,
+        filters: &Filters,
     ) -> Result<Page, FetchError> {
-        let mut url = format!(
+        let base = format!(
             "{}/{endpoint}?limit={}",
             self.config.base_url.trim_end_matches('/'),
             self.config.page_limit
         );
-        match (page_token, modified_after) {
-            (Some(token), _) => url.push_str(&format!("&pageToken={}", form_encode(token))),
-            (None, Some(after)) => {
-                url.push_str(&format!("&meta.modified.after={}", form_encode(after)))
-            }
-            (None, None) => {}
+        let Some(token) = page_token else {
+            return self
+                .get(&format!("{base}{}", filters.query()), parse_page)
+                .await;
+        };
+        let token_only = format!("{base}&pageToken={}", form_encode(token));
+        let repeated = format!("{token_only}{}", filters.query());
+        if self.repeats_filters() {
+            return self.get(&repeated, parse_page).await;
         }
-        self.get(&url, parse_page).await
+        match self.get(&token_only, parse_page).await {
+            Err(FetchError::Status { status: 400, .. }) if *filters != Filters::default() => {
+                let page = self.get(&repeated, parse_page).await?;
+                if !self
+                    .repeat_filters
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        endpoint,
+                        "the vendor refuses page tokens without the filters; repeating them with \
+                         every token from now on (a deviation from SS 12000)"
+                    );
+                }
+                Ok(page)
+            }
+            other => other,
+        }
     }
 
-    /// `deletedEntities` after an instant (RFC 3339): entity type → ids,
-    /// and the vendor's clock when it answered.
-    pub async fn deleted_entities(
-        &self,
-        after: Option<&str>,
-    ) -> Result<(Vec<(String, Vec<String>)>, Option<i64>), FetchError> {
+    /// The vendor's clock (its `Date` header), from a one-item request to
+    /// `/organisations`; `None` if it cannot be had.
+    pub async fn server_time(&self) -> Option<i64> {
+        let url = format!(
+            "{}/organisations?limit=1",
+            self.config.base_url.trim_end_matches('/')
+        );
+        self.get(&url, |_, server_time| Ok(server_time))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// `deletedEntities` after an instant (RFC 3339), in the standard's
+    /// shape or as a flat list.
+    pub async fn deleted_entities(&self, after: Option<&str>) -> Result<Deletions, FetchError> {
         let mut url = format!(
             "{}/deletedEntities",
             self.config.base_url.trim_end_matches('/')
@@ -399,35 +531,13 @@ impl Ss12000Client {
         if let Some(after) = after {
             url.push_str(&format!("?after={}", form_encode(after)));
         }
-        self.get(&url, |bytes, server_time| {
-            let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-            let data = value
-                .get("data")
-                .and_then(Value::as_object)
-                .ok_or("no data object")?;
-            let deleted = data
-                .iter()
-                .map(|(kind, ids)| {
-                    let ids = ids
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|v| v.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    (kind.clone(), ids)
-                })
-                .collect();
-            Ok((deleted, server_time))
-        })
-        .await
+        self.get(&url, parse_deletions).await
     }
 
     async fn get<T>(
         &self,
         url: &str,
-        parse: impl Fn(&[u8], Option<i64>) -> Result<T, String>,
+        parse: impl Fn(&[u8], Option<i64>) -> Result<T, Unreadable>,
     ) -> Result<T, FetchError> {
         let _permit = self
             .in_flight
@@ -450,6 +560,7 @@ impl Ss12000Client {
                     wait,
                     malformed,
                 } => {
+                    tracing::debug!(url, attempt, cause = %cause, "request failed; retrying");
                     refresh = cause == "401";
                     last_cause = cause;
                     last_malformed = malformed;
@@ -488,7 +599,7 @@ impl Ss12000Client {
         &self,
         url: &str,
         refresh: bool,
-        parse: &impl Fn(&[u8], Option<i64>) -> Result<T, String>,
+        parse: &impl Fn(&[u8], Option<i64>) -> Result<T, Unreadable>,
     ) -> Attempt<T> {
         let bearer = match self.bearer(refresh).await {
             Ok(b) => b,
@@ -525,7 +636,11 @@ impl Ss12000Client {
         match status.as_u16() {
             200..=299 => match parse(&body, server_time) {
                 Ok(value) => Attempt::Done(value),
-                Err(reason) => {
+                Err(Unreadable::Shape(reason)) => Attempt::Fail(FetchError::Shape {
+                    url: url.to_owned(),
+                    reason,
+                }),
+                Err(Unreadable::Malformed(reason)) => {
                     self.count(|s| s.malformed += 1);
                     Attempt::Retry {
                         cause: reason.clone(),
@@ -558,17 +673,33 @@ impl Ss12000Client {
             code => Attempt::Fail(FetchError::Status {
                 url: url.to_owned(),
                 status: code,
-                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
             }),
         }
     }
 }
 
-fn parse_page(bytes: &[u8], server_time: Option<i64>) -> Result<Page, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-    let raw: RawPage<'_> = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+/// Whether a serde_json error says the text is not JSON (as opposed to
+/// JSON of another shape).
+fn not_json(e: &serde_json::Error) -> bool {
+    matches!(
+        e.classify(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+    )
+}
+
+fn parse_page(bytes: &[u8], server_time: Option<i64>) -> Result<Page, Unreadable> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| Unreadable::Malformed(format!("not UTF-8: {e}")))?;
+    let raw: RawPage<'_> = serde_json::from_str(text).map_err(|e| {
+        if not_json(&e) {
+            Unreadable::Malformed(format!("not JSON: {e}"))
+        } else {
+            Unreadable::Shape(format!("not a page: {e}"))
+        }
+    })?;
     let Some(data) = raw.data else {
-        return Err("no data array".into());
+        return Err(Unreadable::Shape("no data array".into()));
     };
     let start = text.as_ptr() as usize;
     let items = data
@@ -586,6 +717,62 @@ fn parse_page(bytes: &[u8], server_time: Option<i64>) -> Result<Page, String> {
             .as_ref()
             .and_then(Value::as_str)
             .map(str::to_owned),
+        server_time,
+    })
+}
+
+/// `/deletedEntities` in either shape: the standard's `{"data": {"persons":
+/// [ids], …}}`, or a flat list `[{"entityType": "Person", "id": …}]`.
+fn parse_deletions(bytes: &[u8], server_time: Option<i64>) -> Result<Deletions, Unreadable> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        if not_json(&e) {
+            Unreadable::Malformed(format!("not JSON: {e}"))
+        } else {
+            Unreadable::Shape(e.to_string())
+        }
+    })?;
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(data) = value.get("data").and_then(Value::as_object) {
+        return Ok(Deletions {
+            deleted: data
+                .iter()
+                .map(|(k, ids)| (k.clone(), strings(ids)))
+                .collect(),
+            flat: false,
+            server_time,
+        });
+    }
+    let Some(list) = value.as_array() else {
+        return Err(Unreadable::Shape(
+            "neither a data object nor a list of {entityType, id}".into(),
+        ));
+    };
+    let mut deleted: Vec<(String, Vec<String>)> = Vec::new();
+    for entry in list {
+        let (Some(kind), Some(id)) = (
+            entry.get("entityType").and_then(Value::as_str),
+            entry.get("id").and_then(Value::as_str),
+        ) else {
+            return Err(Unreadable::Shape(
+                "a flat deletion entry without entityType or id".into(),
+            ));
+        };
+        match deleted.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, ids)) => ids.push(id.to_owned()),
+            None => deleted.push((kind.to_owned(), vec![id.to_owned()])),
+        }
+    }
+    Ok(Deletions {
+        deleted,
+        flat: true,
         server_time,
     })
 }
@@ -651,8 +838,51 @@ mod tests {
         assert!(
             matches!(page, Ok(Page { ref items, next: Some(ref t), .. }) if items.len() == 1 && t == "t")
         );
-        assert!(parse_page(br#"{"data":[{"id":"a"}"#, None).is_err());
-        assert!(parse_page(b"\xff\xfe", None).is_err());
-        assert!(parse_page(br#"{"items":[]}"#, None).is_err());
+        assert!(matches!(
+            parse_page(br#"{"data":[{"id":"a"}"#, None),
+            Err(Unreadable::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_page(b"\xff\xfe", None),
+            Err(Unreadable::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_page(br#"{"items":[]}"#, None),
+            Err(Unreadable::Shape(_))
+        ));
+        assert!(matches!(
+            parse_page(br#"[1, 2]"#, None),
+            Err(Unreadable::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn deletions_read_in_both_shapes() {
+        let standard = parse_deletions(
+            br#"{"data":{"persons":["p1","p2"]},"pageToken":null}"#,
+            None,
+        );
+        assert!(
+            matches!(standard, Ok(ref d) if !d.flat && d.deleted == vec![("persons".to_owned(), vec!["p1".to_owned(), "p2".to_owned()])])
+        );
+        let flat = parse_deletions(
+            br#"[{"entityType":"Person","id":"p1","deletedAt":"2025-09-01T10:00:00"},{"entityType":"Duty","id":"d1"},{"entityType":"Person","id":"p2"}]"#,
+            None,
+        );
+        assert!(
+            matches!(flat, Ok(ref d) if d.flat && d.deleted.len() == 2 && d.deleted[0].1.len() == 2)
+        );
+        assert!(matches!(
+            parse_deletions(br#"{"nothing":1}"#, None),
+            Err(Unreadable::Shape(_))
+        ));
+        assert!(matches!(
+            parse_deletions(br#"[{"id":"x"}]"#, None),
+            Err(Unreadable::Shape(_))
+        ));
+        assert!(matches!(
+            parse_deletions(br#"[{"id""#, None),
+            Err(Unreadable::Malformed(_))
+        ));
     }
 }

@@ -21,9 +21,10 @@ pub struct Finding {
 }
 
 /// The kinds of repairs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FindingKind {
-    /// A date-time without a zone, read as Swedish local time.
+    /// A date-time without a zone, read in the zone configured for the
+    /// connection (`timestamps_without_zone`).
     ZoneAssumed,
     /// A date with a time part, cut to the date.
     TimeCutFromDate,
@@ -33,6 +34,76 @@ pub enum FindingKind {
     UnusableOptional,
     /// A civic number that is not valid; the person got a fallback key.
     InvalidCivicNumber,
+    /// A field the standard requires and the registers do not need is
+    /// missing; an empty value (`""`, `false`) stands in.
+    MissingField,
+    /// An element of an array could not be read and was left out; the
+    /// rest of the item was kept.
+    ElementDropped,
+    /// `subject` sent where the standard has `syllabus`; read as it.
+    SubjectForSyllabus,
+    /// An activity's teacher given as a person, not a duty; resolved to
+    /// the person's only duty at the activity's organisation.
+    TeacherAsPerson,
+    /// An activity's teacher given as a person with no duty, or several,
+    /// at the activity's organisation: left out rather than guessed.
+    TeacherUnresolved,
+}
+
+impl FindingKind {
+    /// The name on the findings topic and in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ZoneAssumed => "ZONE_ASSUMED",
+            Self::TimeCutFromDate => "TIME_CUT_FROM_DATE",
+            Self::NumberFromString => "NUMBER_FROM_STRING",
+            Self::UnusableOptional => "UNUSABLE_OPTIONAL",
+            Self::InvalidCivicNumber => "INVALID_CIVIC_NUMBER",
+            Self::MissingField => "MISSING_FIELD",
+            Self::ElementDropped => "ELEMENT_DROPPED",
+            Self::SubjectForSyllabus => "SUBJECT_FOR_SYLLABUS",
+            Self::TeacherAsPerson => "TEACHER_AS_PERSON",
+            Self::TeacherUnresolved => "TEACHER_UNRESOLVED",
+        }
+    }
+
+    /// Whether the repair describes the vendor's dialect (the same for
+    /// every item it sends, recorded once per connection, endpoint and
+    /// field) rather than one item's content (recorded per item, again
+    /// only when the item changes).
+    pub const fn is_dialect(self) -> bool {
+        matches!(
+            self,
+            Self::ZoneAssumed
+                | Self::TimeCutFromDate
+                | Self::NumberFromString
+                | Self::MissingField
+                | Self::SubjectForSyllabus
+                | Self::TeacherAsPerson
+        )
+    }
+}
+
+/// A field path with array indices left out (`enrolments[].startDate`):
+/// what a dialect finding is recorded once for.
+pub fn field_shape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut in_index = false;
+    for c in field.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Why an item cannot be mapped: it goes to the dead-letter topic.
@@ -57,6 +128,60 @@ pub struct Context<'a> {
     pub source: &'a str,
     /// The day the item was read (for 10-digit civic numbers' century).
     pub today: (i32, u32, u32),
+    /// The zone of date-times sent without one.
+    pub zone: time::Zone,
+    /// The connection's duties, for teachers given as persons.
+    pub duties: Option<&'a DutyIndex>,
+}
+
+impl<'a> Context<'a> {
+    /// A context with the defaults: Swedish local time, no duties known.
+    pub fn new(pseudonymiser: &'a Pseudonymiser, source: &'a str, today: (i32, u32, u32)) -> Self {
+        Self {
+            pseudonymiser,
+            source,
+            today,
+            zone: time::Zone::default(),
+            duties: None,
+        }
+    }
+}
+
+/// Which duties each person holds at each organisation: how a teacher
+/// given as a person becomes a duty reference.
+#[derive(Clone, Debug, Default)]
+pub struct DutyIndex {
+    /// (person id, organisation id) → duty ids.
+    by_person: std::collections::HashMap<(String, String), Vec<String>>,
+}
+
+impl DutyIndex {
+    /// Index duties.
+    pub fn new<'d>(duties: impl IntoIterator<Item = &'d Duty>) -> Self {
+        let mut by_person: std::collections::HashMap<(String, String), Vec<String>> =
+            Default::default();
+        for d in duties {
+            if let Some(person) = &d.person {
+                by_person
+                    .entry((person.id.clone(), d.duty_at.id.clone()))
+                    .or_default()
+                    .push(d.id.clone());
+            }
+        }
+        Self { by_person }
+    }
+
+    /// The person's only duty at the organisation, if there is exactly one.
+    pub fn only_duty(&self, person: &str, organisation: &str) -> Option<&str> {
+        match self
+            .by_person
+            .get(&(person.to_owned(), organisation.to_owned()))
+            .map(Vec::as_slice)
+        {
+            Some([one]) => Some(one),
+            _ => None,
+        }
+    }
 }
 
 /// A mapped entity and what had to be repaired.
@@ -79,6 +204,7 @@ struct Obj<'a, 'b> {
     /// The length of the parent's path.
     base: usize,
     findings: &'b mut Vec<Finding>,
+    zone: time::Zone,
 }
 
 impl Drop for Obj<'_, '_> {
@@ -128,6 +254,26 @@ impl<'a> Obj<'a, '_> {
                 expected: "a string",
             }),
         }
+    }
+
+    /// A required string the registers do not need: missing, it is empty
+    /// and reported.
+    fn string_or_empty(&mut self, name: &str) -> Result<String, MapError> {
+        if self.present(name).is_none() {
+            self.finding(name, FindingKind::MissingField);
+            return Ok(String::new());
+        }
+        self.string(name)
+    }
+
+    /// A required boolean the registers do not need: missing, it is
+    /// false and reported.
+    fn bool_or_false(&mut self, name: &str) -> Result<bool, MapError> {
+        if self.present(name).is_none() {
+            self.finding(name, FindingKind::MissingField);
+            return Ok(false);
+        }
+        self.boolean(name)
     }
 
     fn opt_string(&mut self, name: &str) -> Option<String> {
@@ -236,7 +382,7 @@ impl<'a> Obj<'a, '_> {
 
     fn instant(&mut self, name: &str) -> Result<TimestampMillis, MapError> {
         let text = self.string(name)?;
-        match time::parse_instant(&text) {
+        match time::parse_instant_in(&text, self.zone) {
             Some(i) => {
                 if i.zone_assumed {
                     self.finding(name, FindingKind::ZoneAssumed);
@@ -270,6 +416,7 @@ impl<'a> Obj<'a, '_> {
                     path: &mut *self.path,
                     base,
                     findings: &mut *self.findings,
+                    zone: self.zone,
                 })
             }
             Some(_) => Err(MapError::WrongType {
@@ -298,11 +445,13 @@ impl<'a> Obj<'a, '_> {
         }
     }
 
-    /// The elements of an array (absent: none), each mapped by `each`.
+    /// The elements of an array (absent: none), each mapped by `each`
+    /// (`None`: left out, `each` reported why); an element that cannot be
+    /// mapped is left out and reported, and the rest are kept.
     fn array<T>(
         &mut self,
         name: &str,
-        mut each: impl FnMut(&mut Obj<'_, '_>) -> Result<T, MapError>,
+        mut each: impl FnMut(&mut Obj<'_, '_>) -> Result<Option<T>, MapError>,
     ) -> Result<Vec<T>, MapError> {
         let items = match self.present(name) {
             None => return Ok(Vec::new()),
@@ -316,36 +465,42 @@ impl<'a> Obj<'a, '_> {
         };
         let base = self.enter(name);
         let mut out = Vec::with_capacity(items.len());
-        let mut failed = None;
         for (i, item) in items.iter().enumerate() {
             let element = self.path.len();
             let _ = write!(self.path, "[{i}]");
-            let Json::Object(fields) = item else {
-                failed = Some(MapError::WrongType {
+            let mapped = match item {
+                Json::Object(fields) => {
+                    let mut obj = Obj {
+                        fields,
+                        path: &mut *self.path,
+                        base: element,
+                        findings: &mut *self.findings,
+                        zone: self.zone,
+                    };
+                    each(&mut obj)
+                }
+                _ => Err(MapError::WrongType {
                     field: self.path.clone(),
                     expected: "an object",
-                });
-                break;
+                }),
             };
-            let mut obj = Obj {
-                fields,
-                path: &mut *self.path,
-                base: element,
-                findings: &mut *self.findings,
-            };
-            match each(&mut obj) {
-                Ok(v) => out.push(v),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
+            match mapped {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => {}
+                Err(_) => {
+                    // The element's own object cut its index off the path.
+                    self.path.truncate(element);
+                    let field = format!("{}[{i}]", self.path);
+                    self.findings.push(Finding {
+                        field,
+                        kind: FindingKind::ElementDropped,
+                    });
                 }
             }
+            self.path.truncate(element);
         }
         self.path.truncate(base);
-        match failed {
-            None => Ok(out),
-            Some(e) => Err(e),
-        }
+        Ok(out)
     }
 
     fn strings(&mut self, name: &str) -> Vec<String> {
@@ -375,6 +530,7 @@ fn root<'a, 'b>(
     item: &'a Json<'a>,
     path: &'b mut String,
     findings: &'b mut Vec<Finding>,
+    zone: time::Zone,
 ) -> Result<Obj<'a, 'b>, MapError> {
     match item {
         Json::Object(fields) => Ok(Obj {
@@ -382,6 +538,7 @@ fn root<'a, 'b>(
             path,
             base: 0,
             findings,
+            zone,
         }),
         _ => Err(MapError::NotAnObject),
     }
@@ -389,26 +546,27 @@ fn root<'a, 'b>(
 
 fn mapped<T>(
     item: &Json<'_>,
+    cx: &Context<'_>,
     build: impl FnOnce(&mut Obj<'_, '_>) -> Result<T, MapError>,
 ) -> Result<Mapped<T>, MapError> {
     let mut findings = Vec::new();
     let mut path = String::new();
     let entity = {
-        let mut obj = root(item, &mut path, &mut findings)?;
+        let mut obj = root(item, &mut path, &mut findings, cx.zone)?;
         build(&mut obj)?
     };
     Ok(Mapped { entity, findings })
 }
 
 /// `Organisation`. Contact details are dropped.
-pub fn organisation(item: &Json<'_>) -> Result<Mapped<Organisation>, MapError> {
-    mapped(item, |o| {
+pub fn organisation(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Organisation>, MapError> {
+    mapped(item, cx, |o| {
         Ok(Organisation {
             id: o.string("id")?,
             meta: o.meta(),
-            display_name: o.string("displayName")?,
+            display_name: o.string_or_empty("displayName")?,
             organisation_code: o.opt_string("organisationCode"),
-            organisation_type: o.string("organisationType")?,
+            organisation_type: o.string_or_empty("organisationType")?,
             organisation_number: o.opt_string("organisationNumber"),
             parent_organisation: o.opt_reference("parentOrganisation"),
             school_unit_code: o.opt_string("schoolUnitCode"),
@@ -423,10 +581,7 @@ pub fn organisation(item: &Json<'_>) -> Result<Mapped<Organisation>, MapError> {
 /// `Person`, pseudonymised: names, civic number, contact details,
 /// identifiers and relations do not leave this function.
 pub fn person(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Person>, MapError> {
-    let mut findings = Vec::new();
-    let entity = {
-        let mut path = String::new();
-        let mut o = root(item, &mut path, &mut findings)?;
+    mapped(item, cx, |o| {
         let id = o.string("id")?;
         let civic = o
             .child("civicNo")
@@ -449,7 +604,7 @@ pub fn person(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Person>, MapEr
                 .and_then(|t| time::parse_date(&t))
                 .and_then(|(year, _, _)| i32::try_from(year).ok())
         });
-        Person {
+        Ok(Person {
             meta: o.meta(),
             person_key: key.key,
             civic_no_validity: validity,
@@ -458,7 +613,7 @@ pub fn person(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Person>, MapEr
             security_marking: o.opt_string("securityMarking"),
             person_status: o.opt_string("personStatus"),
             enrolments: o.array("enrolments", |e| {
-                Ok(Enrolment {
+                Ok(Some(Enrolment {
                     enroled_at: e.reference("enroledAt")?,
                     school_year: e.opt_int("schoolYear"),
                     school_type: e.string("schoolType")?,
@@ -467,31 +622,30 @@ pub fn person(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Person>, MapEr
                     cancelled: e.opt_bool("cancelled"),
                     education_code: e.opt_string("educationCode"),
                     programme: e.opt_reference("programme"),
-                })
+                }))
             })?,
             id,
-        }
-    };
-    Ok(Mapped { entity, findings })
+        })
+    })
 }
 
 /// `Duty`.
-pub fn duty(item: &Json<'_>) -> Result<Mapped<Duty>, MapError> {
-    mapped(item, |o| {
+pub fn duty(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Duty>, MapError> {
+    mapped(item, cx, |o| {
         Ok(Duty {
             id: o.string("id")?,
             meta: o.meta(),
             person: o.opt_reference("person"),
             assignment_role: o.array("assignmentRole", |a| {
-                Ok(AssignmentRole {
+                Ok(Some(AssignmentRole {
                     group: a.reference("group")?,
                     assignment_role_type: a.string("assignmentRoleType")?,
                     start_date: a.date("startDate")?,
                     end_date: a.opt_date("endDate"),
-                })
+                }))
             })?,
             duty_at: o.reference("dutyAt")?,
-            duty_role: o.string("dutyRole")?,
+            duty_role: o.string_or_empty("dutyRole")?,
             signature: o.opt_string("signature"),
             duty_percent: o.opt_int("dutyPercent"),
             hours_per_year: o.opt_int("hoursPerYear"),
@@ -501,77 +655,119 @@ pub fn duty(item: &Json<'_>) -> Result<Mapped<Duty>, MapError> {
     })
 }
 
-/// `Group` (with `_embedded.assignmentRoles` when expanded).
-pub fn group(item: &Json<'_>) -> Result<Mapped<Group>, MapError> {
-    mapped(item, |o| {
+/// `Group` (with `_embedded.assignmentRoles` when expanded). The display
+/// name, which often carries a teacher's name, becomes a keyed hash.
+pub fn group(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Group>, MapError> {
+    mapped(item, cx, |o| {
         let assignment_roles = match o.child("_embedded") {
             Ok(mut embedded) => embedded.array("assignmentRoles", |a| {
-                Ok(GroupAssignmentRole {
+                Ok(Some(GroupAssignmentRole {
                     duty: a.reference("duty")?,
                     assignment_role_type: a.string("assignmentRoleType")?,
                     start_date: a.opt_date("startDate"),
                     end_date: a.opt_date("endDate"),
-                })
+                }))
             })?,
             Err(_) => Vec::new(),
         };
         Ok(Group {
             id: o.string("id")?,
             meta: o.meta(),
-            display_name: o.string("displayName")?,
+            display_name: cx
+                .pseudonymiser
+                .name_key(&o.string_or_empty("displayName")?),
             start_date: o.date("startDate")?,
             end_date: o.opt_date("endDate"),
-            group_type: o.string("groupType")?,
+            group_type: o.string_or_empty("groupType")?,
             school_type: o.opt_string("schoolType"),
             organisation: o.reference("organisation")?,
             group_memberships: o.array("groupMemberships", |m| {
-                Ok(GroupMembership {
+                Ok(Some(GroupMembership {
                     person: m.reference("person")?,
                     start_date: m.opt_date("startDate"),
                     end_date: m.opt_date("endDate"),
-                })
+                }))
             })?,
             assignment_roles,
         })
     })
 }
 
-/// `Activity`. The free-text `comment` is dropped.
-pub fn activity(item: &Json<'_>) -> Result<Mapped<Activity>, MapError> {
-    mapped(item, |o| {
+/// `Activity`. The free-text `comment` is dropped and the display name
+/// becomes a keyed hash. Teachers given as persons are resolved to their
+/// duty at the activity's organisation; `subject` is read as `syllabus`.
+pub fn activity(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Activity>, MapError> {
+    mapped(item, cx, |o| {
+        let organisation = o.reference("organisation")?;
+        let syllabus = match o.opt_reference("syllabus") {
+            Some(s) => Some(s),
+            None if o.present("subject").is_some() => {
+                let subject = o.opt_reference("subject");
+                if subject.is_some() {
+                    o.finding("subject", FindingKind::SubjectForSyllabus);
+                }
+                subject
+            }
+            None => None,
+        };
         Ok(Activity {
             id: o.string("id")?,
             meta: o.meta(),
-            display_name: o.string("displayName")?,
-            calendar_events_required: o.boolean("calendarEventsRequired")?,
+            display_name: cx
+                .pseudonymiser
+                .name_key(&o.string_or_empty("displayName")?),
+            calendar_events_required: o.bool_or_false("calendarEventsRequired")?,
             start_date: o.date("startDate")?,
             end_date: o.opt_date("endDate"),
             activity_type: o.opt_string("activityType"),
             minutes_planned: o.opt_int("minutesPlanned"),
             groups: o.array("groups", |g| {
-                Ok(ObjectReference {
+                Ok(Some(ObjectReference {
                     id: g.string("id")?,
-                })
+                }))
             })?,
             teachers: o.array("teachers", |t| {
-                Ok(DutyAssignment {
-                    duty: t.reference("duty")?,
+                let duty = if t.present("duty").is_none() && t.present("person").is_some() {
+                    let person = t.reference("person")?;
+                    match cx
+                        .duties
+                        .and_then(|d| d.only_duty(&person.id, &organisation.id))
+                    {
+                        Some(duty) => {
+                            t.finding("person", FindingKind::TeacherAsPerson);
+                            ObjectReference {
+                                id: duty.to_owned(),
+                            }
+                        }
+                        None => {
+                            t.finding("person", FindingKind::TeacherUnresolved);
+                            return Ok(None);
+                        }
+                    }
+                } else {
+                    t.reference("duty")?
+                };
+                Ok(Some(DutyAssignment {
+                    duty,
                     start_date: t.opt_date("startDate"),
                     end_date: t.opt_date("endDate"),
                     minutes_planned: t.opt_int("minutesPlanned"),
                     grader: t.opt_bool("grader"),
-                })
+                }))
             })?,
-            syllabus: o.opt_reference("syllabus"),
-            organisation: o.reference("organisation")?,
+            syllabus,
+            organisation,
             parent_activity: o.opt_reference("parentActivity"),
         })
     })
 }
 
 /// `CalendarEvent`. The free-text `comment` is dropped.
-pub fn calendar_event(item: &Json<'_>) -> Result<Mapped<CalendarEvent>, MapError> {
-    mapped(item, |o| {
+pub fn calendar_event(
+    item: &Json<'_>,
+    cx: &Context<'_>,
+) -> Result<Mapped<CalendarEvent>, MapError> {
+    mapped(item, cx, |o| {
         Ok(CalendarEvent {
             id: o.string("id")?,
             meta: o.meta(),
@@ -582,35 +778,35 @@ pub fn calendar_event(item: &Json<'_>) -> Result<Mapped<CalendarEvent>, MapError
             teaching_length_teacher: o.opt_int("teachingLengthTeacher"),
             teaching_length_student: o.opt_int("teachingLengthStudent"),
             student_exceptions: o.array("studentExceptions", |e| {
-                Ok(StudentException {
+                Ok(Some(StudentException {
                     student: e.reference("student")?,
                     participates: e.boolean("participates")?,
                     start_time: e.opt_instant("startTime"),
                     end_time: e.opt_instant("endTime"),
                     teaching_length: e.opt_int("teachingLength"),
-                })
+                }))
             })?,
             teacher_exceptions: o.array("teacherExceptions", |e| {
-                Ok(TeacherException {
+                Ok(Some(TeacherException {
                     duty: e.reference("duty")?,
                     participates: e.boolean("participates")?,
                     start_time: e.opt_instant("startTime"),
                     end_time: e.opt_instant("endTime"),
                     teaching_length: e.opt_int("teachingLength"),
-                })
+                }))
             })?,
             rooms: o.array("rooms", |r| {
-                Ok(ObjectReference {
+                Ok(Some(ObjectReference {
                     id: r.string("id")?,
-                })
+                }))
             })?,
         })
     })
 }
 
 /// `Attendance`. The free-text `absenceReason` is dropped.
-pub fn attendance(item: &Json<'_>) -> Result<Mapped<Attendance>, MapError> {
-    mapped(item, |o| {
+pub fn attendance(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Attendance>, MapError> {
+    mapped(item, cx, |o| {
         Ok(Attendance {
             id: o.string("id")?,
             meta: o.meta(),
@@ -628,12 +824,12 @@ pub fn attendance(item: &Json<'_>) -> Result<Mapped<Attendance>, MapError> {
 }
 
 /// `Syllabus`.
-pub fn syllabus(item: &Json<'_>) -> Result<Mapped<Syllabus>, MapError> {
-    mapped(item, |o| {
+pub fn syllabus(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Syllabus>, MapError> {
+    mapped(item, cx, |o| {
         Ok(Syllabus {
             id: o.string("id")?,
             meta: o.meta(),
-            school_type: o.string("schoolType")?,
+            school_type: o.string_or_empty("schoolType")?,
             subject_code: o.string("subjectCode")?,
             subject_name: o.opt_string("subjectName"),
             subject_designation: o.opt_string("subjectDesignation"),
@@ -644,7 +840,7 @@ pub fn syllabus(item: &Json<'_>) -> Result<Mapped<Syllabus>, MapError> {
             points: o.opt_int("points"),
             curriculum: o.opt_string("curriculum"),
             language_code: o.opt_string("languageCode"),
-            official: o.boolean("official")?,
+            official: o.bool_or_false("official")?,
         })
     })
 }
@@ -656,64 +852,35 @@ pub trait Ss12000Entity: Entity {
 }
 
 macro_rules! ss12000_entity {
-    ($ty:ty, |$item:ident, $cx:ident| $body:expr) => {
+    ($ty:ty, $map:ident) => {
         impl Ss12000Entity for $ty {
-            fn map($item: &Json<'_>, $cx: &Context<'_>) -> Result<Mapped<Self>, MapError> {
-                $body
+            fn map(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Self>, MapError> {
+                $map(item, cx)
             }
         }
     };
 }
 
-ss12000_entity!(Organisation, |item, _cx| organisation(item));
-ss12000_entity!(Person, |item, cx| person(item, cx));
-ss12000_entity!(Duty, |item, _cx| duty(item));
-ss12000_entity!(Group, |item, _cx| group(item));
-ss12000_entity!(Syllabus, |item, _cx| syllabus(item));
-ss12000_entity!(Activity, |item, _cx| activity(item));
-ss12000_entity!(CalendarEvent, |item, _cx| calendar_event(item));
-ss12000_entity!(Attendance, |item, _cx| attendance(item));
+ss12000_entity!(Organisation, organisation);
+ss12000_entity!(Person, person);
+ss12000_entity!(Duty, duty);
+ss12000_entity!(Group, group);
+ss12000_entity!(Syllabus, syllabus);
+ss12000_entity!(Activity, activity);
+ss12000_entity!(CalendarEvent, calendar_event);
+ss12000_entity!(Attendance, attendance);
 
-/// Evaluate `$body` with the type name `$E` bound to the entity type of an
-/// SS 12000 endpoint name (`attendances` for anything unknown: callers
-/// check endpoint names when configuring).
-#[macro_export]
-macro_rules! with_entity {
-    ($endpoint:expr, $E:ident => $body:expr) => {{
-        use $crate::__entities as __e;
-        match $endpoint {
-            "organisations" => {
-                type $E = __e::Organisation;
-                $body
-            }
-            "persons" => {
-                type $E = __e::Person;
-                $body
-            }
-            "duties" => {
-                type $E = __e::Duty;
-                $body
-            }
-            "groups" => {
-                type $E = __e::Group;
-                $body
-            }
-            "syllabuses" => {
-                type $E = __e::Syllabus;
-                $body
-            }
-            "activities" => {
-                type $E = __e::Activity;
-                $body
-            }
-            "calendarEvents" => {
-                type $E = __e::CalendarEvent;
-                $body
-            }
-            _ => {
-                type $E = __e::Attendance;
-                $body
-            }
-        }
-    }};
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_shapes_leave_out_indices() {
+        assert_eq!(
+            field_shape("enrolments[3].startDate"),
+            "enrolments[].startDate"
+        );
+        assert_eq!(field_shape("meta.modified"), "meta.modified");
+        assert_eq!(field_shape("a[1].b[22].c"), "a[].b[].c");
+    }
 }

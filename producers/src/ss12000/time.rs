@@ -1,7 +1,21 @@
 //! Dates and instants as vendors send them, normalised: dates to days
 //! since 1970-01-01, instants to UTC milliseconds. A date-time without a
-//! zone is read as Swedish local time (CET/CEST), and that repair is
+//! zone is read in the zone the connection says its vendor writes (Swedish
+//! local time, CET/CEST, unless configured as UTC), and that repair is
 //! reported.
+
+use serde::Deserialize;
+
+/// The zone of a vendor's date-times that carry none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum Zone {
+    /// Swedish local time: CET in winter, CEST in summer.
+    #[default]
+    #[serde(rename = "Europe/Stockholm")]
+    Stockholm,
+    #[serde(rename = "UTC")]
+    Utc,
+}
 
 /// A parsed instant and whether a missing zone had to be assumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +117,11 @@ fn stockholm_offset(y: i64, m: i64, d: i64, hour: i64) -> i64 {
 /// An RFC 3339 date-time (`2025-02-14T08:10:00+01:00`, `…Z`, fractions
 /// allowed); without a zone it is read as Swedish local time.
 pub fn parse_instant(text: &str) -> Option<Instant> {
+    parse_instant_in(text, Zone::Stockholm)
+}
+
+/// An RFC 3339 date-time; without a zone it is read in `zone`.
+pub fn parse_instant_in(text: &str, zone: Zone) -> Option<Instant> {
     let (y, mo, d) = parse_date(text)?;
     let rest = text.get(10..)?;
     let rest = rest.strip_prefix('T').or_else(|| rest.strip_prefix(' '))?;
@@ -133,15 +152,18 @@ pub fn parse_instant(text: &str) -> Option<Instant> {
     let local = (days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s) * 1000 + millis;
     let (offset_minutes, zone_assumed) = match tail {
         "Z" | "z" => (0, false),
-        "" => (stockholm_offset(y, mo, d, h) * 60, true),
-        zone => {
-            let sign = match zone.as_bytes().first() {
+        "" => match zone {
+            Zone::Stockholm => (stockholm_offset(y, mo, d, h) * 60, true),
+            Zone::Utc => (0, true),
+        },
+        offset => {
+            let sign = match offset.as_bytes().first() {
                 Some(b'+') => 1,
                 Some(b'-') => -1,
                 _ => return None,
             };
-            let hh = number(zone.get(1..3)?)?;
-            let mm = match zone.get(3..) {
+            let hh = number(offset.get(1..3)?)?;
+            let mm = match offset.get(3..) {
                 Some(":00") | Some("00") | Some("") => 0,
                 Some(other) => number(other.trim_start_matches(':'))?,
                 None => 0,
@@ -210,6 +232,20 @@ mod tests {
         assert_eq!(utc("2025-09-10T25:00:00Z"), None);
         assert_eq!(utc("2025-09-10T08:00:00+1"), None);
         assert_eq!(utc("yesterday"), None);
+    }
+
+    #[test]
+    fn zone_less_instants_are_read_in_the_configured_zone() {
+        let utc = parse_instant_in("2025-09-10T06:00:00", Zone::Utc);
+        assert_eq!(
+            utc.map(|i| (i.millis, i.zone_assumed)),
+            parse_instant("2025-09-10T06:00:00Z").map(|i| (i.millis, true))
+        );
+        // A zone in the text wins over the configured one.
+        assert_eq!(
+            parse_instant_in("2025-09-10T08:00:00+02:00", Zone::Utc),
+            parse_instant("2025-09-10T06:00:00Z")
+        );
     }
 
     #[test]

@@ -75,8 +75,25 @@ impl Running {
             .expect("request")
     }
 
-    /// Every item of an endpoint, following page tokens.
+    /// Every item of an endpoint, following page tokens with `limit`
+    /// alone, as the standard asks; calendar events in [`ALL_TIME`] unless
+    /// `extra` gives a window.
     pub async fn all(&self, token: &str, endpoint: &str, extra: &str) -> Vec<Value> {
+        self.pages(token, endpoint, extra, false).await
+    }
+
+    /// [`Self::all`] for a vendor whose page tokens need the filters
+    /// repeated (`filters_with_page_token`).
+    pub async fn all_repeating(&self, token: &str, endpoint: &str, extra: &str) -> Vec<Value> {
+        self.pages(token, endpoint, extra, true).await
+    }
+
+    async fn pages(&self, token: &str, endpoint: &str, extra: &str, repeat: bool) -> Vec<Value> {
+        let extra = if endpoint == "calendarEvents" && !extra.contains("startTime.") {
+            format!("{extra}{ALL_TIME}")
+        } else {
+            extra.to_owned()
+        };
         let mut items = Vec::new();
         let mut path = format!("/ss12000/v2/{endpoint}?limit=97{extra}");
         loop {
@@ -84,10 +101,26 @@ impl Running {
             assert_eq!(response.status(), 200, "{path}");
             let page: Value = response.json().await.expect("json page");
             items.extend(page["data"].as_array().expect("data").iter().cloned());
+            let filters = if repeat { extra.as_str() } else { "" };
             match page["pageToken"].as_str() {
-                Some(next) => path = format!("/ss12000/v2/{endpoint}?limit=97&pageToken={next}"),
+                Some(next) => {
+                    path = format!("/ss12000/v2/{endpoint}?limit=97&pageToken={next}{filters}")
+                }
                 None => return items,
             }
         }
+    }
+}
+
+/// A `startTime` window for `calendarEvents` that holds every lesson.
+pub const ALL_TIME: &str =
+    "&startTime.onOrAfter=2000-01-01T00:00:00Z&startTime.onOrBefore=2100-01-01T00:00:00Z";
+
+/// [`ALL_TIME`] for `calendarEvents`, nothing for the other endpoints.
+pub fn window(endpoint: &str) -> &'static str {
+    if endpoint == "calendarEvents" {
+        ALL_TIME
+    } else {
+        ""
     }
 }

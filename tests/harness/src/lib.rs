@@ -13,6 +13,7 @@
 //!   topics to compare with what the vendor shows.
 //! - [`postgres`]: [`TestDatabase`], a connection plus a private schema that
 //!   is dropped on cleanup.
+//! - [`term`]: a lively simulated term and a connection that polls it.
 //!
 //! Every wait in here has a deadline; a test never hangs on a broken
 //! service.
@@ -21,6 +22,7 @@ pub mod kafka;
 pub mod names;
 pub mod pipeline;
 pub mod postgres;
+pub mod term;
 
 pub use kafka::{Record, TestKafka};
 pub use names::unique;

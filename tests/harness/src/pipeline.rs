@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skolflode_producers::detect::content_hash;
+use skolflode_producers::endpoint::Endpoint;
 use skolflode_producers::pseudonym::Pseudonymiser;
-use skolflode_producers::runner::ENDPOINTS;
 use skolflode_producers::ss12000::json::Json;
 use skolflode_producers::ss12000::map::{Context, Ss12000Entity};
 use skolflode_schemas::catalogue;
@@ -31,7 +31,7 @@ pub type History = HashMap<&'static str, HashMap<String, Vec<Option<String>>>>;
 /// where an entity's version differs from its last one (`None` for an
 /// entity no longer shown).
 pub fn record(history: &mut History, view: &View) {
-    for endpoint in ENDPOINTS {
+    for endpoint in Endpoint::ALL.map(Endpoint::name) {
         let empty = HashMap::new();
         let shown = view.get(endpoint).unwrap_or(&empty);
         let versions = history.entry(endpoint).or_default();
@@ -53,7 +53,7 @@ pub fn record(history: &mut History, view: &View) {
 /// differ, a line each (at most `limit` lines).
 pub fn history_differences(replayed: &History, expected: &History, limit: usize) -> Vec<String> {
     let mut out = Vec::new();
-    for endpoint in ENDPOINTS {
+    for endpoint in Endpoint::ALL.map(Endpoint::name) {
         let empty = HashMap::new();
         let r = replayed.get(endpoint).unwrap_or(&empty);
         let e = expected.get(endpoint).unwrap_or(&empty);
@@ -134,26 +134,23 @@ impl Vendor {
     ) -> Result<View, HarnessError> {
         let sim = self.state.sim();
         let today = (sim.world.year.start_year, 8, 18);
-        let cx = Context {
-            pseudonymiser,
-            source: connection,
-            today,
-        };
+        let cx = Context::new(pseudonymiser, connection, today);
         let mut view = View::new();
-        for endpoint in ENDPOINTS {
+        for endpoint in Endpoint::ALL {
+            let name = endpoint.name();
             let mut items = HashMap::new();
-            for i in 0..sim.storage_len(endpoint).unwrap_or(0) {
-                let Some((_, item)) = sim.render(endpoint, i) else {
+            for i in 0..sim.storage_len(name).unwrap_or(0) {
+                let Some((_, item)) = sim.render(name, i) else {
                     continue;
                 };
-                let hashed = skolflode_producers::with_entity!(*endpoint, E => {
+                let hashed = skolflode_producers::with_entity!(endpoint, E => {
                     E::map(&Json::from(&item), &cx).map(|m| hashed(m.entity))
                 });
                 let (id, hash) =
-                    hashed.map_err(|e| HarnessError::Environment(format!("{endpoint}: {e}")))?;
+                    hashed.map_err(|e| HarnessError::Environment(format!("{name}: {e}")))?;
                 items.insert(id, hash);
             }
-            view.insert(*endpoint, items);
+            view.insert(name, items);
         }
         Ok(view)
     }
@@ -257,12 +254,12 @@ pub async fn replay_history(
     let mut ids = Vec::new();
     let mut view = View::new();
     let mut history = History::new();
-    for endpoint in ENDPOINTS {
-        let versions = history.entry(endpoint).or_default();
-        let replayed = skolflode_producers::with_entity!(*endpoint, E => {
+    for endpoint in Endpoint::ALL {
+        let versions = history.entry(endpoint.name()).or_default();
+        let replayed = skolflode_producers::with_entity!(endpoint, E => {
             replay::<E>(kafka, connection, &mut ids, versions).await?
         });
-        view.insert(*endpoint, replayed);
+        view.insert(endpoint.name(), replayed);
     }
     Ok((view, history, ids))
 }
@@ -270,7 +267,7 @@ pub async fn replay_history(
 /// Differences between two views, one line per endpoint that differs.
 pub fn differences(replayed: &View, vendor: &View) -> Vec<String> {
     let mut out = Vec::new();
-    for endpoint in ENDPOINTS {
+    for endpoint in Endpoint::ALL.map(Endpoint::name) {
         let empty = HashMap::new();
         let r = replayed.get(endpoint).unwrap_or(&empty);
         let v = vendor.get(endpoint).unwrap_or(&empty);

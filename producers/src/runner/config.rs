@@ -1,0 +1,217 @@
+//! A connection's configuration (`[[connections]]`), with its defaults and
+//! the checks made before anything is read.
+
+use serde::Deserialize;
+
+use crate::endpoint::Endpoint;
+use crate::ss12000::client::ClientConfig;
+use crate::ss12000::time::Zone;
+
+use super::RunError;
+
+/// Records after which a transaction is committed before the read goes on
+/// (the default of `max_transaction_records`). A commit waits for the
+/// broker to acknowledge the transaction's tail, and the connection's loop
+/// idles meanwhile; see `docs/performance.md` for the measurements behind
+/// the value.
+const MAX_TXN_RECORDS: usize = 24_000;
+
+/// One vendor connection.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// The connection's name: `source.connection` of its events, part of
+    /// every key, and of the fallback person keys. Never change it.
+    pub name: String,
+    /// Endpoints to read (default: all of them).
+    #[serde(default = "ConnectionConfig::default_endpoints")]
+    pub endpoints: Vec<Endpoint>,
+    /// Seconds between polls (default 300).
+    #[serde(default = "ConnectionConfig::default_poll")]
+    pub poll_interval_secs: u64,
+    /// Every this many polls an endpoint is read in full and compared with
+    /// what is held, to find deletions and changes the vendor did not
+    /// announce (default 12).
+    #[serde(default = "ConnectionConfig::default_full")]
+    pub full_read_every: i64,
+    /// Incremental reads start this many seconds before the newest
+    /// `meta.modified` seen, for clock skew and equal timestamps (default
+    /// 300).
+    #[serde(default = "ConnectionConfig::default_overlap")]
+    pub overlap_secs: i64,
+    /// Read `/deletedEntities` (default true).
+    #[serde(default = "ConnectionConfig::default_true")]
+    pub deletion_feed: bool,
+    /// Records after which a transaction is committed before the read
+    /// goes on (default 24 000, at least 100). Larger means fewer commits
+    /// and more memory; a transaction must commit within librdkafka's
+    /// `transaction.timeout.ms`.
+    #[serde(default = "ConnectionConfig::default_txn_records")]
+    pub max_transaction_records: usize,
+    /// The zone of the vendor's date-times that carry none:
+    /// `"Europe/Stockholm"` (default) or `"UTC"`. Each field read this way
+    /// is reported once as a `ZONE_ASSUMED` finding.
+    #[serde(default)]
+    pub timestamps_without_zone: Zone,
+    /// Which lessons are read: the standard requires a `startTime` window
+    /// on `/calendarEvents`.
+    #[serde(default)]
+    pub calendar_events: CalendarWindow,
+    pub client: ClientConfig,
+}
+
+/// The span of lessons read from `/calendarEvents`, around the vendor's
+/// today, in slices of bounded size. Lessons that have left the window are
+/// final for the producer: a change to them is not read, and they are
+/// never reported deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalendarWindow {
+    /// Whole weeks before today (default 4): how late a vendor may still
+    /// change a lesson and be heard.
+    pub past_weeks: u32,
+    /// Whole weeks after today (default 2): how far ahead the timetable
+    /// is read.
+    pub future_weeks: u32,
+    /// Days per request window (default 7): each slice is read with its
+    /// own `startTime.onOrAfter`/`onOrBefore`, so that one read never asks
+    /// a vendor for months of lessons at once.
+    pub slice_days: u32,
+}
+
+impl Default for CalendarWindow {
+    fn default() -> Self {
+        Self {
+            past_weeks: 4,
+            future_weeks: 2,
+            slice_days: 7,
+        }
+    }
+}
+
+const DAY_MILLIS: i64 = 86_400_000;
+
+impl CalendarWindow {
+    /// The window around the instant `now` (UTC milliseconds): from the
+    /// start of the UTC day `past_weeks` weeks back to the end of the UTC
+    /// day `future_weeks` weeks ahead, as half-open millisecond ranges of
+    /// at most `slice_days` days each, oldest first.
+    pub fn slices(&self, now: i64) -> Vec<(i64, i64)> {
+        let today = now.div_euclid(DAY_MILLIS) * DAY_MILLIS;
+        let start = today - i64::from(self.past_weeks) * 7 * DAY_MILLIS;
+        let end = today + (i64::from(self.future_weeks) * 7 + 1) * DAY_MILLIS;
+        let step = i64::from(self.slice_days.max(1)) * DAY_MILLIS;
+        let mut out = Vec::new();
+        let mut from = start;
+        while from < end {
+            let to = (from + step).min(end);
+            out.push((from, to));
+            from = to;
+        }
+        out
+    }
+}
+
+impl ConnectionConfig {
+    fn default_endpoints() -> Vec<Endpoint> {
+        Endpoint::ALL.to_vec()
+    }
+    fn default_poll() -> u64 {
+        300
+    }
+    fn default_full() -> i64 {
+        12
+    }
+    fn default_overlap() -> i64 {
+        300
+    }
+    fn default_true() -> bool {
+        true
+    }
+    fn default_txn_records() -> usize {
+        MAX_TXN_RECORDS
+    }
+
+    /// A connection with every default, reading `client`.
+    pub fn new(name: impl Into<String>, client: ClientConfig) -> Self {
+        Self {
+            name: name.into(),
+            endpoints: Self::default_endpoints(),
+            poll_interval_secs: Self::default_poll(),
+            full_read_every: Self::default_full(),
+            overlap_secs: Self::default_overlap(),
+            deletion_feed: true,
+            max_transaction_records: MAX_TXN_RECORDS,
+            timestamps_without_zone: Zone::default(),
+            calendar_events: CalendarWindow::default(),
+            client,
+        }
+    }
+
+    /// Check what can be checked before reading.
+    pub fn validate(&self) -> Result<(), RunError> {
+        let bad = |what: String| {
+            Err(RunError::Config(format!(
+                "connection {:?}: {what}",
+                self.name
+            )))
+        };
+        if self.name.is_empty() || self.name.contains('/') {
+            return bad("a connection needs a name without '/'".into());
+        }
+        if self.endpoints.is_empty() {
+            return bad("endpoints is empty".into());
+        }
+        if self.max_transaction_records < 100 {
+            return bad("max_transaction_records must be at least 100".into());
+        }
+        if self.full_read_every < 1 {
+            return bad("full_read_every must be at least 1".into());
+        }
+        let w = &self.calendar_events;
+        if w.slice_days == 0 || w.past_weeks + w.future_weeks > 520 {
+            return bad(
+                "calendar_events: slice_days must be positive and the window at most 520 weeks"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_sliced_around_today() {
+        let window = CalendarWindow {
+            past_weeks: 1,
+            future_weeks: 1,
+            slice_days: 4,
+        };
+        // 2025-09-10T12:00:00Z
+        let now = 1_757_505_600_000;
+        let slices = window.slices(now);
+        let today = 1_757_462_400_000; // 2025-09-10T00:00:00Z
+        assert_eq!(slices.first().map(|s| s.0), Some(today - 7 * DAY_MILLIS));
+        assert_eq!(slices.last().map(|s| s.1), Some(today + 8 * DAY_MILLIS));
+        assert!(slices.windows(2).all(|w| w[0].1 == w[1].0));
+        assert!(slices.iter().all(|(a, b)| b - a <= 4 * DAY_MILLIS && a < b));
+        assert_eq!(slices.len(), 4);
+    }
+
+    #[test]
+    fn unknown_fields_and_endpoints_are_refused() {
+        let parsed: Result<ConnectionConfig, _> = toml::from_str(
+            "name = \"a\"\nendpoints = [\"rooms\"]\n[client]\nbase_url = \"http://x\"\n",
+        );
+        assert!(parsed.is_err());
+        let parsed: Result<ConnectionConfig, _> = toml::from_str(
+            "name = \"a\"\ntimestamps_without_zone = \"UTC\"\n[calendar_events]\npast_weeks = 8\n[client]\nbase_url = \"http://x\"\n",
+        );
+        assert!(parsed.is_ok_and(|c| c.timestamps_without_zone == Zone::Utc
+            && c.calendar_events.past_weeks == 8
+            && c.calendar_events.slice_days == 7));
+    }
+}

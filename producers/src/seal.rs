@@ -1,0 +1,276 @@
+//! Dead letters without personal data in clear.
+//!
+//! A dead letter must let a person fix the problem and must lose nothing,
+//! yet the item it keeps may be a person with a name, an e-mail address
+//! and a civic number. So a dead letter carries two things:
+//!
+//! - a **redacted** copy of the item: its shape, ids, dates, codes,
+//!   counts and flags, with every other value replaced by `"<redacted>"`
+//!   — enough to see which field failed and to find the item at the
+//!   vendor;
+//! - the **raw bytes encrypted** with [age](https://age-encryption.org) to
+//!   the operator's X25519 recipients, configured per deployment, so that
+//!   the item can be recovered and replayed by whoever holds the key, and
+//!   by nobody else. Without a recipient the raw bytes are not kept.
+//!
+//! What is kept in clear is a closed list of field names ([`CLEAR`]); any
+//! field not on it is redacted, so a vendor's extra fields are never
+//! leaked by default.
+
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Field names whose scalar values are kept in clear: identifiers, dates
+/// and times, codes, enumerations, counts and flags. Names, contact
+/// details, civic numbers, signatures and free text are not among them.
+pub const CLEAR: &[&str] = &[
+    "id",
+    "created",
+    "modified",
+    "startDate",
+    "endDate",
+    "startTime",
+    "endTime",
+    "reportedTimestamp",
+    "deletedAt",
+    "entityType",
+    "organisationType",
+    "organisationCode",
+    "schoolUnitCode",
+    "municipalityCode",
+    "schoolTypes",
+    "schoolType",
+    "schoolYear",
+    "groupType",
+    "dutyRole",
+    "dutyPercent",
+    "hoursPerYear",
+    "assignmentRoleType",
+    "activityType",
+    "calendarEventsRequired",
+    "minutesPlanned",
+    "cancelled",
+    "participates",
+    "grader",
+    "teachingLength",
+    "teachingLengthTeacher",
+    "teachingLengthStudent",
+    "isReported",
+    "attendanceMinutes",
+    "validAbsenceMinutes",
+    "invalidAbsenceMinutes",
+    "otherAttendanceMinutes",
+    "subjectCode",
+    "courseCode",
+    "educationCode",
+    "languageCode",
+    "points",
+    "official",
+    "personStatus",
+];
+
+/// What replaces a value that is not kept in clear.
+pub const REDACTED: &str = "<redacted>";
+
+/// How dead letters are sealed (`[dead_letters]` in the producer's
+/// configuration).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealConfig {
+    /// age X25519 recipients (`age1…`) the raw bytes of dead letters are
+    /// encrypted to; the operators hold the identities. Empty: the raw
+    /// bytes are not kept, only the redacted copy.
+    pub age_recipients: Vec<String>,
+}
+
+/// Why a seal configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(
+        "dead_letters.age_recipients[{index}] is not an age X25519 recipient (age1…): {cause}"
+    )]
+    Recipient { index: usize, cause: String },
+    #[error("encrypting a dead letter failed: {0}")]
+    Encrypt(String),
+}
+
+/// Redacts and encrypts what goes to the dead-letter topic.
+pub struct Sealer {
+    recipients: Vec<age::x25519::Recipient>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("recipients", &self.recipients.len())
+            .finish()
+    }
+}
+
+/// A dead letter's content, sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// The item with personal data removed, as JSON; `None` when the bytes
+    /// are not a JSON value.
+    pub redacted: Option<String>,
+    /// The raw bytes encrypted to the recipients; empty without any.
+    pub raw: Vec<u8>,
+    /// `Some("age")` when `raw` holds an age file.
+    pub encryption: Option<&'static str>,
+}
+
+impl SealConfig {
+    /// Check the recipients.
+    pub fn build(&self) -> Result<Sealer, SealError> {
+        let recipients = self
+            .age_recipients
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                age::x25519::Recipient::from_str(text.trim()).map_err(|cause| {
+                    SealError::Recipient {
+                        index,
+                        cause: cause.to_string(),
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Sealer { recipients })
+    }
+}
+
+impl Sealer {
+    /// A sealer that keeps no raw bytes.
+    pub fn redact_only() -> Self {
+        Self {
+            recipients: Vec::new(),
+        }
+    }
+
+    /// Whether raw bytes are kept (encrypted).
+    pub fn keeps_raw(&self) -> bool {
+        !self.recipients.is_empty()
+    }
+
+    /// Redact and encrypt one dead letter's bytes.
+    pub fn seal(&self, raw: &[u8]) -> Result<Sealed, SealError> {
+        let redacted = redact(raw);
+        if self.recipients.is_empty() {
+            return Ok(Sealed {
+                redacted,
+                raw: Vec::new(),
+                encryption: None,
+            });
+        }
+        let recipients = self.recipients.iter().map(|r| r as &dyn age::Recipient);
+        let encryptor = age::Encryptor::with_recipients(recipients)
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        let mut out = Vec::with_capacity(raw.len() + 256);
+        let mut writer = encryptor
+            .wrap_output(&mut out)
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        std::io::Write::write_all(&mut writer, raw)
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        writer
+            .finish()
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        Ok(Sealed {
+            redacted,
+            raw: out,
+            encryption: Some("age"),
+        })
+    }
+}
+
+/// The item with every value not named in [`CLEAR`] replaced by
+/// [`REDACTED`]; `None` if the bytes are not JSON.
+pub fn redact(raw: &[u8]) -> Option<String> {
+    let mut value: Value = serde_json::from_slice(raw).ok()?;
+    redact_value(&mut value, false);
+    serde_json::to_string(&value).ok()
+}
+
+/// Redact in place; `clear` says the value sits under a field kept in
+/// clear.
+fn redact_value(value: &mut Value, clear: bool) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                redact_value(v, CLEAR.contains(&key.as_str()));
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                redact_value(v, clear);
+            }
+        }
+        Value::Null => {}
+        Value::Bool(_) | Value::Number(_) | Value::String(_) if clear => {}
+        other => *other = Value::String(REDACTED.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERSON: &str = r#"{"id":"p1","givenName":"Astrid","familyName":"Lindgren",
+        "civicNo":{"value":"190711148005","nationality":"SE"},
+        "emails":[{"value":"astrid@example.se","type":"Privat"}],
+        "meta":{"created":"2025-08-01T08:00:00+02:00"},
+        "enrolments":[{"enroledAt":{"id":"u1"},"schoolYear":7,"schoolType":"GR"}]}"#;
+
+    #[test]
+    fn names_contacts_and_civic_numbers_are_redacted_and_the_shape_kept() {
+        let redacted = redact(PERSON.as_bytes()).unwrap_or_default();
+        for secret in [
+            "Astrid",
+            "Lindgren",
+            "190711148005",
+            "astrid@example.se",
+            "Privat",
+        ] {
+            assert!(!redacted.contains(secret), "{secret} in {redacted}");
+        }
+        let v: Value = serde_json::from_str(&redacted).unwrap_or_default();
+        assert_eq!(v["id"], "p1");
+        assert_eq!(v["civicNo"]["value"], REDACTED);
+        assert_eq!(v["meta"]["created"], "2025-08-01T08:00:00+02:00");
+        assert_eq!(v["enrolments"][0]["enroledAt"]["id"], "u1");
+        assert_eq!(v["enrolments"][0]["schoolYear"], 7);
+        assert_eq!(redact(b"{\"id\":"), None);
+    }
+
+    #[test]
+    fn sealed_raw_bytes_open_with_the_operator_s_identity_only() {
+        let identity = age::x25519::Identity::generate();
+        let config = SealConfig {
+            age_recipients: vec![identity.to_public().to_string()],
+        };
+        let sealer = config.build().unwrap_or_else(|_| unreachable!());
+        let sealed = sealer
+            .seal(PERSON.as_bytes())
+            .unwrap_or_else(|_| unreachable!());
+        assert_eq!(sealed.encryption, Some("age"));
+        assert!(!String::from_utf8_lossy(&sealed.raw).contains("Lindgren"));
+        let opened = age::decrypt(&identity, &sealed.raw).unwrap_or_default();
+        assert_eq!(opened, PERSON.as_bytes());
+        let other = age::x25519::Identity::generate();
+        assert!(age::decrypt(&other, &sealed.raw).is_err());
+    }
+
+    #[test]
+    fn bad_recipients_are_refused_with_their_place() {
+        let config = SealConfig {
+            age_recipients: vec!["age1notakey".into()],
+        };
+        assert!(matches!(
+            config.build(),
+            Err(SealError::Recipient { index: 0, .. })
+        ));
+        let none = Sealer::redact_only().seal(PERSON.as_bytes());
+        assert!(none.is_ok_and(|s| s.raw.is_empty() && s.encryption.is_none()));
+    }
+}

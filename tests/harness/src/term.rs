@@ -1,0 +1,79 @@
+//! A term against the simulator: the vendor's world with a lively term
+//! (teacher reassignments and departures, class and school moves) and API
+//! faults, and a connection configured to poll it often with small
+//! transactions, so that kills and commits land mid-read.
+
+use skolflode_producers::runner::ConnectionConfig;
+use skolflode_producers::ss12000::client::{ClientConfig, Secret};
+use skolflode_simulator::config::{Evolution, Faults, VendorBehaviour};
+use skolflode_simulator::sim::Simulation;
+use skolflode_simulator::SimConfig;
+
+use crate::HarnessError;
+
+/// The simulation of a term: `pupils` pupils with every unit's lessons and
+/// attendance through SS 12000, advanced to two days before the term.
+pub fn simulation(
+    vendor: VendorBehaviour,
+    seed: u64,
+    pupils: u32,
+    truth: &std::path::Path,
+) -> Result<Simulation, HarnessError> {
+    let config = SimConfig {
+        seed,
+        pupils: Some(pupils),
+        skola24_share: 0.0,
+        vendor,
+        evolution: Evolution {
+            teacher_reassignments_per_activity_and_term: 0.6,
+            teacher_departures_per_term: 0.5,
+            class_moves_per_pupil_and_term: 0.1,
+            school_moves_per_pupil_and_term: 0.05,
+            ..Evolution::default()
+        },
+        faults: Faults {
+            server_errors: 0.03,
+            rate_limited: 0.03,
+            retry_after_secs: 0,
+            repeated_items: 0.05,
+            expired_tokens: 0.05,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    };
+    let bad = |e: String| HarnessError::Environment(format!("the simulation: {e}"));
+    let mut sim =
+        Simulation::new(config, Some(truth.to_path_buf())).map_err(|e| bad(e.to_string()))?;
+    let before = sim.world.year.autumn.0 - chrono::Duration::days(2);
+    sim.advance_to(before).map_err(|e| bad(e.to_string()))?;
+    Ok(sim)
+}
+
+/// A connection to the simulator at `url` that polls every second, reads
+/// in full every `full_read_every` polls and commits every 2 000 records.
+pub fn connection(
+    name: &str,
+    url: &str,
+    full_read_every: i64,
+    deletion_feed: bool,
+) -> ConnectionConfig {
+    let client = ClientConfig {
+        base_url: format!("{url}/ss12000/v2"),
+        token_url: format!("{url}/oauth2/token"),
+        client_id: "skolflode".into(),
+        client_secret: Secret::new("simulated-secret"),
+        page_limit: 500,
+        backoff_base_ms: 1,
+        backoff_max_ms: 5,
+        max_retries: 12,
+        ..ClientConfig::default()
+    };
+    ConnectionConfig {
+        poll_interval_secs: 1,
+        full_read_every,
+        overlap_secs: 3600,
+        deletion_feed,
+        max_transaction_records: 2_000,
+        ..ConnectionConfig::new(name, client)
+    }
+}
