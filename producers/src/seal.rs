@@ -13,63 +13,217 @@
 //!   the item can be recovered and replayed by whoever holds the key, and
 //!   by nobody else. Without a recipient the raw bytes are not kept.
 //!
-//! What is kept in clear is a closed list of field names ([`CLEAR`]); any
-//! field not on it is redacted, so a vendor's extra fields are never
-//! leaked by default.
+//! What is kept in clear is a closed list of field names ([`CLEAR`]), each
+//! with a rule for its values (identifiers that do not look like civic
+//! numbers or e-mail addresses, dates, short codes, values of the
+//! standard's code lists, counts and flags); any other field is redacted,
+//! so a vendor's extra fields, or free text where a code belongs, are
+//! never leaked.
 
 use std::str::FromStr;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Field names whose scalar values are kept in clear: identifiers, dates
-/// and times, codes, enumerations, counts and flags. Names, contact
-/// details, civic numbers, signatures and free text are not among them.
-pub const CLEAR: &[&str] = &[
-    "id",
-    "created",
-    "modified",
-    "startDate",
-    "endDate",
-    "startTime",
-    "endTime",
-    "reportedTimestamp",
-    "deletedAt",
-    "entityType",
-    "organisationType",
-    "organisationCode",
-    "schoolUnitCode",
-    "municipalityCode",
-    "schoolTypes",
-    "schoolType",
-    "schoolYear",
-    "groupType",
-    "dutyRole",
-    "dutyPercent",
-    "hoursPerYear",
-    "assignmentRoleType",
-    "activityType",
-    "calendarEventsRequired",
-    "minutesPlanned",
-    "cancelled",
-    "participates",
-    "grader",
-    "teachingLength",
-    "teachingLengthTeacher",
-    "teachingLengthStudent",
-    "isReported",
-    "attendanceMinutes",
-    "validAbsenceMinutes",
-    "invalidAbsenceMinutes",
-    "otherAttendanceMinutes",
-    "subjectCode",
-    "courseCode",
-    "educationCode",
-    "languageCode",
-    "points",
-    "official",
-    "personStatus",
+/// How a field's values are kept in clear, by field name. A field not
+/// named here is redacted, whatever it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clear {
+    /// An identifier: kept unless it looks like a civic number, an e-mail
+    /// address or free text (some systems use the civic number as id).
+    Id,
+    /// A date or date-time: kept when it is made of the characters dates
+    /// are made of.
+    Time,
+    /// A code (`MA`, `MATMAT01a`, `0180`): kept when short and without
+    /// spaces.
+    Code,
+    /// A value of one of the standard's code lists: kept only when it is
+    /// one of the listed values.
+    Vocabulary(&'static [&'static str]),
+    /// A count or a flag: numbers and booleans kept, text redacted.
+    Scalar,
+}
+
+const SCHOOL_TYPES: &[&str] = &[
+    "FS", "FKLASS", "FTH", "OPPFTH", "GR", "GRS", "TR", "SP", "SAM", "GY", "GYS", "VUX", "VUXSFI",
+    "VUXGR", "VUXGY", "VUXSARGR", "VUXSARTR", "VUXSARGY", "SFI", "SARVUX", "SARVUXGR", "SARVUXGY",
+    "KU", "YH", "FHS", "STF", "KKU", "HS", "ABU", "AU",
 ];
+
+/// The fields kept in clear, and how; see [`Clear`].
+pub const CLEAR: &[(&str, Clear)] = &[
+    ("id", Clear::Id),
+    ("created", Clear::Time),
+    ("modified", Clear::Time),
+    ("startDate", Clear::Time),
+    ("endDate", Clear::Time),
+    ("startTime", Clear::Time),
+    ("endTime", Clear::Time),
+    ("reportedTimestamp", Clear::Time),
+    ("deletedAt", Clear::Time),
+    ("organisationCode", Clear::Code),
+    ("schoolUnitCode", Clear::Code),
+    ("municipalityCode", Clear::Code),
+    ("subjectCode", Clear::Code),
+    ("courseCode", Clear::Code),
+    ("educationCode", Clear::Code),
+    ("languageCode", Clear::Code),
+    (
+        "entityType",
+        Clear::Vocabulary(&[
+            "Organisation",
+            "Person",
+            "Duty",
+            "Group",
+            "Syllabus",
+            "Activity",
+            "CalendarEvent",
+            "Attendance",
+            "organisations",
+            "persons",
+            "duties",
+            "groups",
+            "syllabuses",
+            "activities",
+            "calendarEvents",
+            "attendances",
+        ]),
+    ),
+    (
+        "organisationType",
+        Clear::Vocabulary(&[
+            "Huvudman",
+            "Stadsdel",
+            "Rektorsområde",
+            "Skola",
+            "Skolenhet",
+            "Varumärke",
+            "Bolag",
+            "Övrigt",
+        ]),
+    ),
+    ("schoolTypes", Clear::Vocabulary(SCHOOL_TYPES)),
+    ("schoolType", Clear::Vocabulary(SCHOOL_TYPES)),
+    (
+        "groupType",
+        Clear::Vocabulary(&[
+            "Undervisning",
+            "Klass",
+            "Mentor",
+            "Provgrupp",
+            "Schema",
+            "Avdelning",
+            "Personalgrupp",
+            "Övrigt",
+        ]),
+    ),
+    (
+        "dutyRole",
+        Clear::Vocabulary(&[
+            "Rektor",
+            "Lärare",
+            "Förskollärare",
+            "Barnskötare",
+            "Bibliotekarie",
+            "Lärarassistent",
+            "Fritidspedagog",
+            "Annan personal",
+            "Studie- och yrkesvägledare",
+            "Förstelärare",
+            "Kurator",
+            "Skolsköterska",
+            "Skolläkare",
+            "Skolpsykolog",
+            "Speciallärare/specialpedagog",
+            "Skoladministratör",
+            "Övrig arbetsledning",
+            "Övrig pedagogisk personal",
+            "Förskolechef",
+        ]),
+    ),
+    (
+        "assignmentRoleType",
+        Clear::Vocabulary(&[
+            "Mentor",
+            "Förskollärare ansvarig för undervisningen",
+            "Betygsättande lärare",
+            "Lärare",
+            "Elevassistent",
+            "Barnskötare",
+            "Fritidspedagog",
+            "Annan personal",
+            "Övrigt",
+        ]),
+    ),
+    (
+        "activityType",
+        Clear::Vocabulary(&[
+            "Undervisning",
+            "Elevaktivitet",
+            "Provaktivitet",
+            "Läraraktivitet",
+            "Övrigt",
+        ]),
+    ),
+    ("personStatus", Clear::Vocabulary(&["Aktiv", "Inaktiv"])),
+    ("schoolYear", Clear::Scalar),
+    ("dutyPercent", Clear::Scalar),
+    ("hoursPerYear", Clear::Scalar),
+    ("calendarEventsRequired", Clear::Scalar),
+    ("minutesPlanned", Clear::Scalar),
+    ("cancelled", Clear::Scalar),
+    ("participates", Clear::Scalar),
+    ("grader", Clear::Scalar),
+    ("teachingLength", Clear::Scalar),
+    ("teachingLengthTeacher", Clear::Scalar),
+    ("teachingLengthStudent", Clear::Scalar),
+    ("isReported", Clear::Scalar),
+    ("attendanceMinutes", Clear::Scalar),
+    ("validAbsenceMinutes", Clear::Scalar),
+    ("invalidAbsenceMinutes", Clear::Scalar),
+    ("otherAttendanceMinutes", Clear::Scalar),
+    ("points", Clear::Scalar),
+    ("official", Clear::Scalar),
+];
+
+impl Clear {
+    /// How the field `name` is kept, if it is.
+    pub fn of(name: &str) -> Option<Self> {
+        CLEAR.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
+
+    /// Whether the text may be kept under a field of this kind.
+    fn keeps_text(self, text: &str) -> bool {
+        match self {
+            Self::Id => {
+                let digits = text.bytes().filter(u8::is_ascii_digit).count();
+                let civic_like = (digits == 10 || digits == 12)
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b"-+ ".contains(&b));
+                text.len() <= 64
+                    && !civic_like
+                    && !text.contains('@')
+                    && !text.chars().any(char::is_whitespace)
+            }
+            Self::Time => {
+                text.len() <= 35
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b"-:T+Z. ".contains(&b))
+            }
+            Self::Code => {
+                text.len() <= 20
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            }
+            Self::Vocabulary(values) => values.contains(&text),
+            Self::Scalar => false,
+        }
+    }
+}
 
 /// What replaces a value that is not kept in clear.
 pub const REDACTED: &str = "<redacted>";
@@ -184,21 +338,31 @@ impl Sealer {
     }
 }
 
-/// The item with every value not named in [`CLEAR`] replaced by
+/// The item with every value that [`CLEAR`] does not keep replaced by
 /// [`REDACTED`]; `None` if the bytes are not JSON.
 pub fn redact(raw: &[u8]) -> Option<String> {
     let mut value: Value = serde_json::from_slice(raw).ok()?;
-    redact_value(&mut value, false);
+    redact_value(&mut value, None);
     serde_json::to_string(&value).ok()
 }
 
-/// Redact in place; `clear` says the value sits under a field kept in
-/// clear.
-fn redact_value(value: &mut Value, clear: bool) {
+/// Redact in place; `clear` says how the field the value sits under is
+/// kept, if it is.
+fn redact_value(value: &mut Value, clear: Option<Clear>) {
+    let kept = match (&*value, clear) {
+        (Value::Object(_) | Value::Array(_) | Value::Null, _) => true,
+        (Value::Bool(_) | Value::Number(_), Some(_)) => true,
+        (Value::String(text), Some(c)) => c.keeps_text(text),
+        _ => false,
+    };
+    if !kept {
+        *value = Value::String(REDACTED.to_owned());
+        return;
+    }
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
-                redact_value(v, CLEAR.contains(&key.as_str()));
+                redact_value(v, Clear::of(key));
             }
         }
         Value::Array(items) => {
@@ -206,9 +370,7 @@ fn redact_value(value: &mut Value, clear: bool) {
                 redact_value(v, clear);
             }
         }
-        Value::Null => {}
-        Value::Bool(_) | Value::Number(_) | Value::String(_) if clear => {}
-        other => *other = Value::String(REDACTED.to_owned()),
+        _ => {}
     }
 }
 
@@ -241,6 +403,27 @@ mod tests {
         assert_eq!(v["enrolments"][0]["enroledAt"]["id"], "u1");
         assert_eq!(v["enrolments"][0]["schoolYear"], 7);
         assert_eq!(redact(b"{\"id\":"), None);
+    }
+
+    #[test]
+    fn clear_fields_keep_only_values_of_their_kind() {
+        let item = br#"{"id":"19811218-9876","dutyRole":"Anna Andersson","groupType":"Klass",
+            "subjectCode":"Matematik med Anna","attendanceMinutes":"Anna","startDate":"Anna",
+            "duty":{"id":"anna@example.se"},"activity":{"id":"a-1"},"minutesPlanned":40}"#;
+        let v: Value = serde_json::from_str(&redact(item).unwrap_or_default()).unwrap_or_default();
+        for field in [
+            "id",
+            "dutyRole",
+            "subjectCode",
+            "attendanceMinutes",
+            "startDate",
+        ] {
+            assert_eq!(v[field], REDACTED, "{field}");
+        }
+        assert_eq!(v["duty"]["id"], REDACTED);
+        assert_eq!(v["groupType"], "Klass");
+        assert_eq!(v["activity"]["id"], "a-1");
+        assert_eq!(v["minutesPlanned"], 40);
     }
 
     #[test]
