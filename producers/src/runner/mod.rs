@@ -101,9 +101,9 @@ pub enum RunError {
     Fatal(#[source] ClientError),
     #[error("the transaction failed ({cause}) and aborting it failed too")]
     AbortFailed {
-        cause: ClientError,
+        cause: Box<ClientError>,
         #[source]
-        abort: ClientError,
+        abort: Box<ClientError>,
     },
     #[error("a task of the producer failed")]
     Task(#[from] tokio::task::JoinError),

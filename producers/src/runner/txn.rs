@@ -223,7 +223,10 @@ impl Transactions {
         let aborted = tokio::task::spawn_blocking(move || p.abort_transaction(TXN_TIMEOUT)).await;
         match aborted {
             Ok(Ok(())) => RunError::Aborted(e),
-            Ok(Err(abort)) => RunError::AbortFailed { cause: e, abort },
+            Ok(Err(abort)) => RunError::AbortFailed {
+                cause: Box::new(e),
+                abort: Box::new(abort),
+            },
             Err(join) => RunError::Task(join),
         }
     }
