@@ -67,8 +67,12 @@ impl Endpoint {
     }
 
     /// The endpoint of a name as deletion feeds write it: the path segment
-    /// (`persons`) or the type (`Person`), in any case.
+    /// (`persons`) or the type (`Person`), in any case; and `activitites`,
+    /// as the specification's `deletedEntities` schema spells it.
     pub fn from_any_name(name: &str) -> Option<Self> {
+        if name.eq_ignore_ascii_case("activitites") {
+            return Some(Self::Activities);
+        }
         Self::ALL.into_iter().find(|e| {
             e.name().eq_ignore_ascii_case(name) || e.type_name().eq_ignore_ascii_case(name)
         })

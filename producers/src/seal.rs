@@ -195,18 +195,11 @@ impl Clear {
 
     /// Whether the text may be kept under a field of this kind.
     fn keeps_text(self, text: &str) -> bool {
+        if looks_personal(text) {
+            return false;
+        }
         match self {
-            Self::Id => {
-                let digits = text.bytes().filter(u8::is_ascii_digit).count();
-                let civic_like = (digits == 10 || digits == 12)
-                    && text
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || b"-+ ".contains(&b));
-                text.len() <= 64
-                    && !civic_like
-                    && !text.contains('@')
-                    && !text.chars().any(char::is_whitespace)
-            }
+            Self::Id => text.len() <= 64 && !text.chars().any(char::is_whitespace),
             Self::Time => {
                 text.len() <= 35
                     && text
@@ -338,6 +331,44 @@ impl Sealer {
     }
 }
 
+/// Whether a text looks like a civic number (10 or 12 digits, with or
+/// without `-`/`+`) or an e-mail address.
+fn looks_personal(text: &str) -> bool {
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    let civic_like = (digits == 10 || digits == 12)
+        && text
+            .trim()
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"-+ ".contains(&b));
+    civic_like || text.contains('@')
+}
+
+/// A vendor's text (an error body, a parser's message quoting it) with
+/// anything that looks like a civic number or an e-mail address replaced,
+/// for logs and error messages.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if looks_personal(word) || word.bytes().filter(u8::is_ascii_digit).count() >= 10 {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || "\"',;:()[]{}<>".contains(c) {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 /// The item with every value that [`CLEAR`] does not keep replaced by
 /// [`REDACTED`]; `None` if the bytes are not JSON.
 pub fn redact(raw: &[u8]) -> Option<String> {
@@ -351,7 +382,10 @@ pub fn redact(raw: &[u8]) -> Option<String> {
 fn redact_value(value: &mut Value, clear: Option<Clear>) {
     let kept = match (&*value, clear) {
         (Value::Object(_) | Value::Array(_) | Value::Null, _) => true,
-        (Value::Bool(_) | Value::Number(_), Some(_)) => true,
+        (Value::Bool(_), Some(_)) => true,
+        // A number is kept as a count, or where its text would be.
+        (Value::Number(n), Some(Clear::Scalar)) => !looks_personal(&n.to_string()),
+        (Value::Number(n), Some(c)) => c.keeps_text(&n.to_string()),
         (Value::String(text), Some(c)) => c.keeps_text(text),
         _ => false,
     };
@@ -361,6 +395,19 @@ fn redact_value(value: &mut Value, clear: Option<Clear>) {
     }
     match value {
         Value::Object(map) => {
+            // A map keyed by civic numbers or e-mail addresses keeps its
+            // shape, not its keys.
+            if map.keys().any(|k| looks_personal(k)) {
+                let entries = std::mem::take(map);
+                for (i, (key, v)) in entries.into_iter().enumerate() {
+                    let key = if looks_personal(&key) {
+                        format!("{REDACTED}{i}")
+                    } else {
+                        key
+                    };
+                    map.insert(key, v);
+                }
+            }
             for (key, v) in map.iter_mut() {
                 redact_value(v, Clear::of(key));
             }
@@ -424,6 +471,39 @@ mod tests {
         assert_eq!(v["groupType"], "Klass");
         assert_eq!(v["activity"]["id"], "a-1");
         assert_eq!(v["minutesPlanned"], 40);
+    }
+
+    #[test]
+    fn numbers_and_keys_that_look_personal_are_redacted_too() {
+        let item = br#"{"id":198112189876,"organisationCode":8112189876,"attendanceMinutes":45,
+            "points":198112189876,"byPerson":{"19811218-9876":{"id":"x"},"a@b.se":1}}"#;
+        let text = redact(item).unwrap_or_default();
+        assert!(
+            !text.contains("8112189876") && !text.contains("a@b.se"),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(v["id"], REDACTED);
+        assert_eq!(v["attendanceMinutes"], 45);
+        assert_eq!(v["byPerson"].as_object().map(|o| o.len()), Some(2));
+    }
+
+    #[test]
+    fn vendor_text_is_scrubbed_of_civic_numbers_and_e_mail_addresses() {
+        let body = r#"{"error":"person 19811218-9876 (anna@example.se) unknown","code":400}"#;
+        let scrubbed = scrub(body);
+        assert!(
+            !scrubbed.contains("9876") && !scrubbed.contains("anna@"),
+            "{scrubbed}"
+        );
+        assert!(
+            scrubbed.contains("unknown") && scrubbed.contains("400"),
+            "{scrubbed}"
+        );
+        assert_eq!(
+            scrub("invalid type: string \"8112189876\", expected i32"),
+            "invalid type: string \"<redacted>\", expected i32"
+        );
     }
 
     #[test]

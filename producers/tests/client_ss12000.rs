@@ -305,3 +305,46 @@ async fn lessons_are_read_in_the_window_the_standard_requires() {
     let lessons = read_all(&client, "calendarEvents", &week).await;
     assert!(!lessons.is_empty());
 }
+
+#[tokio::test]
+async fn a_deletion_feed_is_read_to_its_last_page() {
+    use axum::extract::Query;
+    use axum::routing::{get, post};
+    use serde_json::json;
+    use std::collections::HashMap;
+    let app = axum::Router::new()
+        .route(
+            "/oauth2/token",
+            post(|| async { axum::Json(json!({ "access_token": "t", "expires_in": 3600 })) }),
+        )
+        .route(
+            "/ss12000/v2/deletedEntities",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                // The standard's paging: a token goes alone.
+                axum::Json(match q.get("pageToken").map(String::as_str) {
+                    None if q.contains_key("after") => {
+                        json!({ "data": { "persons": ["p1"] }, "pageToken": "two" })
+                    }
+                    Some("two") if q.len() == 1 => {
+                        json!({ "data": { "persons": ["p2"], "activitites": ["a1"] }, "pageToken": null })
+                    }
+                    _ => json!({ "unexpected": q }),
+                })
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Ss12000Client::new(config(&url)).unwrap();
+    let deletions = client
+        .deleted_entities(Some("2025-09-01T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        deletions.deleted,
+        vec![
+            ("persons".to_owned(), vec!["p1".to_owned(), "p2".to_owned()]),
+            ("activitites".to_owned(), vec!["a1".to_owned()]),
+        ]
+    );
+}

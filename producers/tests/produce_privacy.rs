@@ -132,7 +132,8 @@ fn items() -> HashMap<&'static str, Vec<Value>> {
         (
             "activities",
             vec![
-                json!({ "id": "a1", "meta": meta(), "displayName": TEACHER, "calendarEventsRequired": true, "startDate": "2025-08-20", "organisation": { "id": "o1" }, "groups": [{ "id": "g1" }], "teachers": [{ "duty": { "id": "d1" } }], "comment": EMAIL }),
+                // Mappable, with a value that is left out and reported.
+                json!({ "id": "a1", "meta": meta(), "displayName": TEACHER, "calendarEventsRequired": true, "startDate": "2025-08-20", "organisation": { "id": "o1" }, "groups": [{ "id": "g1" }], "teachers": [{ "duty": { "id": "d1" } }], "comment": EMAIL, "minutesPlanned": "lots" }),
                 json!({ "id": "a2", "meta": meta(), "displayName": TEACHER, "startDate": "2025-08-20", "groups": [], "comment": EMAIL }),
             ],
         ),
@@ -362,6 +363,16 @@ async fn broken_items_leak_nothing_are_not_deleted_and_are_reported_once() {
         .filter(|f| f.connection == name)
         .count();
     assert_eq!(findings_after, findings_before, "no finding again");
+    let a1: Vec<QualityFinding> = committed::<QualityFinding>(&kafka, QUALITY_FINDINGS)
+        .await
+        .into_iter()
+        .filter(|f| f.connection == name && f.entity_id == "a1")
+        .collect();
+    assert_eq!(a1.len(), 1, "{a1:#?}");
+    assert_eq!(
+        (a1[0].kind.as_str(), a1[0].field.as_str()),
+        ("UNUSABLE_OPTIONAL", "minutesPlanned")
+    );
     assert_eq!(runner.stats().events.values().sum::<u64>(), 0);
 
     // The good person becomes unmappable: the full read publishes no

@@ -122,18 +122,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let total = config.connections.len();
     let mut runners = Vec::new();
+    let mut failures: Vec<(String, RunError)> = Vec::new();
     for connection in config.connections {
         let name = connection.name.clone();
-        let runner = Runner::start_sealed(
+        match Runner::start_sealed(
             connection,
             &config.kafka,
             Arc::clone(&pseudonymiser),
             Arc::clone(&sealer),
         )
         .await
-        .with_context(|| format!("starting connection {name}"))?
-        .with_metrics(Arc::clone(&metrics));
-        runners.push(runner);
+        {
+            Ok(runner) => runners.push(runner.with_metrics(Arc::clone(&metrics))),
+            // With --once the other connections are still read; a
+            // service must not start half of its connections.
+            Err(e) if args.once => {
+                tracing::error!(connection = %name, error = %e.chain(), "the connection could not start");
+                failures.push((name, e));
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(e.chain()))
+                    .with_context(|| format!("starting connection {name}"))
+            }
+        }
     }
 
     if args.once {
@@ -147,7 +158,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 (runner, result, started.elapsed().as_secs_f64())
             }));
         }
-        let mut failures: Vec<(String, RunError)> = Vec::new();
         for task in tasks {
             let (runner, result, seconds) = task.await.context("a connection's task failed")?;
             let name = runner.name().to_owned();
@@ -172,8 +182,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("  {name}: {}", error.chain());
             }
         }
-        if failures.iter().any(|(_, e)| e.is_fatal()) {
-            bail!("a connection failed fatally");
+        if failures.len() == total || failures.iter().any(|(_, e)| e.is_fatal()) {
+            bail!("no connection was read, or one failed fatally");
         }
         return Err(PartialFailure {
             failed: failures.len(),

@@ -299,8 +299,12 @@ pub struct Runner {
     cursors: HashMap<String, Cursor>,
     /// Dialect findings already published.
     dialects: HashSet<DialectKey>,
-    /// Endpoints (and the deletion feed) the vendor said it does not serve.
-    unsupported: HashSet<String>,
+    /// Endpoints (and the deletion feed) the vendor said it does not serve,
+    /// with the poll that found it; asked again after `full_read_every`
+    /// polls, in case the 404 was passing.
+    unsupported: HashMap<String, u64>,
+    /// The vendor's need for filters beside page tokens was reported.
+    filters_reported: bool,
     ids: HotIds,
     stats: RunStats,
     metrics: Arc<Metrics>,
@@ -392,7 +396,8 @@ impl Runner {
             state: Default::default(),
             cursors: HashMap::new(),
             dialects: HashSet::new(),
-            unsupported: HashSet::new(),
+            unsupported: HashMap::new(),
+            filters_reported: false,
             ids: HotIds::new(),
             stats: RunStats::default(),
             metrics: Arc::new(Metrics::new().map_err(|e| RunError::Config(e.to_string()))?),
@@ -499,7 +504,10 @@ impl Runner {
         loop {
             match self.poll().await {
                 Ok(()) => {}
-                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) if e.is_fatal() => {
+                    tracing::error!(connection = %self.config.name, error = %e.chain(), "the connection stops");
+                    return Err(e);
+                }
                 // Each failure was logged when it happened.
                 Err(_) => {}
             }
@@ -531,7 +539,7 @@ impl Runner {
         let events_before: u64 = self.stats.events.values().sum();
         let mut failures = Vec::new();
         for endpoint in endpoints {
-            if self.unsupported.contains(endpoint.name()) {
+            if self.skipped(endpoint.name()) {
                 continue;
             }
             match self.read_endpoint(endpoint).await {
@@ -549,7 +557,7 @@ impl Runner {
                 }
             }
         }
-        if self.config.deletion_feed && !self.unsupported.contains(FEED) {
+        if self.config.deletion_feed && !self.skipped(FEED) {
             match self.read_deletions().await {
                 Ok(()) => {}
                 Err(e) if e.is_fatal() => return Err(e),
@@ -613,10 +621,19 @@ impl Runner {
         }
     }
 
+    /// Whether an endpoint the vendor said it does not serve is still
+    /// left alone: it is asked again every `full_read_every` polls.
+    fn skipped(&self, name: &str) -> bool {
+        self.unsupported.get(name).is_some_and(|since| {
+            self.stats.polls.saturating_sub(*since) < self.config.full_read_every.unsigned_abs()
+        })
+    }
+
     /// A vendor that answers 404 (or 405, 501) to an endpoint's first
-    /// request does not serve it: said once, recorded as a dialect
-    /// finding, and not asked again by this process. Full reads still find
-    /// deletions when the deletion feed is the one missing.
+    /// request does not serve it: logged, recorded once as a dialect
+    /// finding, and asked again only every `full_read_every` polls. Full
+    /// reads still find deletions when the deletion feed is the one
+    /// missing.
     async fn unsupported_endpoint(
         &mut self,
         name: &str,
@@ -626,10 +643,10 @@ impl Runner {
             connection = %self.config.name,
             endpoint = name,
             error = %source,
-            "the vendor does not serve this endpoint; it is skipped until the producer restarts \
+            "the vendor does not serve this endpoint; it is asked again every full_read_every polls \
              (remove it from the connection's endpoints, or set deletion_feed = false, to silence this)"
         );
-        self.unsupported.insert(name.to_owned());
+        self.unsupported.insert(name.to_owned(), self.stats.polls);
         let mut txn = Txn::default();
         self.dialect(
             &mut txn,
@@ -789,8 +806,15 @@ impl Runner {
                     }) => {
                         // Nothing is lost: the page goes to the dead-letter
                         // topic and the read starts over at the next poll.
-                        let (_, sealed) = prepare::seal(&self.sealer, &reason, &raw);
-                        self.dead_letter(txn, &url, &reason, None, sealed);
+                        let (digest, sealed) = prepare::seal(&self.sealer, &reason, &raw);
+                        let key = DialectKey {
+                            endpoint: endpoint.name().to_owned(),
+                            kind: "DEAD_LETTER".to_owned(),
+                            field: format!("{digest:016x}"),
+                        };
+                        if self.once(txn, key) {
+                            self.dead_letter(txn, &url, &reason, None, sealed);
+                        }
                         return Err(RunError::Fetch {
                             endpoint: endpoint.name().into(),
                             source: FetchError::Malformed {
@@ -854,21 +878,31 @@ impl Runner {
                         } => self.rejected(&read, id, &reason, digest, sealed, observed_at, txn),
                     }
                 }
-                if page.more {
-                    if self.client.repeats_filters() {
-                        self.dialect(
-                            txn,
-                            endpoint.name(),
-                            "FILTERS_WITH_PAGE_TOKEN",
-                            "pageToken",
-                            observed_at,
-                        );
-                    }
-                    if txn.len() >= self.config.max_transaction_records {
+                if self.client.repeats_filters() && !self.filters_reported {
+                    // A property of the vendor, noticed on this endpoint:
+                    // reported once for the connection.
+                    self.filters_reported = true;
+                    self.dialect(
+                        txn,
+                        endpoint.name(),
+                        "FILTERS_WITH_PAGE_TOKEN",
+                        "pageToken",
+                        observed_at,
+                    );
+                }
+                if page.more || q < last_query {
+                    // A transaction commits when it is large, or old enough
+                    // that a slow read could outlive Kafka's transaction
+                    // timeout.
+                    if txn.len() >= self.config.max_transaction_records
+                        || txn.age() > txn::TXN_MAX_AGE
+                    {
                         self.commit(txn).await?;
                     } else {
                         self.send(txn).await?;
                     }
+                }
+                if page.more {
                     continue;
                 }
                 if q < last_query {
@@ -940,7 +974,7 @@ impl Runner {
             let known = held(&self.state, txn, endpoint, key);
             (
                 detect::classify(known, &version.hash, read.initial),
-                known.map_or(report, |h| h.report) != report,
+                known.map_or(0, |h| h.report) != report,
             )
         };
         if report_changed && report != 0 {
@@ -1223,9 +1257,10 @@ impl Runner {
             None => true,
             Some((from, to)) => match CalendarEvent::decode_all(&held.image) {
                 Ok(lesson) => (from..to).contains(&lesson.start_time.0),
-                // A placeholder (or an image that cannot be read) is no
-                // lesson anyone was told of: forgetting it is harmless.
-                Err(_) => true,
+                // A placeholder is no lesson anyone was told of:
+                // forgetting it is harmless. A version that cannot be read
+                // is kept rather than deleted on a guess.
+                Err(_) => held.is_placeholder(),
             },
         };
         // What this read changed is pending in `txn` (or committed by it,

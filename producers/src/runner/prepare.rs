@@ -136,6 +136,12 @@ fn prepare_item<E: Ss12000Entity>(raw: &str, cx: &Context<'_>, sealer: &Sealer) 
         Err(e) => return rejected(None, format!("not JSON: {e}")),
     };
     match E::map(&item, cx) {
+        // The state topic's keys set `#` apart for the producer's own
+        // records: such an id cannot be held.
+        Ok(mapped) if mapped.entity.id().starts_with('#') => rejected(
+            None,
+            "the id begins with '#', which skolflode cannot key".into(),
+        ),
         Ok(mapped) => Prepared::Version(Version::of(mapped.entity), mapped.findings),
         Err(e) => rejected(item.get("id").and_then(Json::as_str), e.to_string()),
     }

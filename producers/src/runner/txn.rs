@@ -27,6 +27,11 @@ use crate::endpoint::Endpoint;
 
 pub(super) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A transaction older than this commits at the next page, whatever its
+/// size: half the producer's default `transaction.timeout.ms` (60 s), so
+/// that a slow vendor cannot keep one open until Kafka aborts it.
+pub(super) const TXN_MAX_AGE: Duration = Duration::from_secs(30);
+
 /// A record to send: topic, framed key, framed value (`None`: tombstone).
 pub(super) type Record = (&'static str, Vec<u8>, Option<Vec<u8>>);
 
@@ -47,6 +52,11 @@ pub(super) struct Txn {
 impl Txn {
     pub(super) fn push(&mut self, record: Record) {
         self.pending.push(record);
+    }
+
+    /// How long the transaction has been open (zero before it begins).
+    pub(super) fn age(&self) -> Duration {
+        self.began.map_or(Duration::ZERO, |b| b.elapsed())
     }
 
     /// Records in the transaction, handed over or not.

@@ -200,7 +200,12 @@ pub struct Deletions {
     pub flat: bool,
     /// The vendor's clock when it answered.
     pub server_time: Option<i64>,
+    /// The token of the next page, while reading.
+    next: Option<String>,
 }
+
+/// Pages of `/deletedEntities` read at most in one go.
+const MAX_DELETION_PAGES: usize = 10_000;
 
 /// Why a body could not be read.
 #[derive(Debug)]
@@ -485,19 +490,31 @@ impl Ss12000Client {
                 .await;
         };
         let token_only = format!("{base}&pageToken={}", form_encode(token));
-        let repeated = format!("{token_only}{}", filters.query());
+        self.behind_token(&token_only, &filters.query(), parse_page)
+            .await
+    }
+
+    /// The page behind a token: the token alone, as the standard says, or
+    /// with the read's `filters` (a query suffix) repeated for a vendor
+    /// that needs them — found out by its 400 to the token alone.
+    async fn behind_token<T>(
+        &self,
+        token_only: &str,
+        filters: &str,
+        parse: impl Fn(&[u8], Option<i64>) -> Result<T, Unreadable>,
+    ) -> Result<T, FetchError> {
+        let repeated = format!("{token_only}{filters}");
         if self.repeats_filters() {
-            return self.get(&repeated, parse_page).await;
+            return self.get(&repeated, parse).await;
         }
-        match self.get(&token_only, parse_page).await {
-            Err(FetchError::Status { status: 400, .. }) if *filters != Filters::default() => {
-                let page = self.get(&repeated, parse_page).await?;
+        match self.get(token_only, &parse).await {
+            Err(FetchError::Status { status: 400, .. }) if !filters.is_empty() => {
+                let page = self.get(&repeated, parse).await?;
                 if !self
                     .repeat_filters
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
                 {
                     tracing::warn!(
-                        endpoint,
                         "the vendor refuses page tokens without the filters; repeating them with \
                          every token from now on (a deviation from SS 12000)"
                     );
@@ -522,16 +539,51 @@ impl Ss12000Client {
     }
 
     /// `deletedEntities` after an instant (RFC 3339), in the standard's
-    /// shape or as a flat list.
+    /// shape (every page of it) or as a flat list. No `limit` is sent: the
+    /// standard lets the vendor choose, and vendors with a flat list offer
+    /// none.
     pub async fn deleted_entities(&self, after: Option<&str>) -> Result<Deletions, FetchError> {
-        let mut url = format!(
+        let base = format!(
             "{}/deletedEntities",
             self.config.base_url.trim_end_matches('/')
         );
-        if let Some(after) = after {
-            url.push_str(&format!("?after={}", form_encode(after)));
+        let filter = after
+            .map(|a| format!("after={}", form_encode(a)))
+            .unwrap_or_default();
+        let first = if filter.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}?{filter}")
+        };
+        let mut all = self.get(&first, parse_deletions).await?;
+        let mut pages = 1;
+        while let Some(token) = all.next.take() {
+            pages += 1;
+            if pages > MAX_DELETION_PAGES {
+                return Err(FetchError::Shape {
+                    url: base,
+                    reason: format!("more than {MAX_DELETION_PAGES} pages of deletions"),
+                });
+            }
+            let token_only = format!("{base}?pageToken={}", form_encode(&token));
+            let filters = if filter.is_empty() {
+                String::new()
+            } else {
+                format!("&{filter}")
+            };
+            let page = self
+                .behind_token(&token_only, &filters, parse_deletions)
+                .await?;
+            for (kind, ids) in page.deleted {
+                match all.deleted.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, known)) => known.extend(ids),
+                    None => all.deleted.push((kind, ids)),
+                }
+            }
+            all.server_time = page.server_time.or(all.server_time);
+            all.next = page.next;
         }
-        self.get(&url, parse_deletions).await
+        Ok(all)
     }
 
     async fn get<T>(
@@ -638,7 +690,7 @@ impl Ss12000Client {
                 Ok(value) => Attempt::Done(value),
                 Err(Unreadable::Shape(reason)) => Attempt::Fail(FetchError::Shape {
                     url: url.to_owned(),
-                    reason,
+                    reason: crate::seal::scrub(&reason),
                 }),
                 Err(Unreadable::Malformed(reason)) => {
                     self.count(|s| s.malformed += 1);
@@ -673,7 +725,14 @@ impl Ss12000Client {
             code => Attempt::Fail(FetchError::Status {
                 url: url.to_owned(),
                 status: code,
-                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+                // For logs: no civic number or e-mail address a vendor
+                // may quote in its error.
+                body: crate::seal::scrub(
+                    &String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(200)
+                        .collect::<String>(),
+                ),
             }),
         }
     }
@@ -748,6 +807,10 @@ fn parse_deletions(bytes: &[u8], server_time: Option<i64>) -> Result<Deletions, 
                 .collect(),
             flat: false,
             server_time,
+            next: value
+                .get("pageToken")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         });
     }
     let Some(list) = value.as_array() else {
@@ -774,6 +837,7 @@ fn parse_deletions(bytes: &[u8], server_time: Option<i64>) -> Result<Deletions, 
         deleted,
         flat: true,
         server_time,
+        next: None,
     })
 }
 
