@@ -31,7 +31,10 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// Client id reported to the brokers (shows up in their logs and quotas).
     pub client_id: String,
-    /// Upper bound for a single request to a broker, in milliseconds.
+    /// Upper bound for a single request to a broker, in milliseconds: the
+    /// deadline of admin operations, and librdkafka's `request.timeout.ms`
+    /// of producers (a producer-only property: consumers would warn that
+    /// they ignore it).
     pub request_timeout_ms: u64,
     /// Extra librdkafka properties, for TLS, SASL and tuning. Keys that this
     /// struct sets itself are rejected by [`KafkaConfig::build`] so that the
@@ -117,8 +120,7 @@ impl KafkaConfig {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", &self.client_id)
-            .set("request.timeout.ms", self.request_timeout_ms.to_string());
+            .set("client.id", &self.client_id);
         for (key, value) in &self.properties {
             client.set(key, value);
         }
@@ -142,7 +144,10 @@ impl KafkaConfig {
     /// An idempotent producer that waits for all in-sync replicas.
     pub fn producer(&self) -> Result<ClientConfig, KafkaError> {
         let mut client = self.build()?;
-        client.set("enable.idempotence", "true").set("acks", "all");
+        client
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("request.timeout.ms", self.request_timeout_ms.to_string());
         Ok(client)
     }
 
@@ -201,6 +206,21 @@ mod tests {
         let parsed: Result<KafkaConfig, _> =
             serde_json::from_str(r#"{"bootstrap_servers":"a:1","bootsrap":"typo"}"#);
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn producer_properties_stay_out_of_consumers() {
+        let config = KafkaConfig::default();
+        let consumer = config.consumer("g").ok();
+        assert_eq!(
+            consumer.as_ref().and_then(|c| c.get("request.timeout.ms")),
+            None
+        );
+        let producer = config.producer().ok();
+        assert_eq!(
+            producer.as_ref().and_then(|c| c.get("request.timeout.ms")),
+            Some("30000")
+        );
     }
 
     #[test]

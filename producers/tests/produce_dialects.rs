@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::records::{DeadLetter, QualityFinding};
 use skolflode_schemas::{wire, AvroType, ChangeEvent, EntityKey, Op};
 use skolflode_simulator::config::{Dialect, Timestamps, VendorBehaviour};
+use skolflode_simulator::server::LoggedRequest;
 use skolflode_testkit::kafka::Isolation;
 use skolflode_testkit::pipeline::Vendor;
 use skolflode_testkit::term::{connection, simulation};
@@ -122,6 +123,61 @@ async fn committed<T: AvroType>(
         .collect()
 }
 
+/// Every request the producer made, held to the SS 12000 specification
+/// itself (its YAML), not to the simulator's reading of it: only the
+/// parameters it defines for the endpoint, each once, the required ones on
+/// every first page, a `pageToken` with nothing but `limit` beside it,
+/// date-times in RFC 3339 with a zone.
+fn check_against_the_specification(requests: &[LoggedRequest]) {
+    let dir = skolflode_simulator::spec::dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("the SS 12000 specification beside the checkout");
+    let mut specs: HashMap<String, HashMap<String, bool>> = HashMap::new();
+    let (mut windows, mut tokens) = (0, 0);
+    for r in requests {
+        let spec = specs.entry(r.endpoint.clone()).or_insert_with(|| {
+            skolflode_simulator::spec::query_parameters(&dir, &r.endpoint).unwrap()
+        });
+        let names: HashSet<&str> = r.query.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names.len(), r.query.len(), "a parameter twice: {r:?}");
+        for (name, value) in &r.query {
+            assert!(
+                spec.contains_key(name),
+                "{name} is not a parameter of /{}",
+                r.endpoint
+            );
+            if name == "limit" {
+                assert!(value.parse::<u32>().is_ok_and(|l| l >= 1), "{r:?}");
+            }
+            if name.contains("Time.") || name.contains("modified") || name == "after" {
+                assert!(
+                    chrono::DateTime::parse_from_rfc3339(value).is_ok(),
+                    "{name}={value} is not RFC 3339 with a zone"
+                );
+            }
+        }
+        if names.contains("pageToken") {
+            tokens += 1;
+            assert!(
+                names.iter().all(|n| *n == "pageToken" || *n == "limit"),
+                "a pageToken with filters: {r:?}"
+            );
+        } else {
+            for (name, required) in spec.iter() {
+                assert!(
+                    !required || names.contains(name.as_str()),
+                    "{name} missing: {r:?}"
+                );
+            }
+        }
+        windows += usize::from(names.contains("startTime.onOrAfter"));
+    }
+    assert!(
+        windows > 100 && tokens > 100,
+        "{windows} windows, {tokens} page tokens"
+    );
+    assert!(specs.contains_key("deletedEntities") && specs.contains_key("calendarEvents"));
+}
+
 struct Run {
     name: String,
     vendor: Vendor,
@@ -193,6 +249,7 @@ async fn a_term_through_every_dialect_gives_the_standard_run_s_events() {
         }
     }
     assert!(polls >= 30, "{polls} polls");
+    check_against_the_specification(&standard.vendor.state.requests());
 
     // What each run reported.
     let findings = |name: String| {

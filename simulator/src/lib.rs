@@ -17,6 +17,8 @@
 //!   (OAuth2, SS 12000, Skola24-style, control) with fault injection;
 //!   [`skola24`]: the timetable vendor's own JSON.
 //! - [`stream`]: a national week, one unit at a time, in bounded memory.
+//! - [`spec`]: the SS 12000 OpenAPI specification's query parameters, read
+//!   from its YAML, for the tests that hold requests to it.
 
 pub mod calendar;
 pub mod civic;
@@ -27,6 +29,7 @@ pub mod plan;
 pub mod server;
 pub mod sim;
 pub mod skola24;
+pub mod spec;
 pub mod ss12000;
 pub mod stream;
 pub mod truth;

@@ -57,7 +57,22 @@ pub struct AppState {
     tokens: Mutex<HashMap<String, Instant>>,
     requests: AtomicU64,
     issued: AtomicU64,
+    /// The latest SS 12000 requests, for tests that hold a client's
+    /// requests to the specification.
+    log: Mutex<std::collections::VecDeque<LoggedRequest>>,
 }
+
+/// One SS 12000 request as the server received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// `persons`, `calendarEvents`, `deletedEntities`, …
+    pub endpoint: String,
+    /// The query parameters, decoded, in order.
+    pub query: Vec<(String, String)>,
+}
+
+/// Requests kept in the log; older ones are dropped.
+const LOGGED_REQUESTS: usize = 200_000;
 
 impl AppState {
     pub fn new(sim: Simulation) -> Arc<Self> {
@@ -66,7 +81,29 @@ impl AppState {
             tokens: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
             issued: AtomicU64::new(0),
+            log: Mutex::new(std::collections::VecDeque::new()),
         })
+    }
+
+    /// The latest SS 12000 requests received (at most 200 000), oldest
+    /// first.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.log
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, endpoint: &str, query: &[(String, String)]) {
+        if let Ok(mut log) = self.log.lock() {
+            if log.len() == LOGGED_REQUESTS {
+                log.pop_front();
+            }
+            log.push_back(LoggedRequest {
+                endpoint: endpoint.to_owned(),
+                query: query.to_vec(),
+            });
+        }
     }
 
     /// The simulation, for in-process control (tests, the CLI).
@@ -606,6 +643,7 @@ async fn entities(
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
+    state.record(&endpoint, &params);
     let (now, fault) = match gate(&state, &headers).await {
         Ok(pass) => pass,
         Err(response) => return response,
@@ -647,6 +685,7 @@ async fn deleted_entities(
     headers: HeaderMap,
 ) -> Response {
     const ENDPOINT: &str = "deletedEntities";
+    state.record(ENDPOINT, &params);
     let now = state.sim().now;
     if !authorised(&state, &headers) {
         return error(

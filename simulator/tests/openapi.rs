@@ -25,18 +25,7 @@ use support::{date, start, window};
 const BASE: &str = "file:///ss12000/";
 
 fn spec_dir() -> Option<PathBuf> {
-    // shared/ (read-only reference material) sits beside the checkout;
-    // SKOLFLODE_SHARED_DIR names it explicitly.
-    let relative = "reference/ss12000-v2.0-draft";
-    if let Ok(shared) = std::env::var("SKOLFLODE_SHARED_DIR") {
-        let dir = Path::new(&shared).join(relative);
-        return dir.is_dir().then_some(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join("shared").join(relative))
-        .find(|d| d.is_dir())
+    skolflode_simulator::spec::dir(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn translate(value: &mut Value) {
@@ -199,53 +188,9 @@ fn the_validator_rejects_what_the_standard_forbids() {
     );
 }
 
-/// A YAML file of the specification, as written (no translation).
-fn raw(dir: &Path, file: &str) -> Value {
-    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// Follow a `$ref` (`file#/pointer` or `#/pointer`) from `file`, relative
-/// to `file`'s directory.
-fn resolve(dir: &Path, file: &str, reference: &str) -> (String, Value) {
-    let (target, pointer) = reference.split_once('#').unwrap_or((reference, ""));
-    let target = if target.is_empty() {
-        file.to_owned()
-    } else {
-        let base = Path::new(file).parent().unwrap_or(Path::new(""));
-        base.join(target).to_string_lossy().into_owned()
-    };
-    let value = raw(dir, &target)
-        .pointer(pointer)
-        .cloned()
-        .unwrap_or_else(|| panic!("{reference} from {file}: no such node"));
-    (target, value)
-}
-
 /// The query parameters of `GET /{endpoint}`: name → `required`.
 fn spec_query_parameters(dir: &Path, endpoint: &str) -> HashMap<String, bool> {
-    let openapi = raw(dir, "openapi.yaml");
-    let path_ref = openapi["paths"][format!("/{endpoint}")]["$ref"]
-        .as_str()
-        .unwrap_or_else(|| panic!("/{endpoint} is not in the specification"));
-    let (file, path) = resolve(dir, "openapi.yaml", path_ref);
-    let mut out = HashMap::new();
-    for parameter in path["get"]["parameters"].as_array().expect("parameters") {
-        let parameter = match parameter["$ref"].as_str() {
-            Some(reference) => resolve(dir, &file, reference).1,
-            None => parameter.clone(),
-        };
-        if parameter["in"] != "query" {
-            continue;
-        }
-        let name = parameter["name"].as_str().expect("name").to_owned();
-        let required = parameter["required"].as_bool().unwrap_or(false);
-        assert!(
-            out.insert(name.clone(), required).is_none(),
-            "{endpoint}: {name} twice"
-        );
-    }
-    out
+    skolflode_simulator::spec::query_parameters(dir, endpoint).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -573,6 +573,21 @@ impl Runner {
                 }
             }
         }
+        let served = self
+            .config
+            .endpoints
+            .iter()
+            .any(|e| !self.unsupported.contains_key(e.name()));
+        if !served {
+            // A vendor serving none of the endpoints is a wrong base_url
+            // more likely than a dialect.
+            let e = RunError::Config(format!(
+                "every endpoint answered 404: check base_url {:?}",
+                self.config.client.base_url
+            ));
+            self.failed("all", &e);
+            failures.push(e);
+        }
         self.stats.polls += 1;
         // The heartbeat says the connection is alive even when nothing
         // changed, and whether its reads succeeded.
