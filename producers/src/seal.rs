@@ -41,6 +41,8 @@ pub enum Clear {
     /// A value of one of the standard's code lists: kept only when it is
     /// one of the listed values.
     Vocabulary(&'static [&'static str]),
+    /// An entity type or endpoint name, as deletion feeds write them.
+    EntityType,
     /// A count or a flag: numbers and booleans kept, text redacted.
     Scalar,
 }
@@ -69,27 +71,7 @@ pub const CLEAR: &[(&str, Clear)] = &[
     ("courseCode", Clear::Code),
     ("educationCode", Clear::Code),
     ("languageCode", Clear::Code),
-    (
-        "entityType",
-        Clear::Vocabulary(&[
-            "Organisation",
-            "Person",
-            "Duty",
-            "Group",
-            "Syllabus",
-            "Activity",
-            "CalendarEvent",
-            "Attendance",
-            "organisations",
-            "persons",
-            "duties",
-            "groups",
-            "syllabuses",
-            "activities",
-            "calendarEvents",
-            "attendances",
-        ]),
-    ),
+    ("entityType", Clear::EntityType),
     (
         "organisationType",
         Clear::Vocabulary(&[
@@ -213,6 +195,7 @@ impl Clear {
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             }
             Self::Vocabulary(values) => values.contains(&text),
+            Self::EntityType => crate::endpoint::Endpoint::from_any_name(text).is_some(),
             Self::Scalar => false,
         }
     }

@@ -309,14 +309,10 @@ async fn lessons_are_read_in_the_window_the_standard_requires() {
 #[tokio::test]
 async fn a_deletion_feed_is_read_to_its_last_page() {
     use axum::extract::Query;
-    use axum::routing::{get, post};
+    use axum::routing::get;
     use serde_json::json;
     use std::collections::HashMap;
     let app = axum::Router::new()
-        .route(
-            "/oauth2/token",
-            post(|| async { axum::Json(json!({ "access_token": "t", "expires_in": 3600 })) }),
-        )
         .route(
             "/ss12000/v2/deletedEntities",
             get(|Query(q): Query<HashMap<String, String>>| async move {
@@ -332,9 +328,9 @@ async fn a_deletion_feed_is_read_to_its_last_page() {
                 })
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = skolflode_testkit::pipeline::serve_vendor(app)
+        .await
+        .unwrap();
     let client = Ss12000Client::new(config(&url)).unwrap();
     let deletions = client
         .deleted_entities(Some("2025-09-01T00:00:00Z"))

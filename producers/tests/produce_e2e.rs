@@ -6,21 +6,17 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use skolflode_producers::endpoint::Endpoint;
 use skolflode_producers::metrics::Metrics;
 use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner::{self, ConnectionConfig, Runner};
 use skolflode_producers::seal::{SealConfig, Sealer};
-use skolflode_producers::ss12000::client::{ClientConfig, Secret};
 use skolflode_schemas::catalogue::{DEAD_LETTERS, HEARTBEATS};
 use skolflode_schemas::records::{DeadLetter, Heartbeat};
-use skolflode_schemas::{wire, AvroType};
 use skolflode_simulator::config::{Evolution, Faults};
 use skolflode_simulator::sim::Simulation;
 use skolflode_simulator::SimConfig;
-use skolflode_testkit::kafka::Isolation;
 use skolflode_testkit::pipeline::{differences, replay_all, Vendor};
 use skolflode_testkit::{unique, TestKafka};
 
@@ -34,17 +30,7 @@ async fn vendor(config: SimConfig) -> Vendor {
 }
 
 fn connection(name: &str, url: &str) -> ConnectionConfig {
-    let client = ClientConfig {
-        base_url: format!("{url}/ss12000/v2"),
-        token_url: format!("{url}/oauth2/token"),
-        client_id: "skolflode".into(),
-        client_secret: Secret::new("simulated-secret"),
-        page_limit: 200,
-        backoff_base_ms: 1,
-        backoff_max_ms: 5,
-        max_retries: 12,
-        ..ClientConfig::default()
-    };
+    let client = skolflode_testkit::term::client(url, 200);
     ConnectionConfig {
         poll_interval_secs: 1,
         full_read_every: 3,
@@ -61,17 +47,6 @@ fn sealer() -> (Arc<Sealer>, age::x25519::Identity) {
         age_recipients: vec![identity.to_public().to_string()],
     };
     (Arc::new(config.build().unwrap()), identity)
-}
-
-/// Every committed record of one of skolflode's own topics, decoded.
-async fn committed<T: AvroType>(kafka: &TestKafka, topic: &str) -> Vec<T> {
-    kafka
-        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| T::decode_all(wire::split(r.payload.as_deref().unwrap()).unwrap().1).unwrap())
-        .collect()
 }
 
 /// A runner reading one endpoint, without the deletion feed, that gives
@@ -95,7 +70,7 @@ async fn one_endpoint_runner(
 
 /// The committed dead letters of connection `name`, in order.
 async fn dead_letters(kafka: &TestKafka, name: &str) -> Vec<DeadLetter> {
-    let letters: Vec<DeadLetter> = committed(kafka, DEAD_LETTERS).await;
+    let letters: Vec<DeadLetter> = kafka.committed(DEAD_LETTERS).await.unwrap();
     letters
         .into_iter()
         .filter(|l| l.connection == name)
@@ -182,7 +157,7 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
     assert!(!exposed.contains("civic"), "metrics name no personal data");
 
     // One heartbeat per poll, each saying the reads succeeded.
-    let beats: Vec<Heartbeat> = committed(&kafka, HEARTBEATS).await;
+    let beats: Vec<Heartbeat> = kafka.committed(HEARTBEATS).await.unwrap();
     let beats: Vec<Heartbeat> = beats.into_iter().filter(|h| h.connection == name).collect();
     assert_eq!(beats.len(), 6);
     assert!(beats.iter().all(|h| h.ok && h.server_time.is_some()));
@@ -313,7 +288,7 @@ async fn without_a_deletion_feed_full_reads_find_what_was_deleted() {
 async fn broken_vendor(recovered: Arc<std::sync::atomic::AtomicBool>) -> String {
     use axum::extract::Query;
     use axum::response::IntoResponse;
-    use axum::routing::{get, post};
+    use axum::routing::get;
     use serde_json::json;
     use std::collections::HashMap;
     use std::sync::atomic::Ordering;
@@ -337,30 +312,25 @@ async fn broken_vendor(recovered: Arc<std::sync::atomic::AtomicBool>) -> String 
     })
     .to_string();
     let second = json!({ "data": [lesson("l3", "2025-09-08T10:10:00+02:00")] }).to_string();
-    let app = axum::Router::new()
-        .route(
-            "/oauth2/token",
-            post(|| async { axum::Json(json!({ "access_token": "t", "expires_in": 3600 })) }),
-        )
-        .route(
-            "/ss12000/v2/calendarEvents",
-            get(move |Query(q): Query<HashMap<String, String>>| {
-                let (first, second) = (first.clone(), second.clone());
-                let recovered = Arc::clone(&recovered);
-                async move {
-                    let body: Vec<u8> = match q.get("pageToken") {
-                        None => first.into_bytes(),
-                        Some(_) if recovered.load(Ordering::SeqCst) => second.into_bytes(),
-                        // Latin-1 where UTF-8 belongs.
-                        Some(_) => b"{\"data\":[{\"id\":\"l3\",\"note\":\"K\xf6k\"}]}".to_vec(),
-                    };
-                    ([("content-type", "application/json")], body).into_response()
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = axum::Router::new().route(
+        "/ss12000/v2/calendarEvents",
+        get(move |Query(q): Query<HashMap<String, String>>| {
+            let (first, second) = (first.clone(), second.clone());
+            let recovered = Arc::clone(&recovered);
+            async move {
+                let body: Vec<u8> = match q.get("pageToken") {
+                    None => first.into_bytes(),
+                    Some(_) if recovered.load(Ordering::SeqCst) => second.into_bytes(),
+                    // Latin-1 where UTF-8 belongs.
+                    Some(_) => b"{\"data\":[{\"id\":\"l3\",\"note\":\"K\xf6k\"}]}".to_vec(),
+                };
+                ([("content-type", "application/json")], body).into_response()
+            }
+        }),
+    );
+    let url = skolflode_testkit::pipeline::serve_vendor(app)
+        .await
+        .unwrap();
     url
 }
 

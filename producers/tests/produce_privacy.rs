@@ -21,7 +21,6 @@ use skolflode_producers::seal::{SealConfig, Sealer};
 use skolflode_producers::ss12000::client::{ClientConfig, Secret};
 use skolflode_schemas::catalogue::{self, DEAD_LETTERS, QUALITY_FINDINGS};
 use skolflode_schemas::records::{DeadLetter, QualityFinding};
-use skolflode_schemas::{wire, AvroType};
 use skolflode_testkit::kafka::Isolation;
 use skolflode_testkit::pipeline::replay_all;
 use skolflode_testkit::{unique, TestKafka};
@@ -44,30 +43,25 @@ type Served = Arc<Mutex<HashMap<&'static str, Vec<Value>>>>;
 /// request's filters.
 async fn vendor(served: Served) -> String {
     use axum::extract::Path;
-    use axum::routing::{get, post};
-    let app = axum::Router::new()
-        .route(
-            "/oauth2/token",
-            post(|| async { axum::Json(json!({ "access_token": "t", "expires_in": 3600 })) }),
-        )
-        .route(
-            "/ss12000/v2/{endpoint}",
-            get(move |Path(endpoint): Path<String>| {
-                let served = Arc::clone(&served);
-                async move {
-                    let items = served
-                        .lock()
-                        .unwrap()
-                        .get(endpoint.as_str())
-                        .cloned()
-                        .unwrap_or_default();
-                    axum::Json(json!({ "data": items, "pageToken": null }))
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/ss12000/v2/{endpoint}",
+        get(move |Path(endpoint): Path<String>| {
+            let served = Arc::clone(&served);
+            async move {
+                let items = served
+                    .lock()
+                    .unwrap()
+                    .get(endpoint.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                axum::Json(json!({ "data": items, "pageToken": null }))
+            }
+        }),
+    );
+    let url = skolflode_testkit::pipeline::serve_vendor(app)
+        .await
+        .unwrap();
     url
 }
 
@@ -187,20 +181,28 @@ fn connection(name: &str, url: &str) -> ConnectionConfig {
     }
 }
 
-async fn committed<T: AvroType>(kafka: &TestKafka, topic: &str) -> Vec<T> {
-    kafka
-        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|r| r.payload)
-        .map(|p| T::decode_all(wire::split(&p).unwrap().1).unwrap())
-        .collect()
+async fn start(
+    kafka: &TestKafka,
+    name: &str,
+    url: &str,
+    pseudonymiser: &Arc<Pseudonymiser>,
+    sealer: &Arc<Sealer>,
+) -> Runner {
+    Runner::start_sealed(
+        connection(name, url),
+        kafka.config(),
+        Arc::clone(pseudonymiser),
+        Arc::clone(sealer),
+    )
+    .await
+    .unwrap()
 }
 
 async fn letters_of(kafka: &TestKafka, name: &str) -> usize {
-    committed::<DeadLetter>(kafka, DEAD_LETTERS)
+    kafka
+        .committed::<DeadLetter>(DEAD_LETTERS)
         .await
+        .unwrap()
         .into_iter()
         .filter(|l| l.connection == name)
         .count()
@@ -257,20 +259,15 @@ async fn broken_items_leak_nothing_are_not_deleted_and_are_reported_once() {
         .unwrap(),
     );
     let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
-    let mut runner = Runner::start_sealed(
-        connection(&name, &url),
-        kafka.config(),
-        Arc::clone(&pseudonymiser),
-        Arc::clone(&sealer),
-    )
-    .await
-    .unwrap();
+    let mut runner = start(&kafka, &name, &url, &pseudonymiser, &sealer).await;
     runner.poll().await.unwrap();
 
     // One dead letter per entity type, each saying why, redacted, and
     // opening to the item as served.
-    let letters: Vec<DeadLetter> = committed::<DeadLetter>(&kafka, DEAD_LETTERS)
+    let letters: Vec<DeadLetter> = kafka
+        .committed::<DeadLetter>(DEAD_LETTERS)
         .await
+        .unwrap()
         .into_iter()
         .filter(|l| l.connection == name)
         .collect();
@@ -338,8 +335,10 @@ async fn broken_items_leak_nothing_are_not_deleted_and_are_reported_once() {
     }
 
     // Re-polling the unchanged vendor: no event, dead letter or finding.
-    let findings_before = committed::<QualityFinding>(&kafka, QUALITY_FINDINGS)
+    let findings_before = kafka
+        .committed::<QualityFinding>(QUALITY_FINDINGS)
         .await
+        .unwrap()
         .into_iter()
         .filter(|f| f.connection == name)
         .count();
@@ -347,24 +346,21 @@ async fn broken_items_leak_nothing_are_not_deleted_and_are_reported_once() {
     runner.poll().await.unwrap();
     // A restarted producer remembers what it reported.
     drop(runner);
-    let mut runner = Runner::start_sealed(
-        connection(&name, &url),
-        kafka.config(),
-        Arc::clone(&pseudonymiser),
-        Arc::clone(&sealer),
-    )
-    .await
-    .unwrap();
+    let mut runner = start(&kafka, &name, &url, &pseudonymiser, &sealer).await;
     runner.poll().await.unwrap();
     assert_eq!(letters_of(&kafka, &name).await, 8, "no dead letter again");
-    let findings_after = committed::<QualityFinding>(&kafka, QUALITY_FINDINGS)
+    let findings_after = kafka
+        .committed::<QualityFinding>(QUALITY_FINDINGS)
         .await
+        .unwrap()
         .into_iter()
         .filter(|f| f.connection == name)
         .count();
     assert_eq!(findings_after, findings_before, "no finding again");
-    let a1: Vec<QualityFinding> = committed::<QualityFinding>(&kafka, QUALITY_FINDINGS)
+    let a1: Vec<QualityFinding> = kafka
+        .committed::<QualityFinding>(QUALITY_FINDINGS)
         .await
+        .unwrap()
         .into_iter()
         .filter(|f| f.connection == name && f.entity_id == "a1")
         .collect();

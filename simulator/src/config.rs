@@ -138,6 +138,23 @@ pub struct Dialect {
     pub unsupported_endpoints: Vec<String>,
 }
 
+impl Dialect {
+    /// Every deviation at once (zone-less UTC times), with `unsupported`
+    /// endpoints: the sloppiest vendor the simulator plays.
+    pub fn every(unsupported: &[&str]) -> Self {
+        Self {
+            timestamps: Timestamps::UtcWithoutZone,
+            civic_numbers_ten_digits: true,
+            teachers_as_persons: true,
+            subject_instead_of_syllabus: true,
+            omit_unneeded_fields: true,
+            flat_deleted_entities: true,
+            filters_with_page_token: true,
+            unsupported_endpoints: unsupported.iter().map(|e| (*e).to_owned()).collect(),
+        }
+    }
+}
+
 /// Rates of change over simulated time.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -542,36 +542,12 @@ impl Runner {
             if self.skipped(endpoint.name()) {
                 continue;
             }
-            match self.read_endpoint(endpoint).await {
-                Ok(()) => {}
-                Err(e) if e.is_fatal() => return Err(e),
-                Err(RunError::Unsupported {
-                    endpoint: name,
-                    source,
-                }) => {
-                    self.unsupported_endpoint(&name, &source).await?;
-                }
-                Err(e) => {
-                    self.failed(endpoint.name(), &e);
-                    failures.push(e);
-                }
-            }
+            let read = self.read_endpoint(endpoint).await;
+            self.outcome(endpoint.name(), read, &mut failures).await?;
         }
         if self.config.deletion_feed && !self.skipped(FEED) {
-            match self.read_deletions().await {
-                Ok(()) => {}
-                Err(e) if e.is_fatal() => return Err(e),
-                Err(RunError::Unsupported {
-                    endpoint: name,
-                    source,
-                }) => {
-                    self.unsupported_endpoint(&name, &source).await?;
-                }
-                Err(e) => {
-                    self.failed(FEED, &e);
-                    failures.push(e);
-                }
-            }
+            let read = self.read_deletions().await;
+            self.outcome(FEED, read, &mut failures).await?;
         }
         let served = self
             .config
@@ -633,6 +609,30 @@ impl Runner {
             Ok(())
         } else {
             Err(RunError::Partial(failures))
+        }
+    }
+
+    /// What a read's result means for the poll: a fatal error ends it, an
+    /// endpoint the vendor does not serve is noted, any other failure is
+    /// logged and listed.
+    async fn outcome(
+        &mut self,
+        what: &str,
+        read: Result<(), RunError>,
+        failures: &mut Vec<RunError>,
+    ) -> Result<(), RunError> {
+        match read {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_fatal() => Err(e),
+            Err(RunError::Unsupported {
+                endpoint: name,
+                source,
+            }) => self.unsupported_endpoint(&name, &source).await,
+            Err(e) => {
+                self.failed(what, &e);
+                failures.push(e);
+                Ok(())
+            }
         }
     }
 

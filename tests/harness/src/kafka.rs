@@ -93,6 +93,26 @@ impl TestKafka {
         names::unique(&format!("{prefix}-txn"))
     }
 
+    /// Every committed record of one of skolflode's own topics (dead
+    /// letters, findings, heartbeats …), decoded; tombstones left out.
+    pub async fn committed<T: skolflode_schemas::AvroType>(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<T>, HarnessError> {
+        let bad = |e: skolflode_schemas::DecodeError| {
+            HarnessError::Environment(format!("{topic}: a record that cannot be read: {e}"))
+        };
+        self.drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
+            .await?
+            .into_iter()
+            .filter_map(|r| r.payload)
+            .map(|p| {
+                let (_, body) = skolflode_schemas::wire::split(&p).map_err(bad)?;
+                T::decode_all(body).map_err(bad)
+            })
+            .collect()
+    }
+
     /// Read every record of `topic` from the beginning up to its end as it
     /// stands when this is called, within `timeout`.
     pub async fn drain(

@@ -87,6 +87,29 @@ fn short(versions: &[Option<String>]) -> Vec<String> {
         .collect()
 }
 
+/// A vendor written by a test: `routes` (its SS 12000 endpoints) behind an
+/// OAuth2 token endpoint that grants any client, on 127.0.0.1 until the
+/// runtime ends. Returns its base URL.
+pub async fn serve_vendor(routes: axum::Router) -> Result<String, HarnessError> {
+    let app = routes.route(
+        "/oauth2/token",
+        axum::routing::post(|| async {
+            axum::Json(serde_json::json!({ "access_token": "t", "expires_in": 3600 }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| HarnessError::Environment(format!("binding a test vendor: {e}")))?;
+    let url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_err(|e| HarnessError::Environment(e.to_string()))?
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
 /// The simulator's APIs on 127.0.0.1, in this process.
 pub struct Vendor {
     pub url: String,

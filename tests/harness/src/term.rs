@@ -49,6 +49,22 @@ pub fn simulation(
     Ok(sim)
 }
 
+/// A client of the simulator at `url`: its credentials, pages of
+/// `page_limit`, and quick retries through its API faults.
+pub fn client(url: &str, page_limit: u32) -> ClientConfig {
+    ClientConfig {
+        base_url: format!("{url}/ss12000/v2"),
+        token_url: format!("{url}/oauth2/token"),
+        client_id: "skolflode".into(),
+        client_secret: Secret::new("simulated-secret"),
+        page_limit,
+        backoff_base_ms: 1,
+        backoff_max_ms: 5,
+        max_retries: 12,
+        ..ClientConfig::default()
+    }
+}
+
 /// A connection to the simulator at `url` that polls every second, reads
 /// in full every `full_read_every` polls and commits every 2 000 records.
 pub fn connection(
@@ -57,17 +73,7 @@ pub fn connection(
     full_read_every: i64,
     deletion_feed: bool,
 ) -> ConnectionConfig {
-    let client = ClientConfig {
-        base_url: format!("{url}/ss12000/v2"),
-        token_url: format!("{url}/oauth2/token"),
-        client_id: "skolflode".into(),
-        client_secret: Secret::new("simulated-secret"),
-        page_limit: 500,
-        backoff_base_ms: 1,
-        backoff_max_ms: 5,
-        max_retries: 12,
-        ..ClientConfig::default()
-    };
+    let client = client(url, 500);
     ConnectionConfig {
         poll_interval_secs: 1,
         full_read_every,
