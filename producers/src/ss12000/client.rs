@@ -436,7 +436,7 @@ impl Ss12000Client {
             let response = match response {
                 Ok(r) => r,
                 Err(e) => {
-                    last = e.to_string();
+                    last = with_causes(&e);
                     continue;
                 }
             };
@@ -641,7 +641,7 @@ impl Ss12000Client {
     fn transport_error<T>(&self, e: reqwest::Error) -> Attempt<T> {
         self.count(|s| s.transport_errors += 1);
         Attempt::Retry {
-            cause: e.to_string(),
+            cause: with_causes(&e),
             wait: None,
             malformed: None,
         }
@@ -841,6 +841,20 @@ fn parse_deletions(bytes: &[u8], server_time: Option<i64>) -> Result<Deletions, 
     })
 }
 
+/// An error and its causes as one line: reqwest's own message ("error
+/// sending request") says nothing of what went wrong ("connection
+/// refused", "dns error") without them.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn form_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
@@ -918,6 +932,22 @@ mod tests {
             parse_page(br#"[1, 2]"#, None),
             Err(Unreadable::Shape(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn transport_errors_say_what_went_wrong() {
+        // Nothing listens on port 9 of 127.0.0.1.
+        let client = Ss12000Client::new(ClientConfig {
+            base_url: "http://127.0.0.1:9/ss12000/v2".into(),
+            max_retries: 0,
+            ..ClientConfig::default()
+        });
+        let error = match client {
+            Ok(c) => c.page("persons", None, &Filters::default()).await.err(),
+            Err(e) => Some(e),
+        };
+        let text = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 
     #[test]
