@@ -60,7 +60,7 @@ use crate::metrics::Metrics;
 use crate::pseudonym::Pseudonymiser;
 use crate::seal::{Sealed, Sealer};
 use crate::ss12000::client::{FetchError, Filters, Ss12000Client};
-use crate::ss12000::map::{field_shape, DutyIndex, Finding};
+use crate::ss12000::map::{field_shape, DutyIndex, Finding, FindingKind};
 use crate::ss12000::time;
 use id_map::{IdMap, Key};
 use prepare::{fetch_ahead, now_millis, Prepared, Preparer};
@@ -339,6 +339,10 @@ struct Read {
     /// The span of lesson start times read, for calendar events: a full
     /// read reconciles only what starts inside it.
     window: Option<(i64, i64)>,
+    /// Dialect findings (kind, field as found) already handled in this
+    /// read: a zone-less vendor repeats the same few on every item, and a
+    /// short scan spares building a key for each of them.
+    dialects_seen: Vec<(FindingKind, String)>,
 }
 
 impl Runner {
@@ -781,6 +785,7 @@ impl Runner {
             }),
             newest: None,
             window,
+            dialects_seen: Vec::new(),
         };
         let preparer = Preparer {
             pseudonymiser: Arc::clone(&self.pseudonymiser),
@@ -961,13 +966,20 @@ impl Runner {
         let mut item_findings = Vec::new();
         for f in findings {
             if f.kind.is_dialect() {
-                self.dialect(
-                    txn,
-                    endpoint.name(),
-                    f.kind.name(),
-                    &field_shape(&f.field),
-                    observed_at,
-                );
+                let seen = read
+                    .dialects_seen
+                    .iter()
+                    .any(|(kind, field)| *kind == f.kind && *field == f.field);
+                if !seen {
+                    self.dialect(
+                        txn,
+                        endpoint.name(),
+                        f.kind.name(),
+                        &field_shape(&f.field),
+                        observed_at,
+                    );
+                    read.dialects_seen.push((f.kind, f.field));
+                }
             } else {
                 item_findings.push(f);
             }
