@@ -198,6 +198,16 @@ async fn start(
     .unwrap()
 }
 
+async fn findings_of(kafka: &TestKafka, name: &str) -> Vec<QualityFinding> {
+    kafka
+        .committed::<QualityFinding>(QUALITY_FINDINGS)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.connection == name)
+        .collect()
+}
+
 async fn letters_of(kafka: &TestKafka, name: &str) -> usize {
     kafka
         .committed::<DeadLetter>(DEAD_LETTERS)
@@ -335,13 +345,7 @@ async fn broken_items_leak_nothing_are_not_deleted_and_are_reported_once() {
     }
 
     // Re-polling the unchanged vendor: no event, dead letter or finding.
-    let findings_before = kafka
-        .committed::<QualityFinding>(QUALITY_FINDINGS)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|f| f.connection == name)
-        .count();
+    let findings_before = findings_of(&kafka, &name).await.len();
     runner.poll().await.unwrap();
     runner.poll().await.unwrap();
     // A restarted producer remembers what it reported.
@@ -349,20 +353,12 @@ async fn broken_items_leak_nothing_are_not_deleted_and_are_reported_once() {
     let mut runner = start(&kafka, &name, &url, &pseudonymiser, &sealer).await;
     runner.poll().await.unwrap();
     assert_eq!(letters_of(&kafka, &name).await, 8, "no dead letter again");
-    let findings_after = kafka
-        .committed::<QualityFinding>(QUALITY_FINDINGS)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|f| f.connection == name)
-        .count();
+    let findings_after = findings_of(&kafka, &name).await.len();
     assert_eq!(findings_after, findings_before, "no finding again");
-    let a1: Vec<QualityFinding> = kafka
-        .committed::<QualityFinding>(QUALITY_FINDINGS)
+    let a1: Vec<QualityFinding> = findings_of(&kafka, &name)
         .await
-        .unwrap()
         .into_iter()
-        .filter(|f| f.connection == name && f.entity_id == "a1")
+        .filter(|f| f.entity_id == "a1")
         .collect();
     assert_eq!(a1.len(), 1, "{a1:#?}");
     assert_eq!(
