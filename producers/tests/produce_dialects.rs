@@ -232,12 +232,9 @@ async fn a_term_through_every_dialect_gives_the_standard_run_s_events() {
         let kafka = &kafka;
         async move {
             kafka
-                .committed::<QualityFinding>(QUALITY_FINDINGS)
+                .committed::<QualityFinding>(QUALITY_FINDINGS, &name)
                 .await
                 .unwrap()
-                .into_iter()
-                .filter(|f| f.connection == name)
-                .collect::<Vec<_>>()
         }
     };
     let standard_findings = findings(standard.name.clone()).await;
@@ -294,12 +291,9 @@ async fn a_term_through_every_dialect_gives_the_standard_run_s_events() {
     assert_eq!(per_item(&dialect_findings), per_item(&standard_findings));
     for r in [&standard, &dialect] {
         let letters = kafka
-            .committed::<DeadLetter>(DEAD_LETTERS)
+            .committed::<DeadLetter>(DEAD_LETTERS, &r.name)
             .await
-            .unwrap()
-            .into_iter()
-            .filter(|l| l.connection == r.name)
-            .collect::<Vec<_>>();
+            .unwrap();
         assert!(letters.is_empty(), "{}: {letters:#?}", r.name);
     }
 

@@ -70,11 +70,7 @@ async fn one_endpoint_runner(
 
 /// The committed dead letters of connection `name`, in order.
 async fn dead_letters(kafka: &TestKafka, name: &str) -> Vec<DeadLetter> {
-    let letters: Vec<DeadLetter> = kafka.committed(DEAD_LETTERS).await.unwrap();
-    letters
-        .into_iter()
-        .filter(|l| l.connection == name)
-        .collect()
+    kafka.committed(DEAD_LETTERS, name).await.unwrap()
 }
 
 async fn check(kafka: &TestKafka, vendor: &Vendor, name: &str, p: &Pseudonymiser, when: &str) {
@@ -157,8 +153,7 @@ async fn replaying_the_topics_gives_what_the_vendor_showed_at_each_poll() {
     assert!(!exposed.contains("civic"), "metrics name no personal data");
 
     // One heartbeat per poll, each saying the reads succeeded.
-    let beats: Vec<Heartbeat> = kafka.committed(HEARTBEATS).await.unwrap();
-    let beats: Vec<Heartbeat> = beats.into_iter().filter(|h| h.connection == name).collect();
+    let beats: Vec<Heartbeat> = kafka.committed(HEARTBEATS, &name).await.unwrap();
     assert_eq!(beats.len(), 6);
     assert!(beats.iter().all(|h| h.ok && h.server_time.is_some()));
     assert_eq!(

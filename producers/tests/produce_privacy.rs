@@ -199,23 +199,15 @@ async fn start(
 }
 
 async fn findings_of(kafka: &TestKafka, name: &str) -> Vec<QualityFinding> {
-    kafka
-        .committed::<QualityFinding>(QUALITY_FINDINGS)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|f| f.connection == name)
-        .collect()
+    kafka.committed(QUALITY_FINDINGS, name).await.unwrap()
 }
 
 async fn letters_of(kafka: &TestKafka, name: &str) -> usize {
     kafka
-        .committed::<DeadLetter>(DEAD_LETTERS)
+        .committed::<DeadLetter>(DEAD_LETTERS, name)
         .await
         .unwrap()
-        .into_iter()
-        .filter(|l| l.connection == name)
-        .count()
+        .len()
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
@@ -274,13 +266,7 @@ async fn broken_items_leak_nothing_are_not_deleted_and_are_reported_once() {
 
     // One dead letter per entity type, each saying why, redacted, and
     // opening to the item as served.
-    let letters: Vec<DeadLetter> = kafka
-        .committed::<DeadLetter>(DEAD_LETTERS)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.connection == name)
-        .collect();
+    let letters: Vec<DeadLetter> = kafka.committed(DEAD_LETTERS, &name).await.unwrap();
     let served_items = items();
     assert_eq!(letters.len(), 8, "{letters:#?}");
     for letter in &letters {

@@ -93,24 +93,34 @@ impl TestKafka {
         names::unique(&format!("{prefix}-txn"))
     }
 
-    /// Every committed record of one of skolflode's own topics (dead
-    /// letters, findings, heartbeats …), decoded; tombstones left out.
+    /// Every committed record of `connection` on one of skolflode's own
+    /// topics keyed by connection (dead letters, findings, heartbeats),
+    /// decoded, in order; tombstones left out.
     pub async fn committed<T: skolflode_schemas::AvroType>(
         &self,
         topic: &str,
+        connection: &str,
     ) -> Result<Vec<T>, HarnessError> {
+        use skolflode_schemas::{wire, AvroType};
         let bad = |e: skolflode_schemas::DecodeError| {
             HarnessError::Environment(format!("{topic}: a record that cannot be read: {e}"))
         };
-        self.drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
+        let mut out = Vec::new();
+        for r in self
+            .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
             .await?
-            .into_iter()
-            .filter_map(|r| r.payload)
-            .map(|p| {
-                let (_, body) = skolflode_schemas::wire::split(&p).map_err(bad)?;
-                T::decode_all(body).map_err(bad)
-            })
-            .collect()
+        {
+            let (Some(key), Some(payload)) = (r.key, r.payload) else {
+                continue;
+            };
+            let (_, key) = wire::split(&key).map_err(bad)?;
+            if String::decode_all(key).map_err(bad)? != connection {
+                continue;
+            }
+            let (_, body) = wire::split(&payload).map_err(bad)?;
+            out.push(T::decode_all(body).map_err(bad)?);
+        }
+        Ok(out)
     }
 
     /// Read every record of `topic` from the beginning up to its end as it
