@@ -47,6 +47,12 @@ enum Command {
     Simulate(cmd::simulate::Args),
     /// Read SS 12000 vendors and publish their changes exactly once.
     Produce(cmd::produce::Args),
+    /// Turn the change topics into history and weekly register snapshots,
+    /// exactly once.
+    Process(cmd::process::Args),
+    /// Rebuild everything downstream of the change topics from offset zero
+    /// under a new application id, into copies of the output topics.
+    Replay(cmd::process::ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +74,8 @@ fn main() -> std::process::ExitCode {
             Command::Schemas(args) => cmd::schemas::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,
             Command::Produce(args) => cmd::produce::run(args).await,
+            Command::Process(args) => cmd::process::run(args).await,
+            Command::Replay(args) => cmd::process::replay(args).await,
         }
     });
     match result {

@@ -10,6 +10,8 @@
 //!   transactional producers.
 //! - [`admin`]: a reachability probe with a hard timeout and idempotent topic
 //!   creation, so that a wrong address fails fast with a clear message.
+//! - [`eos`]: [`Stage`], the consume → process → produce loop's Kafka side:
+//!   outputs and consumed offsets in one transaction, rewind on abort.
 //! - [`read`]: reading a topic to its end (state rebuilds, checks).
 //! - [`txn`]: classification of transaction errors into retriable,
 //!   abort-the-transaction and fatal, following librdkafka's rules.
@@ -17,12 +19,14 @@
 
 pub mod admin;
 pub mod config;
+pub mod eos;
 pub mod error;
 pub mod read;
 pub mod txn;
 
 pub use admin::{Admin, TopicSpec};
 pub use config::KafkaConfig;
+pub use eos::Stage;
 pub use error::KafkaError;
 pub use read::{read_partitions_to_end, read_to_end, Partitions};
 pub use txn::{classify, TxnErrorClass};

@@ -82,6 +82,22 @@ pub const SUBJECTS: &[Subject] = &[
         name: "Heartbeat",
         versions: &[include_str!("../avro/Heartbeat/v1.avsc")],
     },
+    Subject {
+        name: "HistoryVersion",
+        versions: &[include_str!("../avro/HistoryVersion/v1.avsc")],
+    },
+    Subject {
+        name: "TeacherStudentRow",
+        versions: &[include_str!("../avro/TeacherStudentRow/v1.avsc")],
+    },
+    Subject {
+        name: "AttendanceRow",
+        versions: &[include_str!("../avro/AttendanceRow/v1.avsc")],
+    },
+    Subject {
+        name: "ProcessorState",
+        versions: &[include_str!("../avro/ProcessorState/v1.avsc")],
+    },
 ];
 
 impl Subject {
@@ -202,6 +218,66 @@ pub const QUALITY_FINDINGS: &str = "skolflode.quality.findings";
 /// One record per poll of each connection.
 pub const HEARTBEATS: &str = "skolflode.heartbeats";
 
+const HISTORY_TOPIC_NOTE: &str =
+    "Bitemporal history of one entity type: every version the processors kept \
+     (duplicates dropped), with its relationships' valid-time intervals and its recorded-time \
+     interval. Same key and partition count as the change topic it comes from: partition p \
+     holds what partition p of the change topic gave.";
+
+macro_rules! history_topic {
+    ($name:literal, $partitions:literal) => {
+        Topic {
+            name: $name,
+            key: "EntityKey",
+            value: "HistoryVersion",
+            partitions: $partitions,
+            cleanup: Cleanup::Delete,
+            retention_ms: -1,
+            writer: "skolflode process",
+            description: HISTORY_TOPIC_NOTE,
+        }
+    };
+}
+
+/// Each change topic the processors read, with the history topic they
+/// write its versions to (same key, same partition count).
+pub const HISTORY_OF: &[(&str, &str)] = &[
+    (
+        "skolflode.ss12000.organisation.changes",
+        "skolflode.history.organisation",
+    ),
+    (
+        "skolflode.ss12000.person.changes",
+        "skolflode.history.person",
+    ),
+    ("skolflode.ss12000.duty.changes", "skolflode.history.duty"),
+    ("skolflode.ss12000.group.changes", "skolflode.history.group"),
+    (
+        "skolflode.ss12000.activity.changes",
+        "skolflode.history.activity",
+    ),
+    (
+        "skolflode.ss12000.calendar-event.changes",
+        "skolflode.history.calendar-event",
+    ),
+    (
+        "skolflode.ss12000.attendance.changes",
+        "skolflode.history.attendance",
+    ),
+    (
+        "skolflode.ss12000.syllabus.changes",
+        "skolflode.history.syllabus",
+    ),
+];
+
+/// Weekly `teacher_student` rows, by revision.
+pub const SNAPSHOT_TEACHER_STUDENT: &str = "skolflode.snapshot.teacher-student";
+/// Weekly `attendance` rows, by revision.
+pub const SNAPSHOT_ATTENDANCE: &str = "skolflode.snapshot.attendance";
+/// The changelog of `skolflode process`'s state store (compacted); one per
+/// application id: `skolflode.process.changelog.<application id>`.
+pub const PROCESS_CHANGELOG: &str = "skolflode.process.changelog";
+
 /// Every topic skolflode uses.
 pub const TOPICS: &[Topic] = &[
     change_topic!(
@@ -243,7 +319,7 @@ pub const TOPICS: &[Topic] = &[
         partitions: 1,
         cleanup: Cleanup::Delete,
         retention_ms: -1,
-        writer: "skolflode produce",
+        writer: "skolflode produce, skolflode process",
         description:
             "Input that could not be understood, with the reason: redacted, the raw bytes \
              encrypted to the operators' age recipients. Keyed by connection.",
@@ -255,7 +331,7 @@ pub const TOPICS: &[Topic] = &[
         partitions: 1,
         cleanup: Cleanup::Delete,
         retention_ms: -1,
-        writer: "skolflode produce",
+        writer: "skolflode produce, skolflode process",
         description:
             "What vendors sent that had to be repaired to be understood. No personal data.",
     },
@@ -269,6 +345,49 @@ pub const TOPICS: &[Topic] = &[
         writer: "skolflode produce",
         description:
             "One record per poll of each connection, so that idle and failing sources are visible.",
+    },
+    history_topic!("skolflode.history.organisation", 3),
+    history_topic!("skolflode.history.person", 6),
+    history_topic!("skolflode.history.duty", 3),
+    history_topic!("skolflode.history.group", 6),
+    history_topic!("skolflode.history.activity", 6),
+    history_topic!("skolflode.history.calendar-event", 12),
+    history_topic!("skolflode.history.attendance", 24),
+    history_topic!("skolflode.history.syllabus", 3),
+    Topic {
+        name: SNAPSHOT_TEACHER_STUDENT,
+        key: "StringKey",
+        value: "TeacherStudentRow",
+        partitions: 6,
+        cleanup: Cleanup::Delete,
+        retention_ms: -1,
+        writer: "skolflode process",
+        description: "The weekly teacher_student register, a week at a time: when the week closes \
+             (its end plus the grace period, by the vendors' clocks) and again, as the next \
+             revision, after every correction. Keyed by connection/week.",
+    },
+    Topic {
+        name: SNAPSHOT_ATTENDANCE,
+        key: "StringKey",
+        value: "AttendanceRow",
+        partitions: 6,
+        cleanup: Cleanup::Delete,
+        retention_ms: -1,
+        writer: "skolflode process",
+        description: "The weekly attendance register, a week at a time, by revision as for \
+             teacher_student. Keyed by connection/week.",
+    },
+    Topic {
+        name: PROCESS_CHANGELOG,
+        key: "StringKey",
+        value: "ProcessorState",
+        partitions: 1,
+        cleanup: Cleanup::Compact,
+        retention_ms: -1,
+        writer: "skolflode process",
+        description:
+            "The processor's state store, written in the same transaction as its outputs and \
+             consumed offsets; compacted; read back on start. Internal.",
     },
 ];
 

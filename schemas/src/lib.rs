@@ -32,6 +32,7 @@ pub mod compat;
 pub mod entities;
 pub mod envelope;
 pub mod error;
+pub mod processed;
 pub mod records;
 pub mod registry;
 pub mod state_key;

@@ -1,4 +1,23 @@
 pub mod check;
+pub mod process;
 pub mod produce;
 pub mod schemas;
 pub mod simulate;
+
+/// SIGTERM or Ctrl-C: every long-running job stops on either.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

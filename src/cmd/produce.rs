@@ -199,7 +199,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move { (name, runner.run(stop).await) }));
     }
-    shutdown_signal().await;
+    super::shutdown_signal().await;
     tracing::info!("stopping after the current transaction");
     let _ = stop_tx.send(true);
     let mut failed = false;
@@ -222,21 +222,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("a connection failed");
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
 }

@@ -147,33 +147,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, "serving SS 12000 at /ss12000/v2, OAuth2 at /oauth2/token, control at /control");
     println!("SIMULATOR_URL=http://{address}");
-    server::serve(listener, state.clone(), shutdown_signal()).await?;
+    server::serve(listener, state.clone(), super::shutdown_signal()).await?;
     state.sim().finish().context("writing the ground truth")?;
     tracing::info!("stopped; ground truth written");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 fn parse_week(text: &str) -> anyhow::Result<(i32, u32)> {

@@ -1,0 +1,252 @@
+//! The consume → process → produce loop's Kafka side, for every stage that
+//! turns topics into topics exactly once: a read-committed consumer of the
+//! inputs and a transactional producer of the outputs, whose transaction
+//! also carries the consumed offsets (`send_offsets_to_transaction`). On an
+//! abort the stage rewinds to the committed offsets and drops what it
+//! derived since (rust-rdkafka's `examples/transactions.rs` pattern).
+//!
+//! Blocking (librdkafka's base clients): run it on a thread of its own.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::{KafkaConfig, KafkaError};
+
+/// Silences end-of-partition events, which a stage asks for to know when
+/// it has caught up.
+#[derive(Debug, Default)]
+pub struct StageContext;
+
+impl ClientContext for StageContext {
+    fn error(&self, error: ClientError, reason: &str) {
+        match error {
+            ClientError::Global(RDKafkaErrorCode::PartitionEOF) | ClientError::PartitionEOF(_) => {}
+            other => tracing::warn!(error = %other, reason, "librdkafka reported an error"),
+        }
+    }
+}
+
+impl ConsumerContext for StageContext {}
+
+/// A stage's consumer and transactional producer.
+pub struct Stage {
+    consumer: BaseConsumer<StageContext>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    inputs: Vec<(String, i32)>,
+    /// Where each input partition was last assigned from.
+    assigned: BTreeMap<(String, i32), i64>,
+    began: Option<Instant>,
+    sent: usize,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage")
+            .field("inputs", &self.inputs)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stage {
+    /// Connect: the consumer of `group` is assigned every partition of
+    /// `inputs` from the group's committed offsets (the beginning where it
+    /// has none); the producer with `transactional_id` fences any earlier
+    /// instance and aborts what that left open.
+    pub fn start(
+        config: &KafkaConfig,
+        group: &str,
+        transactional_id: &str,
+        inputs: &[&str],
+    ) -> Result<Self, KafkaError> {
+        let timeout = config.request_timeout();
+        let mut consumer_config = config.consumer(group)?;
+        consumer_config.set("enable.partition.eof", "true");
+        let consumer: BaseConsumer<StageContext> =
+            consumer_config.create_with_context(StageContext)?;
+        let producer: ThreadedProducer<DefaultProducerContext> = config
+            .transactional_producer(transactional_id)?
+            .set("linger.ms", "5")
+            .create()?;
+        producer.init_transactions(timeout)?;
+        let mut all = Vec::new();
+        for topic in inputs {
+            let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+            let count = metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len() as i32);
+            if count == 0 {
+                return Err(KafkaError::InvalidConfig(format!(
+                    "input topic {topic} does not exist"
+                )));
+            }
+            all.extend((0..count).map(|p| ((*topic).to_owned(), p)));
+        }
+        let mut stage = Self {
+            consumer,
+            producer,
+            inputs: all,
+            assigned: BTreeMap::new(),
+            began: None,
+            sent: 0,
+            timeout,
+        };
+        stage.rewind()?;
+        Ok(stage)
+    }
+
+    /// Assign every input partition at the group's committed offset.
+    fn rewind(&mut self) -> Result<(), KafkaError> {
+        let mut wanted = TopicPartitionList::new();
+        for (topic, partition) in &self.inputs {
+            wanted.add_partition(topic, *partition);
+        }
+        let committed = self.consumer.committed_offsets(wanted, self.timeout)?;
+        let mut assignment = TopicPartitionList::new();
+        self.assigned.clear();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => {
+                    self.consumer
+                        .fetch_watermarks(e.topic(), e.partition(), self.timeout)?
+                        .0
+                }
+            };
+            self.assigned
+                .insert((e.topic().to_owned(), e.partition()), offset);
+            assignment.add_partition_offset(e.topic(), e.partition(), Offset::Offset(offset))?;
+        }
+        self.consumer.assign(&assignment)?;
+        Ok(())
+    }
+
+    /// The next input record, end-of-partition event or error.
+    pub fn poll(&self, timeout: Duration) -> Option<Result<BorrowedMessage<'_>, ClientError>> {
+        self.consumer.poll(timeout)
+    }
+
+    /// The end of every input partition except those of `skip`, in one
+    /// request per broker: the last stable offset, since the consumer reads
+    /// committed records only (ListOffsets for the latest offset, which a
+    /// read-committed client is answered with the LSO).
+    pub fn ends(&self, skip: &str) -> Result<BTreeMap<(String, i32), i64>, KafkaError> {
+        let mut wanted = TopicPartitionList::new();
+        for (topic, partition) in self.inputs.iter().filter(|(t, _)| t != skip) {
+            wanted.add_partition_offset(topic, *partition, Offset::End)?;
+        }
+        let found = self.consumer.offsets_for_times(wanted, self.timeout)?;
+        let mut out = BTreeMap::new();
+        for e in found.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                out.insert((e.topic().to_owned(), e.partition()), o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records sent in the open transaction.
+    pub fn sent(&self) -> usize {
+        self.sent
+    }
+
+    /// How long the open transaction has been open.
+    pub fn age(&self) -> Duration {
+        self.began.map_or(Duration::ZERO, |b| b.elapsed())
+    }
+
+    /// Send one record in the transaction, beginning it if need be.
+    /// `partition`: where it must go (`None`: by the key, murmur2 as Java).
+    pub fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), ClientError> {
+        if self.began.is_none() {
+            self.producer.begin_transaction()?;
+            self.began = Some(Instant::now());
+        }
+        let mut record = BaseRecord::to(topic).key(key).payload(value);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// The consumer's position in every input partition: the offset after
+    /// the last record read, else where the partition was assigned from.
+    pub fn positions(&self) -> Result<BTreeMap<(String, i32), i64>, ClientError> {
+        let mut out = self.assigned.clone();
+        for e in self.consumer.position()?.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                out.insert((e.topic().to_owned(), e.partition()), o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commit the open transaction with the consumer's positions as the
+    /// group's offsets, except where `hold` names an earlier offset: input
+    /// read but not yet acted on, to be read again after a restart.
+    pub fn commit(&mut self, hold: &[(&str, i32, i64)]) -> Result<(), ClientError> {
+        if self.began.is_none() {
+            self.producer.begin_transaction()?;
+            self.began = Some(Instant::now());
+        }
+        let positions = self.consumer.position()?;
+        let mut offsets = TopicPartitionList::new();
+        for e in positions.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                let held = hold
+                    .iter()
+                    .find(|(t, p, _)| *t == e.topic() && *p == e.partition())
+                    .map_or(o, |(_, _, h)| (*h).min(o));
+                offsets.add_partition_offset(e.topic(), e.partition(), Offset::Offset(held))?;
+            }
+        }
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or(ClientError::ConsumerCommit(
+                RDKafkaErrorCode::InvalidGroupId,
+            ))?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, &metadata, self.timeout)?;
+        self.producer.commit_transaction(self.timeout)?;
+        self.began = None;
+        self.sent = 0;
+        Ok(())
+    }
+
+    /// Abort the open transaction and go back to the committed offsets:
+    /// the caller drops whatever it derived since its last commit.
+    pub fn abort_and_rewind(&mut self) -> Result<(), KafkaError> {
+        if self.began.take().is_some() {
+            self.producer.abort_transaction(self.timeout)?;
+        }
+        self.sent = 0;
+        self.rewind()
+    }
+}

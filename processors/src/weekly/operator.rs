@@ -1,0 +1,735 @@
+//! The processor's logic, without Kafka: a change event and the state give
+//! the history records; the vendor's clock passing an instant gives the
+//! weekly snapshots due by then. Pure and deterministic: the outputs are a
+//! function of each entity's sequence of events and of the heartbeat
+//! sequence, never of how the input partitions interleaved, of wall-clock
+//! time or of map order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use skolflode_schemas::processed::{
+    AttendanceRow, HistoryEdge, HistoryVersion, Relation, TeacherStudentRow,
+};
+use skolflode_schemas::records::QualityFinding;
+use skolflode_schemas::TimestampMillis;
+
+use super::input::Incoming;
+use super::model::{Entity, Fact, Kind, Repeat, Version};
+use super::rows::{self, WeekRows};
+use super::time;
+
+/// What the operator needs to know of the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// How long after a week's end (by the vendor's clock) it is closed.
+    pub grace_millis: i64,
+    /// Connection → the register's `source`; by default the producer's
+    /// adapter name.
+    pub sources: BTreeMap<String, String>,
+    /// Only these connections are processed; all when empty.
+    pub connections: BTreeSet<String>,
+}
+
+/// Which closed weeks a recorded change may alter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    /// One week's lessons or attendance.
+    Week(String),
+    /// Every week ending after this instant (a teacher or group change
+    /// valid from then).
+    From(i64),
+    /// Weeks that were closed with references leading nowhere (a new
+    /// entity may resolve them).
+    Dangling,
+}
+
+/// The closed weeks that changes recorded at one instant may alter. They
+/// wait until the vendor's clock, as the heartbeats tell it, has passed
+/// that instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dirty {
+    pub weeks: BTreeSet<String>,
+    /// The earliest [`Scope::From`].
+    pub from: Option<i64>,
+    pub dangling: bool,
+}
+
+impl Dirty {
+    fn add(&mut self, scope: Scope) {
+        match scope {
+            Scope::Week(w) => {
+                self.weeks.insert(w);
+            }
+            Scope::From(f) => self.from = Some(self.from.map_or(f, |g| g.min(f))),
+            Scope::Dangling => self.dangling = true,
+        }
+    }
+
+    fn merge(&mut self, other: Dirty) {
+        self.weeks.extend(other.weeks);
+        if let Some(f) = other.from {
+            self.add(Scope::From(f));
+        }
+        self.dangling |= other.dangling;
+    }
+
+    fn touches(&self, week: &str, end: i64, emitted: &Emitted) -> bool {
+        self.weeks.contains(week)
+            || self.from.is_some_and(|f| end > f)
+            || (self.dangling && emitted.dangling)
+    }
+}
+
+/// What was last published of a week.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Emitted {
+    /// 0 while every computation of the week gave no rows.
+    pub revision: i32,
+    pub digest: String,
+    pub dangling: bool,
+}
+
+/// Per-connection bookkeeping.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantMeta {
+    /// The producer's adapter name, from the first event.
+    pub vendor: String,
+    /// The vendor's clock as of the last heartbeat applied.
+    pub watermark: i64,
+    pub weeks: BTreeMap<String, Emitted>,
+    /// By recording instant.
+    pub dirty: BTreeMap<i64, Dirty>,
+}
+
+/// Everything kept of one connection.
+#[derive(Debug, Default)]
+pub struct Tenant {
+    pub meta: TenantMeta,
+    entities: [HashMap<String, Entity>; 8],
+    lessons_by_week: BTreeMap<String, BTreeSet<String>>,
+    attendance_by_lesson: HashMap<String, BTreeSet<String>>,
+}
+
+impl Tenant {
+    pub fn entities(&self, kind: Kind) -> &HashMap<String, Entity> {
+        &self.entities[kind.index()]
+    }
+
+    /// Every lesson ever recorded in `week`.
+    pub fn lessons_in(&self, week: &str) -> Option<&BTreeSet<String>> {
+        self.lessons_by_week.get(week)
+    }
+
+    /// Every attendance record ever recorded for a lesson, by id.
+    pub fn attendance_of(&self, lesson: &str) -> impl Iterator<Item = &str> {
+        self.attendance_by_lesson
+            .get(lesson)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    fn index(&mut self, kind: Kind, id: &str, fact: Option<&Fact>) {
+        match (kind, fact) {
+            (Kind::Lesson, Some(Fact::Lesson { start, .. })) => {
+                if let Some(week) = time::week_of(*start) {
+                    self.lessons_by_week
+                        .entry(week)
+                        .or_default()
+                        .insert(id.to_owned());
+                }
+            }
+            (Kind::Attendance, Some(Fact::Attendance { lesson, .. })) => {
+                self.attendance_by_lesson
+                    .entry(lesson.clone())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+            _ => {}
+        }
+    }
+
+    fn week_of_lesson(&self, lesson: &str) -> Option<String> {
+        let entity = self.entities(Kind::Lesson).get(lesson)?;
+        entity.versions.iter().rev().find_map(|v| match &v.fact {
+            Some(Fact::Lesson { start, .. }) => time::week_of(*start),
+            _ => None,
+        })
+    }
+}
+
+/// A key of the state store.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StoreKey {
+    Entity {
+        connection: String,
+        kind: Kind,
+        id: String,
+    },
+    Tenant {
+        connection: String,
+    },
+}
+
+const SEP: char = '\u{1f}';
+
+impl StoreKey {
+    /// The changelog key text.
+    pub fn encode(&self) -> String {
+        match self {
+            StoreKey::Entity {
+                connection,
+                kind,
+                id,
+            } => format!("e{SEP}{connection}{SEP}{}{SEP}{id}", kind.endpoint()),
+            StoreKey::Tenant { connection } => format!("t{SEP}{connection}"),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(4, SEP);
+        match parts.next()? {
+            "e" => {
+                let connection = parts.next()?.to_owned();
+                let endpoint = parts.next()?;
+                let kind = Kind::ALL.into_iter().find(|k| k.endpoint() == endpoint)?;
+                let id = parts.next()?.to_owned();
+                Some(StoreKey::Entity {
+                    connection,
+                    kind,
+                    id,
+                })
+            }
+            "t" => Some(StoreKey::Tenant {
+                connection: parts.next()?.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One week's revision, ready to publish.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub connection: String,
+    pub week: String,
+    pub revision: i32,
+    pub teacher_student: Vec<TeacherStudentRow>,
+    pub attendance: Vec<AttendanceRow>,
+}
+
+/// What applying an event or advancing the clock gives.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// A history record for the history topic of the event's change topic.
+    History(HistoryVersion),
+    Snapshot(Snapshot),
+    Finding(QualityFinding),
+}
+
+/// What became of an incoming change event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Kept,
+    /// A connection not processed here.
+    Skipped,
+    Repeat(Repeat),
+}
+
+/// The operator and its state.
+#[derive(Debug, Default)]
+pub struct Operator {
+    settings: Settings,
+    tenants: BTreeMap<String, Tenant>,
+    changed: BTreeSet<StoreKey>,
+}
+
+fn edge(relation: Relation, target: &str) -> HistoryEdge {
+    HistoryEdge {
+        relation,
+        target_id: target.to_owned(),
+        ..HistoryEdge::default()
+    }
+}
+
+fn day_bounds(
+    start: Option<i32>,
+    end: Option<i32>,
+) -> (Option<TimestampMillis>, Option<TimestampMillis>) {
+    (
+        start.and_then(time::day_start).map(TimestampMillis),
+        end.and_then(|e| time::day_start(e.saturating_add(1)))
+            .map(TimestampMillis),
+    )
+}
+
+/// The relationships a fact states, with their own valid times.
+fn edges(fact: &Fact) -> Vec<HistoryEdge> {
+    match fact {
+        Fact::Organisation { .. } | Fact::Person { .. } | Fact::Syllabus { .. } => Vec::new(),
+        Fact::Duty { person, duty_at } => {
+            let mut out = vec![edge(Relation::DutySchoolUnit, duty_at)];
+            if let Some(p) = person {
+                out.push(edge(Relation::DutyPerson, p));
+            }
+            out
+        }
+        Fact::Group { members } => members
+            .iter()
+            .map(|m| {
+                let (valid_from, valid_to) = day_bounds(m.start, m.end);
+                HistoryEdge {
+                    valid_from,
+                    valid_to,
+                    ..edge(Relation::GroupMember, &m.person)
+                }
+            })
+            .collect(),
+        Fact::Activity {
+            organisation,
+            syllabus,
+            groups,
+            teachers,
+        } => {
+            let mut out = vec![edge(Relation::ActivitySchoolUnit, organisation)];
+            out.extend(syllabus.iter().map(|s| edge(Relation::ActivitySyllabus, s)));
+            out.extend(groups.iter().map(|g| edge(Relation::ActivityGroup, g)));
+            out.extend(teachers.iter().map(|t| {
+                let (valid_from, valid_to) = day_bounds(t.start, t.end);
+                HistoryEdge {
+                    valid_from,
+                    valid_to,
+                    grader: Some(t.grader),
+                    ..edge(Relation::ActivityTeacher, &t.duty)
+                }
+            }));
+            out
+        }
+        Fact::Lesson {
+            activity,
+            start,
+            end,
+            absent,
+            ..
+        } => {
+            let during = |e: HistoryEdge| HistoryEdge {
+                valid_from: Some(TimestampMillis(*start)),
+                valid_to: Some(TimestampMillis(*end)),
+                ..e
+            };
+            let mut out = vec![during(edge(Relation::LessonActivity, activity))];
+            out.extend(absent.iter().map(|p| {
+                during(HistoryEdge {
+                    participates: Some(false),
+                    ..edge(Relation::LessonStudentException, p)
+                })
+            }));
+            out
+        }
+        Fact::Attendance {
+            lesson, student, ..
+        } => vec![
+            edge(Relation::AttendanceLesson, lesson),
+            edge(Relation::AttendanceStudent, student),
+        ],
+    }
+}
+
+/// Dates a teacher list or membership list states, as instants.
+fn dated(fact: Option<&Fact>) -> Vec<i64> {
+    let days: Vec<Option<i32>> = match fact {
+        Some(Fact::Activity { teachers, .. }) => {
+            teachers.iter().flat_map(|t| [t.start, t.end]).collect()
+        }
+        Some(Fact::Group { members }) => members.iter().flat_map(|m| [m.start, m.end]).collect(),
+        _ => Vec::new(),
+    };
+    days.into_iter()
+        .flatten()
+        .filter_map(time::day_start)
+        .collect()
+}
+
+/// Which closed weeks a new version may change, given the one before.
+fn scope(kind: Kind, tenant: &Tenant, before: Option<&Version>, after: &Version) -> Vec<Scope> {
+    let fact = after.fact.as_ref();
+    let prior = before.and_then(|v| v.fact.as_ref());
+    match kind {
+        Kind::Lesson => {
+            let mut weeks: Vec<Scope> = [prior, fact]
+                .into_iter()
+                .flatten()
+                .filter_map(|f| match f {
+                    Fact::Lesson { start, .. } => time::week_of(*start).map(Scope::Week),
+                    _ => None,
+                })
+                .collect();
+            weeks.dedup();
+            weeks
+        }
+        Kind::Attendance => [prior, fact]
+            .into_iter()
+            .flatten()
+            .filter_map(|f| match f {
+                Fact::Attendance { lesson, .. } => tenant.week_of_lesson(lesson).map(Scope::Week),
+                _ => None,
+            })
+            .take(1)
+            .collect(),
+        Kind::Activity | Kind::Group => {
+            if before.is_none() {
+                return vec![Scope::Dangling];
+            }
+            // From the change's valid time, or from the earliest date it
+            // states or stated, whichever is earlier: a dated assignment
+            // may be back-dated.
+            let from = dated(prior)
+                .into_iter()
+                .chain(dated(fact))
+                .chain([after.valid_from])
+                .min()
+                .unwrap_or(after.valid_from);
+            vec![Scope::From(from)]
+        }
+        Kind::Person | Kind::Duty | Kind::Organisation | Kind::Syllabus => {
+            // Only what the rows read of these matters: a person key, a
+            // duty's person, a school-unit code, a subject code.
+            let same = match (prior, fact) {
+                (Some(Fact::Duty { person: a, .. }), Some(Fact::Duty { person: b, .. })) => a == b,
+                (Some(a), Some(b)) => a == b,
+                (_, None) => true,
+                (None, Some(_)) => return vec![Scope::Dangling],
+            };
+            if same {
+                Vec::new()
+            } else {
+                vec![Scope::From(i64::MIN)]
+            }
+        }
+    }
+}
+
+impl Operator {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            ..Self::default()
+        }
+    }
+
+    /// Entities held, for the state-size metric.
+    pub fn entities(&self) -> usize {
+        self.tenants
+            .values()
+            .map(|t| t.entities.iter().map(HashMap::len).sum::<usize>())
+            .sum()
+    }
+
+    /// The watermark of each connection.
+    pub fn watermarks(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.tenants
+            .iter()
+            .map(|(c, t)| (c.as_str(), t.meta.watermark))
+    }
+
+    /// Whether a connection is processed at all.
+    pub fn wants(&self, connection: &str) -> bool {
+        self.settings.connections.is_empty() || self.settings.connections.contains(connection)
+    }
+
+    /// Apply one change event of `kind` for `connection`'s entity `id`.
+    pub fn apply(
+        &mut self,
+        kind: Kind,
+        connection: &str,
+        id: &str,
+        incoming: Incoming,
+        out: &mut Vec<Output>,
+    ) -> Applied {
+        if !self.wants(connection) {
+            return Applied::Skipped;
+        }
+        let tenant = self.tenants.entry(connection.to_owned()).or_default();
+        if tenant.meta.vendor.is_empty() {
+            tenant.meta.vendor = incoming.vendor.clone();
+            self.changed.insert(StoreKey::Tenant {
+                connection: connection.to_owned(),
+            });
+        }
+        let entity = tenant.entities[kind.index()]
+            .entry(id.to_owned())
+            .or_default();
+        if let Some(repeat) = entity.repeat(&incoming.event_id, incoming.content_hash.as_deref()) {
+            return Applied::Repeat(repeat);
+        }
+        let version = Version {
+            recorded: incoming.recorded,
+            valid_from: entity.valid_from(incoming.recorded, incoming.modified),
+            event_id: incoming.event_id,
+            content_hash: incoming.content_hash,
+            fact: incoming.fact,
+        };
+        let number = entity.versions.len() as i32 + 1;
+        let before = entity.versions.last().cloned();
+        entity.versions.push(version.clone());
+        tenant.index(kind, id, version.fact.as_ref());
+        for scope in scope(kind, tenant, before.as_ref(), &version) {
+            tenant
+                .meta
+                .dirty
+                .entry(version.recorded)
+                .or_default()
+                .add(scope);
+        }
+        let history = |v: &Version, number: i32, recorded_to: Option<i64>| HistoryVersion {
+            entity_type: kind.endpoint().to_owned(),
+            connection: connection.to_owned(),
+            entity_id: id.to_owned(),
+            event_id: v.event_id.clone(),
+            version: number,
+            deleted: v.fact.is_none(),
+            content_hash: v.content_hash.clone(),
+            recorded_from: TimestampMillis(v.recorded),
+            recorded_to: recorded_to.map(TimestampMillis),
+            valid_from: (v.valid_from != i64::MIN).then_some(TimestampMillis(v.valid_from)),
+            edges: v.fact.as_ref().map(edges).unwrap_or_default(),
+        };
+        if let Some(before) = &before {
+            out.push(Output::History(history(
+                before,
+                number - 1,
+                Some(version.recorded),
+            )));
+        }
+        out.push(Output::History(history(&version, number, None)));
+        self.changed.insert(StoreKey::Entity {
+            connection: connection.to_owned(),
+            kind,
+            id: id.to_owned(),
+        });
+        self.changed.insert(StoreKey::Tenant {
+            connection: connection.to_owned(),
+        });
+        Applied::Kept
+    }
+
+    /// The vendor's clock for `connection` has passed `now`, and every
+    /// change recorded by then has been applied: close the weeks due and
+    /// re-publish closed weeks that changes recorded by then altered.
+    pub fn advance(&mut self, connection: &str, now: i64, out: &mut Vec<Output>) {
+        let Some(tenant) = self.tenants.get_mut(connection) else {
+            return;
+        };
+        if now < tenant.meta.watermark {
+            return;
+        }
+        tenant.meta.watermark = now;
+        let waiting = match now.checked_add(1) {
+            Some(after) => tenant.meta.dirty.split_off(&after),
+            None => BTreeMap::new(),
+        };
+        let mut due = Dirty::default();
+        for (_, d) in std::mem::replace(&mut tenant.meta.dirty, waiting) {
+            due.merge(d);
+        }
+        let grace = self.settings.grace_millis;
+        let mut weeks: BTreeSet<String> = BTreeSet::new();
+        for week in tenant.lessons_by_week.keys() {
+            let Some(end) = time::week_end(week) else {
+                continue;
+            };
+            if end.saturating_add(grace) > now {
+                continue;
+            }
+            let touched = match tenant.meta.weeks.get(week) {
+                None => true,
+                Some(emitted) => due.touches(week, end, emitted),
+            };
+            if touched {
+                weeks.insert(week.clone());
+            }
+        }
+        let source = self
+            .settings
+            .sources
+            .get(connection)
+            .cloned()
+            .unwrap_or_else(|| tenant.meta.vendor.clone());
+        for week in weeks {
+            let rows = rows::compute(tenant, &week, now);
+            let digest = digest(&rows);
+            let previous = tenant.meta.weeks.get(&week);
+            let revision = previous.map_or(0, |e| e.revision);
+            let unchanged = match previous {
+                Some(e) => e.digest == digest,
+                None => rows.teacher_student.is_empty() && rows.attendance.is_empty(),
+            };
+            let revision = if unchanged { revision } else { revision + 1 };
+            if !unchanged {
+                for d in &rows.dangling {
+                    out.push(Output::Finding(QualityFinding {
+                        connection: connection.to_owned(),
+                        endpoint: d.kind.endpoint().to_owned(),
+                        entity_id: d.entity_id.clone(),
+                        field: d.field.to_owned(),
+                        kind: "dangling_reference".to_owned(),
+                        observed_at: TimestampMillis(now),
+                    }));
+                }
+                out.push(Output::Snapshot(snapshot(
+                    connection, &week, revision, &source, &rows,
+                )));
+            }
+            tenant.meta.weeks.insert(
+                week,
+                Emitted {
+                    revision,
+                    digest,
+                    dangling: !rows.dangling.is_empty(),
+                },
+            );
+        }
+        self.changed.insert(StoreKey::Tenant {
+            connection: connection.to_owned(),
+        });
+    }
+
+    /// The store entries changed since the last call, with their values,
+    /// in key order: what the transaction must write to the changelog.
+    pub fn take_changed(&mut self) -> Result<Vec<(String, Vec<u8>)>, serde_json::Error> {
+        let changed = std::mem::take(&mut self.changed);
+        let mut out = Vec::with_capacity(changed.len());
+        for key in changed {
+            let value = match &key {
+                StoreKey::Entity {
+                    connection,
+                    kind,
+                    id,
+                } => self
+                    .tenants
+                    .get(connection)
+                    .and_then(|t| t.entities(*kind).get(id))
+                    .map(serde_json::to_vec)
+                    .transpose()?,
+                StoreKey::Tenant { connection } => self
+                    .tenants
+                    .get(connection)
+                    .map(|t| serde_json::to_vec(&t.meta))
+                    .transpose()?,
+            };
+            if let Some(value) = value {
+                out.push((key.encode(), value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Put back one changelog entry (on start, before any input).
+    pub fn restore(&mut self, key: &str, value: &[u8]) -> Result<(), RestoreError> {
+        let key = StoreKey::decode(key)
+            .ok_or_else(|| RestoreError::Key(key.escape_debug().to_string()))?;
+        match key {
+            StoreKey::Entity {
+                connection,
+                kind,
+                id,
+            } => {
+                let entity: Entity = serde_json::from_slice(value)?;
+                let tenant = self.tenants.entry(connection).or_default();
+                for v in &entity.versions {
+                    tenant.index(kind, &id, v.fact.as_ref());
+                }
+                tenant.entities[kind.index()].insert(id, entity);
+            }
+            StoreKey::Tenant { connection } => {
+                self.tenants.entry(connection).or_default().meta = serde_json::from_slice(value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A changelog entry that could not be put back.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("unknown state key {0}")]
+    Key(String),
+    #[error("a state entry that cannot be read")]
+    Value(#[from] serde_json::Error),
+}
+
+fn digest(rows: &WeekRows) -> String {
+    let mut hash = Sha256::new();
+    for (k, (lessons, minutes)) in &rows.teacher_student {
+        hash.update(format!("{k:?}{lessons},{minutes}\n").as_bytes());
+    }
+    for (k, t) in &rows.attendance {
+        hash.update(format!("{k:?}{t:?}\n").as_bytes());
+    }
+    hex::encode(hash.finalize())
+}
+
+fn snapshot(
+    connection: &str,
+    week: &str,
+    revision: i32,
+    source: &str,
+    rows: &WeekRows,
+) -> Snapshot {
+    let ts_count = rows.teacher_student.len() as i32;
+    let att_count = rows.attendance.len() as i32;
+    Snapshot {
+        connection: connection.to_owned(),
+        week: week.to_owned(),
+        revision,
+        teacher_student: rows
+            .teacher_student
+            .iter()
+            .map(
+                |(
+                    (unit, teacher, student, activity, group, subject, grader),
+                    (lessons, minutes),
+                )| {
+                    TeacherStudentRow {
+                        connection: connection.to_owned(),
+                        week: week.to_owned(),
+                        revision,
+                        rows_in_revision: ts_count,
+                        school_unit_code: unit.clone(),
+                        teacher_key: teacher.clone(),
+                        student_key: student.clone(),
+                        activity_id: activity.clone(),
+                        group_id: group.clone(),
+                        subject_code: subject.clone(),
+                        lessons: *lessons,
+                        minutes: *minutes,
+                        is_grader: *grader,
+                        source: source.to_owned(),
+                    }
+                },
+            )
+            .collect(),
+        attendance: rows
+            .attendance
+            .iter()
+            .map(|((unit, student, subject), t)| AttendanceRow {
+                connection: connection.to_owned(),
+                week: week.to_owned(),
+                revision,
+                rows_in_revision: att_count,
+                school_unit_code: unit.clone(),
+                student_key: student.clone(),
+                subject_code: subject.clone(),
+                lessons: t.lessons,
+                minutes_scheduled: t.minutes_scheduled,
+                minutes_present: t.minutes_present,
+                minutes_valid_absence: t.minutes_valid_absence,
+                minutes_invalid_absence: t.minutes_invalid_absence,
+                lessons_unreported: t.lessons_unreported,
+                source: source.to_owned(),
+            })
+            .collect(),
+    }
+}

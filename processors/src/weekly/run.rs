@@ -1,0 +1,609 @@
+//! The processor on Kafka: [`Stage`] (consume, produce and commit offsets in
+//! one transaction) around the pure [`Operator`].
+//!
+//! Heartbeats are the clock. A producer commits a connection's heartbeat
+//! after the change events of that poll, so once the processor has read a
+//! heartbeat, every change of that connection recorded by the heartbeat's
+//! server time is at or below the current end of each change partition.
+//! The processor notes those ends, reads on until its position has reached
+//! every one of them, and only then advances the connection's clock. That
+//! barrier makes the closing of weeks independent of how fast each input
+//! partition happened to be read.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::message::Message;
+use skolflode_kafka::{
+    classify, read_to_end, Admin, KafkaConfig, KafkaError, Stage, TopicSpec, TxnErrorClass,
+};
+use skolflode_schemas::catalogue::{self, Cleanup, HISTORY_OF, TOPICS};
+use skolflode_schemas::processed::ProcessorState;
+use skolflode_schemas::records::{DeadLetter, Heartbeat};
+use skolflode_schemas::wire::{self, Decoder};
+use skolflode_schemas::{Bytes, SchemaError, TimestampMillis};
+
+use super::config::{ConfigError, ProcessConfig};
+use super::input::Decoders;
+use super::model::Kind;
+use super::operator::{Applied, Operator, Output, RestoreError};
+
+/// Why the processor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("restoring the state")]
+    Restore(#[from] RestoreError),
+    #[error("encoding the state")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Counts of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub records: u64,
+    pub kept: u64,
+    pub repeats: u64,
+    pub dead_letters: u64,
+    pub heartbeats: u64,
+    pub snapshots: u64,
+    pub restored: u64,
+    pub aborts: u64,
+}
+
+/// The topics a run writes: the catalogue's, or a replay's copies of them
+/// (`<topic>.<suffix>`), so that a replay can be compared with the
+/// original byte for byte.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    pub suffix: Option<String>,
+}
+
+impl Outputs {
+    /// The changelog of an application's state store: its own, so that
+    /// runs under other application ids (replays) do not share state.
+    pub fn changelog(&self, application_id: &str) -> String {
+        format!("{}.{application_id}", catalogue::PROCESS_CHANGELOG)
+    }
+
+    pub fn name(&self, topic: &str) -> String {
+        match &self.suffix {
+            None => topic.to_owned(),
+            Some(s) => format!("{topic}.{s}"),
+        }
+    }
+
+    /// Every topic this run writes, with its catalogue entry.
+    fn specs(&self) -> Vec<TopicSpec> {
+        let written: Vec<&str> = HISTORY_OF
+            .iter()
+            .map(|(_, h)| *h)
+            .chain([
+                catalogue::SNAPSHOT_TEACHER_STUDENT,
+                catalogue::SNAPSHOT_ATTENDANCE,
+                catalogue::DEAD_LETTERS,
+                catalogue::QUALITY_FINDINGS,
+            ])
+            .collect();
+        TOPICS
+            .iter()
+            .filter(|t| written.contains(&t.name))
+            .map(|t| {
+                let mut spec = TopicSpec::new(self.name(t.name), t.partitions);
+                for (k, v) in t.configs() {
+                    spec = spec.with_config(k, v);
+                }
+                if t.cleanup == Cleanup::Compact {
+                    spec = spec.with_config("min.compaction.lag.ms", "60000");
+                }
+                spec
+            })
+            .collect()
+    }
+}
+
+/// Create the input and output topics that do not exist yet.
+pub async fn ensure_topics(
+    kafka: &KafkaConfig,
+    config: &ProcessConfig,
+    outputs: &Outputs,
+) -> Result<(), KafkaError> {
+    let admin = Admin::new(kafka, Duration::from_secs(30))?;
+    admin.probe().await?;
+    let mut specs = outputs.specs();
+    if let Some(t) = catalogue::topic(catalogue::PROCESS_CHANGELOG) {
+        let mut spec = TopicSpec::new(outputs.changelog(&config.application_id), t.partitions);
+        for (k, v) in t.configs() {
+            spec = spec.with_config(k, v);
+        }
+        specs.push(spec.with_config("min.compaction.lag.ms", "60000"));
+    }
+    for t in TOPICS
+        .iter()
+        .filter(|t| HISTORY_OF.iter().any(|(c, _)| *c == t.name) || t.name == catalogue::HEARTBEATS)
+    {
+        let mut spec = TopicSpec::new(t.name, t.partitions);
+        for (k, v) in t.configs() {
+            spec = spec.with_config(k, v);
+        }
+        specs.push(spec);
+    }
+    admin.ensure_topics(&specs).await
+}
+
+/// When to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// When asked to (SIGTERM).
+    Stopped,
+    /// When every input has been read to its end and every heartbeat read
+    /// has been applied (replays, tests, benchmarks).
+    CaughtUp,
+}
+
+fn kind_of(topic: &str) -> Option<Kind> {
+    let index = HISTORY_OF.iter().position(|(c, _)| *c == topic)?;
+    // HISTORY_OF lists the change topics in `Kind::ALL` order, except
+    // that calendar events are lessons.
+    let change = HISTORY_OF[index].0;
+    Kind::ALL.into_iter().find(|k| match k {
+        Kind::Organisation => change.contains(".organisation."),
+        Kind::Person => change.contains(".person."),
+        Kind::Duty => change.contains(".duty."),
+        Kind::Group => change.contains(".group."),
+        Kind::Activity => change.contains(".activity."),
+        Kind::Lesson => change.contains(".calendar-event."),
+        Kind::Attendance => change.contains(".attendance."),
+        Kind::Syllabus => change.contains(".syllabus."),
+    })
+}
+
+fn history_of(kind: Kind) -> &'static str {
+    let part = match kind {
+        Kind::Organisation => "organisation",
+        Kind::Person => "person",
+        Kind::Duty => "duty",
+        Kind::Group => "group",
+        Kind::Activity => "activity",
+        Kind::Lesson => "calendar-event",
+        Kind::Attendance => "attendance",
+        Kind::Syllabus => "syllabus",
+    };
+    HISTORY_OF
+        .iter()
+        .find(|(_, h)| h.rsplit('.').next() == Some(part))
+        .map_or("", |(_, h)| *h)
+}
+
+fn schema_id(subject: &str) -> u32 {
+    catalogue::local_schema_id(subject).unwrap_or(0)
+}
+
+/// Heartbeats waiting for the barrier, and the input ends that will let
+/// the first `covers` of them through.
+#[derive(Debug, Default)]
+struct Barrier {
+    /// Connection, its vendor's clock, and where the heartbeat was read.
+    waiting: VecDeque<(String, i64, i32, i64)>,
+    ends: Option<(BTreeMap<(String, i32), i64>, usize)>,
+}
+
+/// Everything one run holds.
+struct Process<'a> {
+    config: &'a ProcessConfig,
+    kafka: &'a KafkaConfig,
+    outputs: &'a Outputs,
+    stage: Stage,
+    operator: Operator,
+    decoders: Decoders,
+    heartbeat: Decoder<Heartbeat>,
+    barrier: Barrier,
+    consumed: usize,
+    progress: Progress,
+    buffer: Vec<Output>,
+}
+
+/// Run the processor until `until`, or until `stop` is set.
+pub fn run(
+    kafka: &KafkaConfig,
+    config: &ProcessConfig,
+    outputs: &Outputs,
+    until: Until,
+    stop: &AtomicBool,
+) -> Result<Progress, ProcessError> {
+    let settings = config.build()?;
+    let mut inputs: Vec<&str> = HISTORY_OF.iter().map(|(c, _)| *c).collect();
+    inputs.push(catalogue::HEARTBEATS);
+    let transactional_id = format!("{}-0", config.application_id);
+    let stage = Stage::start(kafka, &config.application_id, &transactional_id, &inputs)?;
+    let heartbeat_subject = catalogue::subject("Heartbeat")
+        .ok_or_else(|| SchemaError::Unresolvable("Heartbeat".into()))?;
+    let mut heartbeat = Decoder::new(heartbeat_subject.parse_latest()?);
+    heartbeat.add_writer(schema_id("Heartbeat"), &heartbeat_subject.parse_latest()?)?;
+    let mut process = Process {
+        config,
+        kafka,
+        outputs,
+        stage,
+        operator: Operator::new(settings),
+        decoders: Decoders::new()?,
+        heartbeat,
+        barrier: Barrier::default(),
+        consumed: 0,
+        progress: Progress::default(),
+        buffer: Vec::new(),
+    };
+    process.restore()?;
+    process.run(until, stop)?;
+    Ok(process.progress)
+}
+
+impl Process<'_> {
+    /// Read the changelog into a fresh operator.
+    fn restore(&mut self) -> Result<(), ProcessError> {
+        let started = Instant::now();
+        let settings = self.config.build()?;
+        let mut operator = Operator::new(settings);
+        let mut decoder: Decoder<ProcessorState> = Decoder::new(
+            catalogue::subject("ProcessorState")
+                .ok_or_else(|| SchemaError::Unresolvable("ProcessorState".into()))?
+                .parse_latest()?,
+        );
+        let state_schema = catalogue::subject("ProcessorState")
+            .ok_or_else(|| SchemaError::Unresolvable("ProcessorState".into()))?
+            .parse_latest()?;
+        decoder.add_writer(schema_id("ProcessorState"), &state_schema)?;
+        let key_schema = catalogue::subject("StringKey")
+            .ok_or_else(|| SchemaError::Unresolvable("StringKey".into()))?
+            .parse_latest()?;
+        let mut keys: Decoder<String> = Decoder::new(key_schema.clone());
+        keys.add_writer(schema_id("StringKey"), &key_schema)?;
+        let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let client = self
+            .kafka
+            .consumer(&format!("{}-restore", self.config.application_id))?;
+        let topic = self.outputs.changelog(&self.config.application_id);
+        read_to_end::<ProcessError>(client, &topic, Duration::from_secs(600), |m| {
+            let (Some(key), Some(value)) = (m.key(), m.payload()) else {
+                return Ok(());
+            };
+            let key = keys
+                .decode(key)
+                .map_err(|e| RestoreError::Key(e.to_string()))?;
+            let value = decoder
+                .decode(value)
+                .map_err(|e| RestoreError::Key(e.to_string()))?;
+            entries.insert(key, value.body.0);
+            Ok(())
+        })?;
+        self.progress.restored = entries.len() as u64;
+        for (key, value) in &entries {
+            operator.restore(key, value)?;
+        }
+        self.operator = operator;
+        tracing::info!(
+            entries = entries.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "state restored from the changelog"
+        );
+        Ok(())
+    }
+
+    fn run(&mut self, until: Until, stop: &AtomicBool) -> Result<(), ProcessError> {
+        let mut last_commit = Instant::now();
+        let mut idle_polls = 0u32;
+        let mut last_report = Instant::now();
+        let mut last_caught_up_check = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                self.commit_or_reset()?;
+                return Ok(());
+            }
+            let polled = self.poll_one()?;
+            idle_polls = if polled { 0 } else { idle_polls + 1 };
+            if self.consumed % 1024 == 0 || !polled {
+                self.pass_barrier()?;
+            }
+            let due = self.consumed >= self.config.commit_every_records
+                || (self.consumed > 0 || self.stage.sent() > 0)
+                    && (last_commit.elapsed() >= self.config.commit_interval() || !polled);
+            if due {
+                self.commit_or_reset()?;
+                last_commit = Instant::now();
+            }
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                last_report = Instant::now();
+                tracing::info!(
+                    records = self.progress.records,
+                    kept = self.progress.kept,
+                    repeats = self.progress.repeats,
+                    snapshots = self.progress.snapshots,
+                    entities = self.operator.entities(),
+                    "processing"
+                );
+            }
+            if until == Until::CaughtUp
+                && idle_polls >= 3
+                && last_caught_up_check.elapsed() >= Duration::from_millis(500)
+            {
+                last_caught_up_check = Instant::now();
+                if self.caught_up()? {
+                    self.commit_or_reset()?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Every input at its end, no heartbeat waiting.
+    fn caught_up(&mut self) -> Result<bool, ProcessError> {
+        if !self.barrier.waiting.is_empty() {
+            return Ok(false);
+        }
+        let ends = self.stage.ends("")?;
+        self.reached(&ends)
+    }
+
+    fn reached(&self, ends: &BTreeMap<(String, i32), i64>) -> Result<bool, ProcessError> {
+        let positions = self.stage_positions()?;
+        let behind = ends
+            .iter()
+            .find(|(tp, end)| **end > 0 && positions.get(*tp).is_none_or(|p| *p < **end));
+        if let Some(((topic, partition), end)) = behind {
+            tracing::debug!(topic, partition, end, position = ?positions.get(&(topic.clone(), *partition)), "behind");
+        }
+        Ok(behind.is_none())
+    }
+
+    fn stage_positions(&self) -> Result<BTreeMap<(String, i32), i64>, ProcessError> {
+        Ok(self.stage.positions()?)
+    }
+
+    /// Advance the clocks of the heartbeats whose barrier is passed; note
+    /// the ends for the next ones.
+    fn pass_barrier(&mut self) -> Result<(), ProcessError> {
+        if let Some((ends, covers)) = &self.barrier.ends {
+            if !self.reached(ends)? {
+                return Ok(());
+            }
+            let covers = *covers;
+            self.barrier.ends = None;
+            for (connection, at, _, _) in self.barrier.waiting.drain(..covers).collect::<Vec<_>>() {
+                let mut out = std::mem::take(&mut self.buffer);
+                self.operator.advance(&connection, at, &mut out);
+                self.emit(&mut out, None)?;
+                self.buffer = out;
+            }
+        }
+        if self.barrier.ends.is_none() && !self.barrier.waiting.is_empty() {
+            let ends = self.stage.ends(catalogue::HEARTBEATS)?;
+            self.barrier.ends = Some((ends, self.barrier.waiting.len()));
+        }
+        Ok(())
+    }
+
+    /// Read and apply one input record. `false` when none came.
+    fn poll_one(&mut self) -> Result<bool, ProcessError> {
+        let message = match self.stage.poll(Duration::from_millis(50)) {
+            None => return Ok(false),
+            // The end of one partition, while others may still have
+            // records: not idle.
+            Some(Err(ClientError::PartitionEOF(_))) => return Ok(true),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => m,
+        };
+        let topic = message.topic().to_owned();
+        let partition = message.partition();
+        let offset = message.offset();
+        let key = message.key().map(<[u8]>::to_vec);
+        let payload = message.payload().map(<[u8]>::to_vec);
+        drop(message);
+        self.consumed += 1;
+        self.progress.records += 1;
+        if topic == catalogue::HEARTBEATS {
+            self.progress.heartbeats += 1;
+            match payload.as_deref().map(|p| self.heartbeat.decode(p)) {
+                Some(Ok(h)) if self.operator.wants(&h.connection) => {
+                    tracing::debug!(connection = %h.connection, server_time = ?h.server_time, offset, "heartbeat");
+                    if let Some(at) = h.server_time {
+                        self.barrier
+                            .waiting
+                            .push_back((h.connection, at.0, partition, offset));
+                    }
+                }
+                Some(Err(e)) => {
+                    self.dead_letter(&topic, partition, offset, "", None, &e.to_string())?;
+                }
+                Some(Ok(_)) | None => {}
+            }
+            return Ok(true);
+        }
+        let Some(kind) = kind_of(&topic) else {
+            return Ok(true);
+        };
+        let (Some(key), Some(payload)) = (key, payload) else {
+            self.dead_letter(
+                &topic,
+                partition,
+                offset,
+                "",
+                None,
+                "record without key or value",
+            )?;
+            return Ok(true);
+        };
+        let entity_key = match self.decoders.key(&key) {
+            Ok(k) => k,
+            Err(e) => {
+                self.dead_letter(&topic, partition, offset, "", None, &format!("key: {e}"))?;
+                return Ok(true);
+            }
+        };
+        let incoming = match self.decoders.change(kind, &payload) {
+            Ok(i) => i,
+            Err(e) => {
+                self.dead_letter(
+                    &topic,
+                    partition,
+                    offset,
+                    &entity_key.connection,
+                    Some(&entity_key.entity_id),
+                    &e.to_string(),
+                )?;
+                return Ok(true);
+            }
+        };
+        let mut out = std::mem::take(&mut self.buffer);
+        match self.operator.apply(
+            kind,
+            &entity_key.connection,
+            &entity_key.entity_id,
+            incoming,
+            &mut out,
+        ) {
+            Applied::Kept => self.progress.kept += 1,
+            Applied::Repeat(_) => self.progress.repeats += 1,
+            Applied::Skipped => {}
+        }
+        self.emit(&mut out, Some((kind, partition, &key)))?;
+        self.buffer = out;
+        Ok(true)
+    }
+
+    /// Send the operator's outputs. History records go to the partition
+    /// their change record came from, under its key.
+    fn emit(
+        &mut self,
+        out: &mut Vec<Output>,
+        from: Option<(Kind, i32, &[u8])>,
+    ) -> Result<(), ProcessError> {
+        for output in out.drain(..) {
+            let sent = match output {
+                Output::History(h) => {
+                    let Some((kind, partition, key)) = from else {
+                        continue;
+                    };
+                    let topic = self.outputs.name(history_of(kind));
+                    let value = wire::encode(schema_id("HistoryVersion"), &h);
+                    self.stage.send(&topic, Some(partition), key, &value)
+                }
+                Output::Snapshot(s) => {
+                    self.progress.snapshots += 1;
+                    let key = wire::encode(
+                        schema_id("StringKey"),
+                        &format!("{}/{}", s.connection, s.week),
+                    );
+                    let ts = self.outputs.name(catalogue::SNAPSHOT_TEACHER_STUDENT);
+                    let att = self.outputs.name(catalogue::SNAPSHOT_ATTENDANCE);
+                    let mut result = Ok(());
+                    for row in &s.teacher_student {
+                        let value = wire::encode(schema_id("TeacherStudentRow"), row);
+                        result = result.and_then(|()| self.stage.send(&ts, None, &key, &value));
+                    }
+                    for row in &s.attendance {
+                        let value = wire::encode(schema_id("AttendanceRow"), row);
+                        result = result.and_then(|()| self.stage.send(&att, None, &key, &value));
+                    }
+                    result
+                }
+                Output::Finding(f) => {
+                    let key = wire::encode(schema_id("StringKey"), &f.connection);
+                    let value = wire::encode(schema_id("QualityFinding"), &f);
+                    let topic = self.outputs.name(catalogue::QUALITY_FINDINGS);
+                    self.stage.send(&topic, None, &key, &value)
+                }
+            };
+            sent?;
+        }
+        Ok(())
+    }
+
+    fn dead_letter(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        connection: &str,
+        entity_id: Option<&str>,
+        reason: &str,
+    ) -> Result<(), ProcessError> {
+        self.progress.dead_letters += 1;
+        tracing::warn!(
+            topic,
+            partition,
+            offset,
+            reason,
+            "input record sent to the dead-letter topic"
+        );
+        let letter = DeadLetter {
+            connection: connection.to_owned(),
+            endpoint: format!("{topic}/{partition}/{offset}"),
+            reason: reason.to_owned(),
+            entity_id: entity_id.map(str::to_owned),
+            // The change topics hold no personal data in clear; where the
+            // record is can be read again from its topic.
+            raw: Bytes(Vec::new()),
+            observed_at: TimestampMillis(0),
+            redacted: None,
+            raw_encryption: None,
+        };
+        let key = wire::encode(schema_id("StringKey"), &connection.to_owned());
+        let value = wire::encode(schema_id("DeadLetter"), &letter);
+        let topic = self.outputs.name(catalogue::DEAD_LETTERS);
+        self.stage.send(&topic, None, &key, &value)?;
+        Ok(())
+    }
+
+    /// Write the changed state and commit with the consumed offsets; on an
+    /// abortable failure, go back to the last commit.
+    fn commit_or_reset(&mut self) -> Result<(), ProcessError> {
+        match self.commit() {
+            Ok(()) => Ok(()),
+            Err(ProcessError::Client(e)) if classify(&e) != TxnErrorClass::Fatal => {
+                tracing::warn!(error = %e, "transaction aborted; going back to the last commit");
+                self.progress.aborts += 1;
+                self.stage.abort_and_rewind()?;
+                self.barrier = Barrier::default();
+                self.restore()?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn commit(&mut self) -> Result<(), ProcessError> {
+        let changelog = self.outputs.changelog(&self.config.application_id);
+        for (key, body) in self.operator.take_changed()? {
+            let key = wire::encode(schema_id("StringKey"), &key);
+            let value = wire::encode(
+                schema_id("ProcessorState"),
+                &ProcessorState {
+                    format: "json/1".to_owned(),
+                    body: Bytes(body),
+                },
+            );
+            self.stage.send(&changelog, None, &key, &value)?;
+        }
+        // Heartbeats read but not yet applied are read again after a
+        // restart: their offsets are not committed.
+        let hold: Vec<(&str, i32, i64)> = self
+            .barrier
+            .waiting
+            .front()
+            .map(|(_, _, partition, offset)| (catalogue::HEARTBEATS, *partition, *offset))
+            .into_iter()
+            .collect();
+        self.stage.commit(&hold)?;
+        self.consumed = 0;
+        Ok(())
+    }
+}
