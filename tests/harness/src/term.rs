@@ -83,3 +83,54 @@ pub fn connection(
         ..ConnectionConfig::new(name, client)
     }
 }
+
+/// A connection whose vendor was read for some days of a lively term.
+#[derive(Debug)]
+pub struct ProducedTerm {
+    /// The connection's name.
+    pub name: String,
+    /// The vendor system's name, the registers' `source`.
+    pub source: String,
+    /// Where the simulator wrote its ground truth.
+    pub truth: std::path::PathBuf,
+}
+
+/// Serve a simulated vendor behaving as `vendor` from two days before the
+/// autumn term, and read it with the producer once a simulated day for
+/// `days` days (full reads weekly), into the change topics.
+pub async fn produce_days(
+    kafka: &skolflode_kafka::KafkaConfig,
+    pseudonymiser: &std::sync::Arc<skolflode_producers::pseudonym::Pseudonymiser>,
+    vendor: VendorBehaviour,
+    seed: u64,
+    pupils: u32,
+    days: u32,
+) -> Result<ProducedTerm, HarnessError> {
+    let bad = |e: String| HarnessError::Environment(format!("producing a term: {e}"));
+    let dated = vendor.dated_assignments;
+    let source = vendor.name.clone();
+    let name = crate::unique(if dated { "dated" } else { "overwritten" });
+    let truth = std::env::temp_dir().join(crate::unique("term-truth"));
+    let served = crate::pipeline::Vendor::serve(simulation(vendor, seed, pupils, &truth)?).await?;
+    let mut runner = skolflode_producers::runner::Runner::start(
+        connection(&name, &served.url, 7, dated),
+        kafka,
+        std::sync::Arc::clone(pseudonymiser),
+    )
+    .await
+    .map_err(|e| bad(e.to_string()))?;
+    for _ in 0..days {
+        runner.poll().await.map_err(|e| bad(e.to_string()))?;
+        served
+            .state
+            .sim()
+            .advance_days(1)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    runner.poll().await.map_err(|e| bad(e.to_string()))?;
+    Ok(ProducedTerm {
+        name,
+        source,
+        truth,
+    })
+}
