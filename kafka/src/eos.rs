@@ -57,15 +57,16 @@ impl std::fmt::Debug for Stage {
 }
 
 impl Stage {
-    /// Connect: the consumer of `group` is assigned every partition of
-    /// `inputs` from the group's committed offsets (the beginning where it
-    /// has none); the producer with `transactional_id` fences any earlier
-    /// instance and aborts what that left open.
+    /// Connect: the consumer of `group` is assigned the input partitions
+    /// (every partition of a topic given with `None`) from the group's
+    /// committed offsets (the beginning where it has none); the producer
+    /// with `transactional_id` fences any earlier instance and aborts what
+    /// that left open.
     pub fn start(
         config: &KafkaConfig,
         group: &str,
         transactional_id: &str,
-        inputs: &[&str],
+        inputs: &[(&str, Option<i32>)],
     ) -> Result<Self, KafkaError> {
         let timeout = config.request_timeout();
         let mut consumer_config = config.consumer(group)?;
@@ -78,7 +79,11 @@ impl Stage {
             .create()?;
         producer.init_transactions(timeout)?;
         let mut all = Vec::new();
-        for topic in inputs {
+        for (topic, only) in inputs {
+            if let Some(p) = only {
+                all.push(((*topic).to_owned(), *p));
+                continue;
+            }
             let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
             let count = metadata
                 .topics()

@@ -12,6 +12,7 @@
 //!   creation, so that a wrong address fails fast with a clear message.
 //! - [`eos`]: [`Stage`], the consume → process → produce loop's Kafka side:
 //!   outputs and consumed offsets in one transaction, rewind on abort.
+//! - [`partition`]: Kafka's default partitioner (murmur2), as Java computes it.
 //! - [`read`]: reading a topic to its end (state rebuilds, checks).
 //! - [`txn`]: classification of transaction errors into retriable,
 //!   abort-the-transaction and fatal, following librdkafka's rules.
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod eos;
 pub mod error;
+pub mod partition;
 pub mod read;
 pub mod txn;
 
@@ -28,5 +30,6 @@ pub use admin::{Admin, TopicSpec};
 pub use config::KafkaConfig;
 pub use eos::Stage;
 pub use error::KafkaError;
+pub use partition::partition_for;
 pub use read::{read_partitions_to_end, read_to_end, Partitions};
 pub use txn::{classify, TxnErrorClass};

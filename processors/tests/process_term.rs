@@ -334,7 +334,6 @@ async fn weekly_snapshots_equal_the_ground_truth_and_a_replay_is_byte_identical(
     written.extend([
         catalogue::SNAPSHOT_TEACHER_STUDENT,
         catalogue::SNAPSHOT_ATTENDANCE,
-        catalogue::QUALITY_FINDINGS,
     ]);
     for topic in written {
         let original = all_records(&kafka, &outputs.name(topic)).await;

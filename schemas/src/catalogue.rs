@@ -225,12 +225,12 @@ const HISTORY_TOPIC_NOTE: &str =
      holds what partition p of the change topic gave.";
 
 macro_rules! history_topic {
-    ($name:literal, $partitions:literal) => {
+    ($name:literal) => {
         Topic {
             name: $name,
-            key: "EntityKey",
+            key: "StringKey",
             value: "HistoryVersion",
-            partitions: $partitions,
+            partitions: PROCESS_PARTITIONS,
             cleanup: Cleanup::Delete,
             retention_ms: -1,
             writer: "skolflode process",
@@ -239,8 +239,13 @@ macro_rules! history_topic {
     };
 }
 
+/// Partitions of the heartbeats and of every topic `skolflode process`
+/// writes: one processor task per partition, owning the connections whose
+/// key lands there.
+pub const PROCESS_PARTITIONS: i32 = 6;
+
 /// Each change topic the processors read, with the history topic they
-/// write its versions to (same key, same partition count).
+/// write its versions to.
 pub const HISTORY_OF: &[(&str, &str)] = &[
     (
         "skolflode.ss12000.organisation.changes",
@@ -339,49 +344,50 @@ pub const TOPICS: &[Topic] = &[
         name: HEARTBEATS,
         key: "StringKey",
         value: "Heartbeat",
-        partitions: 1,
+        partitions: PROCESS_PARTITIONS,
         cleanup: Cleanup::Delete,
         retention_ms: 604_800_000,
         writer: "skolflode produce",
         description:
-            "One record per poll of each connection, so that idle and failing sources are visible.",
+            "One record per poll of each connection, so that idle and failing sources are visible. \
+             Committed after the poll's change events: the processors' clock.",
     },
-    history_topic!("skolflode.history.organisation", 3),
-    history_topic!("skolflode.history.person", 6),
-    history_topic!("skolflode.history.duty", 3),
-    history_topic!("skolflode.history.group", 6),
-    history_topic!("skolflode.history.activity", 6),
-    history_topic!("skolflode.history.calendar-event", 12),
-    history_topic!("skolflode.history.attendance", 24),
-    history_topic!("skolflode.history.syllabus", 3),
+    history_topic!("skolflode.history.organisation"),
+    history_topic!("skolflode.history.person"),
+    history_topic!("skolflode.history.duty"),
+    history_topic!("skolflode.history.group"),
+    history_topic!("skolflode.history.activity"),
+    history_topic!("skolflode.history.calendar-event"),
+    history_topic!("skolflode.history.attendance"),
+    history_topic!("skolflode.history.syllabus"),
     Topic {
         name: SNAPSHOT_TEACHER_STUDENT,
         key: "StringKey",
         value: "TeacherStudentRow",
-        partitions: 6,
+        partitions: PROCESS_PARTITIONS,
         cleanup: Cleanup::Delete,
         retention_ms: -1,
         writer: "skolflode process",
         description: "The weekly teacher_student register, a week at a time: when the week closes \
              (its end plus the grace period, by the vendors' clocks) and again, as the next \
-             revision, after every correction. Keyed by connection/week.",
+             revision, after every correction. Keyed by connection.",
     },
     Topic {
         name: SNAPSHOT_ATTENDANCE,
         key: "StringKey",
         value: "AttendanceRow",
-        partitions: 6,
+        partitions: PROCESS_PARTITIONS,
         cleanup: Cleanup::Delete,
         retention_ms: -1,
         writer: "skolflode process",
         description: "The weekly attendance register, a week at a time, by revision as for \
-             teacher_student. Keyed by connection/week.",
+             teacher_student. Keyed by connection.",
     },
     Topic {
         name: PROCESS_CHANGELOG,
         key: "StringKey",
         value: "ProcessorState",
-        partitions: 1,
+        partitions: PROCESS_PARTITIONS,
         cleanup: Cleanup::Compact,
         retention_ms: -1,
         writer: "skolflode process",

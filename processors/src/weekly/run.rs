@@ -10,16 +10,22 @@
 //! barrier makes the closing of weeks independent of how fast each input
 //! partition happened to be read.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
 use skolflode_kafka::{
-    classify, read_to_end, Admin, KafkaConfig, KafkaError, Stage, TopicSpec, TxnErrorClass,
+    classify, partition_for, read_partitions_to_end, Admin, KafkaConfig, KafkaError, Stage,
+    TopicSpec, TxnErrorClass,
 };
-use skolflode_schemas::catalogue::{self, Cleanup, HISTORY_OF, TOPICS};
+use skolflode_schemas::catalogue::{self, Cleanup, HISTORY_OF, PROCESS_PARTITIONS, TOPICS};
 use skolflode_schemas::processed::ProcessorState;
 use skolflode_schemas::records::{DeadLetter, Heartbeat};
 use skolflode_schemas::wire::{self, Decoder};
@@ -58,6 +64,19 @@ pub struct Progress {
     pub snapshots: u64,
     pub restored: u64,
     pub aborts: u64,
+}
+
+impl Progress {
+    fn add(&mut self, other: &Progress) {
+        self.records += other.records;
+        self.kept += other.kept;
+        self.repeats += other.repeats;
+        self.dead_letters += other.dead_letters;
+        self.heartbeats += other.heartbeats;
+        self.snapshots += other.snapshots;
+        self.restored += other.restored;
+        self.aborts += other.aborts;
+    }
 }
 
 /// The topics a run writes: the catalogue's, or a replay's copies of them
@@ -210,9 +229,53 @@ struct Process<'a> {
     consumed: usize,
     progress: Progress,
     buffer: Vec<Output>,
+    /// The partition this task owns, of the heartbeats and of every output.
+    task: i32,
+    owners: HashMap<String, bool>,
 }
 
-/// Run the processor until `until`, or until `stop` is set.
+/// Whether an error means another instance took the task over.
+fn fenced(e: &ProcessError) -> bool {
+    let code = match e {
+        ProcessError::Client(c) => c.rdkafka_error_code(),
+        ProcessError::Kafka(KafkaError::Client(c)) => c.rdkafka_error_code(),
+        _ => None,
+    };
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
+}
+
+/// Notes the group's assignment of heartbeat partitions on each rebalance.
+#[derive(Default)]
+struct Membership {
+    assigned: Mutex<Option<Vec<i32>>>,
+}
+
+impl ClientContext for Membership {}
+
+impl ConsumerContext for Membership {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = match rebalance {
+            Rebalance::Assign(list) => list.elements().iter().map(|e| e.partition()).collect(),
+            Rebalance::Revoke(_) | Rebalance::Error(_) => Vec::new(),
+        };
+        if let Ok(mut assigned) = self.assigned.lock() {
+            *assigned = Some(partitions);
+        }
+    }
+}
+
+/// Run the processor until `until`, or until `stop` is set: join the
+/// consumer group `application_id` on the heartbeats topic and run one task
+/// per heartbeat partition assigned to this instance, on a thread each. A
+/// rebalance stops the tasks of the partitions taken away and starts those
+/// of the partitions given; a task started elsewhere fences this one's.
 pub fn run(
     kafka: &KafkaConfig,
     config: &ProcessConfig,
@@ -220,11 +283,145 @@ pub fn run(
     until: Until,
     stop: &AtomicBool,
 ) -> Result<Progress, ProcessError> {
+    config.build()?;
+    let membership: BaseConsumer<Membership> = kafka
+        .consumer(&config.application_id)?
+        .create_with_context(Membership::default())?;
+    membership.subscribe(&[catalogue::HEARTBEATS])?;
+    let mut running: BTreeMap<i32, Task> = BTreeMap::new();
+    let mut done: BTreeMap<i32, bool> = BTreeMap::new();
+    let mut assigned: Option<Vec<i32>> = None;
+    let mut total = Progress::default();
+    let result = loop {
+        // Serves the group (rebalances); the heartbeats themselves are read
+        // by the tasks.
+        if let Some(Err(e)) = membership.poll(Duration::from_millis(100)) {
+            tracing::warn!(error = %e, "consumer group");
+        }
+        if let Some(now) = membership
+            .context()
+            .assigned
+            .lock()
+            .ok()
+            .and_then(|mut a| a.take())
+        {
+            tracing::info!(partitions = ?now, "heartbeat partitions assigned to this instance");
+            let mut gone: Vec<i32> = running
+                .keys()
+                .copied()
+                .filter(|p| !now.contains(p))
+                .collect();
+            gone.extend(done.keys().copied().filter(|p| !now.contains(p)));
+            for p in gone {
+                done.remove(&p);
+                if let Some((flag, handle)) = running.remove(&p) {
+                    flag.store(true, Ordering::Relaxed);
+                    if let Ok(Ok(progress)) = handle.join() {
+                        total.add(&progress);
+                    }
+                }
+            }
+            for p in now.iter().copied() {
+                if running.contains_key(&p) || done.contains_key(&p) {
+                    continue;
+                }
+                let flag = Arc::new(AtomicBool::new(false));
+                let (kafka, config, outputs, task_flag) = (
+                    kafka.clone(),
+                    config.clone(),
+                    outputs.clone(),
+                    Arc::clone(&flag),
+                );
+                let handle = std::thread::Builder::new()
+                    .name(format!("process-{p}"))
+                    .spawn(move || run_task(&kafka, &config, &outputs, p, until, &task_flag))
+                    .map_err(|e| {
+                        ProcessError::Kafka(KafkaError::InvalidConfig(format!(
+                            "cannot start a task thread: {e}"
+                        )))
+                    })?;
+                running.insert(p, (flag, handle));
+            }
+            assigned = Some(now);
+        }
+        let finished: Vec<i32> = running
+            .iter()
+            .filter(|(_, (_, h))| h.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in finished {
+            let Some((_, handle)) = running.remove(&p) else {
+                continue;
+            };
+            match handle.join() {
+                Ok(Ok(progress)) => {
+                    total.add(&progress);
+                    done.insert(p, true);
+                }
+                Ok(Err(e)) if fenced(&e) => {
+                    tracing::info!(task = p, "task taken over by another instance");
+                    done.insert(p, false);
+                }
+                Ok(Err(e)) => {
+                    stop_all(&mut running);
+                    return Err(e);
+                }
+                Err(_) => {
+                    return Err(ProcessError::Kafka(KafkaError::InvalidConfig(format!(
+                        "task {p} panicked"
+                    ))))
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        if until == Until::CaughtUp
+            && assigned
+                .as_ref()
+                .is_some_and(|a| a.iter().all(|p| done.contains_key(p)))
+        {
+            break Ok(());
+        }
+    };
+    for (_, (flag, handle)) in std::mem::take(&mut running) {
+        flag.store(true, Ordering::Relaxed);
+        if let Ok(Ok(progress)) = handle.join() {
+            total.add(&progress);
+        }
+    }
+    result.map(|()| total)
+}
+
+type Task = (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<Result<Progress, ProcessError>>,
+);
+
+/// Stop every task and wait for it.
+fn stop_all(running: &mut BTreeMap<i32, Task>) {
+    for (_, (flag, handle)) in std::mem::take(running) {
+        flag.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+}
+
+/// One task: the connections whose heartbeats land in partition `task`.
+/// It reads every change partition (skipping other tasks' connections) and
+/// its heartbeat partition, and writes partition `task` of every output.
+pub fn run_task(
+    kafka: &KafkaConfig,
+    config: &ProcessConfig,
+    outputs: &Outputs,
+    task: i32,
+    until: Until,
+    stop: &AtomicBool,
+) -> Result<Progress, ProcessError> {
     let settings = config.build()?;
-    let mut inputs: Vec<&str> = HISTORY_OF.iter().map(|(c, _)| *c).collect();
-    inputs.push(catalogue::HEARTBEATS);
-    let transactional_id = format!("{}-0", config.application_id);
-    let stage = Stage::start(kafka, &config.application_id, &transactional_id, &inputs)?;
+    let mut inputs: Vec<(&str, Option<i32>)> = HISTORY_OF.iter().map(|(c, _)| (*c, None)).collect();
+    inputs.push((catalogue::HEARTBEATS, Some(task)));
+    let id = format!("{}-{task}", config.application_id);
+    let stage = Stage::start(kafka, &id, &id, &inputs)?;
     let heartbeat_subject = catalogue::subject("Heartbeat")
         .ok_or_else(|| SchemaError::Unresolvable("Heartbeat".into()))?;
     let mut heartbeat = Decoder::new(heartbeat_subject.parse_latest()?);
@@ -241,10 +438,18 @@ pub fn run(
         consumed: 0,
         progress: Progress::default(),
         buffer: Vec::new(),
+        task,
+        owners: HashMap::new(),
     };
     process.restore()?;
     process.run(until, stop)?;
     Ok(process.progress)
+}
+
+/// The heartbeat partition (and so the task) of a connection.
+pub fn task_of(connection: &str) -> i32 {
+    let key = wire::encode(schema_id("StringKey"), &connection.to_owned());
+    partition_for(&key, PROCESS_PARTITIONS)
 }
 
 impl Process<'_> {
@@ -272,19 +477,26 @@ impl Process<'_> {
             .kafka
             .consumer(&format!("{}-restore", self.config.application_id))?;
         let topic = self.outputs.changelog(&self.config.application_id);
-        read_to_end::<ProcessError>(client, &topic, Duration::from_secs(600), |m| {
-            let (Some(key), Some(value)) = (m.key(), m.payload()) else {
-                return Ok(());
-            };
-            let key = keys
-                .decode(key)
-                .map_err(|e| RestoreError::Key(e.to_string()))?;
-            let value = decoder
-                .decode(value)
-                .map_err(|e| RestoreError::Key(e.to_string()))?;
-            entries.insert(key, value.body.0);
-            Ok(())
-        })?;
+        let task = self.task;
+        read_partitions_to_end::<ProcessError>(
+            client,
+            &topic,
+            |p| p.partition == task,
+            Duration::from_secs(600),
+            |m| {
+                let (Some(key), Some(value)) = (m.key(), m.payload()) else {
+                    return Ok(());
+                };
+                let key = keys
+                    .decode(key)
+                    .map_err(|e| RestoreError::Key(e.to_string()))?;
+                let value = decoder
+                    .decode(value)
+                    .map_err(|e| RestoreError::Key(e.to_string()))?;
+                entries.insert(key, value.body.0);
+                Ok(())
+            },
+        )?;
         self.progress.restored = entries.len() as u64;
         for (key, value) in &entries {
             operator.restore(key, value)?;
@@ -412,7 +624,7 @@ impl Process<'_> {
         if topic == catalogue::HEARTBEATS {
             self.progress.heartbeats += 1;
             match payload.as_deref().map(|p| self.heartbeat.decode(p)) {
-                Some(Ok(h)) if self.operator.wants(&h.connection) => {
+                Some(Ok(h)) if self.owns(&h.connection) => {
                     tracing::debug!(connection = %h.connection, server_time = ?h.server_time, offset, "heartbeat");
                     if let Some(at) = h.server_time {
                         self.barrier
@@ -448,6 +660,9 @@ impl Process<'_> {
                 return Ok(true);
             }
         };
+        if !self.owns(&entity_key.connection) {
+            return Ok(true);
+        }
         let incoming = match self.decoders.change(kind, &payload) {
             Ok(i) => i,
             Err(e) => {
@@ -474,44 +689,50 @@ impl Process<'_> {
             Applied::Repeat(_) => self.progress.repeats += 1,
             Applied::Skipped => {}
         }
-        self.emit(&mut out, Some((kind, partition, &key)))?;
+        self.emit(&mut out, Some(kind))?;
         self.buffer = out;
         Ok(true)
     }
 
-    /// Send the operator's outputs. History records go to the partition
-    /// their change record came from, under its key.
-    fn emit(
-        &mut self,
-        out: &mut Vec<Output>,
-        from: Option<(Kind, i32, &[u8])>,
-    ) -> Result<(), ProcessError> {
+    /// Whether this task processes a connection.
+    fn owns(&mut self, connection: &str) -> bool {
+        if let Some(owned) = self.owners.get(connection) {
+            return *owned;
+        }
+        let owned = self.operator.wants(connection) && task_of(connection) == self.task;
+        self.owners.insert(connection.to_owned(), owned);
+        owned
+    }
+
+    /// Send the operator's outputs, keyed by connection, to this task's
+    /// partition of each output topic.
+    fn emit(&mut self, out: &mut Vec<Output>, from: Option<Kind>) -> Result<(), ProcessError> {
         for output in out.drain(..) {
             let sent = match output {
                 Output::History(h) => {
-                    let Some((kind, partition, key)) = from else {
+                    let Some(kind) = from else {
                         continue;
                     };
                     let topic = self.outputs.name(history_of(kind));
+                    let key = wire::encode(schema_id("StringKey"), &h.connection);
                     let value = wire::encode(schema_id("HistoryVersion"), &h);
-                    self.stage.send(&topic, Some(partition), key, &value)
+                    self.stage.send(&topic, Some(self.task), &key, &value)
                 }
                 Output::Snapshot(s) => {
                     self.progress.snapshots += 1;
-                    let key = wire::encode(
-                        schema_id("StringKey"),
-                        &format!("{}/{}", s.connection, s.week),
-                    );
+                    let key = wire::encode(schema_id("StringKey"), &s.connection);
                     let ts = self.outputs.name(catalogue::SNAPSHOT_TEACHER_STUDENT);
                     let att = self.outputs.name(catalogue::SNAPSHOT_ATTENDANCE);
                     let mut result = Ok(());
                     for row in &s.teacher_student {
                         let value = wire::encode(schema_id("TeacherStudentRow"), row);
-                        result = result.and_then(|()| self.stage.send(&ts, None, &key, &value));
+                        result = result
+                            .and_then(|()| self.stage.send(&ts, Some(self.task), &key, &value));
                     }
                     for row in &s.attendance {
                         let value = wire::encode(schema_id("AttendanceRow"), row);
-                        result = result.and_then(|()| self.stage.send(&att, None, &key, &value));
+                        result = result
+                            .and_then(|()| self.stage.send(&att, Some(self.task), &key, &value));
                     }
                     result
                 }
@@ -591,7 +812,7 @@ impl Process<'_> {
                     body: Bytes(body),
                 },
             );
-            self.stage.send(&changelog, None, &key, &value)?;
+            self.stage.send(&changelog, Some(self.task), &key, &value)?;
         }
         // Heartbeats read but not yet applied are read again after a
         // restart: their offsets are not committed.
