@@ -23,6 +23,9 @@ use skolflode_testkit::kafka::Isolation;
 use skolflode_testkit::term::produce_days;
 use skolflode_testkit::{unique, TestKafka};
 
+/// A record as read: partition, key, value.
+type Raw = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
 const KILLS: usize = 20;
 
 fn replay(binary: &str, config: &std::path::Path, id: &str) -> Command {
@@ -42,7 +45,7 @@ fn kill(mut child: Child) {
     child.wait().unwrap();
 }
 
-async fn records(kafka: &TestKafka, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)> {
+async fn records(kafka: &TestKafka, topic: &str) -> Vec<Raw> {
     let mut out: Vec<_> = kafka
         .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
         .await
@@ -169,7 +172,7 @@ commit_interval_ms = 50
 
     // Findings: the processor's tasks share the topic's one partition, so
     // only their set is fixed.
-    let sorted = |mut r: Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)>| {
+    let sorted = |mut r: Vec<Raw>| {
         r.sort();
         r
     };

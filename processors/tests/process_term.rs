@@ -30,6 +30,9 @@ use skolflode_testkit::kafka::Isolation;
 use skolflode_testkit::term::produce_days;
 use skolflode_testkit::{unique, TestKafka};
 
+/// A record as read: partition, key, value.
+type Raw = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
 const SECRET: &[u8] = b"the processor's term test pseudonym key";
 const DAYS: u32 = 45;
 
@@ -206,10 +209,7 @@ async fn process(kafka: &TestKafka, config: ProcessConfig, outputs: Outputs) -> 
     .unwrap()
 }
 
-async fn all_records(
-    kafka: &TestKafka,
-    topic: &str,
-) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)> {
+async fn all_records(kafka: &TestKafka, topic: &str) -> Vec<Raw> {
     let mut records: Vec<_> = kafka
         .drain(
             topic,

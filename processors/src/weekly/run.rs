@@ -207,13 +207,16 @@ fn schema_id(subject: &str) -> u32 {
     catalogue::local_schema_id(subject).unwrap_or(0)
 }
 
+/// The end offset of each input partition at an instant.
+type Ends = BTreeMap<(String, i32), i64>;
+
 /// Heartbeats waiting for the barrier, and the input ends that will let
 /// the first `covers` of them through.
 #[derive(Debug, Default)]
 struct Barrier {
     /// Connection, its vendor's clock, and where the heartbeat was read.
     waiting: VecDeque<(String, i64, i32, i64)>,
-    ends: Option<(BTreeMap<(String, i32), i64>, usize)>,
+    ends: Option<(Ends, usize)>,
 }
 
 /// Everything one run holds.
