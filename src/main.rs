@@ -9,6 +9,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod job;
 mod logging;
 
 // Decoding events allocates a string per id; mimalloc makes that markedly

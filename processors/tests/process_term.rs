@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use skolflode_processors::weekly::metrics::Metrics;
 use skolflode_processors::weekly::run::{self, Outputs, Until};
 use skolflode_processors::weekly::ProcessConfig;
 use skolflode_producers::pseudonym::Pseudonymiser;
@@ -196,10 +197,12 @@ async fn process(kafka: &TestKafka, config: ProcessConfig, outputs: Outputs) -> 
         .unwrap();
     let kafka = kafka.config().clone();
     tokio::task::spawn_blocking(move || {
+        let metrics = Arc::new(Metrics::new().unwrap());
         run::run(
             &kafka,
             &config,
             &outputs,
+            &metrics,
             Until::CaughtUp,
             &AtomicBool::new(false),
         )

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Deserialize;
 use skolflode_kafka::KafkaConfig;
+use skolflode_processors::weekly::metrics::Metrics;
 use skolflode_processors::weekly::run::{self, Outputs, Progress, Until};
 use skolflode_processors::weekly::ProcessConfig;
 
@@ -21,6 +22,10 @@ pub struct Args {
     /// applied, instead of running until SIGTERM.
     #[arg(long)]
     until_caught_up: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,8 +66,14 @@ async fn go(
     config: ProcessConfig,
     outputs: Outputs,
     until: Until,
+    metrics_listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<Progress> {
     run::ensure_topics(&kafka, &config, &outputs).await?;
+    let metrics = Arc::new(Metrics::new().context("metrics")?);
+    if let Some(address) = metrics_listen {
+        let served = Arc::clone(&metrics);
+        crate::job::serve_metrics(address, Arc::new(move || served.render())).await?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     tokio::spawn(async move {
@@ -71,9 +82,10 @@ async fn go(
         flag.store(true, Ordering::Relaxed);
     });
     let started = std::time::Instant::now();
-    let progress =
-        tokio::task::spawn_blocking(move || run::run(&kafka, &config, &outputs, until, &stop))
-            .await??;
+    let progress = tokio::task::spawn_blocking(move || {
+        run::run(&kafka, &config, &outputs, &metrics, until, &stop)
+    })
+    .await??;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "records={} kept={} repeats={} dead_letters={} heartbeats={} snapshots={} restored={} aborts={} seconds={seconds:.3}",
@@ -96,7 +108,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Until::Stopped
     };
-    go(file.kafka, file.process, Outputs::default(), until).await?;
+    go(
+        file.kafka,
+        file.process,
+        Outputs::default(),
+        until,
+        args.metrics_listen,
+    )
+    .await?;
     Ok(())
 }
 
@@ -107,6 +126,6 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let outputs = Outputs {
         suffix: Some(args.application_id),
     };
-    go(file.kafka, file.process, outputs, Until::CaughtUp).await?;
+    go(file.kafka, file.process, outputs, Until::CaughtUp, None).await?;
     Ok(())
 }

@@ -101,23 +101,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("creating topics")?;
     let metrics = Arc::new(Metrics::new().context("metrics")?);
     if let Some(address) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
         let served = Arc::clone(&metrics);
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let served = Arc::clone(&served);
-                async move { served.render() }
-            }),
-        );
-        tracing::info!(%address, "serving metrics at /metrics");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "the metrics server stopped");
-            }
-        });
+        crate::job::serve_metrics(address, Arc::new(move || served.render())).await?;
     }
 
     let total = config.connections.len();

@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod input;
+pub mod metrics;
 pub mod model;
 pub mod operator;
 pub mod rows;

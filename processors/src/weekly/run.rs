@@ -33,6 +33,7 @@ use skolflode_schemas::{Bytes, SchemaError, TimestampMillis};
 
 use super::config::{ConfigError, ProcessConfig};
 use super::input::Decoders;
+use super::metrics::Metrics;
 use super::model::Kind;
 use super::operator::{Applied, Operator, Output, RestoreError};
 
@@ -235,6 +236,8 @@ struct Process<'a> {
     /// The partition this task owns, of the heartbeats and of every output.
     task: i32,
     owners: HashMap<String, bool>,
+    metrics: Arc<Metrics>,
+    label: String,
 }
 
 /// Whether an error means another instance took the task over.
@@ -283,6 +286,7 @@ pub fn run(
     kafka: &KafkaConfig,
     config: &ProcessConfig,
     outputs: &Outputs,
+    metrics: &Arc<Metrics>,
     until: Until,
     stop: &AtomicBool,
 ) -> Result<Progress, ProcessError> {
@@ -329,15 +333,18 @@ pub fn run(
                     continue;
                 }
                 let flag = Arc::new(AtomicBool::new(false));
-                let (kafka, config, outputs, task_flag) = (
+                let (kafka, config, outputs, task_flag, metrics) = (
                     kafka.clone(),
                     config.clone(),
                     outputs.clone(),
                     Arc::clone(&flag),
+                    Arc::clone(metrics),
                 );
                 let handle = std::thread::Builder::new()
                     .name(format!("process-{p}"))
-                    .spawn(move || run_task(&kafka, &config, &outputs, p, until, &task_flag))
+                    .spawn(move || {
+                        run_task(&kafka, &config, &outputs, metrics, p, until, &task_flag)
+                    })
                     .map_err(|e| {
                         ProcessError::Kafka(KafkaError::InvalidConfig(format!(
                             "cannot start a task thread: {e}"
@@ -416,6 +423,7 @@ pub fn run_task(
     kafka: &KafkaConfig,
     config: &ProcessConfig,
     outputs: &Outputs,
+    metrics: Arc<Metrics>,
     task: i32,
     until: Until,
     stop: &AtomicBool,
@@ -443,6 +451,8 @@ pub fn run_task(
         buffer: Vec::new(),
         task,
         owners: HashMap::new(),
+        metrics,
+        label: task.to_string(),
     };
     process.restore()?;
     process.run(until, stop)?;
@@ -505,7 +515,16 @@ impl Process<'_> {
             operator.restore(key, value)?;
         }
         self.operator = operator;
+        self.metrics
+            .restore_milliseconds
+            .with_label_values(&[&self.label])
+            .set(started.elapsed().as_millis() as i64);
+        self.metrics
+            .state_entities
+            .with_label_values(&[&self.label])
+            .set(self.operator.entities() as i64);
         tracing::info!(
+            task = self.task,
             entries = entries.len(),
             seconds = started.elapsed().as_secs_f64(),
             "state restored from the changelog"
@@ -538,6 +557,7 @@ impl Process<'_> {
             if last_report.elapsed() >= Duration::from_secs(10) {
                 last_report = Instant::now();
                 tracing::info!(
+                    task = self.task,
                     records = self.progress.records,
                     kept = self.progress.kept,
                     repeats = self.progress.repeats,
@@ -565,6 +585,12 @@ impl Process<'_> {
             return Ok(false);
         }
         let ends = self.stage.ends("")?;
+        let positions = self.stage_positions()?;
+        let lag: i64 = ends
+            .iter()
+            .map(|(tp, end)| (end - positions.get(tp).copied().unwrap_or(0)).max(0))
+            .sum();
+        self.metrics.lag.with_label_values(&[&self.label]).set(lag);
         self.reached(&ends)
     }
 
@@ -597,6 +623,10 @@ impl Process<'_> {
                 self.operator.advance(&connection, at, &mut out);
                 self.emit(&mut out, None)?;
                 self.buffer = out;
+                self.metrics
+                    .watermark_seconds
+                    .with_label_values(&[&self.label])
+                    .set(at / 1000);
             }
         }
         if self.barrier.ends.is_none() && !self.barrier.waiting.is_empty() {
@@ -626,6 +656,7 @@ impl Process<'_> {
         self.progress.records += 1;
         if topic == catalogue::HEARTBEATS {
             self.progress.heartbeats += 1;
+            self.count(&topic, "heartbeat");
             match payload.as_deref().map(|p| self.heartbeat.decode(p)) {
                 Some(Ok(h)) if self.owns(&h.connection) => {
                     tracing::debug!(connection = %h.connection, server_time = ?h.server_time, offset, "heartbeat");
@@ -664,6 +695,7 @@ impl Process<'_> {
             }
         };
         if !self.owns(&entity_key.connection) {
+            self.count(&topic, "other_task");
             return Ok(true);
         }
         let incoming = match self.decoders.change(kind, &payload) {
@@ -688,13 +720,26 @@ impl Process<'_> {
             incoming,
             &mut out,
         ) {
-            Applied::Kept => self.progress.kept += 1,
-            Applied::Repeat(_) => self.progress.repeats += 1,
-            Applied::Skipped => {}
+            Applied::Kept => {
+                self.progress.kept += 1;
+                self.count(&topic, "kept");
+            }
+            Applied::Repeat(_) => {
+                self.progress.repeats += 1;
+                self.count(&topic, "repeat");
+            }
+            Applied::Skipped => self.count(&topic, "other_task"),
         }
         self.emit(&mut out, Some(kind))?;
         self.buffer = out;
         Ok(true)
+    }
+
+    fn count(&self, topic: &str, outcome: &str) {
+        self.metrics
+            .records
+            .with_label_values(&[topic, outcome])
+            .inc();
     }
 
     /// Whether this task processes a connection.
@@ -723,6 +768,11 @@ impl Process<'_> {
                 }
                 Output::Snapshot(s) => {
                     self.progress.snapshots += 1;
+                    let kind = if s.revision == 1 { "first" } else { "revision" };
+                    self.metrics
+                        .snapshots
+                        .with_label_values(&[&self.label, kind])
+                        .inc();
                     let key = wire::encode(schema_id("StringKey"), &s.connection);
                     let ts = self.outputs.name(catalogue::SNAPSHOT_TEACHER_STUDENT);
                     let att = self.outputs.name(catalogue::SNAPSHOT_ATTENDANCE);
@@ -761,6 +811,7 @@ impl Process<'_> {
         reason: &str,
     ) -> Result<(), ProcessError> {
         self.progress.dead_letters += 1;
+        self.count(topic, "dead_letter");
         tracing::warn!(
             topic,
             partition,
@@ -793,7 +844,11 @@ impl Process<'_> {
         match self.commit() {
             Ok(()) => Ok(()),
             Err(ProcessError::Client(e)) if classify(&e) != TxnErrorClass::Fatal => {
-                tracing::warn!(error = %e, "transaction aborted; going back to the last commit");
+                tracing::warn!(task = self.task, error = %e, "transaction aborted; going back to the last commit");
+                self.metrics
+                    .transactions
+                    .with_label_values(&[&self.label, "aborted"])
+                    .inc();
                 self.progress.aborts += 1;
                 self.stage.abort_and_rewind()?;
                 self.barrier = Barrier::default();
@@ -805,6 +860,7 @@ impl Process<'_> {
     }
 
     fn commit(&mut self) -> Result<(), ProcessError> {
+        let started = Instant::now();
         let changelog = self.outputs.changelog(&self.config.application_id);
         for (key, body) in self.operator.take_changed()? {
             let key = wire::encode(schema_id("StringKey"), &key);
@@ -828,6 +884,18 @@ impl Process<'_> {
             .collect();
         self.stage.commit(&hold)?;
         self.consumed = 0;
+        self.metrics
+            .transactions
+            .with_label_values(&[&self.label, "committed"])
+            .inc();
+        self.metrics
+            .transaction_seconds
+            .with_label_values(&[&self.label])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .state_entities
+            .with_label_values(&[&self.label])
+            .set(self.operator.entities() as i64);
         Ok(())
     }
 }
