@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::{KafkaConfig, KafkaError};
+use crate::{KafkaConfig, KafkaError, TransactionalWriter};
 
 /// Silences end-of-partition events, which a stage asks for to know when
 /// it has caught up.
@@ -38,7 +38,7 @@ impl ConsumerContext for StageContext {}
 /// A stage's consumer and transactional producer.
 pub struct Stage {
     consumer: BaseConsumer<StageContext>,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    writer: TransactionalWriter,
     inputs: Vec<(String, i32)>,
     /// Where each input partition was last assigned from.
     assigned: BTreeMap<(String, i32), i64>,
@@ -70,14 +70,21 @@ impl Stage {
     ) -> Result<Self, KafkaError> {
         let timeout = config.request_timeout();
         let mut consumer_config = config.consumer(group)?;
-        consumer_config.set("enable.partition.eof", "true");
+        // A stage's consumer is assigned many partitions; librdkafka's
+        // default prefetch (64 MiB) per consumer is more than a stage needs
+        // to keep its loop busy, and an instance runs several stages.
+        consumer_config
+            .set("enable.partition.eof", "true")
+            .set("queued.max.messages.kbytes", "16384");
         let consumer: BaseConsumer<StageContext> =
             consumer_config.create_with_context(StageContext)?;
-        let producer: ThreadedProducer<DefaultProducerContext> = config
-            .transactional_producer(transactional_id)?
-            .set("linger.ms", "5")
-            .create()?;
-        producer.init_transactions(timeout)?;
+        let writer = TransactionalWriter::create(
+            config
+                .transactional_producer(transactional_id)?
+                .set("linger.ms", "5"),
+            timeout,
+        )?;
+        writer.init_blocking()?;
         let mut all = Vec::new();
         for (topic, only) in inputs {
             if let Some(p) = only {
@@ -98,7 +105,7 @@ impl Stage {
         }
         let mut stage = Self {
             consumer,
-            producer,
+            writer,
             inputs: all,
             assigned: BTreeMap::new(),
             began: None,
@@ -179,23 +186,14 @@ impl Stage {
         value: &[u8],
     ) -> Result<(), ClientError> {
         if self.began.is_none() {
-            self.producer.begin_transaction()?;
+            self.writer.begin()?;
             self.began = Some(Instant::now());
         }
         let mut record = BaseRecord::to(topic).key(key).payload(value);
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        self.writer.send_blocking(record)?;
         self.sent += 1;
         Ok(())
     }
@@ -217,7 +215,7 @@ impl Stage {
     /// read but not yet acted on, to be read again after a restart.
     pub fn commit(&mut self, hold: &[(&str, i32, i64)]) -> Result<(), ClientError> {
         if self.began.is_none() {
-            self.producer.begin_transaction()?;
+            self.writer.begin()?;
             self.began = Some(Instant::now());
         }
         let positions = self.consumer.position()?;
@@ -237,9 +235,8 @@ impl Stage {
             .ok_or(ClientError::ConsumerCommit(
                 RDKafkaErrorCode::InvalidGroupId,
             ))?;
-        self.producer
-            .send_offsets_to_transaction(&offsets, &metadata, self.timeout)?;
-        self.producer.commit_transaction(self.timeout)?;
+        self.writer.send_offsets_blocking(&offsets, &metadata)?;
+        self.writer.commit_blocking()?;
         self.began = None;
         self.sent = 0;
         Ok(())
@@ -249,7 +246,7 @@ impl Stage {
     /// the caller drops whatever it derived since its last commit.
     pub fn abort_and_rewind(&mut self) -> Result<(), KafkaError> {
         if self.began.take().is_some() {
-            self.producer.abort_transaction(self.timeout)?;
+            self.writer.abort_blocking()?;
         }
         self.sent = 0;
         self.rewind()

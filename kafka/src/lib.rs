@@ -14,6 +14,8 @@
 //!   outputs and consumed offsets in one transaction, rewind on abort.
 //! - [`partition`]: Kafka's default partitioner (murmur2), as Java computes it.
 //! - [`read`]: reading a topic to its end (state rebuilds, checks).
+//! - [`writer`]: [`TransactionalWriter`], the producing half of every
+//!   exactly-once stage (async and blocking), with delivery-failure counts.
 //! - [`txn`]: classification of transaction errors into retriable,
 //!   abort-the-transaction and fatal, following librdkafka's rules.
 //! - [`error`]: this crate's error enum.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod partition;
 pub mod read;
 pub mod txn;
+pub mod writer;
 
 pub use admin::{Admin, TopicSpec};
 pub use config::KafkaConfig;
@@ -33,3 +36,4 @@ pub use error::KafkaError;
 pub use partition::partition_for;
 pub use read::{read_partitions_to_end, read_to_end, Partitions};
 pub use txn::{classify, TxnErrorClass};
+pub use writer::{TransactionalWriter, WriteError};

@@ -1,22 +1,15 @@
-//! The connection's Kafka transactions.
-//!
-//! Records are handed to librdkafka page by page while the read goes on, so
-//! that compression and network overlap the mapping of the next pages; a
-//! commit then waits only for the tail and the commit marker. Whether a
-//! record was delivered is librdkafka's to track: `commit_transaction`
-//! flushes and fails (abortably) if any record of the transaction failed,
-//! so no per-record future is needed.
+//! The connection's Kafka transactions: what each holds (records, and the
+//! state, cursors and findings it leaves behind once committed), written
+//! through the shared [`TransactionalWriter`] page by page while the read
+//! goes on, so that a commit waits only for the tail.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
-};
-use rdkafka::{ClientConfig, ClientContext};
-use skolflode_kafka::{classify, TxnErrorClass};
+use rdkafka::producer::BaseRecord;
+use rdkafka::ClientConfig;
+use skolflode_kafka::{classify, TransactionalWriter, TxnErrorClass, WriteError};
 use skolflode_schemas::catalogue;
 use skolflode_schemas::records::Cursor;
 
@@ -87,39 +80,25 @@ impl Txn {
     }
 }
 
-/// Counts records librdkafka could not deliver (the transaction they
-/// belong to fails to commit). Only failures are reported
-/// (`delivery.report.only.error`): a report per record cost the polling
-/// thread about 6 % of the producer's CPU, for a count nobody needs.
-#[derive(Default)]
-pub(super) struct Deliveries {
-    failed: AtomicU64,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "a record was not delivered; its transaction will abort");
-        }
-    }
-}
-
-/// The transactional producer of one connection.
+/// The transactional producer of one connection: the shared
+/// [`TransactionalWriter`], and where the state records go.
 pub(super) struct Transactions {
-    producer: ThreadedProducer<Deliveries, NoCustomPartitioner>,
+    writer: TransactionalWriter,
     /// The connection's partition of the state topic.
     state_partition: i32,
+}
+
+fn client(e: WriteError) -> RunError {
+    match e {
+        WriteError::Client(e) => RunError::Client(e),
+        WriteError::Task(e) => RunError::Task(e),
+    }
 }
 
 impl Transactions {
     pub(super) fn create(config: &ClientConfig, state_partition: i32) -> Result<Self, RunError> {
         Ok(Self {
-            producer: config.create_with_context(Deliveries::default())?,
+            writer: TransactionalWriter::create(config, TXN_TIMEOUT)?,
             state_partition,
         })
     }
@@ -127,9 +106,7 @@ impl Transactions {
     /// Fence a predecessor with the same transactional id and abort what
     /// it left open.
     pub(super) async fn init(&self) -> Result<(), RunError> {
-        let p = self.producer.clone();
-        tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT)).await??;
-        Ok(())
+        self.writer.init().await.map_err(client)
     }
 
     /// Hand the pending records to librdkafka, beginning the transaction
@@ -139,58 +116,26 @@ impl Transactions {
             return Ok(());
         }
         if txn.began.is_none() {
-            self.producer
-                .begin_transaction()
-                .map_err(|e| match classify(&e) {
-                    TxnErrorClass::Fatal => RunError::Fatal(e),
-                    _ => RunError::Aborted(e),
-                })?;
+            self.writer.begin().map_err(|e| match classify(&e) {
+                TxnErrorClass::Fatal => RunError::Fatal(e),
+                _ => RunError::Aborted(e),
+            })?;
             txn.began = Some(Instant::now());
         }
         let records = std::mem::take(&mut txn.pending);
         for (topic, key, value) in &records {
-            let mut record = BaseRecord::to(topic).key(key);
+            let mut record = BaseRecord::to(topic).key(key.as_slice());
             if *topic == catalogue::PRODUCER_STATE {
                 record = record.partition(self.state_partition);
             }
             if let Some(v) = value {
-                record = record.payload(v);
+                record = record.payload(v.as_slice());
             }
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((
-                        ClientError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        back,
-                    )) => {
-                        // The producer's own thread drains the queue.
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err((e, _)) => return Err(self.abort(txn, e).await),
-                }
+            if let Err(e) = self.writer.send(record).await {
+                return Err(self.abort(txn, e).await);
             }
         }
         txn.sent += records.len();
-        Ok(())
-    }
-
-    /// Wait until librdkafka holds no record of ours: each is acknowledged
-    /// (or failed) and freed. `commit_transaction` flushes too, but a
-    /// flush that finds work left sleeps in steps of the polling thread's
-    /// interval (100 ms in about a third of the commits, measured); polling
-    /// the count every millisecond (tokio's timer granularity) wakes as
-    /// soon as the tail is acknowledged.
-    async fn delivered(&self) -> Result<(), ClientError> {
-        let deadline = tokio::time::Instant::now() + TXN_TIMEOUT;
-        while self.producer.in_flight_count() > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::Flush(
-                    rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
         Ok(())
     }
 
@@ -201,14 +146,10 @@ impl Transactions {
         let Some(began) = txn.began else {
             return Ok(None);
         };
-        if let Err(e) = self.delivered().await {
-            return Err(self.abort(txn, e).await);
-        }
-        let p = self.producer.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || p.commit_transaction(TXN_TIMEOUT)).await?;
-        if let Err(e) = committed {
-            return Err(self.abort(txn, e).await);
+        match self.writer.commit().await {
+            Ok(()) => {}
+            Err(WriteError::Client(e)) => return Err(self.abort(txn, e).await),
+            Err(WriteError::Task(e)) => return Err(RunError::Task(e)),
         }
         txn.began = None;
         txn.sent = 0;
@@ -229,20 +170,18 @@ impl Transactions {
         if !was_open {
             return RunError::Aborted(e);
         }
-        let p = self.producer.clone();
-        let aborted = tokio::task::spawn_blocking(move || p.abort_transaction(TXN_TIMEOUT)).await;
-        match aborted {
-            Ok(Ok(())) => RunError::Aborted(e),
-            Ok(Err(abort)) => RunError::AbortFailed {
+        match self.writer.abort().await {
+            Ok(()) => RunError::Aborted(e),
+            Err(WriteError::Client(abort)) => RunError::AbortFailed {
                 cause: Box::new(e),
                 abort: Box::new(abort),
             },
-            Err(join) => RunError::Task(join),
+            Err(WriteError::Task(join)) => RunError::Task(join),
         }
     }
 
     /// Records that could not be delivered since the start.
     pub(super) fn failed_deliveries(&self) -> u64 {
-        self.producer.context().failed.load(Ordering::Relaxed)
+        self.writer.failed_deliveries()
     }
 }
