@@ -141,13 +141,19 @@ impl KafkaConfig {
         Ok(client)
     }
 
-    /// An idempotent producer that waits for all in-sync replicas.
+    /// An idempotent producer that waits for all in-sync replicas. Keys
+    /// land where Java clients put them (`partitioner = murmur2_random`,
+    /// unless `properties` say otherwise), so that topics join
+    /// co-partitioned with Kafka Streams applications.
     pub fn producer(&self) -> Result<ClientConfig, KafkaError> {
         let mut client = self.build()?;
         client
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("request.timeout.ms", self.request_timeout_ms.to_string());
+        if !self.properties.contains_key("partitioner") {
+            client.set("partitioner", "murmur2_random");
+        }
         Ok(client)
     }
 

@@ -567,7 +567,10 @@ impl Operator {
                 None => rows.teacher_student.is_empty() && rows.attendance.is_empty(),
             };
             let revision = if unchanged { revision } else { revision + 1 };
-            if !unchanged {
+            // Findings when the week is first computed and whenever its
+            // rows change, so a week of nothing but dangling lessons is
+            // reported too.
+            if previous.is_none() || !unchanged {
                 for d in &rows.dangling {
                     out.push(Output::Finding(QualityFinding {
                         connection: connection.to_owned(),
@@ -578,6 +581,8 @@ impl Operator {
                         observed_at: TimestampMillis(now),
                     }));
                 }
+            }
+            if !unchanged {
                 out.push(Output::Snapshot(snapshot(
                     connection, &week, revision, &source, &rows,
                 )));

@@ -235,6 +235,8 @@ struct Process<'a> {
     buffer: Vec<Output>,
     /// The partition this task owns, of the heartbeats and of every output.
     task: i32,
+    /// How many tasks there are (heartbeat partitions).
+    tasks: i32,
     owners: HashMap<String, bool>,
     metrics: Arc<Metrics>,
     label: String,
@@ -294,8 +296,23 @@ pub fn run(
     let membership: BaseConsumer<Membership> = kafka
         .consumer(&config.application_id)?
         .create_with_context(Membership::default())?;
+    // Tasks are the heartbeat partitions that exist (the catalogue's count
+    // unless the topic was created otherwise).
+    let tasks = membership
+        .fetch_metadata(Some(catalogue::HEARTBEATS), kafka.request_timeout())?
+        .topics()
+        .first()
+        .map_or(PROCESS_PARTITIONS, |t| t.partitions().len() as i32)
+        .max(1);
+    if tasks != PROCESS_PARTITIONS {
+        tracing::warn!(
+            tasks,
+            expected = PROCESS_PARTITIONS,
+            "the heartbeats topic does not have the catalogue's partition count: outputs are not co-partitioned with it"
+        );
+    }
     membership.subscribe(&[catalogue::HEARTBEATS])?;
-    let mut running: BTreeMap<i32, Task> = BTreeMap::new();
+    let mut running: BTreeMap<i32, Running> = BTreeMap::new();
     let mut done: BTreeMap<i32, bool> = BTreeMap::new();
     let mut assigned: Option<Vec<i32>> = None;
     let mut total = Progress::default();
@@ -343,7 +360,11 @@ pub fn run(
                 let handle = std::thread::Builder::new()
                     .name(format!("process-{p}"))
                     .spawn(move || {
-                        run_task(&kafka, &config, &outputs, metrics, p, until, &task_flag)
+                        let task = Task {
+                            number: p,
+                            of: tasks,
+                        };
+                        run_task(&kafka, &config, &outputs, metrics, task, until, &task_flag)
                     })
                     .map_err(|e| {
                         ProcessError::Kafka(KafkaError::InvalidConfig(format!(
@@ -403,17 +424,24 @@ pub fn run(
     result.map(|()| total)
 }
 
-type Task = (
+type Running = (
     Arc<AtomicBool>,
     std::thread::JoinHandle<Result<Progress, ProcessError>>,
 );
 
 /// Stop every task and wait for it.
-fn stop_all(running: &mut BTreeMap<i32, Task>) {
+fn stop_all(running: &mut BTreeMap<i32, Running>) {
     for (_, (flag, handle)) in std::mem::take(running) {
         flag.store(true, Ordering::Relaxed);
         let _ = handle.join();
     }
+}
+
+/// A task: heartbeat partition `number` of `of`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub number: i32,
+    pub of: i32,
 }
 
 /// One task: the connections whose heartbeats land in partition `task`.
@@ -424,10 +452,14 @@ pub fn run_task(
     config: &ProcessConfig,
     outputs: &Outputs,
     metrics: Arc<Metrics>,
-    task: i32,
+    task: Task,
     until: Until,
     stop: &AtomicBool,
 ) -> Result<Progress, ProcessError> {
+    let Task {
+        number: task,
+        of: tasks,
+    } = task;
     let settings = config.build()?;
     let mut inputs: Vec<(&str, Option<i32>)> = HISTORY_OF.iter().map(|(c, _)| (*c, None)).collect();
     inputs.push((catalogue::HEARTBEATS, Some(task)));
@@ -450,6 +482,7 @@ pub fn run_task(
         progress: Progress::default(),
         buffer: Vec::new(),
         task,
+        tasks,
         owners: HashMap::new(),
         metrics,
         label: task.to_string(),
@@ -459,10 +492,10 @@ pub fn run_task(
     Ok(process.progress)
 }
 
-/// The heartbeat partition (and so the task) of a connection.
-pub fn task_of(connection: &str) -> i32 {
+/// The heartbeat partition (and so the task) of a connection, of `tasks`.
+pub fn task_of(connection: &str, tasks: i32) -> i32 {
     let key = wire::encode(schema_id("StringKey"), &connection.to_owned());
-    partition_for(&key, PROCESS_PARTITIONS)
+    partition_for(&key, tasks)
 }
 
 impl Process<'_> {
@@ -747,7 +780,7 @@ impl Process<'_> {
         if let Some(owned) = self.owners.get(connection) {
             return *owned;
         }
-        let owned = self.operator.wants(connection) && task_of(connection) == self.task;
+        let owned = self.operator.wants(connection) && task_of(connection, self.tasks) == self.task;
         self.owners.insert(connection.to_owned(), owned);
         owned
     }

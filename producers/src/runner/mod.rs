@@ -78,9 +78,6 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     // The committer polls librdkafka's in-flight count instead of
     // counting a report per record (`txn.rs`).
     ("delivery.report.only.error", "true"),
-    // Keys land in the partitions Java clients choose for them, so that
-    // topics join co-partitioned with Kafka Streams applications.
-    ("partitioner", "murmur2_random"),
 ];
 
 /// The deletion feed's name among cursors and findings.
