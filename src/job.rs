@@ -5,11 +5,22 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-/// Serve `render()` at `http://ADDR/metrics` until the process ends.
+/// Serve a job's metrics registry at `http://ADDR/metrics` until the
+/// process ends.
 pub async fn serve_metrics(
     address: SocketAddr,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
+    registry: prometheus::Registry,
 ) -> anyhow::Result<()> {
+    let registry = Arc::new(registry);
+    let render = move || {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if encoder.encode_utf8(&registry.gather(), &mut out).is_err() {
+            out.clear();
+        }
+        out
+    };
+    let render = Arc::new(render);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {address}"))?;

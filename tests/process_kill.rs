@@ -19,12 +19,9 @@ use skolflode_schemas::catalogue;
 use skolflode_schemas::processed::TeacherStudentRow;
 use skolflode_schemas::{wire, AvroType};
 use skolflode_simulator::config::VendorBehaviour;
-use skolflode_testkit::kafka::Isolation;
+use skolflode_testkit::kafka::Raw;
 use skolflode_testkit::term::produce_days;
 use skolflode_testkit::{unique, TestKafka};
-
-/// A record as read: partition, key, value.
-type Raw = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
 
 const KILLS: usize = 20;
 
@@ -43,18 +40,6 @@ fn replay(binary: &str, config: &std::path::Path, id: &str) -> Command {
 fn kill(mut child: Child) {
     child.kill().unwrap(); // SIGKILL: no chance to commit, abort or flush.
     child.wait().unwrap();
-}
-
-async fn records(kafka: &TestKafka, topic: &str) -> Vec<Raw> {
-    let mut out: Vec<_> = kafka
-        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.partition, r.key, r.payload))
-        .collect();
-    out.sort_by_key(|r| r.0);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,8 +141,11 @@ commit_interval_ms = 50
         catalogue::SNAPSHOT_ATTENDANCE,
     ]);
     for topic in written {
-        let calm_records = records(&kafka, &format!("{topic}.{calm}")).await;
-        let killed_records = records(&kafka, &format!("{topic}.{killed}")).await;
+        let calm_records = kafka.partitions(&format!("{topic}.{calm}")).await.unwrap();
+        let killed_records = kafka
+            .partitions(&format!("{topic}.{killed}"))
+            .await
+            .unwrap();
         assert!(
             calm_records == killed_records,
             "{topic}: {} records undisturbed, {} with kills; first difference at {:?}",
@@ -178,14 +166,19 @@ commit_interval_ms = 50
     };
     let topic = catalogue::QUALITY_FINDINGS;
     assert_eq!(
-        sorted(records(&kafka, &format!("{topic}.{calm}")).await),
-        sorted(records(&kafka, &format!("{topic}.{killed}")).await)
+        sorted(kafka.partitions(&format!("{topic}.{calm}")).await.unwrap()),
+        sorted(
+            kafka
+                .partitions(&format!("{topic}.{killed}"))
+                .await
+                .unwrap()
+        )
     );
 
     // And each revision of each week is whole: as many rows as it says.
     let mut revisions: BTreeMap<(String, i32), (i32, usize)> = BTreeMap::new();
     let topic = format!("{}.{killed}", catalogue::SNAPSHOT_TEACHER_STUDENT);
-    for (_, _, payload) in records(&kafka, &topic).await {
+    for (_, _, payload) in kafka.partitions(&topic).await.unwrap() {
         let (_, body) = wire::split(payload.as_deref().unwrap()).unwrap();
         let row = TeacherStudentRow::decode_all(body).unwrap();
         let entry = revisions

@@ -31,9 +31,6 @@ use skolflode_testkit::kafka::Isolation;
 use skolflode_testkit::term::produce_days;
 use skolflode_testkit::{unique, TestKafka};
 
-/// A record as read: partition, key, value.
-type Raw = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
-
 const SECRET: &[u8] = b"the processor's term test pseudonym key";
 const DAYS: u32 = 45;
 
@@ -212,23 +209,6 @@ async fn process(kafka: &TestKafka, config: ProcessConfig, outputs: Outputs) -> 
     .unwrap()
 }
 
-async fn all_records(kafka: &TestKafka, topic: &str) -> Vec<Raw> {
-    let mut records: Vec<_> = kafka
-        .drain(
-            topic,
-            Isolation::ReadCommitted,
-            std::time::Duration::from_secs(60),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.partition, r.key, r.payload))
-        .collect();
-    // Order within each partition is kept; partitions one after another.
-    records.sort_by_key(|r| r.0);
-    records
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weekly_snapshots_equal_the_ground_truth_and_a_replay_is_byte_identical() {
     let _ = tracing_subscriber::fmt()
@@ -339,8 +319,8 @@ async fn weekly_snapshots_equal_the_ground_truth_and_a_replay_is_byte_identical(
         catalogue::SNAPSHOT_ATTENDANCE,
     ]);
     for topic in written {
-        let original = all_records(&kafka, &outputs.name(topic)).await;
-        let replayed = all_records(&kafka, &replay_outputs.name(topic)).await;
+        let original = kafka.partitions(&outputs.name(topic)).await.unwrap();
+        let replayed = kafka.partitions(&replay_outputs.name(topic)).await.unwrap();
         assert!(
             original == replayed,
             "{topic}: {} records originally, {} replayed, first difference at {:?}",

@@ -71,8 +71,7 @@ async fn go(
     run::ensure_topics(&kafka, &config, &outputs).await?;
     let metrics = Arc::new(Metrics::new().context("metrics")?);
     if let Some(address) = metrics_listen {
-        let served = Arc::clone(&metrics);
-        crate::job::serve_metrics(address, Arc::new(move || served.render())).await?;
+        crate::job::serve_metrics(address, metrics.registry.clone()).await?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);

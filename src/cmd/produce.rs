@@ -101,8 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("creating topics")?;
     let metrics = Arc::new(Metrics::new().context("metrics")?);
     if let Some(address) = args.metrics_listen {
-        let served = Arc::clone(&metrics);
-        crate::job::serve_metrics(address, Arc::new(move || served.render())).await?;
+        crate::job::serve_metrics(address, metrics.registry.clone()).await?;
     }
 
     let total = config.connections.len();

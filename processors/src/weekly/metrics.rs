@@ -89,17 +89,4 @@ impl Metrics {
             registry,
         })
     }
-
-    /// The text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let encoder = prometheus::TextEncoder::new();
-        if encoder
-            .encode_utf8(&self.registry.gather(), &mut out)
-            .is_err()
-        {
-            out.clear();
-        }
-        out
-    }
 }

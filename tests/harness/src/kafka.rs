@@ -21,6 +21,9 @@ pub enum Isolation {
     ReadUncommitted,
 }
 
+/// A record as compared: partition, key, value.
+pub type Raw = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// One record read back from a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -121,6 +124,20 @@ impl TestKafka {
             out.push(T::decode_all(body).map_err(bad)?);
         }
         Ok(out)
+    }
+
+    /// Every committed record of `topic` as (partition, key, value), the
+    /// partitions one after another, each in its order: what two runs that
+    /// must write the same bytes are compared by.
+    pub async fn partitions(&self, topic: &str) -> Result<Vec<Raw>, HarnessError> {
+        let mut records: Vec<Raw> = self
+            .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
+            .await?
+            .into_iter()
+            .map(|r| (r.partition, r.key, r.payload))
+            .collect();
+        records.sort_by_key(|r| r.0);
+        Ok(records)
     }
 
     /// Read every record of `topic` from the beginning up to its end as it
