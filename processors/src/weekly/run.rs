@@ -170,38 +170,36 @@ pub enum Until {
     CaughtUp,
 }
 
+/// The entity kind of a change topic. `HISTORY_OF` lists the change
+/// topics in the order of `Kind::ALL` (a test holds them to it).
 fn kind_of(topic: &str) -> Option<Kind> {
-    let index = HISTORY_OF.iter().position(|(c, _)| *c == topic)?;
-    // HISTORY_OF lists the change topics in `Kind::ALL` order, except
-    // that calendar events are lessons.
-    let change = HISTORY_OF[index].0;
-    Kind::ALL.into_iter().find(|k| match k {
-        Kind::Organisation => change.contains(".organisation."),
-        Kind::Person => change.contains(".person."),
-        Kind::Duty => change.contains(".duty."),
-        Kind::Group => change.contains(".group."),
-        Kind::Activity => change.contains(".activity."),
-        Kind::Lesson => change.contains(".calendar-event."),
-        Kind::Attendance => change.contains(".attendance."),
-        Kind::Syllabus => change.contains(".syllabus."),
-    })
+    HISTORY_OF
+        .iter()
+        .position(|(c, _)| *c == topic)
+        .and_then(|i| Kind::ALL.get(i).copied())
+}
+
+fn change_topic(kind: Kind) -> &'static str {
+    HISTORY_OF.get(kind.index()).map_or("", |(c, _)| *c)
 }
 
 fn history_of(kind: Kind) -> &'static str {
-    let part = match kind {
-        Kind::Organisation => "organisation",
-        Kind::Person => "person",
-        Kind::Duty => "duty",
-        Kind::Group => "group",
-        Kind::Activity => "activity",
-        Kind::Lesson => "calendar-event",
-        Kind::Attendance => "attendance",
-        Kind::Syllabus => "syllabus",
-    };
-    HISTORY_OF
-        .iter()
-        .find(|(_, h)| h.rsplit('.').next() == Some(part))
-        .map_or("", |(_, h)| *h)
+    HISTORY_OF.get(kind.index()).map_or("", |(_, h)| *h)
+}
+
+/// What one input record asks for, decoded while it was borrowed.
+enum Step {
+    Heartbeat(Heartbeat),
+    Change(Kind, skolflode_schemas::EntityKey, super::input::Incoming),
+    /// A connection of another task.
+    OtherTask(&'static str),
+    Bad {
+        topic: &'static str,
+        connection: String,
+        entity_id: Option<String>,
+        reason: String,
+    },
+    Unknown,
 }
 
 fn schema_id(subject: &str) -> u32 {
@@ -671,7 +669,28 @@ impl Process<'_> {
 
     /// Read and apply one input record. `false` when none came.
     fn poll_one(&mut self) -> Result<bool, ProcessError> {
-        let message = match self.stage.poll(Duration::from_millis(50)) {
+        // Decoded while the record is borrowed from the consumer, so that
+        // nothing is copied; the other tasks' records (most of them) are
+        // skipped on their key alone.
+        let Self {
+            stage,
+            decoders,
+            heartbeat,
+            operator,
+            owners,
+            task,
+            tasks,
+            ..
+        } = self;
+        let mut owns = |connection: &str| -> bool {
+            if let Some(owned) = owners.get(connection) {
+                return *owned;
+            }
+            let owned = operator.wants(connection) && task_of(connection, *tasks) == *task;
+            owners.insert(connection.to_owned(), owned);
+            owned
+        };
+        let message = match stage.poll(Duration::from_millis(50)) {
             None => return Ok(false),
             // The end of one partition, while others may still have
             // records: not idle.
@@ -679,92 +698,102 @@ impl Process<'_> {
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => m,
         };
-        let topic = message.topic().to_owned();
-        let partition = message.partition();
-        let offset = message.offset();
-        let key = message.key().map(<[u8]>::to_vec);
-        let payload = message.payload().map(<[u8]>::to_vec);
+        let (partition, offset) = (message.partition(), message.offset());
+        let step = if message.topic() == catalogue::HEARTBEATS {
+            match message.payload().map(|p| heartbeat.decode(p)) {
+                Some(Ok(h)) if owns(&h.connection) => Step::Heartbeat(h),
+                // Another task's: counted, not applied.
+                Some(Ok(_)) | None => Step::Heartbeat(Heartbeat::default()),
+                Some(Err(e)) => Step::Bad {
+                    topic: catalogue::HEARTBEATS,
+                    connection: String::new(),
+                    entity_id: None,
+                    reason: e.to_string(),
+                },
+            }
+        } else {
+            match kind_of(message.topic()) {
+                None => Step::Unknown,
+                Some(kind) => {
+                    let topic = change_topic(kind);
+                    match (message.key(), message.payload()) {
+                        (Some(key), Some(payload)) => match decoders.key(key) {
+                            Err(e) => Step::Bad {
+                                topic,
+                                connection: String::new(),
+                                entity_id: None,
+                                reason: format!("key: {e}"),
+                            },
+                            Ok(k) if !owns(&k.connection) => Step::OtherTask(topic),
+                            Ok(k) => match decoders.change(kind, payload) {
+                                Ok(incoming) => Step::Change(kind, k, incoming),
+                                Err(e) => Step::Bad {
+                                    topic,
+                                    connection: k.connection,
+                                    entity_id: Some(k.entity_id),
+                                    reason: e.to_string(),
+                                },
+                            },
+                        },
+                        _ => Step::Bad {
+                            topic,
+                            connection: String::new(),
+                            entity_id: None,
+                            reason: "record without key or value".to_owned(),
+                        },
+                    }
+                }
+            }
+        };
         drop(message);
         self.consumed += 1;
         self.progress.records += 1;
-        if topic == catalogue::HEARTBEATS {
-            self.progress.heartbeats += 1;
-            self.count(&topic, "heartbeat");
-            match payload.as_deref().map(|p| self.heartbeat.decode(p)) {
-                Some(Ok(h)) if self.owns(&h.connection) => {
-                    tracing::debug!(connection = %h.connection, server_time = ?h.server_time, offset, "heartbeat");
-                    if let Some(at) = h.server_time {
-                        self.barrier
-                            .waiting
-                            .push_back((h.connection, at.0, partition, offset));
-                    }
+        match step {
+            Step::Unknown => {}
+            Step::OtherTask(topic) => self.count(topic, "other_task"),
+            Step::Heartbeat(h) => {
+                self.progress.heartbeats += 1;
+                self.count(catalogue::HEARTBEATS, "heartbeat");
+                if let (false, Some(at)) = (h.connection.is_empty(), h.server_time) {
+                    self.barrier
+                        .waiting
+                        .push_back((h.connection, at.0, partition, offset));
                 }
-                Some(Err(e)) => {
-                    self.dead_letter(&topic, partition, offset, "", None, &e.to_string())?;
-                }
-                Some(Ok(_)) | None => {}
             }
-            return Ok(true);
-        }
-        let Some(kind) = kind_of(&topic) else {
-            return Ok(true);
-        };
-        let (Some(key), Some(payload)) = (key, payload) else {
-            self.dead_letter(
-                &topic,
+            Step::Bad {
+                topic,
+                connection,
+                entity_id,
+                reason,
+            } => self.dead_letter(
+                topic,
                 partition,
                 offset,
-                "",
-                None,
-                "record without key or value",
-            )?;
-            return Ok(true);
-        };
-        let entity_key = match self.decoders.key(&key) {
-            Ok(k) => k,
-            Err(e) => {
-                self.dead_letter(&topic, partition, offset, "", None, &format!("key: {e}"))?;
-                return Ok(true);
+                &connection,
+                entity_id.as_deref(),
+                &reason,
+            )?,
+            Step::Change(kind, key, incoming) => {
+                let topic = change_topic(kind);
+                let mut out = std::mem::take(&mut self.buffer);
+                match self
+                    .operator
+                    .apply(kind, &key.connection, &key.entity_id, incoming, &mut out)
+                {
+                    Applied::Kept => {
+                        self.progress.kept += 1;
+                        self.count(topic, "kept");
+                    }
+                    Applied::Repeat(_) => {
+                        self.progress.repeats += 1;
+                        self.count(topic, "repeat");
+                    }
+                    Applied::Skipped => self.count(topic, "other_task"),
+                }
+                self.emit(&mut out, Some(kind))?;
+                self.buffer = out;
             }
-        };
-        if !self.owns(&entity_key.connection) {
-            self.count(&topic, "other_task");
-            return Ok(true);
         }
-        let incoming = match self.decoders.change(kind, &payload) {
-            Ok(i) => i,
-            Err(e) => {
-                self.dead_letter(
-                    &topic,
-                    partition,
-                    offset,
-                    &entity_key.connection,
-                    Some(&entity_key.entity_id),
-                    &e.to_string(),
-                )?;
-                return Ok(true);
-            }
-        };
-        let mut out = std::mem::take(&mut self.buffer);
-        match self.operator.apply(
-            kind,
-            &entity_key.connection,
-            &entity_key.entity_id,
-            incoming,
-            &mut out,
-        ) {
-            Applied::Kept => {
-                self.progress.kept += 1;
-                self.count(&topic, "kept");
-            }
-            Applied::Repeat(_) => {
-                self.progress.repeats += 1;
-                self.count(&topic, "repeat");
-            }
-            Applied::Skipped => self.count(&topic, "other_task"),
-        }
-        self.emit(&mut out, Some(kind))?;
-        self.buffer = out;
         Ok(true)
     }
 
@@ -773,16 +802,6 @@ impl Process<'_> {
             .records
             .with_label_values(&[topic, outcome])
             .inc();
-    }
-
-    /// Whether this task processes a connection.
-    fn owns(&mut self, connection: &str) -> bool {
-        if let Some(owned) = self.owners.get(connection) {
-            return *owned;
-        }
-        let owned = self.operator.wants(connection) && task_of(connection, self.tasks) == self.task;
-        self.owners.insert(connection.to_owned(), owned);
-        owned
     }
 
     /// Send the operator's outputs, keyed by connection, to this task's
@@ -930,5 +949,32 @@ impl Process<'_> {
             .with_label_values(&[&self.label])
             .set(self.operator.entities() as i64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_change_topics_are_listed_in_the_order_of_the_kinds() {
+        for kind in Kind::ALL {
+            let word = match kind {
+                Kind::Organisation => ".organisation.",
+                Kind::Person => ".person.",
+                Kind::Duty => ".duty.",
+                Kind::Group => ".group.",
+                Kind::Activity => ".activity.",
+                Kind::Lesson => ".calendar-event.",
+                Kind::Attendance => ".attendance.",
+                Kind::Syllabus => ".syllabus.",
+            };
+            assert!(change_topic(kind).contains(word), "{kind:?}");
+            assert_eq!(kind_of(change_topic(kind)), Some(kind));
+            assert_eq!(
+                history_of(kind),
+                format!("skolflode.history{word}").trim_end_matches('.')
+            );
+        }
     }
 }
