@@ -188,6 +188,15 @@ fn own_records_in_step() {
 }
 
 #[test]
+fn processed_records_in_step() {
+    use skolflode_schemas::processed::*;
+    check_record::<HistoryVersion>("HistoryVersion", 15);
+    check_record::<TeacherStudentRow>("TeacherStudentRow", 16);
+    check_record::<AttendanceRow>("AttendanceRow", 17);
+    check_record::<ProcessorState>("ProcessorState", 18);
+}
+
+#[test]
 fn every_subject_has_a_rust_type_checked_here() {
     let checked = [
         "OrganisationChange",
@@ -204,6 +213,10 @@ fn every_subject_has_a_rust_type_checked_here() {
         "DeadLetter",
         "QualityFinding",
         "Heartbeat",
+        "HistoryVersion",
+        "TeacherStudentRow",
+        "AttendanceRow",
+        "ProcessorState",
     ];
     let names: Vec<&str> = SUBJECTS.iter().map(|s| s.name).collect();
     assert_eq!(names, checked);
