@@ -10,7 +10,7 @@
 //! barrier makes the closing of weeks independent of how fast each input
 //! partition happened to be read.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -311,7 +311,8 @@ pub fn run(
     }
     membership.subscribe(&[catalogue::HEARTBEATS])?;
     let mut running: BTreeMap<i32, Running> = BTreeMap::new();
-    let mut done: BTreeMap<i32, bool> = BTreeMap::new();
+    // Tasks that ended: caught up, or taken over by another instance.
+    let mut done: BTreeSet<i32> = BTreeSet::new();
     let mut assigned: Option<Vec<i32>> = None;
     let mut total = Progress::default();
     let result = loop {
@@ -333,7 +334,7 @@ pub fn run(
                 .copied()
                 .filter(|p| !now.contains(p))
                 .collect();
-            gone.extend(done.keys().copied().filter(|p| !now.contains(p)));
+            gone.extend(done.iter().copied().filter(|p| !now.contains(p)));
             for p in gone {
                 done.remove(&p);
                 if let Some((flag, handle)) = running.remove(&p) {
@@ -344,7 +345,7 @@ pub fn run(
                 }
             }
             for p in now.iter().copied() {
-                if running.contains_key(&p) || done.contains_key(&p) {
+                if running.contains_key(&p) || done.contains(&p) {
                     continue;
                 }
                 let flag = Arc::new(AtomicBool::new(false));
@@ -385,20 +386,21 @@ pub fn run(
             match handle.join() {
                 Ok(Ok(progress)) => {
                     total.add(&progress);
-                    done.insert(p, true);
+                    done.insert(p);
                 }
                 Ok(Err(e)) if fenced(&e) => {
                     tracing::info!(task = p, "task taken over by another instance");
-                    done.insert(p, false);
+                    done.insert(p);
                 }
                 Ok(Err(e)) => {
                     stop_all(&mut running);
                     return Err(e);
                 }
                 Err(_) => {
+                    stop_all(&mut running);
                     return Err(ProcessError::Kafka(KafkaError::InvalidConfig(format!(
                         "task {p} panicked"
-                    ))))
+                    ))));
                 }
             }
         }
@@ -408,7 +410,7 @@ pub fn run(
         if until == Until::CaughtUp
             && assigned
                 .as_ref()
-                .is_some_and(|a| a.iter().all(|p| done.contains_key(p)))
+                .is_some_and(|a| a.iter().all(|p| done.contains(p)))
         {
             break Ok(());
         }
