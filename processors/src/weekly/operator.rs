@@ -337,21 +337,6 @@ fn edges(fact: &Fact) -> Vec<HistoryEdge> {
     }
 }
 
-/// Dates a teacher list or membership list states, as instants.
-fn dated(fact: Option<&Fact>) -> Vec<i64> {
-    let days: Vec<Option<i32>> = match fact {
-        Some(Fact::Activity { teachers, .. }) => {
-            teachers.iter().flat_map(|t| [t.start, t.end]).collect()
-        }
-        Some(Fact::Group { members }) => members.iter().flat_map(|m| [m.start, m.end]).collect(),
-        _ => Vec::new(),
-    };
-    days.into_iter()
-        .flatten()
-        .filter_map(time::day_start)
-        .collect()
-}
-
 /// Which closed weeks a new version may change, given the one before.
 fn scope(kind: Kind, tenant: &Tenant, before: Option<&Version>, after: &Version) -> Vec<Scope> {
     let fact = after.fact.as_ref();
@@ -382,16 +367,11 @@ fn scope(kind: Kind, tenant: &Tenant, before: Option<&Version>, after: &Version)
             if before.is_none() {
                 return vec![Scope::Dangling];
             }
-            // From the change's valid time, or from the earliest date it
-            // states or stated, whichever is earlier: a dated assignment
-            // may be back-dated.
-            let from = dated(prior)
-                .into_iter()
-                .chain(dated(fact))
-                .chain([after.valid_from])
-                .min()
-                .unwrap_or(after.valid_from);
-            vec![Scope::From(from)]
+            // A lesson takes the version valid at its time, so a change
+            // reaches only lessons from its valid time on: a back-dated
+            // assignment recorded later does not rewrite what was recorded
+            // before it.
+            vec![Scope::From(after.valid_from)]
         }
         Kind::Person | Kind::Duty | Kind::Organisation | Kind::Syllabus => {
             // Only what the rows read of these matters: a person key, a
