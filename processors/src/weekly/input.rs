@@ -49,7 +49,11 @@ pub struct Decoders {
     key: Decoder<EntityKey>,
 }
 
-fn decoder<T: skolflode_schemas::AvroType>(subject: &str) -> Result<Decoder<T>, SchemaError> {
+/// A decoder of `subject` that reads every kept version, by the local
+/// schema ids `catalogue::local_schema_id` gives them.
+pub(super) fn decoder<T: skolflode_schemas::AvroType>(
+    subject: &str,
+) -> Result<Decoder<T>, SchemaError> {
     let (index, s) = SUBJECTS
         .iter()
         .enumerate()

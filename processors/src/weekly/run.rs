@@ -25,14 +25,14 @@ use skolflode_kafka::{
     classify, partition_for, read_partitions_to_end, Admin, KafkaConfig, KafkaError, Stage,
     TopicSpec, TxnErrorClass,
 };
-use skolflode_schemas::catalogue::{self, Cleanup, HISTORY_OF, PROCESS_PARTITIONS, TOPICS};
+use skolflode_schemas::catalogue::{self, Cleanup, Topic, HISTORY_OF, PROCESS_PARTITIONS, TOPICS};
 use skolflode_schemas::processed::ProcessorState;
 use skolflode_schemas::records::{DeadLetter, Heartbeat};
 use skolflode_schemas::wire::{self, Decoder};
 use skolflode_schemas::{Bytes, SchemaError, TimestampMillis};
 
 use super::config::{ConfigError, ProcessConfig};
-use super::input::Decoders;
+use super::input::{decoder, Decoders};
 use super::metrics::Metrics;
 use super::model::Kind;
 use super::operator::{Applied, Operator, Output, RestoreError};
@@ -117,18 +117,21 @@ impl Outputs {
         TOPICS
             .iter()
             .filter(|t| written.contains(&t.name))
-            .map(|t| {
-                let mut spec = TopicSpec::new(self.name(t.name), t.partitions);
-                for (k, v) in t.configs() {
-                    spec = spec.with_config(k, v);
-                }
-                if t.cleanup == Cleanup::Compact {
-                    spec = spec.with_config("min.compaction.lag.ms", "60000");
-                }
-                spec
-            })
+            .map(|t| spec(t, self.name(t.name)))
             .collect()
     }
+}
+
+/// How to create a catalogued topic under `name`.
+fn spec(topic: &Topic, name: String) -> TopicSpec {
+    let mut spec = TopicSpec::new(name, topic.partitions);
+    for (k, v) in topic.configs() {
+        spec = spec.with_config(k, v);
+    }
+    if topic.cleanup == Cleanup::Compact {
+        spec = spec.with_config("min.compaction.lag.ms", "60000");
+    }
+    spec
 }
 
 /// Create the input and output topics that do not exist yet.
@@ -141,21 +144,13 @@ pub async fn ensure_topics(
     admin.probe().await?;
     let mut specs = outputs.specs();
     if let Some(t) = catalogue::topic(catalogue::PROCESS_CHANGELOG) {
-        let mut spec = TopicSpec::new(outputs.changelog(&config.application_id), t.partitions);
-        for (k, v) in t.configs() {
-            spec = spec.with_config(k, v);
-        }
-        specs.push(spec.with_config("min.compaction.lag.ms", "60000"));
+        specs.push(spec(t, outputs.changelog(&config.application_id)));
     }
     for t in TOPICS
         .iter()
         .filter(|t| HISTORY_OF.iter().any(|(c, _)| *c == t.name) || t.name == catalogue::HEARTBEATS)
     {
-        let mut spec = TopicSpec::new(t.name, t.partitions);
-        for (k, v) in t.configs() {
-            spec = spec.with_config(k, v);
-        }
-        specs.push(spec);
+        specs.push(spec(t, t.name.to_owned()));
     }
     admin.ensure_topics(&specs).await
 }
@@ -465,10 +460,7 @@ pub fn run_task(
     inputs.push((catalogue::HEARTBEATS, Some(task)));
     let id = format!("{}-{task}", config.application_id);
     let stage = Stage::start(kafka, &id, &id, &inputs)?;
-    let heartbeat_subject = catalogue::subject("Heartbeat")
-        .ok_or_else(|| SchemaError::Unresolvable("Heartbeat".into()))?;
-    let mut heartbeat = Decoder::new(heartbeat_subject.parse_latest()?);
-    heartbeat.add_writer(schema_id("Heartbeat"), &heartbeat_subject.parse_latest()?)?;
+    let heartbeat = decoder("Heartbeat")?;
     let mut process = Process {
         config,
         kafka,
@@ -504,20 +496,8 @@ impl Process<'_> {
         let started = Instant::now();
         let settings = self.config.build()?;
         let mut operator = Operator::new(settings);
-        let mut decoder: Decoder<ProcessorState> = Decoder::new(
-            catalogue::subject("ProcessorState")
-                .ok_or_else(|| SchemaError::Unresolvable("ProcessorState".into()))?
-                .parse_latest()?,
-        );
-        let state_schema = catalogue::subject("ProcessorState")
-            .ok_or_else(|| SchemaError::Unresolvable("ProcessorState".into()))?
-            .parse_latest()?;
-        decoder.add_writer(schema_id("ProcessorState"), &state_schema)?;
-        let key_schema = catalogue::subject("StringKey")
-            .ok_or_else(|| SchemaError::Unresolvable("StringKey".into()))?
-            .parse_latest()?;
-        let mut keys: Decoder<String> = Decoder::new(key_schema.clone());
-        keys.add_writer(schema_id("StringKey"), &key_schema)?;
+        let values: Decoder<ProcessorState> = decoder("ProcessorState")?;
+        let keys: Decoder<String> = decoder("StringKey")?;
         let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let client = self
             .kafka
@@ -536,7 +516,7 @@ impl Process<'_> {
                 let key = keys
                     .decode(key)
                     .map_err(|e| RestoreError::Key(e.to_string()))?;
-                let value = decoder
+                let value = values
                     .decode(value)
                     .map_err(|e| RestoreError::Key(e.to_string()))?;
                 entries.insert(key, value.body.0);
@@ -618,7 +598,7 @@ impl Process<'_> {
             return Ok(false);
         }
         let ends = self.stage.ends("")?;
-        let positions = self.stage_positions()?;
+        let positions = self.stage.positions()?;
         let lag: i64 = ends
             .iter()
             .map(|(tp, end)| (end - positions.get(tp).copied().unwrap_or(0)).max(0))
@@ -628,7 +608,7 @@ impl Process<'_> {
     }
 
     fn reached(&self, ends: &BTreeMap<(String, i32), i64>) -> Result<bool, ProcessError> {
-        let positions = self.stage_positions()?;
+        let positions = self.stage.positions()?;
         let behind = ends
             .iter()
             .find(|(tp, end)| **end > 0 && positions.get(*tp).is_none_or(|p| *p < **end));
@@ -636,10 +616,6 @@ impl Process<'_> {
             tracing::debug!(topic, partition, end, position = ?positions.get(&(topic.clone(), *partition)), "behind");
         }
         Ok(behind.is_none())
-    }
-
-    fn stage_positions(&self) -> Result<BTreeMap<(String, i32), i64>, ProcessError> {
-        Ok(self.stage.positions()?)
     }
 
     /// Advance the clocks of the heartbeats whose barrier is passed; note
