@@ -68,6 +68,21 @@ impl Stage {
         transactional_id: &str,
         inputs: &[(&str, Option<i32>)],
     ) -> Result<Self, KafkaError> {
+        let mut stage = Self::start_detached(config, group, transactional_id, inputs)?;
+        stage.rewind()?;
+        Ok(stage)
+    }
+
+    /// Connect without reading: the records come from elsewhere (a
+    /// [`crate::FanOut`] shared by several stages), and the stage commits
+    /// the offsets it is given ([`Stage::commit_offsets`]). `inputs` are
+    /// still resolved, for [`Stage::committed`] and [`Stage::ends`].
+    pub fn start_detached(
+        config: &KafkaConfig,
+        group: &str,
+        transactional_id: &str,
+        inputs: &[(&str, Option<i32>)],
+    ) -> Result<Self, KafkaError> {
         let timeout = config.request_timeout();
         let mut consumer_config = config.consumer(group)?;
         // A stage's consumer is assigned many partitions; librdkafka's
@@ -103,7 +118,7 @@ impl Stage {
             }
             all.extend((0..count).map(|p| ((*topic).to_owned(), p)));
         }
-        let mut stage = Self {
+        Ok(Self {
             consumer,
             writer,
             inputs: all,
@@ -111,20 +126,18 @@ impl Stage {
             began: None,
             sent: 0,
             timeout,
-        };
-        stage.rewind()?;
-        Ok(stage)
+        })
     }
 
-    /// Assign every input partition at the group's committed offset.
-    fn rewind(&mut self) -> Result<(), KafkaError> {
+    /// The group's committed offset of every input partition; where it has
+    /// none, the partition's beginning.
+    pub fn committed(&self) -> Result<BTreeMap<(String, i32), i64>, KafkaError> {
         let mut wanted = TopicPartitionList::new();
         for (topic, partition) in &self.inputs {
             wanted.add_partition(topic, *partition);
         }
         let committed = self.consumer.committed_offsets(wanted, self.timeout)?;
-        let mut assignment = TopicPartitionList::new();
-        self.assigned.clear();
+        let mut out = BTreeMap::new();
         for e in committed.elements() {
             let offset = match e.offset() {
                 Offset::Offset(o) => o,
@@ -134,9 +147,17 @@ impl Stage {
                         .0
                 }
             };
-            self.assigned
-                .insert((e.topic().to_owned(), e.partition()), offset);
-            assignment.add_partition_offset(e.topic(), e.partition(), Offset::Offset(offset))?;
+            out.insert((e.topic().to_owned(), e.partition()), offset);
+        }
+        Ok(out)
+    }
+
+    /// Assign every input partition at the group's committed offset.
+    fn rewind(&mut self) -> Result<(), KafkaError> {
+        self.assigned = self.committed()?;
+        let mut assignment = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.assigned {
+            assignment.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
         self.consumer.assign(&assignment)?;
         Ok(())
@@ -214,21 +235,35 @@ impl Stage {
     /// group's offsets, except where `hold` names an earlier offset: input
     /// read but not yet acted on, to be read again after a restart.
     pub fn commit(&mut self, hold: &[(&str, i32, i64)]) -> Result<(), ClientError> {
+        let mut positions = BTreeMap::new();
+        for e in self.consumer.position()?.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                positions.insert((e.topic().to_owned(), e.partition()), o);
+            }
+        }
+        self.commit_offsets(&positions, hold)
+    }
+
+    /// Commit the open transaction with `offsets` as the group's, except
+    /// where `hold` names an earlier offset.
+    pub fn commit_offsets(
+        &mut self,
+        offsets: &BTreeMap<(String, i32), i64>,
+        hold: &[(&str, i32, i64)],
+    ) -> Result<(), ClientError> {
         if self.began.is_none() {
             self.writer.begin()?;
             self.began = Some(Instant::now());
         }
-        let positions = self.consumer.position()?;
-        let mut offsets = TopicPartitionList::new();
-        for e in positions.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                let held = hold
-                    .iter()
-                    .find(|(t, p, _)| *t == e.topic() && *p == e.partition())
-                    .map_or(o, |(_, _, h)| (*h).min(o));
-                offsets.add_partition_offset(e.topic(), e.partition(), Offset::Offset(held))?;
-            }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), o) in offsets {
+            let held = hold
+                .iter()
+                .find(|(t, p, _)| t == topic && p == partition)
+                .map_or(*o, |(_, _, h)| (*h).min(*o));
+            list.add_partition_offset(topic, *partition, Offset::Offset(held))?;
         }
+        let offsets = list;
         let metadata = self
             .consumer
             .group_metadata()
@@ -245,10 +280,17 @@ impl Stage {
     /// Abort the open transaction and go back to the committed offsets:
     /// the caller drops whatever it derived since its last commit.
     pub fn abort_and_rewind(&mut self) -> Result<(), KafkaError> {
+        self.abort()?;
+        self.rewind()
+    }
+
+    /// Abort the open transaction; a detached stage's caller rewinds its
+    /// reader to [`Stage::committed`] itself.
+    pub fn abort(&mut self) -> Result<(), KafkaError> {
         if self.began.take().is_some() {
             self.writer.abort_blocking()?;
         }
         self.sent = 0;
-        self.rewind()
+        Ok(())
     }
 }

@@ -12,6 +12,8 @@
 //!   creation, so that a wrong address fails fast with a clear message.
 //! - [`eos`]: [`Stage`], the consume → process → produce loop's Kafka side:
 //!   outputs and consumed offsets in one transaction, rewind on abort.
+//! - [`fanout`]: [`FanOut`], one read of the input partitions shared by
+//!   the stages of an instance, each with its own offsets.
 //! - [`partition`]: Kafka's default partitioner (murmur2), as Java computes it.
 //! - [`read`]: reading a topic to its end (state rebuilds, checks).
 //! - [`writer`]: [`TransactionalWriter`], the producing half of every
@@ -24,6 +26,7 @@ pub mod admin;
 pub mod config;
 pub mod eos;
 pub mod error;
+pub mod fanout;
 pub mod partition;
 pub mod read;
 pub mod txn;
@@ -33,6 +36,7 @@ pub use admin::{Admin, TopicSpec};
 pub use config::KafkaConfig;
 pub use eos::Stage;
 pub use error::KafkaError;
+pub use fanout::{Delivery, FanOut, FanOutHandle, Offsets, Record, Route, Tagged};
 pub use partition::partition_for;
 pub use read::{read_partitions_to_end, read_to_end, Partitions};
 pub use txn::{classify, TxnErrorClass};

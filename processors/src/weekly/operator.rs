@@ -35,8 +35,12 @@ pub struct Settings {
 /// Which closed weeks a recorded change may alter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scope {
-    /// One week's lessons or attendance.
+    /// One week's lessons.
     Week(String),
+    /// The week of a lesson's attendance: which week that is is looked up
+    /// when the clock passes, once every change recorded by then is in
+    /// (the lesson may be read after its attendance).
+    Lesson(String),
     /// Every week ending after this instant (a teacher or group change
     /// valid from then).
     From(i64),
@@ -51,6 +55,8 @@ pub enum Scope {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dirty {
     pub weeks: BTreeSet<String>,
+    #[serde(default)]
+    pub lessons: BTreeSet<String>,
     /// The earliest [`Scope::From`].
     pub from: Option<i64>,
     pub dangling: bool,
@@ -62,6 +68,9 @@ impl Dirty {
             Scope::Week(w) => {
                 self.weeks.insert(w);
             }
+            Scope::Lesson(l) => {
+                self.lessons.insert(l);
+            }
             Scope::From(f) => self.from = Some(self.from.map_or(f, |g| g.min(f))),
             Scope::Dangling => self.dangling = true,
         }
@@ -69,6 +78,7 @@ impl Dirty {
 
     fn merge(&mut self, other: Dirty) {
         self.weeks.extend(other.weeks);
+        self.lessons.extend(other.lessons);
         if let Some(f) = other.from {
             self.add(Scope::From(f));
         }
@@ -110,6 +120,10 @@ pub struct Tenant {
     entities: [HashMap<String, Entity>; 8],
     lessons_by_week: BTreeMap<String, BTreeSet<String>>,
     attendance_by_lesson: HashMap<String, BTreeSet<String>>,
+    /// Versions kept but not yet published to history, by recording
+    /// instant, entity and version index: rebuilt from the entities on
+    /// restore.
+    pending: BTreeSet<(i64, Kind, String, usize)>,
 }
 
 impl Tenant {
@@ -151,12 +165,18 @@ impl Tenant {
         }
     }
 
-    fn week_of_lesson(&self, lesson: &str) -> Option<String> {
+    /// The week of a lesson as recorded by `known`.
+    fn week_of_lesson(&self, lesson: &str, known: i64) -> Option<String> {
         let entity = self.entities(Kind::Lesson).get(lesson)?;
-        entity.versions.iter().rev().find_map(|v| match &v.fact {
-            Some(Fact::Lesson { start, .. }) => time::week_of(*start),
-            _ => None,
-        })
+        entity
+            .versions
+            .iter()
+            .rev()
+            .filter(|v| v.recorded <= known)
+            .find_map(|v| match &v.fact {
+                Some(Fact::Lesson { start, .. }) => time::week_of(*start),
+                _ => None,
+            })
     }
 }
 
@@ -223,8 +243,8 @@ pub struct Snapshot {
 /// What applying an event or advancing the clock gives.
 #[derive(Debug, PartialEq)]
 pub enum Output {
-    /// A history record for the history topic of the event's change topic.
-    History(HistoryVersion),
+    /// A history record for the history topic of the entity's kind.
+    History(Kind, HistoryVersion),
     Snapshot(Snapshot),
     Finding(QualityFinding),
 }
@@ -338,7 +358,7 @@ fn edges(fact: &Fact) -> Vec<HistoryEdge> {
 }
 
 /// Which closed weeks a new version may change, given the one before.
-fn scope(kind: Kind, tenant: &Tenant, before: Option<&Version>, after: &Version) -> Vec<Scope> {
+fn scope(kind: Kind, before: Option<&Version>, after: &Version) -> Vec<Scope> {
     let fact = after.fact.as_ref();
     let prior = before.and_then(|v| v.fact.as_ref());
     match kind {
@@ -354,15 +374,18 @@ fn scope(kind: Kind, tenant: &Tenant, before: Option<&Version>, after: &Version)
             weeks.dedup();
             weeks
         }
-        Kind::Attendance => [prior, fact]
-            .into_iter()
-            .flatten()
-            .filter_map(|f| match f {
-                Fact::Attendance { lesson, .. } => tenant.week_of_lesson(lesson).map(Scope::Week),
-                _ => None,
-            })
-            .take(1)
-            .collect(),
+        Kind::Attendance => {
+            let mut lessons: Vec<Scope> = [prior, fact]
+                .into_iter()
+                .flatten()
+                .filter_map(|f| match f {
+                    Fact::Attendance { lesson, .. } => Some(Scope::Lesson(lesson.clone())),
+                    _ => None,
+                })
+                .collect();
+            lessons.dedup();
+            lessons
+        }
         Kind::Activity | Kind::Group => {
             if before.is_none() {
                 return vec![Scope::Dangling];
@@ -420,14 +443,7 @@ impl Operator {
     }
 
     /// Apply one change event of `kind` for `connection`'s entity `id`.
-    pub fn apply(
-        &mut self,
-        kind: Kind,
-        connection: &str,
-        id: &str,
-        incoming: Incoming,
-        out: &mut Vec<Output>,
-    ) -> Applied {
+    pub fn apply(&mut self, kind: Kind, connection: &str, id: &str, incoming: Incoming) -> Applied {
         if !self.wants(connection) {
             return Applied::Skipped;
         }
@@ -444,46 +460,29 @@ impl Operator {
         if let Some(repeat) = entity.repeat(&incoming.event_id, incoming.content_hash.as_deref()) {
             return Applied::Repeat(repeat);
         }
+        // Recorded intervals never run backwards, even when the vendor's
+        // clock does.
+        let recorded = entity
+            .versions
+            .last()
+            .map_or(incoming.recorded, |v| v.recorded.max(incoming.recorded));
         let version = Version {
-            recorded: incoming.recorded,
-            valid_from: entity.valid_from(incoming.recorded, incoming.modified),
+            recorded,
+            valid_from: entity.valid_from(recorded, incoming.modified),
             event_id: incoming.event_id,
             content_hash: incoming.content_hash,
             fact: incoming.fact,
         };
-        let number = entity.versions.len() as i32 + 1;
         let before = entity.versions.last().cloned();
+        let index = entity.versions.len();
         entity.versions.push(version.clone());
         tenant.index(kind, id, version.fact.as_ref());
-        for scope in scope(kind, tenant, before.as_ref(), &version) {
-            tenant
-                .meta
-                .dirty
-                .entry(version.recorded)
-                .or_default()
-                .add(scope);
+        for scope in scope(kind, before.as_ref(), &version) {
+            tenant.meta.dirty.entry(recorded).or_default().add(scope);
         }
-        let history = |v: &Version, number: i32, recorded_to: Option<i64>| HistoryVersion {
-            entity_type: kind.endpoint().to_owned(),
-            connection: connection.to_owned(),
-            entity_id: id.to_owned(),
-            event_id: v.event_id.clone(),
-            version: number,
-            deleted: v.fact.is_none(),
-            content_hash: v.content_hash.clone(),
-            recorded_from: TimestampMillis(v.recorded),
-            recorded_to: recorded_to.map(TimestampMillis),
-            valid_from: (v.valid_from != i64::MIN).then_some(TimestampMillis(v.valid_from)),
-            edges: v.fact.as_ref().map(edges).unwrap_or_default(),
-        };
-        if let Some(before) = &before {
-            out.push(Output::History(history(
-                before,
-                number - 1,
-                Some(version.recorded),
-            )));
-        }
-        out.push(Output::History(history(&version, number, None)));
+        tenant
+            .pending
+            .insert((recorded, kind, id.to_owned(), index));
         self.changed.insert(StoreKey::Entity {
             connection: connection.to_owned(),
             kind,
@@ -506,6 +505,7 @@ impl Operator {
             return;
         }
         tenant.meta.watermark = now;
+        publish_history(connection, tenant, now, &mut self.changed, out);
         let waiting = match now.checked_add(1) {
             Some(after) => tenant.meta.dirty.split_off(&after),
             None => BTreeMap::new(),
@@ -513,6 +513,11 @@ impl Operator {
         let mut due = Dirty::default();
         for (_, d) in std::mem::replace(&mut tenant.meta.dirty, waiting) {
             due.merge(d);
+        }
+        for lesson in std::mem::take(&mut due.lessons) {
+            if let Some(week) = tenant.week_of_lesson(&lesson, now) {
+                due.weeks.insert(week);
+            }
         }
         let grace = self.settings.grace_millis;
         let mut weeks: BTreeSet<String> = BTreeSet::new();
@@ -623,8 +628,11 @@ impl Operator {
             } => {
                 let entity: Entity = serde_json::from_slice(value)?;
                 let tenant = self.tenants.entry(connection).or_default();
-                for v in &entity.versions {
+                for (i, v) in entity.versions.iter().enumerate() {
                     tenant.index(kind, &id, v.fact.as_ref());
+                    if i >= entity.published {
+                        tenant.pending.insert((v.recorded, kind, id.clone(), i));
+                    }
                 }
                 tenant.entities[kind.index()].insert(id, entity);
             }
@@ -633,6 +641,58 @@ impl Operator {
             }
         }
         Ok(())
+    }
+}
+
+/// Publish the history of the versions recorded by `now`, in the order of
+/// recording, entity kind, id and version: an order the input fixes, not
+/// the order in which the input partitions happened to be read.
+fn publish_history(
+    connection: &str,
+    tenant: &mut Tenant,
+    now: i64,
+    changed: &mut BTreeSet<StoreKey>,
+    out: &mut Vec<Output>,
+) {
+    let later = match now.checked_add(1) {
+        Some(after) => tenant
+            .pending
+            .split_off(&(after, Kind::Organisation, String::new(), 0)),
+        None => BTreeSet::new(),
+    };
+    for (_, kind, id, index) in std::mem::replace(&mut tenant.pending, later) {
+        let Some(entity) = tenant.entities[kind.index()].get_mut(&id) else {
+            continue;
+        };
+        let history = |v: &Version, index: usize, recorded_to: Option<i64>| HistoryVersion {
+            entity_type: kind.endpoint().to_owned(),
+            connection: connection.to_owned(),
+            entity_id: id.clone(),
+            event_id: v.event_id.clone(),
+            version: index as i32 + 1,
+            deleted: v.fact.is_none(),
+            content_hash: v.content_hash.clone(),
+            recorded_from: TimestampMillis(v.recorded),
+            recorded_to: recorded_to.map(TimestampMillis),
+            valid_from: (v.valid_from != i64::MIN).then_some(TimestampMillis(v.valid_from)),
+            edges: v.fact.as_ref().map(edges).unwrap_or_default(),
+        };
+        let Some(version) = entity.versions.get(index) else {
+            continue;
+        };
+        if let Some(before) = index.checked_sub(1).and_then(|i| entity.versions.get(i)) {
+            out.push(Output::History(
+                kind,
+                history(before, index - 1, Some(version.recorded)),
+            ));
+        }
+        out.push(Output::History(kind, history(version, index, None)));
+        entity.published = entity.published.max(index + 1);
+        changed.insert(StoreKey::Entity {
+            connection: connection.to_owned(),
+            kind,
+            id,
+        });
     }
 }
 
@@ -895,9 +955,8 @@ mod tests {
             grace_millis: 24 * HOUR,
             ..Settings::default()
         });
-        let mut out = Vec::new();
         for (kind, id, incoming) in events {
-            operator.apply(*kind, "c", id, incoming.clone(), &mut out);
+            operator.apply(*kind, "c", id, incoming.clone());
         }
         let mut snapshots = Vec::new();
         operator.advance("c", MONDAY + 9 * 24 * HOUR, &mut snapshots);
@@ -959,7 +1018,7 @@ mod tests {
         });
         let mut out = Vec::new();
         for (kind, id, incoming) in events() {
-            operator.apply(kind, "c", &id, incoming, &mut out);
+            operator.apply(kind, "c", &id, incoming);
         }
         let closed = MONDAY + 9 * 24 * HOUR;
         out.clear();
@@ -978,23 +1037,146 @@ mod tests {
                 invalid_absence: 0,
             }),
         );
-        operator.apply(Kind::Attendance, "c", &id, late, &mut out);
+        operator.apply(Kind::Attendance, "c", &id, late);
         out.clear();
         // Not before the clock has passed the correction's recording.
         operator.advance("c", closed + HOUR - 1, &mut out);
         assert!(out.is_empty());
         operator.advance("c", closed + HOUR, &mut out);
-        let Some(Output::Snapshot(s)) = out.first() else {
+        let Some(Output::Snapshot(s)) = out.iter().find(|o| matches!(o, Output::Snapshot(_)))
+        else {
             panic!("no revision: {out:?}");
         };
         assert_eq!((s.revision, s.attendance[0].lessons_unreported), (2, 0));
     }
 
+    #[test]
+    fn history_waits_for_the_clock_and_survives_a_restore() {
+        let mut operator = Operator::new(Settings {
+            grace_millis: 24 * HOUR,
+            ..Settings::default()
+        });
+        for (kind, id, incoming) in events() {
+            operator.apply(kind, "c", &id, incoming);
+        }
+        // Nothing is published before the clock passes; the state written
+        // so far carries the versions still to publish.
+        let mut restored = Operator::new(operator.settings.clone());
+        for (key, value) in operator.take_changed().unwrap() {
+            restored.restore(&key, &value).unwrap();
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        operator.advance("c", MONDAY + 9 * 24 * HOUR, &mut a);
+        restored.advance("c", MONDAY + 9 * 24 * HOUR, &mut b);
+        assert_eq!(a, b);
+        let history: Vec<(i64, String, i32)> = a
+            .iter()
+            .filter_map(|o| match o {
+                Output::History(_, h) => Some((h.recorded_from.0, h.entity_id.clone(), h.version)),
+                _ => None,
+            })
+            .collect();
+        assert!(!history.is_empty());
+        // Published in recording order.
+        assert!(history.windows(2).all(|w| w[0].0 <= w[1].0), "{history:?}");
+        // Once.
+        let mut again = Vec::new();
+        operator.advance("c", MONDAY + 10 * 24 * HOUR, &mut again);
+        assert!(!again.iter().any(|o| matches!(o, Output::History(..))));
+    }
+
+    /// `events()` with reports after the close: a late one and a
+    /// correction.
+    fn late_events() -> Vec<(Kind, String, Incoming)> {
+        let closed = MONDAY + 9 * 24 * HOUR;
+        let report = |lesson: &str, present: i32, invalid: i32| Fact::Attendance {
+            lesson: lesson.into(),
+            student: "p1".into(),
+            reported: true,
+            present,
+            valid_absence: 0,
+            invalid_absence: invalid,
+        };
+        let mut all = events();
+        all.push(event(
+            Kind::Attendance,
+            "a2",
+            closed + HOUR,
+            None,
+            Some(report("l-thu", 60, 0)),
+        ));
+        all.push(event(
+            Kind::Attendance,
+            "a1",
+            closed + 2 * HOUR,
+            None,
+            Some(report("l-mon", 20, 40)),
+        ));
+        all
+    }
+
+    /// Apply `arrivals` in their order, advancing the clock every twelve
+    /// hours once every event recorded by then has arrived, and `ahead`
+    /// more have (read ahead of the clock, as a reader of many partitions
+    /// does).
+    fn staged(arrivals: &[(Kind, String, Incoming)], ahead: usize) -> Vec<Output> {
+        let mut operator = Operator::new(Settings {
+            grace_millis: 24 * HOUR,
+            ..Settings::default()
+        });
+        let mut out = Vec::new();
+        let mut next = 0;
+        for step in 0..=24 {
+            let clock = MONDAY + step * 12 * HOUR;
+            let needed = arrivals
+                .iter()
+                .rposition(|(_, _, e)| e.recorded <= clock)
+                .map_or(0, |i| i + 1);
+            let until = (needed + ahead).min(arrivals.len()).max(next);
+            for (kind, id, incoming) in &arrivals[next..until] {
+                operator.apply(*kind, "c", id, incoming.clone());
+            }
+            next = until;
+            operator.advance("c", clock, &mut out);
+        }
+        out
+    }
+
+    /// Keep each entity's versions in their order, entities in `order`.
+    fn interleave(
+        all: &[(Kind, String, Incoming)],
+        order: Vec<usize>,
+    ) -> Vec<(Kind, String, Incoming)> {
+        let mut shuffled: Vec<(Kind, String, Incoming)> = Vec::new();
+        for i in order {
+            let (kind, id, _) = &all[i];
+            if shuffled.iter().any(|(k, d, _)| k == kind && d == id) {
+                continue;
+            }
+            shuffled.extend(all.iter().filter(|(k, d, _)| k == kind && d == id).cloned());
+        }
+        shuffled
+    }
+
     proptest! {
-        /// The outputs depend on each entity's own sequence, not on how
-        /// the entities' partitions interleaved.
+        /// Read ahead of the clock in any interleaving of the entities,
+        /// the outputs — history, snapshots, revisions — are those of
+        /// reading in recording order.
         #[test]
-        fn interleaving_does_not_change_the_snapshots(order in Just((0..13usize).collect::<Vec<_>>()).prop_shuffle()) {
+        fn reading_ahead_of_the_clock_does_not_change_the_outputs(
+            order in Just((0..15usize).collect::<Vec<_>>()).prop_shuffle(),
+            ahead in 0..15usize,
+        ) {
+            let all = late_events();
+            let expected = staged(&all, 0);
+            prop_assert!(expected.iter().any(|o| matches!(o, Output::Snapshot(s) if s.revision == 2)));
+            prop_assert_eq!(staged(&interleave(&all, order), ahead), expected);
+        }
+
+        /// The outputs (history and snapshots) depend on each entity's own
+        /// sequence, not on how the entities' partitions interleaved.
+        #[test]
+        fn interleaving_does_not_change_the_outputs(order in Just((0..13usize).collect::<Vec<_>>()).prop_shuffle()) {
             let all = events();
             // Keep each entity's versions in their order: stable by entity.
             let mut shuffled: Vec<(Kind, String, Incoming)> = Vec::new();

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,14 @@ use rdkafka::ClientContext;
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
 use skolflode_kafka::{
-    classify, partition_for, read_partitions_to_end, Admin, KafkaConfig, KafkaError, Stage,
-    TopicSpec, TxnErrorClass,
+    classify, partition_for, read_partitions_to_end, Admin, Delivery, FanOut, FanOutHandle,
+    KafkaConfig, KafkaError, Offsets, Record, Stage, Tagged, TopicSpec, TxnErrorClass,
 };
 use skolflode_schemas::catalogue::{self, Cleanup, Topic, HISTORY_OF, PROCESS_PARTITIONS, TOPICS};
 use skolflode_schemas::processed::ProcessorState;
 use skolflode_schemas::records::{DeadLetter, Heartbeat};
 use skolflode_schemas::wire::{self, Decoder};
-use skolflode_schemas::{Bytes, SchemaError, TimestampMillis};
+use skolflode_schemas::{Bytes, EntityKey, SchemaError, TimestampMillis};
 
 use super::config::{ConfigError, ProcessConfig};
 use super::input::{decoder, Decoders};
@@ -182,12 +183,19 @@ fn history_of(kind: Kind) -> &'static str {
     HISTORY_OF.get(kind.index()).map_or("", |(_, h)| *h)
 }
 
-/// What one input record asks for, decoded while it was borrowed.
+/// What a poll of the task's queue gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Polled {
+    Nothing,
+    Record,
+    /// New positions: a barrier may be passed.
+    Positions,
+}
+
+/// What one input record asks for.
 enum Step {
     Heartbeat(Heartbeat),
-    Change(Kind, skolflode_schemas::EntityKey, super::input::Incoming),
-    /// A connection of another task.
-    OtherTask(&'static str),
+    Change(Kind, EntityKey, super::input::Incoming),
     Bad {
         topic: &'static str,
         connection: String,
@@ -219,6 +227,13 @@ struct Process<'a> {
     kafka: &'a KafkaConfig,
     outputs: &'a Outputs,
     stage: Stage,
+    /// The instance's shared reader, this task's records from it, and the
+    /// join they belong to.
+    reader: FanOutHandle,
+    deliveries: Receiver<Tagged>,
+    epoch: u64,
+    /// How far this task has read each input partition.
+    positions: Offsets,
     operator: Operator,
     decoders: Decoders,
     heartbeat: Decoder<Heartbeat>,
@@ -228,9 +243,6 @@ struct Process<'a> {
     buffer: Vec<Output>,
     /// The partition this task owns, of the heartbeats and of every output.
     task: i32,
-    /// How many tasks there are (heartbeat partitions).
-    tasks: i32,
-    owners: HashMap<String, bool>,
     metrics: Arc<Metrics>,
     label: String,
 }
@@ -305,6 +317,12 @@ pub fn run(
         );
     }
     membership.subscribe(&[catalogue::HEARTBEATS])?;
+    let reader = FanOut::start(
+        kafka,
+        &format!("{}-reader", config.application_id),
+        RECORDS_PER_TASK_QUEUE,
+        router(config, tasks)?,
+    )?;
     let mut running: BTreeMap<i32, Running> = BTreeMap::new();
     // Tasks that ended: caught up, or taken over by another instance.
     let mut done: BTreeSet<i32> = BTreeSet::new();
@@ -344,21 +362,25 @@ pub fn run(
                     continue;
                 }
                 let flag = Arc::new(AtomicBool::new(false));
-                let (kafka, config, outputs, task_flag, metrics) = (
+                let (kafka, config, outputs, task_flag, metrics, handle) = (
                     kafka.clone(),
                     config.clone(),
                     outputs.clone(),
                     Arc::clone(&flag),
                     Arc::clone(metrics),
+                    reader.handle(),
                 );
                 let handle = std::thread::Builder::new()
                     .name(format!("process-{p}"))
                     .spawn(move || {
                         let task = Task {
                             number: p,
-                            of: tasks,
+                            reader: handle,
                         };
-                        run_task(&kafka, &config, &outputs, metrics, task, until, &task_flag)
+                        let result =
+                            run_task(&kafka, &config, &outputs, metrics, &task, until, &task_flag);
+                        task.reader.leave(p);
+                        result
                     })
                     .map_err(|e| {
                         ProcessError::Kafka(KafkaError::InvalidConfig(format!(
@@ -402,6 +424,15 @@ pub fn run(
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
+        if reader.is_finished() {
+            stop_all(&mut running);
+            return reader
+                .stop()
+                .map_err(ProcessError::from)
+                .and(Err(ProcessError::Kafka(KafkaError::InvalidConfig(
+                    "the shared reader stopped".to_owned(),
+                ))));
+        }
         if until == Until::CaughtUp
             && assigned
                 .as_ref()
@@ -416,7 +447,40 @@ pub fn run(
             total.add(&progress);
         }
     }
+    reader.stop()?;
     result.map(|()| total)
+}
+
+/// Records a task's queue holds before the shared reader waits for it.
+const RECORDS_PER_TASK_QUEUE: usize = 8192;
+
+/// Which task an input record is for: a heartbeat, the task of its
+/// partition; a change event, the task of its connection (read from the
+/// key alone); a record whose key cannot be read, one task chosen by its
+/// bytes, which dead-letters it.
+fn router(config: &ProcessConfig, tasks: i32) -> Result<skolflode_kafka::Route, ProcessError> {
+    let settings = config.build()?;
+    let keys: Decoder<EntityKey> = decoder("EntityKey")?;
+    let mut owners: HashMap<String, Option<i32>> = HashMap::new();
+    Ok(Box::new(move |topic, partition, key| {
+        if topic == catalogue::HEARTBEATS {
+            return Some(partition);
+        }
+        let Some(key) = key else {
+            return Some(partition.rem_euclid(tasks));
+        };
+        let Ok(k) = keys.decode(key) else {
+            return Some(partition_for(key, tasks));
+        };
+        if let Some(owner) = owners.get(&k.connection) {
+            return *owner;
+        }
+        let owner = (settings.connections.is_empty()
+            || settings.connections.contains(&k.connection))
+        .then(|| task_of(&k.connection, tasks));
+        owners.insert(k.connection, owner);
+        owner
+    }))
 }
 
 type Running = (
@@ -432,40 +496,48 @@ fn stop_all(running: &mut BTreeMap<i32, Running>) {
     }
 }
 
-/// A task: heartbeat partition `number` of `of`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Task {
-    pub number: i32,
-    pub of: i32,
+/// A task: heartbeat partition `number`, and the instance's shared reader
+/// it takes its records from.
+#[derive(Clone, Debug)]
+struct Task {
+    number: i32,
+    reader: FanOutHandle,
 }
 
 /// One task: the connections whose heartbeats land in partition `task`.
-/// It reads every change partition (skipping other tasks' connections) and
-/// its heartbeat partition, and writes partition `task` of every output.
-pub fn run_task(
+/// It is given their change events and its heartbeat partition by the
+/// shared reader, and writes partition `task` of every output.
+fn run_task(
     kafka: &KafkaConfig,
     config: &ProcessConfig,
     outputs: &Outputs,
     metrics: Arc<Metrics>,
-    task: Task,
+    task: &Task,
     until: Until,
     stop: &AtomicBool,
 ) -> Result<Progress, ProcessError> {
     let Task {
         number: task,
-        of: tasks,
+        reader,
     } = task;
+    let task = *task;
     let settings = config.build()?;
     let mut inputs: Vec<(&str, Option<i32>)> = HISTORY_OF.iter().map(|(c, _)| (*c, None)).collect();
     inputs.push((catalogue::HEARTBEATS, Some(task)));
     let id = format!("{}-{task}", config.application_id);
-    let stage = Stage::start(kafka, &id, &id, &inputs)?;
+    let stage = Stage::start_detached(kafka, &id, &id, &inputs)?;
+    let positions = stage.committed()?;
+    let deliveries = reader.join(task, 0, positions.clone())?;
     let heartbeat = decoder("Heartbeat")?;
     let mut process = Process {
         config,
         kafka,
         outputs,
         stage,
+        reader: reader.clone(),
+        deliveries,
+        epoch: 0,
+        positions,
         operator: Operator::new(settings),
         decoders: Decoders::new()?,
         heartbeat,
@@ -474,8 +546,6 @@ pub fn run_task(
         progress: Progress::default(),
         buffer: Vec::new(),
         task,
-        tasks,
-        owners: HashMap::new(),
         metrics,
         label: task.to_string(),
     };
@@ -556,10 +626,15 @@ impl Process<'_> {
                 return Ok(());
             }
             let polled = self.poll_one()?;
-            idle_polls = if polled { 0 } else { idle_polls + 1 };
-            if self.consumed % 1024 == 0 || !polled {
+            idle_polls = if polled == Polled::Nothing {
+                idle_polls + 1
+            } else {
+                0
+            };
+            if polled != Polled::Record {
                 self.pass_barrier()?;
             }
+            let polled = polled != Polled::Nothing;
             let due = self.consumed >= self.config.commit_every_records
                 || (self.consumed > 0 || self.stage.sent() > 0)
                     && (last_commit.elapsed() >= self.config.commit_interval() || !polled);
@@ -598,17 +673,16 @@ impl Process<'_> {
             return Ok(false);
         }
         let ends = self.stage.ends("")?;
-        let positions = self.stage.positions()?;
         let lag: i64 = ends
             .iter()
-            .map(|(tp, end)| (end - positions.get(tp).copied().unwrap_or(0)).max(0))
+            .map(|(tp, end)| (end - self.positions.get(tp).copied().unwrap_or(0)).max(0))
             .sum();
         self.metrics.lag.with_label_values(&[&self.label]).set(lag);
         self.reached(&ends)
     }
 
-    fn reached(&self, ends: &BTreeMap<(String, i32), i64>) -> Result<bool, ProcessError> {
-        let positions = self.stage.positions()?;
+    fn reached(&self, ends: &Offsets) -> Result<bool, ProcessError> {
+        let positions = &self.positions;
         let behind = ends
             .iter()
             .find(|(tp, end)| **end > 0 && positions.get(*tp).is_none_or(|p| *p < **end));
@@ -630,7 +704,7 @@ impl Process<'_> {
             for (connection, at, _, _) in self.barrier.waiting.drain(..covers).collect::<Vec<_>>() {
                 let mut out = std::mem::take(&mut self.buffer);
                 self.operator.advance(&connection, at, &mut out);
-                self.emit(&mut out, None)?;
+                self.emit(&mut out)?;
                 self.buffer = out;
                 self.metrics
                     .watermark_seconds
@@ -645,93 +719,40 @@ impl Process<'_> {
         Ok(())
     }
 
-    /// Read and apply one input record. `false` when none came.
-    fn poll_one(&mut self) -> Result<bool, ProcessError> {
-        // Decoded while the record is borrowed from the consumer, so that
-        // nothing is copied; the other tasks' records (most of them) are
-        // skipped on their key alone.
-        let Self {
-            stage,
-            decoders,
-            heartbeat,
-            operator,
-            owners,
-            task,
-            tasks,
-            ..
-        } = self;
-        let mut owns = |connection: &str| -> bool {
-            if let Some(owned) = owners.get(connection) {
-                return *owned;
-            }
-            let owned = operator.wants(connection) && task_of(connection, *tasks) == *task;
-            owners.insert(connection.to_owned(), owned);
-            owned
-        };
-        let message = match stage.poll(Duration::from_millis(50)) {
-            None => return Ok(false),
-            // The end of one partition, while others may still have
-            // records: not idle.
-            Some(Err(ClientError::PartitionEOF(_))) => return Ok(true),
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => m,
-        };
-        let (partition, offset) = (message.partition(), message.offset());
-        let step = if message.topic() == catalogue::HEARTBEATS {
-            match message.payload().map(|p| heartbeat.decode(p)) {
-                Some(Ok(h)) if owns(&h.connection) => Step::Heartbeat(h),
-                // Another task's: counted, not applied.
-                Some(Ok(_)) | None => Step::Heartbeat(Heartbeat::default()),
-                Some(Err(e)) => Step::Bad {
-                    topic: catalogue::HEARTBEATS,
-                    connection: String::new(),
-                    entity_id: None,
-                    reason: e.to_string(),
-                },
-            }
-        } else {
-            match kind_of(message.topic()) {
-                None => Step::Unknown,
-                Some(kind) => {
-                    let topic = change_topic(kind);
-                    match (message.key(), message.payload()) {
-                        (Some(key), Some(payload)) => match decoders.key(key) {
-                            Err(e) => Step::Bad {
-                                topic,
-                                connection: String::new(),
-                                entity_id: None,
-                                reason: format!("key: {e}"),
-                            },
-                            Ok(k) if !owns(&k.connection) => Step::OtherTask(topic),
-                            Ok(k) => match decoders.change(kind, payload) {
-                                Ok(incoming) => Step::Change(kind, k, incoming),
-                                Err(e) => Step::Bad {
-                                    topic,
-                                    connection: k.connection,
-                                    entity_id: Some(k.entity_id),
-                                    reason: e.to_string(),
-                                },
-                            },
-                        },
-                        _ => Step::Bad {
-                            topic,
-                            connection: String::new(),
-                            entity_id: None,
-                            reason: "record without key or value".to_owned(),
-                        },
-                    }
-                }
+    /// Take one delivery from the shared reader and act on it.
+    fn poll_one(&mut self) -> Result<Polled, ProcessError> {
+        let tagged = match self.deliveries.recv_timeout(Duration::from_millis(50)) {
+            Ok(t) => t,
+            Err(RecvTimeoutError::Timeout) => return Ok(Polled::Nothing),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(ProcessError::Kafka(KafkaError::InvalidConfig(
+                    "the shared reader stopped".to_owned(),
+                )))
             }
         };
-        drop(message);
+        // Left over from before a rewind.
+        if tagged.epoch != self.epoch {
+            return Ok(Polled::Record);
+        }
+        let record = match tagged.delivery {
+            Delivery::Positions(p) => {
+                self.positions = p;
+                return Ok(Polled::Positions);
+            }
+            Delivery::Record(r) => r,
+        };
+        let (partition, offset) = (record.partition, record.offset);
+        let step = self.step(&record);
+        drop(record);
         self.consumed += 1;
         self.progress.records += 1;
         match step {
             Step::Unknown => {}
-            Step::OtherTask(topic) => self.count(topic, "other_task"),
             Step::Heartbeat(h) => {
                 self.progress.heartbeats += 1;
                 self.count(catalogue::HEARTBEATS, "heartbeat");
+                // Only the vendor's clock: a poll that failed before any
+                // answer carries none, and the producer's clock is another.
                 if let (false, Some(at)) = (h.connection.is_empty(), h.server_time) {
                     self.barrier
                         .waiting
@@ -753,10 +774,9 @@ impl Process<'_> {
             )?,
             Step::Change(kind, key, incoming) => {
                 let topic = change_topic(kind);
-                let mut out = std::mem::take(&mut self.buffer);
                 match self
                     .operator
-                    .apply(kind, &key.connection, &key.entity_id, incoming, &mut out)
+                    .apply(kind, &key.connection, &key.entity_id, incoming)
                 {
                     Applied::Kept => {
                         self.progress.kept += 1;
@@ -766,13 +786,57 @@ impl Process<'_> {
                         self.progress.repeats += 1;
                         self.count(topic, "repeat");
                     }
-                    Applied::Skipped => self.count(topic, "other_task"),
+                    Applied::Skipped => self.count(topic, "not_processed"),
                 }
-                self.emit(&mut out, Some(kind))?;
-                self.buffer = out;
             }
         }
-        Ok(true)
+        Ok(Polled::Record)
+    }
+
+    /// What a record asks for.
+    fn step(&self, record: &Record) -> Step {
+        if &*record.topic == catalogue::HEARTBEATS {
+            return match record.payload.as_deref().map(|p| self.heartbeat.decode(p)) {
+                Some(Ok(h)) if self.operator.wants(&h.connection) => Step::Heartbeat(h),
+                // A connection not processed: counted, not applied.
+                Some(Ok(_)) | None => Step::Heartbeat(Heartbeat::default()),
+                Some(Err(e)) => Step::Bad {
+                    topic: catalogue::HEARTBEATS,
+                    connection: String::new(),
+                    entity_id: None,
+                    reason: e.to_string(),
+                },
+            };
+        }
+        let Some(kind) = kind_of(&record.topic) else {
+            return Step::Unknown;
+        };
+        let topic = change_topic(kind);
+        let (Some(key), Some(payload)) = (record.key.as_deref(), record.payload.as_deref()) else {
+            return Step::Bad {
+                topic,
+                connection: String::new(),
+                entity_id: None,
+                reason: "record without key or value".to_owned(),
+            };
+        };
+        match self.decoders.key(key) {
+            Err(e) => Step::Bad {
+                topic,
+                connection: String::new(),
+                entity_id: None,
+                reason: format!("key: {e}"),
+            },
+            Ok(k) => match self.decoders.change(kind, payload) {
+                Ok(incoming) => Step::Change(kind, k, incoming),
+                Err(e) => Step::Bad {
+                    topic,
+                    connection: k.connection,
+                    entity_id: Some(k.entity_id),
+                    reason: e.to_string(),
+                },
+            },
+        }
     }
 
     fn count(&self, topic: &str, outcome: &str) {
@@ -784,13 +848,10 @@ impl Process<'_> {
 
     /// Send the operator's outputs, keyed by connection, to this task's
     /// partition of each output topic.
-    fn emit(&mut self, out: &mut Vec<Output>, from: Option<Kind>) -> Result<(), ProcessError> {
+    fn emit(&mut self, out: &mut Vec<Output>) -> Result<(), ProcessError> {
         for output in out.drain(..) {
             let sent = match output {
-                Output::History(h) => {
-                    let Some(kind) = from else {
-                        continue;
-                    };
+                Output::History(kind, h) => {
                     let topic = self.outputs.name(history_of(kind));
                     let key = wire::encode(schema_id("StringKey"), &h.connection);
                     let value = wire::encode(schema_id("HistoryVersion"), &h);
@@ -880,13 +941,24 @@ impl Process<'_> {
                     .with_label_values(&[&self.label, "aborted"])
                     .inc();
                 self.progress.aborts += 1;
-                self.stage.abort_and_rewind()?;
+                self.stage.abort()?;
                 self.barrier = Barrier::default();
                 self.restore()?;
+                self.rejoin()?;
                 Ok(())
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Read again from the committed offsets, dropping what is queued.
+    fn rejoin(&mut self) -> Result<(), ProcessError> {
+        self.epoch += 1;
+        self.positions = self.stage.committed()?;
+        self.deliveries = self
+            .reader
+            .join(self.task, self.epoch, self.positions.clone())?;
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<(), ProcessError> {
@@ -912,7 +984,7 @@ impl Process<'_> {
             .map(|(_, _, partition, offset)| (catalogue::HEARTBEATS, *partition, *offset))
             .into_iter()
             .collect();
-        self.stage.commit(&hold)?;
+        self.stage.commit_offsets(&self.positions, &hold)?;
         self.consumed = 0;
         self.metrics
             .transactions

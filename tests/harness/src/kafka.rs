@@ -222,28 +222,3 @@ fn drain_blocking(
     })?;
     Ok(records)
 }
-
-/// (partition, entity type, entity id) → the entity's history records.
-pub type EntityHistories = std::collections::BTreeMap<(i32, String, String), Vec<Vec<u8>>>;
-
-/// History records (`skolflode.history.*`) by partition and entity, each
-/// entity's records in their order: what a rerun must reproduce. (How the
-/// entities of one partition interleave follows the order their change
-/// partitions were read in; see docs/processing.md.)
-pub fn history_by_entity(records: &[Raw]) -> Result<EntityHistories, HarnessError> {
-    use skolflode_schemas::processed::HistoryVersion;
-    use skolflode_schemas::{wire, AvroType};
-    let mut out = EntityHistories::new();
-    for (partition, _, value) in records {
-        let Some(value) = value else { continue };
-        let bad = |e: skolflode_schemas::DecodeError| {
-            HarnessError::Environment(format!("a history record that cannot be read: {e}"))
-        };
-        let (_, body) = wire::split(value).map_err(bad)?;
-        let h = HistoryVersion::decode_all(body).map_err(bad)?;
-        out.entry((*partition, h.entity_type, h.entity_id))
-            .or_default()
-            .push(value.clone());
-    }
-    Ok(out)
-}
