@@ -8,7 +8,8 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub registry: Registry,
-    /// Input records by topic and outcome (`kept`, `repeat`, `other_task`,
+    /// Input records by topic and outcome (`kept`, `repeat`,
+    /// `not_processed` — a connection left out by the configuration —,
     /// `dead_letter`, `heartbeat`).
     pub records: IntCounterVec,
     /// Week revisions published, by task (`first` or `revision`).

@@ -136,11 +136,6 @@ pub struct Version {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entity {
     pub versions: Vec<Version>,
-    /// How many of the versions are published to the history topic. The
-    /// rest wait for the vendor's clock to pass their recording, so that
-    /// history is written in an order fixed by the input.
-    #[serde(default)]
-    pub published: usize,
 }
 
 /// Why an incoming version was not kept.

@@ -5,7 +5,9 @@
 //! sequence, never of how the input partitions interleaved, of wall-clock
 //! time or of map order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,10 +39,6 @@ pub struct Settings {
 pub enum Scope {
     /// One week's lessons.
     Week(String),
-    /// The week of a lesson's attendance: which week that is is looked up
-    /// when the clock passes, once every change recorded by then is in
-    /// (the lesson may be read after its attendance).
-    Lesson(String),
     /// Every week ending after this instant (a teacher or group change
     /// valid from then).
     From(i64),
@@ -55,8 +53,6 @@ pub enum Scope {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dirty {
     pub weeks: BTreeSet<String>,
-    #[serde(default)]
-    pub lessons: BTreeSet<String>,
     /// The earliest [`Scope::From`].
     pub from: Option<i64>,
     pub dangling: bool,
@@ -68,9 +64,6 @@ impl Dirty {
             Scope::Week(w) => {
                 self.weeks.insert(w);
             }
-            Scope::Lesson(l) => {
-                self.lessons.insert(l);
-            }
             Scope::From(f) => self.from = Some(self.from.map_or(f, |g| g.min(f))),
             Scope::Dangling => self.dangling = true,
         }
@@ -78,7 +71,6 @@ impl Dirty {
 
     fn merge(&mut self, other: Dirty) {
         self.weeks.extend(other.weeks);
-        self.lessons.extend(other.lessons);
         if let Some(f) = other.from {
             self.add(Scope::From(f));
         }
@@ -111,23 +103,32 @@ pub struct TenantMeta {
     pub weeks: BTreeMap<String, Emitted>,
     /// By recording instant.
     pub dirty: BTreeMap<i64, Dirty>,
+    /// Versions recorded before the watermark but applied after it passed
+    /// (a clock that broke the heartbeats' promise): not yet published.
+    /// Every other version recorded by the watermark is.
+    #[serde(default)]
+    pub late: BTreeSet<(Kind, String, usize)>,
 }
 
 /// Everything kept of one connection.
 #[derive(Debug, Default)]
 pub struct Tenant {
     pub meta: TenantMeta,
-    entities: [HashMap<String, Entity>; 8],
+    entities: [FxHashMap<String, Entity>; 8],
     lessons_by_week: BTreeMap<String, BTreeSet<String>>,
-    attendance_by_lesson: HashMap<String, BTreeSet<String>>,
+    attendance_by_lesson: FxHashMap<String, BTreeSet<String>>,
+    /// Entities changed since the state was last written out, and whether
+    /// `meta` did.
+    changed: FxHashSet<(Kind, String)>,
+    meta_changed: bool,
     /// Versions kept but not yet published to history, by recording
-    /// instant, entity and version index: rebuilt from the entities on
-    /// restore.
-    pending: BTreeSet<(i64, Kind, String, usize)>,
+    /// instant (then entity and version index, sorted when published):
+    /// rebuilt on restore from the versions recorded after the watermark.
+    pending: BTreeMap<i64, Vec<(Kind, String, usize)>>,
 }
 
 impl Tenant {
-    pub fn entities(&self, kind: Kind) -> &HashMap<String, Entity> {
+    pub fn entities(&self, kind: Kind) -> &FxHashMap<String, Entity> {
         &self.entities[kind.index()]
     }
 
@@ -145,24 +146,40 @@ impl Tenant {
             .map(String::as_str)
     }
 
-    fn index(&mut self, kind: Kind, id: &str, fact: Option<&Fact>) {
+    /// Where a version is indexed: a lesson under its week, a report under
+    /// its lesson.
+    fn index_of(kind: Kind, fact: Option<&Fact>) -> Option<Indexed> {
         match (kind, fact) {
             (Kind::Lesson, Some(Fact::Lesson { start, .. })) => {
-                if let Some(week) = time::week_of(*start) {
-                    self.lessons_by_week
-                        .entry(week)
-                        .or_default()
-                        .insert(id.to_owned());
-                }
+                time::week_of(*start).map(Indexed::Week)
             }
             (Kind::Attendance, Some(Fact::Attendance { lesson, .. })) => {
-                self.attendance_by_lesson
-                    .entry(lesson.clone())
+                Some(Indexed::Lesson(lesson.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    fn add_index(&mut self, indexed: Option<Indexed>, id: &str) {
+        match indexed {
+            Some(Indexed::Week(week)) => {
+                self.lessons_by_week
+                    .entry(week)
                     .or_default()
                     .insert(id.to_owned());
             }
-            _ => {}
+            Some(Indexed::Lesson(lesson)) => {
+                self.attendance_by_lesson
+                    .entry(lesson)
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+            None => {}
         }
+    }
+
+    fn index(&mut self, kind: Kind, id: &str, fact: Option<&Fact>) {
+        self.add_index(Self::index_of(kind, fact), id);
     }
 
     /// The week of a lesson as recorded by `known`.
@@ -178,6 +195,12 @@ impl Tenant {
                 _ => None,
             })
     }
+}
+
+/// An index entry of a version.
+enum Indexed {
+    Week(String),
+    Lesson(String),
 }
 
 /// A key of the state store.
@@ -263,7 +286,6 @@ pub enum Applied {
 pub struct Operator {
     settings: Settings,
     tenants: BTreeMap<String, Tenant>,
-    changed: BTreeSet<StoreKey>,
 }
 
 fn edge(relation: Relation, target: &str) -> HistoryEdge {
@@ -374,18 +396,10 @@ fn scope(kind: Kind, before: Option<&Version>, after: &Version) -> Vec<Scope> {
             weeks.dedup();
             weeks
         }
-        Kind::Attendance => {
-            let mut lessons: Vec<Scope> = [prior, fact]
-                .into_iter()
-                .flatten()
-                .filter_map(|f| match f {
-                    Fact::Attendance { lesson, .. } => Some(Scope::Lesson(lesson.clone())),
-                    _ => None,
-                })
-                .collect();
-            lessons.dedup();
-            lessons
-        }
+        // The week of a report is its lesson's, looked up when the clock
+        // passes the report's recording (`publish_history`): by then every
+        // change recorded before it is in, the lesson included.
+        Kind::Attendance => Vec::new(),
         Kind::Activity | Kind::Group => {
             if before.is_none() {
                 return vec![Scope::Dangling];
@@ -426,7 +440,7 @@ impl Operator {
     pub fn entities(&self) -> usize {
         self.tenants
             .values()
-            .map(|t| t.entities.iter().map(HashMap::len).sum::<usize>())
+            .map(|t| t.entities.iter().map(FxHashMap::len).sum::<usize>())
             .sum()
     }
 
@@ -450,9 +464,7 @@ impl Operator {
         let tenant = self.tenants.entry(connection.to_owned()).or_default();
         if tenant.meta.vendor.is_empty() {
             tenant.meta.vendor = incoming.vendor.clone();
-            self.changed.insert(StoreKey::Tenant {
-                connection: connection.to_owned(),
-            });
+            tenant.meta_changed = true;
         }
         let entity = tenant.entities[kind.index()]
             .entry(id.to_owned())
@@ -473,24 +485,28 @@ impl Operator {
             content_hash: incoming.content_hash,
             fact: incoming.fact,
         };
-        let before = entity.versions.last().cloned();
+        let scopes = scope(kind, entity.versions.last(), &version);
         let index = entity.versions.len();
-        entity.versions.push(version.clone());
-        tenant.index(kind, id, version.fact.as_ref());
-        for scope in scope(kind, before.as_ref(), &version) {
-            tenant.meta.dirty.entry(recorded).or_default().add(scope);
+        let indexed = Tenant::index_of(kind, version.fact.as_ref());
+        entity.versions.push(version);
+        tenant.add_index(indexed, id);
+        if !scopes.is_empty() {
+            let dirty = tenant.meta.dirty.entry(recorded).or_default();
+            for scope in scopes {
+                dirty.add(scope);
+            }
+            tenant.meta_changed = true;
+        }
+        if recorded <= tenant.meta.watermark {
+            tenant.meta.late.insert((kind, id.to_owned(), index));
+            tenant.meta_changed = true;
         }
         tenant
             .pending
-            .insert((recorded, kind, id.to_owned(), index));
-        self.changed.insert(StoreKey::Entity {
-            connection: connection.to_owned(),
-            kind,
-            id: id.to_owned(),
-        });
-        self.changed.insert(StoreKey::Tenant {
-            connection: connection.to_owned(),
-        });
+            .entry(recorded)
+            .or_default()
+            .push((kind, id.to_owned(), index));
+        tenant.changed.insert((kind, id.to_owned()));
         Applied::Kept
     }
 
@@ -505,7 +521,8 @@ impl Operator {
             return;
         }
         tenant.meta.watermark = now;
-        publish_history(connection, tenant, now, &mut self.changed, out);
+        tenant.meta_changed = true;
+        let reported = publish_history(connection, tenant, now, out);
         let waiting = match now.checked_add(1) {
             Some(after) => tenant.meta.dirty.split_off(&after),
             None => BTreeMap::new(),
@@ -514,7 +531,7 @@ impl Operator {
         for (_, d) in std::mem::replace(&mut tenant.meta.dirty, waiting) {
             due.merge(d);
         }
-        for lesson in std::mem::take(&mut due.lessons) {
+        for lesson in reported {
             if let Some(week) = tenant.week_of_lesson(&lesson, now) {
                 due.weeks.insert(week);
             }
@@ -581,43 +598,38 @@ impl Operator {
                 },
             );
         }
-        self.changed.insert(StoreKey::Tenant {
-            connection: connection.to_owned(),
-        });
     }
 
     /// The store entries changed since the last call, with their values,
     /// in key order: what the transaction must write to the changelog.
-    pub fn take_changed(&mut self) -> Result<Vec<(String, Vec<u8>)>, serde_json::Error> {
-        let changed = std::mem::take(&mut self.changed);
-        let mut out = Vec::with_capacity(changed.len());
-        for key in changed {
-            let value = match &key {
-                StoreKey::Entity {
-                    connection,
-                    kind,
-                    id,
-                } => self
-                    .tenants
-                    .get(connection)
-                    .and_then(|t| t.entities(*kind).get(id))
-                    .map(serde_json::to_vec)
-                    .transpose()?,
-                StoreKey::Tenant { connection } => self
-                    .tenants
-                    .get(connection)
-                    .map(|t| serde_json::to_vec(&t.meta))
-                    .transpose()?,
-            };
-            if let Some(value) = value {
-                out.push((key.encode(), value));
+    pub fn take_changed(&mut self) -> Result<Vec<(String, Vec<u8>)>, postcard::Error> {
+        let mut out = Vec::new();
+        for (connection, tenant) in &mut self.tenants {
+            let mut changed: Vec<(Kind, String)> = tenant.changed.drain().collect();
+            changed.sort_unstable();
+            for (kind, id) in changed {
+                if let Some(entity) = tenant.entities[kind.index()].get(&id) {
+                    let key = StoreKey::Entity {
+                        connection: connection.clone(),
+                        kind,
+                        id,
+                    };
+                    out.push((key.encode(), postcard::to_stdvec(entity)?));
+                }
+            }
+            if std::mem::take(&mut tenant.meta_changed) {
+                let key = StoreKey::Tenant {
+                    connection: connection.clone(),
+                };
+                out.push((key.encode(), postcard::to_stdvec(&tenant.meta)?));
             }
         }
         Ok(out)
     }
 
-    /// Put back one changelog entry (on start, before any input).
-    pub fn restore(&mut self, key: &str, value: &[u8]) -> Result<(), RestoreError> {
+    /// Put back one changelog entry (on start, before any input), written
+    /// in `format`; [`Operator::restored`] when all are in.
+    pub fn restore(&mut self, key: &str, format: &str, value: &[u8]) -> Result<(), RestoreError> {
         let key = StoreKey::decode(key)
             .ok_or_else(|| RestoreError::Key(key.escape_debug().to_string()))?;
         match key {
@@ -626,48 +638,109 @@ impl Operator {
                 kind,
                 id,
             } => {
-                let entity: Entity = serde_json::from_slice(value)?;
+                let entity: Entity = read_state(format, value)?;
                 let tenant = self.tenants.entry(connection).or_default();
-                for (i, v) in entity.versions.iter().enumerate() {
+                for v in &entity.versions {
                     tenant.index(kind, &id, v.fact.as_ref());
-                    if i >= entity.published {
-                        tenant.pending.insert((v.recorded, kind, id.clone(), i));
-                    }
                 }
                 tenant.entities[kind.index()].insert(id, entity);
             }
             StoreKey::Tenant { connection } => {
-                self.tenants.entry(connection).or_default().meta = serde_json::from_slice(value)?;
+                self.tenants.entry(connection).or_default().meta = read_state(format, value)?;
             }
         }
         Ok(())
+    }
+
+    /// Every changelog entry is back: note the versions still to publish.
+    pub fn restored(&mut self) {
+        for tenant in self.tenants.values_mut() {
+            let Tenant {
+                meta,
+                entities,
+                pending,
+                ..
+            } = tenant;
+            for kind in Kind::ALL {
+                for (id, entity) in &entities[kind.index()] {
+                    for (i, v) in entity.versions.iter().enumerate() {
+                        if v.recorded > meta.watermark || meta.late.contains(&(kind, id.clone(), i))
+                        {
+                            pending
+                                .entry(v.recorded)
+                                .or_default()
+                                .push((kind, id.clone(), i));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The changelog's value format.
+pub const STATE_FORMAT: &str = "postcard/1";
+
+fn read_state<T: serde::de::DeserializeOwned>(
+    format: &str,
+    value: &[u8],
+) -> Result<T, RestoreError> {
+    match format {
+        STATE_FORMAT => Ok(postcard::from_bytes(value)?),
+        "json/1" => Ok(serde_json::from_slice(value)?),
+        other => Err(RestoreError::Format(other.to_owned())),
     }
 }
 
 /// Publish the history of the versions recorded by `now`, in the order of
 /// recording, entity kind, id and version: an order the input fixes, not
-/// the order in which the input partitions happened to be read.
+/// the order in which the input partitions happened to be read. Gives the
+/// lessons whose attendance these versions report (before and after).
 fn publish_history(
     connection: &str,
     tenant: &mut Tenant,
     now: i64,
-    changed: &mut BTreeSet<StoreKey>,
+    out: &mut Vec<Output>,
+) -> BTreeSet<String> {
+    let mut reported = BTreeSet::new();
+    let later = match now.checked_add(1) {
+        Some(after) => tenant.pending.split_off(&after),
+        None => BTreeMap::new(),
+    };
+    let due = std::mem::replace(&mut tenant.pending, later);
+    if !tenant.meta.late.is_empty() {
+        tenant.meta.late.clear();
+        tenant.meta_changed = true;
+    }
+    for (_, mut bucket) in due {
+        bucket.sort_unstable();
+        bucket.dedup();
+        for (kind, id, index) in bucket {
+            publish_version(connection, tenant, kind, &id, index, &mut reported, out);
+        }
+    }
+    reported
+}
+
+/// The history records of one version: the one it replaces, closed, and
+/// itself, open.
+fn publish_version(
+    connection: &str,
+    tenant: &Tenant,
+    kind: Kind,
+    id: &str,
+    index: usize,
+    reported: &mut BTreeSet<String>,
     out: &mut Vec<Output>,
 ) {
-    let later = match now.checked_add(1) {
-        Some(after) => tenant
-            .pending
-            .split_off(&(after, Kind::Organisation, String::new(), 0)),
-        None => BTreeSet::new(),
-    };
-    for (_, kind, id, index) in std::mem::replace(&mut tenant.pending, later) {
-        let Some(entity) = tenant.entities[kind.index()].get_mut(&id) else {
-            continue;
+    {
+        let Some(entity) = tenant.entities[kind.index()].get(id) else {
+            return;
         };
         let history = |v: &Version, index: usize, recorded_to: Option<i64>| HistoryVersion {
             entity_type: kind.endpoint().to_owned(),
             connection: connection.to_owned(),
-            entity_id: id.clone(),
+            entity_id: id.to_owned(),
             event_id: v.event_id.clone(),
             version: index as i32 + 1,
             deleted: v.fact.is_none(),
@@ -678,7 +751,7 @@ fn publish_history(
             edges: v.fact.as_ref().map(edges).unwrap_or_default(),
         };
         let Some(version) = entity.versions.get(index) else {
-            continue;
+            return;
         };
         if let Some(before) = index.checked_sub(1).and_then(|i| entity.versions.get(i)) {
             out.push(Output::History(
@@ -687,12 +760,14 @@ fn publish_history(
             ));
         }
         out.push(Output::History(kind, history(version, index, None)));
-        entity.published = entity.published.max(index + 1);
-        changed.insert(StoreKey::Entity {
-            connection: connection.to_owned(),
-            kind,
-            id,
-        });
+        if kind == Kind::Attendance {
+            let before = index.checked_sub(1).and_then(|i| entity.versions.get(i));
+            for v in [before, Some(version)].into_iter().flatten() {
+                if let Some(Fact::Attendance { lesson, .. }) = &v.fact {
+                    reported.insert(lesson.clone());
+                }
+            }
+        }
     }
 }
 
@@ -702,7 +777,11 @@ pub enum RestoreError {
     #[error("unknown state key {0}")]
     Key(String),
     #[error("a state entry that cannot be read")]
-    Value(#[from] serde_json::Error),
+    Json(#[from] serde_json::Error),
+    #[error("a state entry that cannot be read")]
+    Binary(#[from] postcard::Error),
+    #[error("state written in an unknown format {0}")]
+    Format(String),
 }
 
 fn digest(rows: &WeekRows) -> String {
@@ -1063,8 +1142,9 @@ mod tests {
         // so far carries the versions still to publish.
         let mut restored = Operator::new(operator.settings.clone());
         for (key, value) in operator.take_changed().unwrap() {
-            restored.restore(&key, &value).unwrap();
+            restored.restore(&key, STATE_FORMAT, &value).unwrap();
         }
+        restored.restored();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         operator.advance("c", MONDAY + 9 * 24 * HOUR, &mut a);
         restored.advance("c", MONDAY + 9 * 24 * HOUR, &mut b);

@@ -36,7 +36,7 @@ use super::config::{ConfigError, ProcessConfig};
 use super::input::{decoder, Decoders};
 use super::metrics::Metrics;
 use super::model::Kind;
-use super::operator::{Applied, Operator, Output, RestoreError};
+use super::operator::{Applied, Operator, Output, RestoreError, STATE_FORMAT};
 
 /// Why the processor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub enum ProcessError {
     #[error("restoring the state")]
     Restore(#[from] RestoreError),
     #[error("encoding the state")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] postcard::Error),
 }
 
 /// Counts of one run.
@@ -239,6 +239,7 @@ struct Process<'a> {
     heartbeat: Decoder<Heartbeat>,
     barrier: Barrier,
     consumed: usize,
+    aborts_in_a_row: u32,
     progress: Progress,
     buffer: Vec<Output>,
     /// The partition this task owns, of the heartbeats and of every output.
@@ -451,6 +452,9 @@ pub fn run(
     result.map(|()| total)
 }
 
+/// Aborted transactions in a row after which a task gives up.
+const MAX_ABORTS_IN_A_ROW: u32 = 5;
+
 /// Records a task's queue holds before the shared reader waits for it.
 const RECORDS_PER_TASK_QUEUE: usize = 8192;
 
@@ -543,6 +547,7 @@ fn run_task(
         heartbeat,
         barrier: Barrier::default(),
         consumed: 0,
+        aborts_in_a_row: 0,
         progress: Progress::default(),
         buffer: Vec::new(),
         task,
@@ -568,7 +573,7 @@ impl Process<'_> {
         let mut operator = Operator::new(settings);
         let values: Decoder<ProcessorState> = decoder("ProcessorState")?;
         let keys: Decoder<String> = decoder("StringKey")?;
-        let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut entries: BTreeMap<String, ProcessorState> = BTreeMap::new();
         let client = self
             .kafka
             .consumer(&format!("{}-restore", self.config.application_id))?;
@@ -589,14 +594,15 @@ impl Process<'_> {
                 let value = values
                     .decode(value)
                     .map_err(|e| RestoreError::Key(e.to_string()))?;
-                entries.insert(key, value.body.0);
+                entries.insert(key, value);
                 Ok(())
             },
         )?;
         self.progress.restored = entries.len() as u64;
         for (key, value) in &entries {
-            operator.restore(key, value)?;
+            operator.restore(key, &value.format, &value.body.0)?;
         }
+        operator.restored();
         self.operator = operator;
         self.metrics
             .restore_milliseconds
@@ -933,8 +939,17 @@ impl Process<'_> {
     /// abortable failure, go back to the last commit.
     fn commit_or_reset(&mut self) -> Result<(), ProcessError> {
         match self.commit() {
-            Ok(()) => Ok(()),
-            Err(ProcessError::Client(e)) if classify(&e) != TxnErrorClass::Fatal => {
+            Ok(()) => {
+                self.aborts_in_a_row = 0;
+                Ok(())
+            }
+            // The same input aborting again and again is not passing
+            // trouble (a record the broker refuses): stop, and say why.
+            Err(ProcessError::Client(e))
+                if classify(&e) != TxnErrorClass::Fatal
+                    && self.aborts_in_a_row < MAX_ABORTS_IN_A_ROW =>
+            {
+                self.aborts_in_a_row += 1;
                 tracing::warn!(task = self.task, error = %e, "transaction aborted; going back to the last commit");
                 self.metrics
                     .transactions
@@ -969,7 +984,7 @@ impl Process<'_> {
             let value = wire::encode(
                 schema_id("ProcessorState"),
                 &ProcessorState {
-                    format: "json/1".to_owned(),
+                    format: STATE_FORMAT.to_owned(),
                     body: Bytes(body),
                 },
             );
