@@ -272,6 +272,18 @@ pub enum Output {
     Finding(QualityFinding),
 }
 
+/// Where the operator's outputs go, one by one as they are made, so that
+/// a clock step over a long backlog never holds all of them at once.
+pub trait Emit {
+    fn emit(&mut self, output: Output);
+}
+
+impl Emit for Vec<Output> {
+    fn emit(&mut self, output: Output) {
+        self.push(output);
+    }
+}
+
 /// What became of an incoming change event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -513,7 +525,7 @@ impl Operator {
     /// The vendor's clock for `connection` has passed `now`, and every
     /// change recorded by then has been applied: close the weeks due and
     /// re-publish closed weeks that changes recorded by then altered.
-    pub fn advance(&mut self, connection: &str, now: i64, out: &mut Vec<Output>) {
+    pub fn advance(&mut self, connection: &str, now: i64, out: &mut impl Emit) {
         let Some(tenant) = self.tenants.get_mut(connection) else {
             return;
         };
@@ -574,7 +586,7 @@ impl Operator {
             // reported too.
             if previous.is_none() || !unchanged {
                 for d in &rows.dangling {
-                    out.push(Output::Finding(QualityFinding {
+                    out.emit(Output::Finding(QualityFinding {
                         connection: connection.to_owned(),
                         endpoint: d.kind.endpoint().to_owned(),
                         entity_id: d.entity_id.clone(),
@@ -585,7 +597,7 @@ impl Operator {
                 }
             }
             if !unchanged {
-                out.push(Output::Snapshot(snapshot(
+                out.emit(Output::Snapshot(snapshot(
                     connection, &week, revision, &source, &rows,
                 )));
             }
@@ -700,7 +712,7 @@ fn publish_history(
     connection: &str,
     tenant: &mut Tenant,
     now: i64,
-    out: &mut Vec<Output>,
+    out: &mut impl Emit,
 ) -> BTreeSet<String> {
     let mut reported = BTreeSet::new();
     let later = match now.checked_add(1) {
@@ -731,7 +743,7 @@ fn publish_version(
     id: &str,
     index: usize,
     reported: &mut BTreeSet<String>,
-    out: &mut Vec<Output>,
+    out: &mut impl Emit,
 ) {
     {
         let Some(entity) = tenant.entities[kind.index()].get(id) else {
@@ -754,12 +766,12 @@ fn publish_version(
             return;
         };
         if let Some(before) = index.checked_sub(1).and_then(|i| entity.versions.get(i)) {
-            out.push(Output::History(
+            out.emit(Output::History(
                 kind,
                 history(before, index - 1, Some(version.recorded)),
             ));
         }
-        out.push(Output::History(kind, history(version, index, None)));
+        out.emit(Output::History(kind, history(version, index, None)));
         if kind == Kind::Attendance {
             let before = index.checked_sub(1).and_then(|i| entity.versions.get(i));
             for v in [before, Some(version)].into_iter().flatten() {

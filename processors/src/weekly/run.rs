@@ -36,7 +36,7 @@ use super::config::{ConfigError, ProcessConfig};
 use super::input::{decoder, Decoders};
 use super::metrics::Metrics;
 use super::model::Kind;
-use super::operator::{Applied, Operator, Output, RestoreError, STATE_FORMAT};
+use super::operator::{Applied, Emit, Operator, Output, RestoreError, STATE_FORMAT};
 
 /// Why the processor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -241,11 +241,72 @@ struct Process<'a> {
     consumed: usize,
     aborts_in_a_row: u32,
     progress: Progress,
-    buffer: Vec<Output>,
     /// The partition this task owns, of the heartbeats and of every output.
     task: i32,
     metrics: Arc<Metrics>,
     label: String,
+}
+
+/// Sends the operator's outputs, keyed by connection, to the task's
+/// partition of each output topic as they are made; the first failure is
+/// kept (the transaction will abort) and the rest are dropped.
+struct Emitter<'s> {
+    stage: &'s mut Stage,
+    outputs: &'s Outputs,
+    task: i32,
+    metrics: &'s Metrics,
+    label: &'s str,
+    snapshots: &'s mut u64,
+    failed: Option<ClientError>,
+}
+
+impl Emit for Emitter<'_> {
+    fn emit(&mut self, output: Output) {
+        if self.failed.is_none() {
+            if let Err(e) = self.send(output) {
+                self.failed = Some(e);
+            }
+        }
+    }
+}
+
+impl Emitter<'_> {
+    fn send(&mut self, output: Output) -> Result<(), ClientError> {
+        match output {
+            Output::History(kind, h) => {
+                let topic = self.outputs.name(history_of(kind));
+                let key = wire::encode(schema_id("StringKey"), &h.connection);
+                let value = wire::encode(schema_id("HistoryVersion"), &h);
+                self.stage.send(&topic, Some(self.task), &key, &value)
+            }
+            Output::Snapshot(s) => {
+                *self.snapshots += 1;
+                let kind = if s.revision == 1 { "first" } else { "revision" };
+                self.metrics
+                    .snapshots
+                    .with_label_values(&[self.label, kind])
+                    .inc();
+                let key = wire::encode(schema_id("StringKey"), &s.connection);
+                let ts = self.outputs.name(catalogue::SNAPSHOT_TEACHER_STUDENT);
+                let att = self.outputs.name(catalogue::SNAPSHOT_ATTENDANCE);
+                for row in &s.teacher_student {
+                    let value = wire::encode(schema_id("TeacherStudentRow"), row);
+                    self.stage.send(&ts, Some(self.task), &key, &value)?;
+                }
+                for row in &s.attendance {
+                    let value = wire::encode(schema_id("AttendanceRow"), row);
+                    self.stage.send(&att, Some(self.task), &key, &value)?;
+                }
+                Ok(())
+            }
+            Output::Finding(f) => {
+                let key = wire::encode(schema_id("StringKey"), &f.connection);
+                let value = wire::encode(schema_id("QualityFinding"), &f);
+                let topic = self.outputs.name(catalogue::QUALITY_FINDINGS);
+                self.stage.send(&topic, None, &key, &value)
+            }
+        }
+    }
 }
 
 /// Whether an error means another instance took the task over.
@@ -549,7 +610,6 @@ fn run_task(
         consumed: 0,
         aborts_in_a_row: 0,
         progress: Progress::default(),
-        buffer: Vec::new(),
         task,
         metrics,
         label: task.to_string(),
@@ -707,15 +767,41 @@ impl Process<'_> {
             }
             let covers = *covers;
             self.barrier.ends = None;
-            for (connection, at, _, _) in self.barrier.waiting.drain(..covers).collect::<Vec<_>>() {
-                let mut out = std::mem::take(&mut self.buffer);
-                self.operator.advance(&connection, at, &mut out);
-                self.emit(&mut out)?;
-                self.buffer = out;
+            for _ in 0..covers {
+                // Applied one by one and taken off the queue only then, so
+                // that a commit in between holds back the rest.
+                let Some((connection, at, _, _)) = self.barrier.waiting.front().cloned() else {
+                    break;
+                };
+                let mut emitter = Emitter {
+                    stage: &mut self.stage,
+                    outputs: self.outputs,
+                    task: self.task,
+                    metrics: &self.metrics,
+                    label: &self.label,
+                    snapshots: &mut self.progress.snapshots,
+                    failed: None,
+                };
+                self.operator.advance(&connection, at, &mut emitter);
+                if let Some(e) = emitter.failed {
+                    return Err(e.into());
+                }
+                self.barrier.waiting.pop_front();
                 self.metrics
                     .watermark_seconds
                     .with_label_values(&[&self.label])
                     .set(at / 1000);
+                // Many clock steps at once (a backlog read ahead) must not
+                // make one transaction outlive the broker's timeout.
+                if self.stage.sent() >= self.config.commit_every_records
+                    || self.stage.age() >= self.config.commit_interval()
+                {
+                    let aborts = self.progress.aborts;
+                    self.commit_or_reset()?;
+                    if self.progress.aborts != aborts {
+                        return Ok(());
+                    }
+                }
             }
         }
         if self.barrier.ends.is_none() && !self.barrier.waiting.is_empty() {
@@ -850,52 +936,6 @@ impl Process<'_> {
             .records
             .with_label_values(&[topic, outcome])
             .inc();
-    }
-
-    /// Send the operator's outputs, keyed by connection, to this task's
-    /// partition of each output topic.
-    fn emit(&mut self, out: &mut Vec<Output>) -> Result<(), ProcessError> {
-        for output in out.drain(..) {
-            let sent = match output {
-                Output::History(kind, h) => {
-                    let topic = self.outputs.name(history_of(kind));
-                    let key = wire::encode(schema_id("StringKey"), &h.connection);
-                    let value = wire::encode(schema_id("HistoryVersion"), &h);
-                    self.stage.send(&topic, Some(self.task), &key, &value)
-                }
-                Output::Snapshot(s) => {
-                    self.progress.snapshots += 1;
-                    let kind = if s.revision == 1 { "first" } else { "revision" };
-                    self.metrics
-                        .snapshots
-                        .with_label_values(&[&self.label, kind])
-                        .inc();
-                    let key = wire::encode(schema_id("StringKey"), &s.connection);
-                    let ts = self.outputs.name(catalogue::SNAPSHOT_TEACHER_STUDENT);
-                    let att = self.outputs.name(catalogue::SNAPSHOT_ATTENDANCE);
-                    let mut result = Ok(());
-                    for row in &s.teacher_student {
-                        let value = wire::encode(schema_id("TeacherStudentRow"), row);
-                        result = result
-                            .and_then(|()| self.stage.send(&ts, Some(self.task), &key, &value));
-                    }
-                    for row in &s.attendance {
-                        let value = wire::encode(schema_id("AttendanceRow"), row);
-                        result = result
-                            .and_then(|()| self.stage.send(&att, Some(self.task), &key, &value));
-                    }
-                    result
-                }
-                Output::Finding(f) => {
-                    let key = wire::encode(schema_id("StringKey"), &f.connection);
-                    let value = wire::encode(schema_id("QualityFinding"), &f);
-                    let topic = self.outputs.name(catalogue::QUALITY_FINDINGS);
-                    self.stage.send(&topic, None, &key, &value)
-                }
-            };
-            sent?;
-        }
-        Ok(())
     }
 
     fn dead_letter(
