@@ -550,7 +550,7 @@ impl Operator {
         }
         let grace = self.settings.grace_millis;
         let mut weeks: BTreeSet<String> = BTreeSet::new();
-        for week in tenant.lessons_by_week.keys() {
+        for (week, lessons) in &tenant.lessons_by_week {
             let Some(end) = time::week_end(week) else {
                 continue;
             };
@@ -561,7 +561,18 @@ impl Operator {
                 None => true,
                 Some(emitted) => due.touches(week, end, emitted),
             };
-            if touched {
+            // A week none of whose lessons was recorded by now is not
+            // there yet (only read ahead of the clock): computing it would
+            // depend on how far ahead the input was read.
+            let known = || {
+                lessons.iter().any(|l| {
+                    tenant.entities[Kind::Lesson.index()]
+                        .get(l)
+                        .and_then(|e| e.versions.first())
+                        .is_some_and(|v| v.recorded <= now)
+                })
+            };
+            if touched && known() {
                 weeks.insert(week.clone());
             }
         }

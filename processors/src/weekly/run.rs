@@ -516,6 +516,11 @@ pub fn run(
 /// Aborted transactions in a row after which a task gives up.
 const MAX_ABORTS_IN_A_ROW: u32 = 5;
 
+/// A queue no reader feeds: a task's before it joins the shared reader.
+fn detached() -> Receiver<Tagged> {
+    std::sync::mpsc::sync_channel(0).1
+}
+
 /// Records a task's queue holds before the shared reader waits for it.
 const RECORDS_PER_TASK_QUEUE: usize = 8192;
 
@@ -591,8 +596,6 @@ fn run_task(
     inputs.push((catalogue::HEARTBEATS, Some(task)));
     let id = format!("{}-{task}", config.application_id);
     let stage = Stage::start_detached(kafka, &id, &id, &inputs)?;
-    let positions = stage.committed()?;
-    let deliveries = reader.join(task, 0, positions.clone())?;
     let heartbeat = decoder("Heartbeat")?;
     let mut process = Process {
         config,
@@ -600,9 +603,9 @@ fn run_task(
         outputs,
         stage,
         reader: reader.clone(),
-        deliveries,
+        deliveries: detached(),
         epoch: 0,
-        positions,
+        positions: Offsets::new(),
         operator: Operator::new(settings),
         decoders: Decoders::new()?,
         heartbeat,
@@ -614,7 +617,10 @@ fn run_task(
         metrics,
         label: task.to_string(),
     };
+    // Records are taken only once the state is back, so that the shared
+    // reader never waits on a task that is restoring.
     process.restore()?;
+    process.rejoin()?;
     process.run(until, stop)?;
     Ok(process.progress)
 }
@@ -691,14 +697,23 @@ impl Process<'_> {
                 self.commit_or_reset()?;
                 return Ok(());
             }
-            let polled = self.poll_one()?;
+            let polled = match self.poll_one() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.recover(e)?;
+                    continue;
+                }
+            };
             idle_polls = if polled == Polled::Nothing {
                 idle_polls + 1
             } else {
                 0
             };
             if polled != Polled::Record {
-                self.pass_barrier()?;
+                if let Err(e) = self.pass_barrier() {
+                    self.recover(e)?;
+                    continue;
+                }
             }
             let polled = polled != Polled::Nothing;
             let due = self.consumed >= self.config.commit_every_records
@@ -834,6 +849,13 @@ impl Process<'_> {
             Delivery::Record(r) => r,
         };
         let (partition, offset) = (record.partition, record.offset);
+        // A partition's records reach the task in order: once this one is
+        // acted on, the task has had everything of its own below it.
+        let position = self
+            .positions
+            .entry((record.topic.to_string(), partition))
+            .or_insert(offset + 1);
+        *position = (*position).max(offset + 1);
         let step = self.step(&record);
         drop(record);
         self.consumed += 1;
@@ -983,27 +1005,35 @@ impl Process<'_> {
                 self.aborts_in_a_row = 0;
                 Ok(())
             }
-            // The same input aborting again and again is not passing
-            // trouble (a record the broker refuses): stop, and say why.
-            Err(ProcessError::Client(e))
-                if classify(&e) != TxnErrorClass::Fatal
-                    && self.aborts_in_a_row < MAX_ABORTS_IN_A_ROW =>
-            {
-                self.aborts_in_a_row += 1;
-                tracing::warn!(task = self.task, error = %e, "transaction aborted; going back to the last commit");
-                self.metrics
-                    .transactions
-                    .with_label_values(&[&self.label, "aborted"])
-                    .inc();
-                self.progress.aborts += 1;
-                self.stage.abort()?;
-                self.barrier = Barrier::default();
-                self.restore()?;
-                self.rejoin()?;
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) => self.recover(e),
         }
+    }
+
+    /// After a failed send or commit: abort, go back to the last commit
+    /// (state from the changelog, input from the committed offsets) and go
+    /// on, unless the error is fatal or the same trouble keeps coming back
+    /// (a record the broker refuses every time): then stop, and say why.
+    fn recover(&mut self, error: ProcessError) -> Result<(), ProcessError> {
+        let ProcessError::Client(e) = &error else {
+            return Err(error);
+        };
+        if classify(e) == TxnErrorClass::Fatal || self.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
+            return Err(error);
+        }
+        self.aborts_in_a_row += 1;
+        tracing::warn!(task = self.task, error = %e, "transaction aborted; going back to the last commit");
+        self.metrics
+            .transactions
+            .with_label_values(&[&self.label, "aborted"])
+            .inc();
+        self.progress.aborts += 1;
+        self.stage.abort()?;
+        self.barrier = Barrier::default();
+        // Stop taking records first: a full queue nobody reads would hold
+        // up the shared reader, and every other task, while restoring.
+        self.deliveries = detached();
+        self.restore()?;
+        self.rejoin()
     }
 
     /// Read again from the committed offsets, dropping what is queued.
