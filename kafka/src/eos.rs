@@ -1,9 +1,10 @@
 //! The consume → process → produce loop's Kafka side, for every stage that
 //! turns topics into topics exactly once: a read-committed consumer of the
 //! inputs and a transactional producer of the outputs, whose transaction
-//! also carries the consumed offsets (`send_offsets_to_transaction`). On an
-//! abort the stage rewinds to the committed offsets and drops what it
-//! derived since (rust-rdkafka's `examples/transactions.rs` pattern).
+//! also carries the consumed offsets (`send_offsets_to_transaction`). The
+//! records themselves come from a [`crate::FanOut`]; on an abort the caller
+//! rewinds it to the committed offsets and drops what it derived since
+//! (rust-rdkafka's `examples/transactions.rs` pattern).
 //!
 //! Blocking (librdkafka's base clients): run it on a thread of its own.
 
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::BaseRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -40,8 +40,6 @@ pub struct Stage {
     consumer: BaseConsumer<StageContext>,
     writer: TransactionalWriter,
     inputs: Vec<(String, i32)>,
-    /// Where each input partition was last assigned from.
-    assigned: BTreeMap<(String, i32), i64>,
     began: Option<Instant>,
     sent: usize,
     timeout: Duration,
@@ -57,27 +55,14 @@ impl std::fmt::Debug for Stage {
 }
 
 impl Stage {
-    /// Connect: the consumer of `group` is assigned the input partitions
-    /// (every partition of a topic given with `None`) from the group's
-    /// committed offsets (the beginning where it has none); the producer
-    /// with `transactional_id` fences any earlier instance and aborts what
-    /// that left open.
+    /// Connect: the producer with `transactional_id` fences any earlier
+    /// instance and aborts what that left open. The records come from
+    /// elsewhere (a [`crate::FanOut`] shared by several stages), and the
+    /// stage commits the offsets it is given ([`Stage::commit_offsets`]) as
+    /// consumer group `group`'s; the input partitions (every partition of a
+    /// topic given with `None`) are resolved for [`Stage::committed`] and
+    /// [`Stage::ends`].
     pub fn start(
-        config: &KafkaConfig,
-        group: &str,
-        transactional_id: &str,
-        inputs: &[(&str, Option<i32>)],
-    ) -> Result<Self, KafkaError> {
-        let mut stage = Self::start_detached(config, group, transactional_id, inputs)?;
-        stage.rewind()?;
-        Ok(stage)
-    }
-
-    /// Connect without reading: the records come from elsewhere (a
-    /// [`crate::FanOut`] shared by several stages), and the stage commits
-    /// the offsets it is given ([`Stage::commit_offsets`]). `inputs` are
-    /// still resolved, for [`Stage::committed`] and [`Stage::ends`].
-    pub fn start_detached(
         config: &KafkaConfig,
         group: &str,
         transactional_id: &str,
@@ -122,7 +107,6 @@ impl Stage {
             consumer,
             writer,
             inputs: all,
-            assigned: BTreeMap::new(),
             began: None,
             sent: 0,
             timeout,
@@ -150,22 +134,6 @@ impl Stage {
             out.insert((e.topic().to_owned(), e.partition()), offset);
         }
         Ok(out)
-    }
-
-    /// Assign every input partition at the group's committed offset.
-    fn rewind(&mut self) -> Result<(), KafkaError> {
-        self.assigned = self.committed()?;
-        let mut assignment = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.assigned {
-            assignment.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-        }
-        self.consumer.assign(&assignment)?;
-        Ok(())
-    }
-
-    /// The next input record, end-of-partition event or error.
-    pub fn poll(&self, timeout: Duration) -> Option<Result<BorrowedMessage<'_>, ClientError>> {
-        self.consumer.poll(timeout)
     }
 
     /// The end of every input partition except those of `skip`, in one
@@ -219,31 +187,6 @@ impl Stage {
         Ok(())
     }
 
-    /// The consumer's position in every input partition: the offset after
-    /// the last record read, else where the partition was assigned from.
-    pub fn positions(&self) -> Result<BTreeMap<(String, i32), i64>, ClientError> {
-        let mut out = self.assigned.clone();
-        for e in self.consumer.position()?.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                out.insert((e.topic().to_owned(), e.partition()), o);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Commit the open transaction with the consumer's positions as the
-    /// group's offsets, except where `hold` names an earlier offset: input
-    /// read but not yet acted on, to be read again after a restart.
-    pub fn commit(&mut self, hold: &[(&str, i32, i64)]) -> Result<(), ClientError> {
-        let mut positions = BTreeMap::new();
-        for e in self.consumer.position()?.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                positions.insert((e.topic().to_owned(), e.partition()), o);
-            }
-        }
-        self.commit_offsets(&positions, hold)
-    }
-
     /// Commit the open transaction with `offsets` as the group's, except
     /// where `hold` names an earlier offset.
     pub fn commit_offsets(
@@ -277,15 +220,8 @@ impl Stage {
         Ok(())
     }
 
-    /// Abort the open transaction and go back to the committed offsets:
-    /// the caller drops whatever it derived since its last commit.
-    pub fn abort_and_rewind(&mut self) -> Result<(), KafkaError> {
-        self.abort()?;
-        self.rewind()
-    }
-
-    /// Abort the open transaction; a detached stage's caller rewinds its
-    /// reader to [`Stage::committed`] itself.
+    /// Abort the open transaction; the caller rewinds its reader to
+    /// [`Stage::committed`] and drops what it derived since its last commit.
     pub fn abort(&mut self) -> Result<(), KafkaError> {
         if self.began.take().is_some() {
             self.writer.abort_blocking()?;

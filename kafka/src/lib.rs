@@ -11,7 +11,7 @@
 //! - [`admin`]: a reachability probe with a hard timeout and idempotent topic
 //!   creation, so that a wrong address fails fast with a clear message.
 //! - [`eos`]: [`Stage`], the consume → process → produce loop's Kafka side:
-//!   outputs and consumed offsets in one transaction, rewind on abort.
+//!   outputs and consumed offsets in one transaction.
 //! - [`fanout`]: [`FanOut`], one read of the input partitions shared by
 //!   the stages of an instance, each with its own offsets.
 //! - [`partition`]: Kafka's default partitioner (murmur2), as Java computes it.

@@ -595,7 +595,7 @@ fn run_task(
     let mut inputs: Vec<(&str, Option<i32>)> = HISTORY_OF.iter().map(|(c, _)| (*c, None)).collect();
     inputs.push((catalogue::HEARTBEATS, Some(task)));
     let id = format!("{}-{task}", config.application_id);
-    let stage = Stage::start_detached(kafka, &id, &id, &inputs)?;
+    let stage = Stage::start(kafka, &id, &id, &inputs)?;
     let heartbeat = decoder("Heartbeat")?;
     let mut process = Process {
         config,
