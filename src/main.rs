@@ -54,6 +54,12 @@ enum Command {
     /// Rebuild everything downstream of the change topics from offset zero
     /// under a new application id, into copies of the output topics.
     Replay(cmd::process::ReplayArgs),
+    /// Write the weekly and yearly registers (Parquet) from the snapshot
+    /// topics, exactly once.
+    Sink(cmd::sink::Args),
+    /// The whole pipeline on a simulated municipality: simulator, producer,
+    /// processor and Parquet sink, checked against the simulator's truth.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +83,8 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => cmd::produce::run(args).await,
             Command::Process(args) => cmd::process::run(args).await,
             Command::Replay(args) => cmd::process::replay(args).await,
+            Command::Sink(args) => cmd::sink::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
         }
     });
     match result {

@@ -1,8 +1,10 @@
 pub mod check;
+pub mod demo;
 pub mod process;
 pub mod produce;
 pub mod schemas;
 pub mod simulate;
+pub mod sink;
 
 /// SIGTERM or Ctrl-C: every long-running job stops on either.
 pub async fn shutdown_signal() {

@@ -1,0 +1,25 @@
+//! Sinks: the weekly and yearly registers, built from the processors'
+//! snapshot topics.
+//!
+//! The Parquet sink (`parquet`) assembles each connection's revisions of a
+//! week from the snapshot topics ([`assemble`]), writes them into the
+//! register directory ([`registers`]) — every file written whole under a
+//! temporary name and renamed into place, with a manifest per partition —
+//! aggregates the weeks of a school year into the yearly register
+//! ([`yearly`]), and only then records the input offsets it has covered
+//! ([`checkpoint`]), so that a restarted sink knows what is done.
+
+pub mod assemble;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod parquet;
+pub mod period;
+pub mod registers;
+pub mod run;
+pub mod table;
+pub mod yearly;
+
+pub use config::SinkConfig;
+pub use error::SinkError;

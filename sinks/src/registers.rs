@@ -1,0 +1,551 @@
+//! The register directory: weekly and yearly partitions, their manifests,
+//! and what a restarted sink reads back to know what is done.
+//!
+//! ```text
+//! <out>/weekly/week=2025-W07/teacher_student.parquet
+//! <out>/weekly/week=2025-W07/attendance.parquet
+//! <out>/weekly/week=2025-W07/_manifest.json
+//! <out>/yearly/school_year=2025-26/{teacher_student,attendance}.parquet, _manifest.json
+//! <out>/_sink/                      the sink's lock and checkpoint
+//! ```
+//!
+//! A weekly file holds, per connection, the rows of the newest revision of
+//! the week the sink has whole: blocks in connection order, each sorted.
+//! The blocks (connection, revision, rows, the input offsets they came
+//! from) are in the file's own key-value metadata (`skolflode.blocks`), so
+//! that a file says what it holds even if the sink stopped between
+//! renaming it into place and writing the manifest. The manifest lists the
+//! files with their row counts and checksums and every revision seen. A
+//! yearly file is rebuilt from the weekly files of its school year
+//! whenever one of them changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::assemble::{BlockId, Completed};
+use crate::parquet::{self, Period};
+use crate::period::Week;
+use crate::table::{Row, Table};
+use crate::{yearly, SinkError};
+
+const BLOCKS: &str = "skolflode.blocks";
+const WEEKS: &str = "skolflode.weeks";
+const MANIFEST: &str = "_manifest.json";
+const MANIFEST_FORMAT: &str = "skolflode.manifest/1";
+
+/// A revision of a connection's week in one table, and where it was read.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Revision {
+    pub table: Table,
+    pub connection: String,
+    pub revision: i32,
+    pub rows: usize,
+    pub topic: String,
+    pub partition: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// A file of a partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub file: String,
+    pub rows: usize,
+    pub sha256: String,
+}
+
+/// `_manifest.json` of a weekly partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeekManifest {
+    pub format: String,
+    pub week: String,
+    pub school_year: String,
+    /// The files as they stand.
+    pub files: Vec<FileEntry>,
+    /// The revision each file holds per connection.
+    pub current: Vec<Revision>,
+    /// Every whole revision the sink has read, replaced ones included.
+    pub revisions: Vec<Revision>,
+}
+
+/// A weekly file a yearly one was built from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub week: String,
+    pub file: String,
+    pub sha256: String,
+}
+
+/// `_manifest.json` of a yearly partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YearManifest {
+    pub format: String,
+    pub school_year: String,
+    pub files: Vec<FileEntry>,
+    /// The weekly files summed, with the checksums they had.
+    pub weeks: Vec<Source>,
+}
+
+/// What one [`Registers::apply`] wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Applied {
+    pub weekly_files: usize,
+    pub yearly_files: usize,
+    pub rows: usize,
+}
+
+/// The register directory, held by one sink at a time.
+#[derive(Debug)]
+pub struct Registers {
+    root: PathBuf,
+    zstd_level: i32,
+    _lock: File,
+}
+
+/// Write `value` as JSON to `path`, atomically.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), SinkError> {
+    let temporary = parquet::temporary(path);
+    let mut text = serde_json::to_vec_pretty(value)
+        .map_err(|e| SinkError::corrupt(path, format!("serialising: {e}")))?;
+    text.push(b'\n');
+    std::fs::write(&temporary, &text).map_err(SinkError::io(&temporary))?;
+    File::open(&temporary)
+        .and_then(|f| f.sync_all())
+        .map_err(SinkError::io(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(SinkError::io(path))
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, SinkError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SinkError::corrupt(path, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SinkError::io(path)(e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(SinkError::io(dir))
+}
+
+fn sha256_of(path: &Path) -> Result<String, SinkError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = File::open(path).map_err(SinkError::io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buffer).map_err(SinkError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn blocks_of(metadata: &BTreeMap<String, String>, path: &Path) -> Result<Vec<Revision>, SinkError> {
+    match metadata.get(BLOCKS) {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| SinkError::corrupt(path, format!("{BLOCKS}: {e}"))),
+        None => Err(SinkError::corrupt(
+            path,
+            format!("no {BLOCKS} metadata: not written by this sink"),
+        )),
+    }
+}
+
+impl Registers {
+    /// Open (or create) the register directory at `root`: take its lock,
+    /// remove temporary files a stopped sink left, make every manifest
+    /// agree with its files, rebuild yearly files whose weeks changed
+    /// since, and return the newest revision held per block.
+    pub fn open(
+        root: &Path,
+        zstd_level: i32,
+    ) -> Result<(Registers, HashMap<BlockId, i32>), SinkError> {
+        for dir in ["weekly", "yearly", "_sink"] {
+            let dir = root.join(dir);
+            std::fs::create_dir_all(&dir).map_err(SinkError::io(&dir))?;
+        }
+        let lock_path = root.join("_sink").join("lock");
+        let lock = File::create(&lock_path).map_err(SinkError::io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SinkError::Locked(root.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(SinkError::io(&lock_path)(e)),
+        }
+        let registers = Registers {
+            root: root.to_path_buf(),
+            zstd_level,
+            _lock: lock,
+        };
+        let mut done = HashMap::new();
+        let weeks = registers.weeks()?;
+        for week in &weeks {
+            registers.clean(&registers.week_dir(*week))?;
+            for block in registers.reconcile_week(*week)? {
+                done.insert(
+                    BlockId {
+                        table: block.table,
+                        week: *week,
+                        connection: block.connection,
+                    },
+                    block.revision,
+                );
+            }
+        }
+        let years: BTreeSet<String> = weeks.iter().map(|w| w.school_year()).collect();
+        for year in years.iter().chain(registers.years()?.iter()) {
+            registers.clean(&registers.year_dir(year))?;
+            if registers.year_sources(year)? != registers.year_manifest(year)?.weeks {
+                tracing::info!(school_year = %year, "its weeks changed since it was written: rebuilding");
+                registers.rebuild_year(year)?;
+            }
+        }
+        Ok((registers, done))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn week_dir(&self, week: Week) -> PathBuf {
+        self.root
+            .join("weekly")
+            .join(format!("week={}", week.label()))
+    }
+
+    fn year_dir(&self, year: &str) -> PathBuf {
+        self.root.join("yearly").join(format!("school_year={year}"))
+    }
+
+    /// The weeks with a partition directory, in order.
+    fn weeks(&self) -> Result<Vec<Week>, SinkError> {
+        let dir = self.root.join("weekly");
+        let mut weeks: Vec<Week> = std::fs::read_dir(&dir)
+            .map_err(SinkError::io(&dir))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("week=").and_then(Week::parse)
+            })
+            .collect();
+        weeks.sort();
+        Ok(weeks)
+    }
+
+    fn years(&self) -> Result<Vec<String>, SinkError> {
+        let dir = self.root.join("yearly");
+        Ok(std::fs::read_dir(&dir)
+            .map_err(SinkError::io(&dir))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("school_year=").map(str::to_owned)
+            })
+            .collect())
+    }
+
+    /// Remove the temporary files of writes that did not finish.
+    fn clean(&self, dir: &Path) -> Result<(), SinkError> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                std::fs::remove_file(entry.path()).map_err(SinkError::io(&entry.path()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn week_manifest(&self, week: Week) -> Result<WeekManifest, SinkError> {
+        let path = self.week_dir(week).join(MANIFEST);
+        Ok(read_json(&path)?.unwrap_or_else(|| WeekManifest {
+            format: MANIFEST_FORMAT.to_owned(),
+            week: week.label(),
+            school_year: week.school_year(),
+            ..WeekManifest::default()
+        }))
+    }
+
+    fn year_manifest(&self, year: &str) -> Result<YearManifest, SinkError> {
+        let path = self.year_dir(year).join(MANIFEST);
+        Ok(read_json(&path)?.unwrap_or_else(|| YearManifest {
+            format: MANIFEST_FORMAT.to_owned(),
+            school_year: year.to_owned(),
+            ..YearManifest::default()
+        }))
+    }
+
+    /// The blocks of a week's files; the manifest rewritten if it does not
+    /// describe them (the sink stopped between the two).
+    fn reconcile_week(&self, week: Week) -> Result<Vec<Revision>, SinkError> {
+        let dir = self.week_dir(week);
+        let mut current = Vec::new();
+        for table in Table::ALL {
+            let path = dir.join(table.file_name());
+            if path.exists() {
+                current.extend(blocks_of(&parquet::metadata(&path)?, &path)?);
+            }
+        }
+        let mut manifest = self.week_manifest(week)?;
+        if manifest.current != current {
+            tracing::info!(week = %week.label(), "manifest behind its files: rewriting it");
+            let mut files = Vec::new();
+            for table in Table::ALL {
+                let path = dir.join(table.file_name());
+                if path.exists() {
+                    files.push(FileEntry {
+                        file: table.file_name(),
+                        rows: current
+                            .iter()
+                            .filter(|b| b.table == table)
+                            .map(|b| b.rows)
+                            .sum(),
+                        sha256: sha256_of(&path)?,
+                    });
+                }
+            }
+            manifest.files = files;
+            manifest.current = current.clone();
+            let mut revisions: BTreeSet<Revision> = manifest.revisions.drain(..).collect();
+            revisions.extend(current.iter().cloned());
+            manifest.revisions = revisions.into_iter().collect();
+            write_json(&dir.join(MANIFEST), &manifest)?;
+        }
+        Ok(current)
+    }
+
+    /// Write what `completed` holds: for each week touched, the tables
+    /// with new revisions rewritten and the manifest; then the yearly
+    /// partitions of those weeks rebuilt. `topics` names each table's
+    /// input topic for the manifests.
+    pub fn apply(
+        &mut self,
+        completed: Vec<Completed>,
+        topic: impl Fn(Table) -> String,
+    ) -> Result<Applied, SinkError> {
+        let mut by_week: BTreeMap<Week, Vec<Completed>> = BTreeMap::new();
+        for c in completed {
+            by_week.entry(c.id.week).or_default().push(c);
+        }
+        let mut applied = Applied::default();
+        let mut years = BTreeSet::new();
+        for (week, items) in by_week {
+            let (files, rows) = self.write_week(week, items, &topic)?;
+            if files > 0 {
+                years.insert(week.school_year());
+            }
+            applied.weekly_files += files;
+            applied.rows += rows;
+        }
+        for year in years {
+            applied.yearly_files += self.rebuild_year(&year)?;
+        }
+        Ok(applied)
+    }
+
+    fn write_week(
+        &self,
+        week: Week,
+        items: Vec<Completed>,
+        topic: &impl Fn(Table) -> String,
+    ) -> Result<(usize, usize), SinkError> {
+        let dir = self.week_dir(week);
+        std::fs::create_dir_all(&dir).map_err(SinkError::io(&dir))?;
+        let mut manifest = self.week_manifest(week)?;
+        let mut revisions: BTreeSet<Revision> = manifest.revisions.drain(..).collect();
+        let before = revisions.len();
+        // The newest revision with rows, per table and connection.
+        let mut newest: BTreeMap<Table, BTreeMap<String, (Revision, Vec<Row>)>> = BTreeMap::new();
+        for item in items {
+            let revision = Revision {
+                table: item.id.table,
+                connection: item.id.connection.clone(),
+                revision: item.revision,
+                rows: item.rows,
+                topic: topic(item.id.table),
+                partition: item.partition,
+                first_offset: item.first_offset,
+                last_offset: item.last_offset,
+            };
+            revisions.insert(revision.clone());
+            if let Some(rows) = item.content {
+                let slot = newest.entry(item.id.table).or_default();
+                let newer = slot
+                    .get(&item.id.connection)
+                    .is_none_or(|(held, _)| held.revision < revision.revision);
+                if newer {
+                    slot.insert(item.id.connection, (revision, rows));
+                }
+            }
+        }
+        let (mut files, mut rows_written) = (0, 0);
+        let mut written: BTreeMap<String, FileEntry> = BTreeMap::new();
+        for (table, replacing) in newest {
+            let path = dir.join(table.file_name());
+            let mut blocks: BTreeMap<String, (Revision, Vec<Row>)> = BTreeMap::new();
+            if path.exists() {
+                let (rows, metadata) = parquet::read(&path, table, Period::Week)?;
+                let mut rows = rows.into_iter();
+                for block in blocks_of(&metadata, &path)? {
+                    let these: Vec<Row> = rows.by_ref().take(block.rows).collect();
+                    if these.len() != block.rows {
+                        return Err(SinkError::corrupt(&path, "fewer rows than its blocks say"));
+                    }
+                    blocks.insert(block.connection.clone(), (block, these));
+                }
+            }
+            blocks.extend(replacing);
+            let metas: Vec<Revision> = blocks.values().map(|(b, _)| b.clone()).collect();
+            let rows: Vec<Row> = blocks.into_values().flat_map(|(_, rows)| rows).collect();
+            let metadata = [(
+                BLOCKS,
+                serde_json::to_string(&metas)
+                    .map_err(|e| SinkError::corrupt(&path, e.to_string()))?,
+            )];
+            let result = parquet::write(
+                &path,
+                table,
+                Period::Week,
+                &week.label(),
+                &rows,
+                &metadata,
+                self.zstd_level,
+            )?;
+            files += 1;
+            rows_written += rows.len();
+            written.insert(
+                table.file_name(),
+                FileEntry {
+                    file: table.file_name(),
+                    rows: result.rows,
+                    sha256: result.sha256,
+                },
+            );
+        }
+        if files == 0 && revisions.len() == before {
+            manifest.revisions = revisions.into_iter().collect();
+            return Ok((0, 0));
+        }
+        sync_dir(&dir)?;
+        for entry in &manifest.files {
+            written
+                .entry(entry.file.clone())
+                .or_insert_with(|| entry.clone());
+        }
+        manifest.files = Table::ALL
+            .iter()
+            .filter_map(|t| written.remove(&t.file_name()))
+            .collect();
+        let mut current = Vec::new();
+        for table in Table::ALL {
+            let path = dir.join(table.file_name());
+            if path.exists() {
+                current.extend(blocks_of(&parquet::metadata(&path)?, &path)?);
+            }
+        }
+        manifest.current = current;
+        manifest.revisions = revisions.into_iter().collect();
+        write_json(&dir.join(MANIFEST), &manifest)?;
+        sync_dir(&dir)?;
+        Ok((files, rows_written))
+    }
+
+    /// The weekly files of `year`, with their checksums as the manifests
+    /// give them.
+    fn year_sources(&self, year: &str) -> Result<Vec<Source>, SinkError> {
+        let mut sources = Vec::new();
+        for week in self.weeks()? {
+            if week.school_year() != year {
+                continue;
+            }
+            for file in self.week_manifest(week)?.files {
+                sources.push(Source {
+                    week: week.label(),
+                    file: file.file,
+                    sha256: file.sha256,
+                });
+            }
+        }
+        Ok(sources)
+    }
+
+    /// Rebuild the yearly files of `year` from its weekly files. Returns
+    /// the files written.
+    fn rebuild_year(&self, year: &str) -> Result<usize, SinkError> {
+        let dir = self.year_dir(year);
+        std::fs::create_dir_all(&dir).map_err(SinkError::io(&dir))?;
+        let weeks: Vec<Week> = self
+            .weeks()?
+            .into_iter()
+            .filter(|w| w.school_year() == year)
+            .collect();
+        let sources = self.year_sources(year)?;
+        let mut files = Vec::new();
+        for table in Table::ALL {
+            let mut rows_of_weeks = Vec::new();
+            for week in &weeks {
+                let path = self.week_dir(*week).join(table.file_name());
+                if path.exists() {
+                    rows_of_weeks.push((*week, parquet::read(&path, table, Period::Week)?.0));
+                }
+            }
+            let path = dir.join(table.file_name());
+            if rows_of_weeks.is_empty() {
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(SinkError::io(&path))?;
+                }
+                continue;
+            }
+            let rows = yearly::aggregate(table, rows_of_weeks);
+            let covered: Vec<&Source> = sources
+                .iter()
+                .filter(|s| s.file == table.file_name())
+                .collect();
+            let metadata = [(
+                WEEKS,
+                serde_json::to_string(&covered)
+                    .map_err(|e| SinkError::corrupt(&path, e.to_string()))?,
+            )];
+            let written = parquet::write(
+                &path,
+                table,
+                Period::SchoolYear,
+                year,
+                &rows,
+                &metadata,
+                self.zstd_level,
+            )?;
+            files.push(FileEntry {
+                file: table.file_name(),
+                rows: written.rows,
+                sha256: written.sha256,
+            });
+        }
+        sync_dir(&dir)?;
+        let count = files.len();
+        let manifest = YearManifest {
+            format: MANIFEST_FORMAT.to_owned(),
+            school_year: year.to_owned(),
+            files,
+            weeks: sources,
+        };
+        write_json(&dir.join(MANIFEST), &manifest)?;
+        sync_dir(&dir)?;
+        Ok(count)
+    }
+}

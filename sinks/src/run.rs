@@ -1,0 +1,305 @@
+//! The Parquet sink's loop: read both snapshot topics, assemble whole
+//! revisions, write them, then record the offsets they cover.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use skolflode_kafka::eos::StageContext;
+use skolflode_kafka::KafkaConfig;
+use skolflode_schemas::catalogue;
+
+use crate::assemble::{self, Assembler, At, Completed, Offered};
+use crate::checkpoint::Checkpoint;
+use crate::metrics::Metrics;
+use crate::registers::Registers;
+use crate::table::Table;
+use crate::{SinkConfig, SinkError};
+
+/// When the sink stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// When every partition has been read to its end and all that is
+    /// whole is written.
+    CaughtUp,
+    /// When the stop flag is raised (SIGTERM).
+    Stopped,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub records: u64,
+    pub bad_records: u64,
+    pub revisions: u64,
+    pub redelivered: u64,
+    pub weekly_files: u64,
+    pub yearly_files: u64,
+    pub rows_written: u64,
+    pub flushes: u64,
+}
+
+/// The snapshot topic a table is read from.
+pub fn topic_of(config: &SinkConfig, table: Table) -> String {
+    config.topic(match table {
+        Table::TeacherStudent => catalogue::SNAPSHOT_TEACHER_STUDENT,
+        Table::Attendance => catalogue::SNAPSHOT_ATTENDANCE,
+    })
+}
+
+/// One table's topic: its consumer, and per partition the next offset and
+/// whether its end was reached.
+struct Input {
+    table: Table,
+    topic: String,
+    consumer: BaseConsumer<StageContext>,
+    next: BTreeMap<i32, i64>,
+    at_end: HashSet<i32>,
+}
+
+impl Input {
+    fn open(
+        kafka: &KafkaConfig,
+        config: &SinkConfig,
+        table: Table,
+        checkpoint: &Checkpoint,
+    ) -> Result<Input, SinkError> {
+        let topic = topic_of(config, table);
+        let mut client = kafka.consumer(&config.application_id)?;
+        client.set("enable.partition.eof", "true");
+        // End-of-partition events are how the sink knows it has caught up,
+        // not errors to log.
+        let consumer: BaseConsumer<StageContext> = client.create_with_context(StageContext)?;
+        let metadata = consumer.fetch_metadata(Some(&topic), kafka.request_timeout())?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(SinkError::Config(format!(
+                "topic {topic} does not exist: the processor creates it (skolflode process)"
+            )));
+        }
+        let mut assignment = TopicPartitionList::new();
+        let mut next = BTreeMap::new();
+        for p in partitions {
+            let offset = match checkpoint.get(&topic, p) {
+                Some(o) => {
+                    next.insert(p, o);
+                    Offset::Offset(o)
+                }
+                None => Offset::Beginning,
+            };
+            assignment.add_partition_offset(&topic, p, offset)?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(Input {
+            table,
+            topic,
+            consumer,
+            next,
+            at_end: HashSet::new(),
+        })
+    }
+
+    fn partitions(&self) -> usize {
+        self.consumer
+            .assignment()
+            .map(|a| a.count())
+            .unwrap_or_default()
+    }
+
+    fn caught_up(&self) -> bool {
+        self.at_end.len() == self.partitions()
+    }
+}
+
+/// Run the Parquet sink. Blocking: call it from a blocking task.
+pub fn run(
+    kafka: &KafkaConfig,
+    config: &SinkConfig,
+    metrics: &Metrics,
+    until: Until,
+    stop: &AtomicBool,
+) -> Result<Progress, SinkError> {
+    config.build()?;
+    let (mut registers, done) = Registers::open(&config.out_dir, config.zstd_level)?;
+    let mut checkpoint = Checkpoint::load(&config.out_dir)?;
+    let mut assembler = Assembler::new(done);
+    let mut inputs = Vec::new();
+    for table in Table::ALL {
+        inputs.push(Input::open(kafka, config, table, &checkpoint)?);
+    }
+    let topics: BTreeMap<Table, String> =
+        inputs.iter().map(|i| (i.table, i.topic.clone())).collect();
+    let topic = |t: Table| topics.get(&t).cloned().unwrap_or_default();
+    tracing::info!(
+        out = %config.out_dir.display(),
+        topics = ?topics.values().collect::<Vec<_>>(),
+        "sink started"
+    );
+    let mut progress = Progress::default();
+    let mut whole: Vec<Completed> = Vec::new();
+    let mut held_rows = 0usize;
+    let flush_interval = Duration::from_millis(config.flush_interval_ms);
+    let mut last_flush = Instant::now();
+    let mut last_report = Instant::now();
+    let started = Instant::now();
+    let mut idle = false;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let mut read_any = false;
+        for input in &mut inputs {
+            for n in 0..4096 {
+                // When the last round found nothing, wait a little for
+                // input rather than spin.
+                let wait = if idle && n == 0 {
+                    Duration::from_millis(10)
+                } else {
+                    Duration::ZERO
+                };
+                let Some(message) = input.consumer.poll(wait) else {
+                    break;
+                };
+                read_any = true;
+                let message = match message {
+                    Ok(m) => m,
+                    Err(ClientError::PartitionEOF(p)) => {
+                        input.at_end.insert(p);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %input.topic, error = %e, "reading");
+                        continue;
+                    }
+                };
+                let (partition, offset) = (message.partition(), message.offset());
+                input.at_end.remove(&partition);
+                input.next.insert(partition, offset + 1);
+                progress.records += 1;
+                let table = input.table;
+                let outcome = match assemble::decode(table, message.payload()) {
+                    Err(reason) => {
+                        // No payload in the log: a broken record may hold anything.
+                        tracing::warn!(topic = %input.topic, partition, offset, %reason, "snapshot record skipped");
+                        progress.bad_records += 1;
+                        "bad"
+                    }
+                    Ok(snapshot) => {
+                        match assembler.offer(table, snapshot, At { partition, offset }) {
+                            Offered::Held => "held",
+                            Offered::Stale => "stale",
+                            Offered::Completed(c) => {
+                                let kind = if c.content.is_some() {
+                                    progress.revisions += 1;
+                                    "new"
+                                } else {
+                                    progress.redelivered += 1;
+                                    "redelivered"
+                                };
+                                metrics
+                                    .revisions
+                                    .with_label_values(&[table.name(), kind])
+                                    .inc();
+                                held_rows += c.content.as_ref().map_or(0, Vec::len);
+                                whole.push(c);
+                                "completed"
+                            }
+                        }
+                    }
+                };
+                metrics
+                    .records
+                    .with_label_values(&[table.name(), outcome])
+                    .inc();
+            }
+        }
+        metrics.incomplete.set(assembler.incomplete() as i64);
+        let caught_up = inputs.iter().all(Input::caught_up);
+        let due = held_rows >= config.flush_rows
+            || (!whole.is_empty()
+                && (caught_up || stopping || last_flush.elapsed() >= flush_interval));
+        if due {
+            let timer = metrics.flush_seconds.start_timer();
+            let applied = registers.apply(std::mem::take(&mut whole), topic)?;
+            held_rows = 0;
+            for input in &inputs {
+                let offsets = checkpoint.offsets.entry(input.topic.clone()).or_default();
+                for (&p, &next) in &input.next {
+                    let from = assembler
+                        .needs_from(input.table, p)
+                        .map_or(next, |n| n.min(next));
+                    offsets.insert(p, from);
+                }
+            }
+            checkpoint.save(registers.root())?;
+            timer.observe_duration();
+            commit_positions(&inputs, &checkpoint);
+            progress.flushes += 1;
+            progress.weekly_files += applied.weekly_files as u64;
+            progress.yearly_files += applied.yearly_files as u64;
+            progress.rows_written += applied.rows as u64;
+            metrics
+                .files
+                .with_label_values(&["weekly"])
+                .inc_by(applied.weekly_files as u64);
+            metrics
+                .files
+                .with_label_values(&["yearly"])
+                .inc_by(applied.yearly_files as u64);
+            last_flush = Instant::now();
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            tracing::info!(
+                records = progress.records,
+                revisions = progress.revisions,
+                weekly_files = progress.weekly_files,
+                yearly_files = progress.yearly_files,
+                incomplete = assembler.incomplete(),
+                elapsed_s = started.elapsed().as_secs(),
+                "sink progress"
+            );
+        }
+        if whole.is_empty() && (stopping || (until == Until::CaughtUp && caught_up)) {
+            if assembler.incomplete() > 0 {
+                tracing::warn!(
+                    incomplete = assembler.incomplete(),
+                    "stopping with revisions not yet whole: a restart reads them again"
+                );
+            }
+            break;
+        }
+        idle = !read_any;
+    }
+    tracing::info!(
+        ?progress,
+        seconds = started.elapsed().as_secs_f64(),
+        "sink stopped"
+    );
+    Ok(progress)
+}
+
+/// Report the checkpoint to the consumer group, for lag monitoring. The
+/// checkpoint file is what the sink resumes from; this may fail harmlessly.
+fn commit_positions(inputs: &[Input], checkpoint: &Checkpoint) {
+    for input in inputs {
+        let mut list = TopicPartitionList::new();
+        if let Some(offsets) = checkpoint.offsets.get(&input.topic) {
+            for (&p, &o) in offsets {
+                let _ = list.add_partition_offset(&input.topic, p, Offset::Offset(o));
+            }
+        }
+        if list.count() > 0 {
+            if let Err(e) = input.consumer.commit(&list, CommitMode::Async) {
+                tracing::debug!(error = %e, "reporting positions to the consumer group");
+            }
+        }
+    }
+}
