@@ -48,7 +48,7 @@ fn key_of(civic: &str, connection: &str, id: &str) -> String {
                 v / 10 + v % 10
             })
             .sum();
-        sum % 10 == 0
+        sum.is_multiple_of(10)
     };
     let input = if valid {
         digits

@@ -312,7 +312,7 @@ fn encode_token(endpoint: &str, cursor: usize, filters: Filters) -> String {
 }
 
 fn decode_token(token: &str) -> Option<(String, usize, Filters)> {
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..token.len())

@@ -73,8 +73,9 @@ mod tests {
         for bad in ["2025-W54", "2025-W7", "25-W07", "2025W07", "2025-W00", ""] {
             assert_eq!(Week::parse(bad), None, "{bad}");
         }
-        // 2026 has no week 53, 2020 has.
-        assert_eq!(Week::parse("2026-W53"), None);
+        // 2025 has no week 53; 2026 (starting on a Thursday) has.
+        assert_eq!(Week::parse("2025-W53"), None);
+        assert!(Week::parse("2026-W53").is_some());
         assert!(Week::parse("2020-W53").is_some());
     }
 }

@@ -178,7 +178,7 @@ fn stream(
         skolflode_simulator::world::World::unit_count(config).min(units.unwrap_or(u32::MAX));
     let started = std::time::Instant::now();
     let progress = |s: &skolflode_simulator::stream::StreamStats| {
-        if s.units % 50 == 0 || s.units == total {
+        if s.units.is_multiple_of(50) || s.units == total {
             tracing::info!(
                 units = s.units,
                 of = total,

@@ -52,7 +52,7 @@ impl Pseudonyms<'_> {
                     v / 10 + v % 10
                 })
                 .sum();
-            sum % 10 == 0
+            sum.is_multiple_of(10)
         };
         let input = if valid {
             digits.iter().map(|d| char::from(b'0' + *d as u8)).collect()
@@ -165,8 +165,13 @@ fn yearly(
     table: usize,
 ) -> anyhow::Result<BTreeMap<String, Rows>> {
     let counted = counts(TABLES[table]);
-    // (year, grouping columns) → (sums, first, last, weeks)
-    let mut totals: BTreeMap<(String, Row), (Vec<i64>, String, String, i64)> = BTreeMap::new();
+    struct Totals {
+        sums: Vec<i64>,
+        first: String,
+        last: String,
+        weeks: i64,
+    }
+    let mut totals: BTreeMap<(String, Row), Totals> = BTreeMap::new();
     for (week, tables) in weeks {
         let year = school_year(week)?;
         for row in &tables[table] {
@@ -180,22 +185,27 @@ fn yearly(
                 .iter()
                 .map(|c| c.parse().unwrap_or_default())
                 .collect();
-            let entry = totals
-                .entry((year.clone(), key))
-                .or_insert_with(|| (vec![0; sums.len()], week.clone(), week.clone(), 0));
-            for (t, n) in entry.0.iter_mut().zip(sums) {
+            let entry = totals.entry((year.clone(), key)).or_insert_with(|| Totals {
+                sums: vec![0; sums.len()],
+                first: week.clone(),
+                last: String::new(),
+                weeks: 0,
+            });
+            for (t, n) in entry.sums.iter_mut().zip(sums) {
                 *t += n;
             }
-            entry.2 = week.clone();
-            entry.3 += 1;
+            if entry.last != *week {
+                entry.last = week.clone();
+                entry.weeks += 1;
+            }
         }
     }
     let mut out: BTreeMap<String, Rows> = BTreeMap::new();
-    for ((year, key), (sums, first, last, weeks)) in totals {
+    for ((year, key), t) in totals {
         let mut row: Row = key[..counted.start].to_vec();
-        row.extend(sums.iter().map(i64::to_string));
+        row.extend(t.sums.iter().map(i64::to_string));
         row.extend(key[counted.start..].iter().cloned());
-        row.extend([first, last, weeks.to_string()]);
+        row.extend([t.first, t.last, t.weeks.to_string()]);
         out.entry(year).or_default().insert(row);
     }
     Ok(out)

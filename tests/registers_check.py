@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Check Parquet registers against the simulator's ground truth, with pyarrow.
+
+    registers_check.py REGISTERS TRUTH KEY_FILE CONNECTION
+
+Reads the weekly and yearly registers under REGISTERS with pyarrow (not
+with skolflode's code) and the truth CSVs under TRUTH, pseudonymises the
+truth's civic numbers by the contract (HMAC-SHA256 of the 12-digit number
+with the key, else of "<connection>:<person id>"), sums the truth's weeks
+into school years by the yearly register's rule, and compares row for row.
+Also checks what the contract promises of the files: Hive-style partitions,
+the columns, zstd compression and column statistics. Exits 1 on any
+difference.
+"""
+import collections
+import csv
+import datetime
+import hashlib
+import hmac
+import pathlib
+import sys
+
+import pyarrow.parquet as pq
+
+TS_COLUMNS = ["school_unit_code", "teacher_key", "student_key", "activity_id", "group_id",
+              "subject_code", "lessons", "minutes", "is_grader", "source"]
+ATT_COLUMNS = ["school_unit_code", "student_key", "subject_code", "lessons", "minutes_scheduled",
+               "minutes_present", "minutes_valid_absence", "minutes_invalid_absence",
+               "lessons_unreported", "source"]
+COLUMNS = {"teacher_student": TS_COLUMNS, "attendance": ATT_COLUMNS}
+COUNTS = {"teacher_student": {"lessons", "minutes"},
+          "attendance": {"lessons", "minutes_scheduled", "minutes_present", "minutes_valid_absence",
+                         "minutes_invalid_absence", "lessons_unreported"}}
+YEARLY_EXTRA = ["first_week", "last_week", "weeks"]
+
+
+def luhn_ok(digits):
+    total = 0
+    for i, d in enumerate(digits[2:]):
+        v = d * 2 if i % 2 == 0 else d
+        total += v // 10 + v % 10
+    return total % 10 == 0
+
+
+def pseudonym(key, connection, civic, person_id):
+    digits = [int(c) for c in civic if c.isdigit()]
+    if len(digits) == 12 and luhn_ok(digits):
+        text = "".join(str(d) for d in digits)
+    else:
+        text = f"{connection}:{person_id}"
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def value(column, text):
+    if column in COUNTS["teacher_student"] | COUNTS["attendance"]:
+        return int(text)
+    if column == "is_grader":
+        return text == "true"
+    return text
+
+
+def truth_weeks(truth, key, connection):
+    weeks = {}
+    for week_dir in sorted((truth / "weekly").glob("week=*")):
+        week = week_dir.name.removeprefix("week=")
+        tables = {}
+        with open(week_dir / "teacher_student.csv", newline="") as f:
+            rows = set()
+            for r in csv.DictReader(f):
+                rows.add((r["school_unit_code"],
+                          pseudonym(key, connection, r["teacher_civic"], r["teacher_id"]),
+                          pseudonym(key, connection, r["student_civic"], r["student_id"]),
+                          r["activity_id"], r["group_id"], r["subject_code"],
+                          int(r["lessons"]), int(r["minutes"]), r["is_grader"] == "true",
+                          r["source"]))
+            tables["teacher_student"] = rows
+        with open(week_dir / "attendance.csv", newline="") as f:
+            rows = set()
+            for r in csv.DictReader(f):
+                rows.add((r["school_unit_code"],
+                          pseudonym(key, connection, r["student_civic"], r["student_id"]),
+                          r["subject_code"], int(r["lessons"]), int(r["minutes_scheduled"]),
+                          int(r["minutes_present"]), int(r["minutes_valid_absence"]),
+                          int(r["minutes_invalid_absence"]), int(r["lessons_unreported"]),
+                          r["source"]))
+            tables["attendance"] = rows
+        if any(tables.values()):
+            weeks[week] = tables
+    return weeks
+
+
+def school_year(week):
+    year, number = week.split("-W")
+    thursday = datetime.date.fromisocalendar(int(year), int(number), 4)
+    start = thursday.year if thursday.month >= 7 else thursday.year - 1
+    return f"{start}-{(start + 1) % 100:02d}"
+
+
+def yearly(weeks, table):
+    columns = COLUMNS[table]
+    counted = [i for i, c in enumerate(columns) if c in COUNTS[table]]
+    grouped = [i for i, c in enumerate(columns) if c not in COUNTS[table]]
+    totals = {}
+    for week in sorted(weeks):
+        year = school_year(week)
+        for row in weeks[week][table]:
+            k = (year, tuple(row[i] for i in grouped))
+            t = totals.get(k)
+            if t is None:
+                totals[k] = [[row[i] for i in counted], week, week, 1]
+            else:
+                t[0] = [a + row[i] for a, i in zip(t[0], counted)]
+                if t[2] != week:
+                    t[2] = week
+                    t[3] += 1
+    out = collections.defaultdict(set)
+    for (year, key), (sums, first, last, n) in totals.items():
+        key, sums = list(key), list(sums)
+        row = [key.pop(0) if i in grouped else sums.pop(0) for i in range(len(columns))]
+        out[year].add(tuple(row) + (first, last, n))
+    return out
+
+
+def read_rows(path, period_column, columns, problems):
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    if names != [period_column] + columns:
+        problems.append(f"{path}: columns {names}")
+        return set()
+    for g in range(pf.metadata.num_row_groups):
+        for c in range(pf.metadata.num_columns):
+            chunk = pf.metadata.row_group(g).column(c)
+            if chunk.compression != "ZSTD":
+                problems.append(f"{path}: column {c} compressed {chunk.compression}")
+            if chunk.statistics is None or not chunk.statistics.has_min_max:
+                problems.append(f"{path}: column {c} has no statistics")
+    table = pf.read()
+    data = table.to_pydict()
+    partition = path.parent.name.split("=", 1)[1]
+    if any(v != partition for v in data[period_column]):
+        problems.append(f"{path}: {period_column} differs from its partition {partition}")
+    return set(zip(*(data[c] for c in columns)))
+
+
+def main():
+    registers, truth, key_file, connection = sys.argv[1:5]
+    registers, truth = pathlib.Path(registers), pathlib.Path(truth)
+    key = pathlib.Path(key_file).read_text().strip().encode()
+    weeks = truth_weeks(truth, key, connection)
+    problems = []
+    compared = collections.Counter()
+    register_weeks = {p.name.removeprefix("week=") for p in (registers / "weekly").glob("week=*")}
+    for week in sorted(set(weeks) | register_weeks):
+        for table, columns in COLUMNS.items():
+            path = registers / "weekly" / f"week={week}" / f"{table}.parquet"
+            got = read_rows(path, "week", columns, problems) if path.exists() else set()
+            want = weeks.get(week, {}).get(table, set())
+            compared[f"weekly {table} rows"] += len(want)
+            if got != want:
+                problems.append(f"{week} {table}: {len(want - got)} missing, {len(got - want)} not in the truth")
+    for table, columns in COLUMNS.items():
+        want_years = yearly(weeks, table)
+        got_years = {p.name.removeprefix("school_year=") for p in (registers / "yearly").glob("school_year=*")}
+        for year in sorted(set(want_years) | got_years):
+            path = registers / "yearly" / f"school_year={year}" / f"{table}.parquet"
+            got = read_rows(path, "school_year", columns + YEARLY_EXTRA, problems) if path.exists() else set()
+            want = want_years.get(year, set())
+            compared[f"yearly {table} rows"] += len(want)
+            if got != want:
+                problems.append(f"{year} {table}: {len(want - got)} missing, {len(got - want)} not in the truth")
+    print(f"weeks in the truth: {len(weeks)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(compared.items())))
+    for p in problems[:20]:
+        print("problem:", p)
+    if problems or not weeks:
+        print("DISAGREE")
+        sys.exit(1)
+    print("AGREE")
+
+
+if __name__ == "__main__":
+    main()
