@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Check Parquet registers against the simulator's ground truth, with pyarrow.
 
-    registers_check.py REGISTERS TRUTH KEY_FILE CONNECTION
+    registers_check.py parquet REGISTERS TRUTH KEY_FILE CONNECTION
+    registers_check.py postgres DATABASE_URL SCHEMA TRUTH KEY_FILE CONNECTION
 
 Reads the weekly and yearly registers under REGISTERS with pyarrow (not
-with skolflode's code) and the truth CSVs under TRUTH, pseudonymises the
+with skolflode's code), or the register tables of SCHEMA with SQL (psql),
+and the truth CSVs under TRUTH, pseudonymises the
 truth's civic numbers by the contract (HMAC-SHA256 of the 12-digit number
 with the key, else of "<connection>:<person id>"), sums the truth's weeks
 into school years by the yearly register's rule, and compares row for row.
-Also checks what the contract promises of the files: Hive-style partitions,
+Of Parquet files it also checks what the contract promises: Hive-style partitions,
 the columns, zstd compression and column statistics. Exits 1 on any
 difference.
 """
@@ -18,6 +20,7 @@ import datetime
 import hashlib
 import hmac
 import pathlib
+import subprocess
 import sys
 
 import pyarrow.parquet as pq
@@ -142,32 +145,71 @@ def read_rows(path, period_column, columns, problems):
     return set(zip(*(data[c] for c in columns)))
 
 
+def parquet_source(registers, problems):
+    """{(register, table): {period: rows}} read from the Parquet files."""
+    out = collections.defaultdict(dict)
+    for register, period_column, extra in (("weekly", "week", []), ("yearly", "school_year", YEARLY_EXTRA)):
+        for part in sorted((registers / register).glob(f"{period_column}=*")):
+            period = part.name.split("=", 1)[1]
+            for table, columns in COLUMNS.items():
+                path = part / f"{table}.parquet"
+                if path.exists():
+                    out[(register, table)][period] = read_rows(path, period_column, columns + extra, problems)
+    return out
+
+
+def postgres_source(url, schema):
+    """The same, read from PostgreSQL with SQL (psql's CSV output)."""
+    out = collections.defaultdict(dict)
+    for register, period_column, extra in (("weekly", "week", []), ("yearly", "school_year", YEARLY_EXTRA)):
+        for table, columns in COLUMNS.items():
+            names = [period_column] + columns + extra
+            query = f"COPY (SELECT {', '.join(names)} FROM {schema}.{register}_{table}) TO STDOUT WITH CSV"
+            text = subprocess.run(["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", query],
+                                  check=True, capture_output=True, text=True).stdout
+            for record in csv.reader(text.splitlines()):
+                row = []
+                for name, cell in zip(names[1:], record[1:]):
+                    if name in COUNTS[table] or name == "weeks":
+                        row.append(int(cell))
+                    elif name == "is_grader":
+                        row.append(cell == "t")
+                    else:
+                        row.append(cell)
+                out[(register, table)].setdefault(record[0], set()).add(tuple(row))
+    return out
+
+
 def main():
-    registers, truth, key_file, connection = sys.argv[1:5]
-    registers, truth = pathlib.Path(registers), pathlib.Path(truth)
+    kind = sys.argv[1]
+    problems = []
+    if kind == "parquet":
+        registers, truth, key_file, connection = sys.argv[2:6]
+        got = parquet_source(pathlib.Path(registers), problems)
+    elif kind == "postgres":
+        url, schema, truth, key_file, connection = sys.argv[2:7]
+        got = postgres_source(url, schema)
+    else:
+        sys.exit(f"unknown source {kind}: parquet or postgres")
+    truth = pathlib.Path(truth)
     key = pathlib.Path(key_file).read_text().strip().encode()
     weeks = truth_weeks(truth, key, connection)
-    problems = []
     compared = collections.Counter()
-    register_weeks = {p.name.removeprefix("week=") for p in (registers / "weekly").glob("week=*")}
-    for week in sorted(set(weeks) | register_weeks):
-        for table, columns in COLUMNS.items():
-            path = registers / "weekly" / f"week={week}" / f"{table}.parquet"
-            got = read_rows(path, "week", columns, problems) if path.exists() else set()
-            want = weeks.get(week, {}).get(table, set())
-            compared[f"weekly {table} rows"] += len(want)
-            if got != want:
-                problems.append(f"{week} {table}: {len(want - got)} missing, {len(got - want)} not in the truth")
-    for table, columns in COLUMNS.items():
-        want_years = yearly(weeks, table)
-        got_years = {p.name.removeprefix("school_year=") for p in (registers / "yearly").glob("school_year=*")}
-        for year in sorted(set(want_years) | got_years):
-            path = registers / "yearly" / f"school_year={year}" / f"{table}.parquet"
-            got = read_rows(path, "school_year", columns + YEARLY_EXTRA, problems) if path.exists() else set()
-            want = want_years.get(year, set())
-            compared[f"yearly {table} rows"] += len(want)
-            if got != want:
-                problems.append(f"{year} {table}: {len(want - got)} missing, {len(got - want)} not in the truth")
+    for table in COLUMNS:
+        want = {week: tables[table] for week, tables in weeks.items()}
+        have = got.get(("weekly", table), {})
+        for week in sorted(set(want) | set(have)):
+            w, h = want.get(week, set()), have.get(week, set())
+            compared[f"weekly {table} rows"] += len(w)
+            if w != h:
+                problems.append(f"{week} {table}: {len(w - h)} missing, {len(h - w)} not in the truth")
+        want = yearly(weeks, table)
+        have = got.get(("yearly", table), {})
+        for year in sorted(set(want) | set(have)):
+            w, h = want.get(year, set()), have.get(year, set())
+            compared[f"yearly {table} rows"] += len(w)
+            if w != h:
+                problems.append(f"{year} {table}: {len(w - h)} missing, {len(h - w)} not in the truth")
     print(f"weeks in the truth: {len(weeks)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(compared.items())))
     for p in problems[:20]:
         print("problem:", p)

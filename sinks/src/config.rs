@@ -6,10 +6,47 @@ use serde::Deserialize;
 
 use crate::SinkError;
 
-/// The Parquet sink's settings. Every field has a default.
+/// Where the registers go.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// Parquet files under `out_dir` (no server needed).
+    #[default]
+    Parquet,
+    /// Tables in PostgreSQL (`[sink.postgres]`).
+    Postgres,
+}
+
+/// `[sink.postgres]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// The environment variable holding the connection string (it may
+    /// hold a password, so it is never in the file nor printed). Default
+    /// `DATABASE_URL`.
+    pub url_env: String,
+    /// The schema of the register tables, created and migrated by the
+    /// sink; one sink per schema. Default `skolflode`.
+    pub schema: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url_env: "DATABASE_URL".to_owned(),
+            schema: "skolflode".to_owned(),
+        }
+    }
+}
+
+/// The sink's settings. Every field has a default.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkConfig {
+    /// `parquet` (default) or `postgres`.
+    pub output: OutputKind,
+    /// Settings of the PostgreSQL output.
+    pub postgres: PostgresConfig,
     /// The register directory (`weekly/`, `yearly/`, `_sink/`). Default
     /// `out/registers`. One sink per directory: a lock file enforces it.
     pub out_dir: PathBuf,
@@ -33,6 +70,8 @@ pub struct SinkConfig {
 impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
+            output: OutputKind::Parquet,
+            postgres: PostgresConfig::default(),
             out_dir: PathBuf::from("out/registers"),
             application_id: "skolflode-sink".to_owned(),
             topic_suffix: None,
@@ -61,6 +100,22 @@ impl SinkConfig {
             return bad(
                 "topic_suffix is empty: leave it out to read the processor's own topics".into(),
             );
+        }
+        let schema = &self.postgres.schema;
+        let identifier = schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !identifier {
+            return bad(format!(
+                "postgres.schema = {schema:?}: use lowercase letters, digits and _"
+            ));
+        }
+        if self.output == OutputKind::Postgres && self.postgres.url_env.trim().is_empty() {
+            return bad("postgres.url_env is empty".into());
         }
         if self.flush_rows == 0 {
             return bad("flush_rows must be at least 1".into());

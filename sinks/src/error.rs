@@ -22,6 +22,8 @@ pub enum SinkError {
     Corrupt { path: String, reason: String },
     #[error("another sink holds {0}: one sink per register directory")]
     Locked(String),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

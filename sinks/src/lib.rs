@@ -7,15 +7,19 @@
 //! temporary name and renamed into place, with a manifest per partition —
 //! aggregates the weeks of a school year into the yearly register
 //! ([`yearly`]), and only then records the input offsets it has covered
-//! ([`checkpoint`]), so that a restarted sink knows what is done.
+//! ([`checkpoint`]), so that a restarted sink knows what is done. The
+//! PostgreSQL sink ([`postgres`]) writes the same tables, with the offsets
+//! in the same database transaction as the rows.
 
 pub mod assemble;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod output;
 pub mod parquet;
 pub mod period;
+pub mod postgres;
 pub mod registers;
 pub mod run;
 pub mod table;

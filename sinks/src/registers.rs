@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::assemble::{BlockId, Completed};
+use crate::checkpoint::Checkpoint;
+use crate::output::{Applied, Output};
 use crate::parquet::{self, Period};
 use crate::period::Week;
 use crate::table::{Row, Table};
@@ -89,14 +91,6 @@ pub struct YearManifest {
     pub files: Vec<FileEntry>,
     /// The weekly files summed, with the checksums they had.
     pub weeks: Vec<Source>,
-}
-
-/// What one [`Registers::apply`] wrote.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Applied {
-    pub weekly_files: usize,
-    pub yearly_files: usize,
-    pub rows: usize,
 }
 
 /// The register directory, held by one sink at a time.
@@ -333,10 +327,10 @@ impl Registers {
     /// with new revisions rewritten and the manifest; then the yearly
     /// partitions of those weeks rebuilt. `topics` names each table's
     /// input topic for the manifests.
-    pub fn apply(
+    pub fn write(
         &mut self,
         completed: Vec<Completed>,
-        topic: impl Fn(Table) -> String,
+        topic: &(dyn Fn(Table) -> String + Sync),
     ) -> Result<Applied, SinkError> {
         let mut by_week: BTreeMap<Week, Vec<Completed>> = BTreeMap::new();
         for c in completed {
@@ -345,7 +339,7 @@ impl Registers {
         let mut applied = Applied::default();
         let mut years = BTreeSet::new();
         for (week, items) in by_week {
-            let (files, rows) = self.write_week(week, items, &topic)?;
+            let (files, rows) = self.write_week(week, items, topic)?;
             if files > 0 {
                 years.insert(week.school_year());
             }
@@ -362,7 +356,7 @@ impl Registers {
         &self,
         week: Week,
         items: Vec<Completed>,
-        topic: &impl Fn(Table) -> String,
+        topic: &(dyn Fn(Table) -> String + Sync),
     ) -> Result<(usize, usize), SinkError> {
         let dir = self.week_dir(week);
         std::fs::create_dir_all(&dir).map_err(SinkError::io(&dir))?;
@@ -547,5 +541,20 @@ impl Registers {
         write_json(&dir.join(MANIFEST), &manifest)?;
         sync_dir(&dir)?;
         Ok(count)
+    }
+}
+
+impl Output for Registers {
+    /// The files first, then the checkpoint: a sink stopped in between
+    /// reads some records again and finds their revisions written.
+    fn apply(
+        &mut self,
+        completed: Vec<Completed>,
+        checkpoint: &Checkpoint,
+        topic: &(dyn Fn(Table) -> String + Sync),
+    ) -> Result<Applied, SinkError> {
+        let applied = self.write(completed, topic)?;
+        checkpoint.save(&self.root)?;
+        Ok(applied)
     }
 }

@@ -15,7 +15,10 @@ use skolflode_schemas::catalogue;
 
 use crate::assemble::{self, Assembler, At, Completed, Offered};
 use crate::checkpoint::Checkpoint;
+use crate::config::OutputKind;
 use crate::metrics::Metrics;
+use crate::output::Output;
+use crate::postgres::Postgres;
 use crate::registers::Registers;
 use crate::table::Table;
 use crate::{SinkConfig, SinkError};
@@ -129,8 +132,23 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<Progress, SinkError> {
     config.build()?;
-    let (mut registers, done) = Registers::open(&config.out_dir, config.zstd_level)?;
-    let mut checkpoint = Checkpoint::load(&config.out_dir)?;
+    let (mut output, done, mut checkpoint): (Box<dyn Output>, _, _) = match config.output {
+        OutputKind::Parquet => {
+            let (registers, done) = Registers::open(&config.out_dir, config.zstd_level)?;
+            let checkpoint = Checkpoint::load(&config.out_dir)?;
+            (Box::new(registers), done, checkpoint)
+        }
+        OutputKind::Postgres => {
+            let url = std::env::var(&config.postgres.url_env).map_err(|_| {
+                SinkError::Config(format!(
+                    "{} is not set: it holds the PostgreSQL connection string",
+                    config.postgres.url_env
+                ))
+            })?;
+            let (postgres, done, checkpoint) = Postgres::open(&url, &config.postgres.schema)?;
+            (Box::new(postgres), done, checkpoint)
+        }
+    };
     let mut assembler = Assembler::new(done);
     let mut inputs = Vec::new();
     for table in Table::ALL {
@@ -140,7 +158,7 @@ pub fn run(
         inputs.iter().map(|i| (i.table, i.topic.clone())).collect();
     let topic = |t: Table| topics.get(&t).cloned().unwrap_or_default();
     tracing::info!(
-        out = %config.out_dir.display(),
+        output = ?output,
         topics = ?topics.values().collect::<Vec<_>>(),
         "sink started"
     );
@@ -155,7 +173,7 @@ pub fn run(
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let mut read_any = false;
-        for input in &mut inputs {
+        'inputs: for input in &mut inputs {
             for n in 0..4096 {
                 // When the last round found nothing, wait a little for
                 // input rather than spin.
@@ -218,6 +236,10 @@ pub fn run(
                     .records
                     .with_label_values(&[table.name(), outcome])
                     .inc();
+                if held_rows >= config.flush_rows {
+                    // Enough is whole: write it before reading on.
+                    break 'inputs;
+                }
             }
         }
         metrics.incomplete.set(assembler.incomplete() as i64);
@@ -227,7 +249,6 @@ pub fn run(
                 && (caught_up || stopping || last_flush.elapsed() >= flush_interval));
         if due {
             let timer = metrics.flush_seconds.start_timer();
-            let applied = registers.apply(std::mem::take(&mut whole), topic)?;
             held_rows = 0;
             for input in &inputs {
                 let offsets = checkpoint.offsets.entry(input.topic.clone()).or_default();
@@ -238,10 +259,16 @@ pub fn run(
                     offsets.insert(p, from);
                 }
             }
-            checkpoint.save(registers.root())?;
+            let applied = output.apply(std::mem::take(&mut whole), &checkpoint, &topic)?;
             timer.observe_duration();
             commit_positions(&inputs, &checkpoint);
             progress.flushes += 1;
+            tracing::debug!(
+                weekly = applied.weekly_files,
+                yearly = applied.yearly_files,
+                rows = applied.rows,
+                "flushed"
+            );
             progress.weekly_files += applied.weekly_files as u64;
             progress.yearly_files += applied.yearly_files as u64;
             progress.rows_written += applied.rows as u64;
