@@ -54,8 +54,8 @@ enum Command {
     /// Rebuild everything downstream of the change topics from offset zero
     /// under a new application id, into copies of the output topics.
     Replay(cmd::process::ReplayArgs),
-    /// Write the weekly and yearly registers (Parquet) from the snapshot
-    /// topics, exactly once.
+    /// Write the weekly and yearly registers (Parquet or PostgreSQL) from
+    /// the snapshot topics, exactly once.
     Sink(cmd::sink::Args),
     /// The whole pipeline on a simulated municipality: simulator, producer,
     /// processor and Parquet sink, checked against the simulator's truth.

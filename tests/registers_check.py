@@ -2,11 +2,12 @@
 """Check Parquet registers against the simulator's ground truth, with pyarrow.
 
     registers_check.py parquet REGISTERS TRUTH KEY_FILE CONNECTION
-    registers_check.py postgres DATABASE_URL SCHEMA TRUTH KEY_FILE CONNECTION
+    REGISTERS_CHECK_DATABASE_URL=... registers_check.py postgres SCHEMA TRUTH KEY_FILE CONNECTION
 
 Reads the weekly and yearly registers under REGISTERS with pyarrow (not
 with skolflode's code), or the register tables of SCHEMA with SQL (psql),
-and the truth CSVs under TRUTH, pseudonymises the
+and the truth CSVs under TRUTH (rows are compared as multisets: a row
+written twice is a difference), pseudonymises the
 truth's civic numbers by the contract (HMAC-SHA256 of the 12-digit number
 with the key, else of "<connection>:<person id>"), sums the truth's weeks
 into school years by the yearly register's rule, and compares row for row.
@@ -19,9 +20,11 @@ import csv
 import datetime
 import hashlib
 import hmac
+import os
 import pathlib
 import subprocess
 import sys
+import urllib.parse
 
 import pyarrow.parquet as pq
 
@@ -68,24 +71,24 @@ def truth_weeks(truth, key, connection):
         week = week_dir.name.removeprefix("week=")
         tables = {}
         with open(week_dir / "teacher_student.csv", newline="") as f:
-            rows = set()
+            rows = collections.Counter()
             for r in csv.DictReader(f):
-                rows.add((r["school_unit_code"],
+                rows.update([(r["school_unit_code"],
                           pseudonym(key, connection, r["teacher_civic"], r["teacher_id"]),
                           pseudonym(key, connection, r["student_civic"], r["student_id"]),
                           r["activity_id"], r["group_id"], r["subject_code"],
                           int(r["lessons"]), int(r["minutes"]), r["is_grader"] == "true",
-                          r["source"]))
+                          r["source"])])
             tables["teacher_student"] = rows
         with open(week_dir / "attendance.csv", newline="") as f:
-            rows = set()
+            rows = collections.Counter()
             for r in csv.DictReader(f):
-                rows.add((r["school_unit_code"],
+                rows.update([(r["school_unit_code"],
                           pseudonym(key, connection, r["student_civic"], r["student_id"]),
                           r["subject_code"], int(r["lessons"]), int(r["minutes_scheduled"]),
                           int(r["minutes_present"]), int(r["minutes_valid_absence"]),
                           int(r["minutes_invalid_absence"]), int(r["lessons_unreported"]),
-                          r["source"]))
+                          r["source"])])
             tables["attendance"] = rows
         if any(tables.values()):
             weeks[week] = tables
@@ -106,7 +109,7 @@ def yearly(weeks, table):
     totals = {}
     for week in sorted(weeks):
         year = school_year(week)
-        for row in weeks[week][table]:
+        for row in weeks[week][table].elements():
             k = (year, tuple(row[i] for i in grouped))
             t = totals.get(k)
             if t is None:
@@ -116,11 +119,11 @@ def yearly(weeks, table):
                 if t[2] != week:
                     t[2] = week
                     t[3] += 1
-    out = collections.defaultdict(set)
+    out = collections.defaultdict(collections.Counter)
     for (year, key), (sums, first, last, n) in totals.items():
         key, sums = list(key), list(sums)
         row = [key.pop(0) if i in grouped else sums.pop(0) for i in range(len(columns))]
-        out[year].add(tuple(row) + (first, last, n))
+        out[year][tuple(row) + (first, last, n)] += 1
     return out
 
 
@@ -129,7 +132,7 @@ def read_rows(path, period_column, columns, problems):
     names = pf.schema_arrow.names
     if names != [period_column] + columns:
         problems.append(f"{path}: columns {names}")
-        return set()
+        return collections.Counter()
     for g in range(pf.metadata.num_row_groups):
         for c in range(pf.metadata.num_columns):
             chunk = pf.metadata.row_group(g).column(c)
@@ -142,7 +145,7 @@ def read_rows(path, period_column, columns, problems):
     partition = path.parent.name.split("=", 1)[1]
     if any(v != partition for v in data[period_column]):
         problems.append(f"{path}: {period_column} differs from its partition {partition}")
-    return set(zip(*(data[c] for c in columns)))
+    return collections.Counter(zip(*(data[c] for c in columns)))
 
 
 def parquet_source(registers, problems):
@@ -158,15 +161,31 @@ def parquet_source(registers, problems):
     return out
 
 
+def psql_environment(url):
+    """libpq's variables for a postgres:// URL, so that the password is in
+    no command line."""
+    u = urllib.parse.urlsplit(url)
+    env = dict(os.environ)
+    for name, value in (("PGHOST", u.hostname), ("PGPORT", u.port), ("PGUSER", u.username),
+                        ("PGPASSWORD", u.password), ("PGDATABASE", u.path.lstrip("/"))):
+        if value:
+            env[name] = urllib.parse.unquote(str(value))
+    return env
+
+
 def postgres_source(url, schema):
     """The same, read from PostgreSQL with SQL (psql's CSV output)."""
+    env = psql_environment(url)
     out = collections.defaultdict(dict)
     for register, period_column, extra in (("weekly", "week", []), ("yearly", "school_year", YEARLY_EXTRA)):
         for table, columns in COLUMNS.items():
             names = [period_column] + columns + extra
             query = f"COPY (SELECT {', '.join(names)} FROM {schema}.{register}_{table}) TO STDOUT WITH CSV"
-            text = subprocess.run(["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", query],
-                                  check=True, capture_output=True, text=True).stdout
+            done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", query],
+                                  capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                sys.exit(f"psql failed on {schema}.{register}_{table}: {done.stderr.strip()}")
+            text = done.stdout
             for record in csv.reader(text.splitlines()):
                 row = []
                 for name, cell in zip(names[1:], record[1:]):
@@ -176,7 +195,7 @@ def postgres_source(url, schema):
                         row.append(cell == "t")
                     else:
                         row.append(cell)
-                out[(register, table)].setdefault(record[0], set()).add(tuple(row))
+                out[(register, table)].setdefault(record[0], collections.Counter())[tuple(row)] += 1
     return out
 
 
@@ -187,8 +206,8 @@ def main():
         registers, truth, key_file, connection = sys.argv[2:6]
         got = parquet_source(pathlib.Path(registers), problems)
     elif kind == "postgres":
-        url, schema, truth, key_file, connection = sys.argv[2:7]
-        got = postgres_source(url, schema)
+        schema, truth, key_file, connection = sys.argv[2:6]
+        got = postgres_source(os.environ["REGISTERS_CHECK_DATABASE_URL"], schema)
     else:
         sys.exit(f"unknown source {kind}: parquet or postgres")
     truth = pathlib.Path(truth)
@@ -199,17 +218,17 @@ def main():
         want = {week: tables[table] for week, tables in weeks.items()}
         have = got.get(("weekly", table), {})
         for week in sorted(set(want) | set(have)):
-            w, h = want.get(week, set()), have.get(week, set())
-            compared[f"weekly {table} rows"] += len(w)
+            w, h = want.get(week, collections.Counter()), have.get(week, collections.Counter())
+            compared[f"weekly {table} rows"] += w.total()
             if w != h:
-                problems.append(f"{week} {table}: {len(w - h)} missing, {len(h - w)} not in the truth")
+                problems.append(f"{week} {table}: {(w - h).total()} missing, {(h - w).total()} not in the truth")
         want = yearly(weeks, table)
         have = got.get(("yearly", table), {})
         for year in sorted(set(want) | set(have)):
-            w, h = want.get(year, set()), have.get(year, set())
-            compared[f"yearly {table} rows"] += len(w)
+            w, h = want.get(year, collections.Counter()), have.get(year, collections.Counter())
+            compared[f"yearly {table} rows"] += w.total()
             if w != h:
-                problems.append(f"{year} {table}: {len(w - h)} missing, {len(h - w)} not in the truth")
+                problems.append(f"{year} {table}: {(w - h).total()} missing, {(h - w).total()} not in the truth")
     print(f"weeks in the truth: {len(weeks)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(compared.items())))
     for p in problems[:20]:
         print("problem:", p)

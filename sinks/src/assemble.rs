@@ -39,7 +39,12 @@ pub enum BadRecord {
     BadWeek,
     #[error("revision {revision} with {rows} rows")]
     BadRevision { revision: i32, rows: i32 },
+    #[error("a count of {0}: negative or beyond any week")]
+    BadCount(i64),
 }
+
+/// The largest count a weekly row may carry: minutes in a week.
+pub const MAX_COUNT: i64 = 7 * 24 * 60;
 
 fn text(s: String) -> Cell {
     Cell::Text(s)
@@ -97,6 +102,15 @@ pub fn decode(table: Table, payload: Option<&[u8]>) -> Result<Snapshot, BadRecor
         }
     };
     let week = Week::parse(&week).ok_or(BadRecord::BadWeek)?;
+    // A week has 10 080 minutes; a count beyond that is broken input, and
+    // would overflow the yearly sums.
+    for cell in &row {
+        if let Cell::Int(n) = cell {
+            if !(0..=MAX_COUNT).contains(n) {
+                return Err(BadRecord::BadCount(*n));
+            }
+        }
+    }
     if revision < 1 || rows_in_revision < 1 {
         return Err(BadRecord::BadRevision {
             revision,

@@ -15,7 +15,7 @@ pub struct Metrics {
     pub revisions: IntCounterVec,
     /// Files renamed into place, by register (`weekly`, `yearly`).
     pub files: IntCounterVec,
-    /// Rows written to weekly files.
+    /// Rows written to the weekly register (`table="all"`: both tables).
     pub rows: IntCounterVec,
     /// Seconds each write of what is whole took.
     pub flush_seconds: Histogram,

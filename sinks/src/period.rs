@@ -14,7 +14,8 @@ impl Week {
     /// not have.
     pub fn parse(label: &str) -> Option<Week> {
         let (year, week) = label.split_once("-W")?;
-        if year.len() != 4 || week.len() != 2 {
+        let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(year, 4) || !digits(week, 2) || year.starts_with('0') {
             return None;
         }
         let year: i32 = year.parse().ok()?;
@@ -70,7 +71,10 @@ mod tests {
             Week::parse("2099-W01").map(Week::school_year).as_deref(),
             Some("2098-99")
         );
-        for bad in ["2025-W54", "2025-W7", "25-W07", "2025W07", "2025-W00", ""] {
+        for bad in [
+            "2025-W54", "2025-W7", "25-W07", "2025W07", "2025-W00", "", "0999-W01", "+202-W36",
+            "2025-W+1",
+        ] {
             assert_eq!(Week::parse(bad), None, "{bad}");
         }
         // 2025 has no week 53; 2026 (starting on a Thursday) has.

@@ -366,6 +366,7 @@ async fn copy_rows(
         let ints: Vec<i32> = row
             .iter()
             .map(|c| match c {
+                // Bounded by `assemble::MAX_COUNT` when decoded.
                 Cell::Int(n) => i32::try_from(*n).unwrap_or(i32::MAX),
                 _ => 0,
             })

@@ -111,7 +111,11 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Sin
     File::open(&temporary)
         .and_then(|f| f.sync_all())
         .map_err(SinkError::io(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(SinkError::io(path))
+    std::fs::rename(&temporary, path).map_err(SinkError::io(path))?;
+    match path.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, SinkError> {
@@ -121,6 +125,19 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Opt
             .map_err(|e| SinkError::corrupt(path, e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SinkError::io(path)(e)),
+    }
+}
+
+/// Create a partition directory durably: its entry in the parent is
+/// synced before anything that depends on it (the checkpoint) is written.
+fn create_partition(dir: &Path) -> Result<(), SinkError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(SinkError::io(dir))?;
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
     }
 }
 
@@ -359,7 +376,7 @@ impl Registers {
         topic: &(dyn Fn(Table) -> String + Sync),
     ) -> Result<(usize, usize), SinkError> {
         let dir = self.week_dir(week);
-        std::fs::create_dir_all(&dir).map_err(SinkError::io(&dir))?;
+        create_partition(&dir)?;
         let mut manifest = self.week_manifest(week)?;
         let mut revisions: BTreeSet<Revision> = manifest.revisions.drain(..).collect();
         let before = revisions.len();
@@ -482,7 +499,7 @@ impl Registers {
     /// the files written.
     fn rebuild_year(&self, year: &str) -> Result<usize, SinkError> {
         let dir = self.year_dir(year);
-        std::fs::create_dir_all(&dir).map_err(SinkError::io(&dir))?;
+        create_partition(&dir)?;
         let weeks: Vec<Week> = self
             .weeks()?
             .into_iter()

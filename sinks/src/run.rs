@@ -273,6 +273,10 @@ pub fn run(
             progress.yearly_files += applied.yearly_files as u64;
             progress.rows_written += applied.rows as u64;
             metrics
+                .rows
+                .with_label_values(&["all"])
+                .inc_by(applied.rows as u64);
+            metrics
                 .files
                 .with_label_values(&["weekly"])
                 .inc_by(applied.weekly_files as u64);

@@ -22,7 +22,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::Sha256;
 
 type Row = Vec<String>;
-type Rows = BTreeSet<Row>;
+/// Rows with how often each occurs: a row written twice is a difference.
+type Rows = BTreeMap<Row, usize>;
 
 const TABLES: [&str; 2] = ["teacher_student", "attendance"];
 
@@ -92,7 +93,7 @@ fn truth(dir: &Path, pseudonyms: &Pseudonyms) -> anyhow::Result<BTreeMap<String,
                 pseudonyms.of(&c[4], &c[5])?,
             ];
             row.extend(c[6..].iter().cloned());
-            ts.insert(row);
+            *ts.entry(row).or_default() += 1;
         }
         let mut att = Rows::new();
         // week,school_unit_code,student_civic,student_id,subject_code,lessons,…,lessons_unreported,source
@@ -100,7 +101,7 @@ fn truth(dir: &Path, pseudonyms: &Pseudonyms) -> anyhow::Result<BTreeMap<String,
             anyhow::ensure!(c.len() == 12, "a truth row with {} columns", c.len());
             let mut row = vec![c[1].clone(), pseudonyms.of(&c[2], &c[3])?];
             row.extend(c[4..].iter().cloned());
-            att.insert(row);
+            *att.entry(row).or_default() += 1;
         }
         if !ts.is_empty() || !att.is_empty() {
             out.insert(label, [ts, att]);
@@ -141,7 +142,9 @@ fn parquet_rows(path: &Path) -> anyhow::Result<Rows> {
                 other => anyhow::bail!("{}: a column of type {other}", path.display()),
             }
         }
-        rows.extend(out);
+        for row in out {
+            *rows.entry(row).or_default() += 1;
+        }
     }
     Ok(rows)
 }
@@ -174,7 +177,7 @@ fn yearly(
     let mut totals: BTreeMap<(String, Row), Totals> = BTreeMap::new();
     for (week, tables) in weeks {
         let year = school_year(week)?;
-        for row in &tables[table] {
+        for row in tables[table].keys() {
             let key: Row = row
                 .iter()
                 .enumerate()
@@ -206,7 +209,7 @@ fn yearly(
         row.extend(t.sums.iter().map(i64::to_string));
         row.extend(key[counted.start..].iter().cloned());
         row.extend([t.first, t.last, t.weeks.to_string()]);
-        out.entry(year).or_default().insert(row);
+        *out.entry(year).or_default().entry(row).or_default() += 1;
     }
     Ok(out)
 }
@@ -225,11 +228,17 @@ impl Tally {
         let empty = Rows::new();
         let (truth, got) = (truth.unwrap_or(&empty), got.unwrap_or(&empty));
         self.periods += 1;
-        self.rows += truth.len();
-        self.agreeing_rows += truth.intersection(got).count();
+        let count = |rows: &Rows| rows.values().sum::<usize>();
+        let surplus = |a: &Rows, b: &Rows| -> usize {
+            a.iter()
+                .map(|(row, n)| n.saturating_sub(b.get(row).copied().unwrap_or(0)))
+                .sum()
+        };
+        self.rows += count(truth);
+        self.agreeing_rows += count(truth) - surplus(truth, got);
         if truth != got {
-            let missing = truth.difference(got).count();
-            let extra = got.difference(truth).count();
+            let missing = surplus(truth, got);
+            let extra = surplus(got, truth);
             self.disagreeing.push(format!(
                 "{period}: {missing} rows missing, {extra} not in the truth"
             ));

@@ -387,6 +387,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rate(sunk.records, sink_seconds)
     );
     drop(broker);
+    if stop.load(Ordering::Relaxed) {
+        println!(
+            "demo: stopped while writing the registers; what is in {} is whole, but not all",
+            registers.display()
+        );
+        return Ok(());
+    }
 
     // The check.
     let report = check::check(&registers, &truth, key.trim().as_bytes(), CONNECTION)?;
