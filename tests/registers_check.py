@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check Parquet registers against the simulator's ground truth, with pyarrow.
 
-    registers_check.py parquet REGISTERS TRUTH KEY_FILE CONNECTION
+    registers_check.py parquet REGISTERS TRUTH KEY_FILE CONNECTION [PUPIL_REGISTER DISAGREEMENTS]
     REGISTERS_CHECK_DATABASE_URL=... registers_check.py postgres SCHEMA TRUTH KEY_FILE CONNECTION
 
 Reads the weekly and yearly registers under REGISTERS with pyarrow (not
@@ -11,6 +11,8 @@ written twice is a difference), pseudonymises the
 truth's civic numbers by the contract (HMAC-SHA256 of the 12-digit number
 with the key, else of "<connection>:<person id>"), sums the truth's weeks
 into school years by the yearly register's rule, and compares row for row.
+With a pupil register (and the simulator's list of what it broke in it),
+also checks the yearly integration: annotations, coverage, lines reported.
 Of Parquet files it also checks what the contract promises: Hive-style partitions,
 the columns, zstd compression and column statistics. Exits 1 on any
 difference.
@@ -38,6 +40,7 @@ COUNTS = {"teacher_student": {"lessons", "minutes"},
           "attendance": {"lessons", "minutes_scheduled", "minutes_present", "minutes_valid_absence",
                          "minutes_invalid_absence", "lessons_unreported"}}
 YEARLY_EXTRA = ["first_week", "last_week", "weeks"]
+REGISTER_COLUMNS = ["register_school_unit_code", "register_grade"]
 
 
 def luhn_ok(digits):
@@ -127,10 +130,12 @@ def yearly(weeks, table):
     return out
 
 
-def read_rows(path, period_column, columns, problems):
+def read_rows(path, period_column, columns, problems, trailing=()):
+    """The rows of `columns`; the file must have exactly the period column,
+    `columns` and `trailing`."""
     pf = pq.ParquetFile(path)
     names = pf.schema_arrow.names
-    if names != [period_column] + columns:
+    if names != [period_column] + columns + list(trailing):
         problems.append(f"{path}: columns {names}")
         return collections.Counter()
     for g in range(pf.metadata.num_row_groups):
@@ -151,13 +156,14 @@ def read_rows(path, period_column, columns, problems):
 def parquet_source(registers, problems):
     """{(register, table): {period: rows}} read from the Parquet files."""
     out = collections.defaultdict(dict)
-    for register, period_column, extra in (("weekly", "week", []), ("yearly", "school_year", YEARLY_EXTRA)):
+    for register, period_column, extra, trailing in (("weekly", "week", [], []),
+                                                     ("yearly", "school_year", YEARLY_EXTRA, REGISTER_COLUMNS)):
         for part in sorted((registers / register).glob(f"{period_column}=*")):
             period = part.name.split("=", 1)[1]
             for table, columns in COLUMNS.items():
                 path = part / f"{table}.parquet"
                 if path.exists():
-                    out[(register, table)][period] = read_rows(path, period_column, columns + extra, problems)
+                    out[(register, table)][period] = read_rows(path, period_column, columns + extra, problems, trailing)
     return out
 
 
@@ -199,6 +205,83 @@ def postgres_source(url, schema):
     return out
 
 
+def luhn_valid(text):
+    digits = [int(c) for c in text if c.isdigit()]
+    if len(text) != 12 or len(digits) != 12:
+        return False
+    month, day = digits[4] * 10 + digits[5], digits[6] * 10 + digits[7]
+    if day > 60:
+        day -= 60
+    return 1 <= month <= 12 and 1 <= day <= 31 and luhn_ok(digits)
+
+
+def check_register(registers, weeks, register_file, disagreements_file, key, problems):
+    """The yearly integration with the pupil register, computed from the
+    register's CSV and the truth alone: the annotations, the coverage table
+    and the lines reported."""
+    year_dir = next((registers / "yearly").glob("school_year=*"), None)
+    if year_dir is None:
+        problems.append("no yearly partition to integrate the register into")
+        return
+    year = year_dir.name.split("=", 1)[1]
+    pipeline = collections.defaultdict(set)
+    for week, tables in weeks.items():
+        if school_year(week) != year:
+            continue
+        for row in tables["teacher_student"]:
+            pipeline[row[0]].add(row[2])
+        for row in tables["attendance"]:
+            pipeline[row[0]].add(row[1])
+    registered, bad = {}, set()
+    lines = pathlib.Path(register_file).read_text().splitlines()
+    for number, line in enumerate(lines[1:], start=2):
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 4 or not luhn_valid(fields[0]) or fields[1] not in pipeline:
+            bad.add(number)
+            continue
+        k = hmac.new(key, fields[0].encode(), hashlib.sha256).hexdigest()
+        if k in registered:
+            bad.add(number)
+            continue
+        registered[k] = (fields[1], fields[3])
+    injected = set()
+    with open(disagreements_file, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["kind"] in ("malformed_line", "invalid_civic_number", "unknown_school_unit"):
+                injected.add(int(r["line"]))
+    if not injected <= bad:
+        problems.append(f"register lines the simulator broke but the check accepts: {sorted(injected - bad)[:5]}")
+    findings = pq.read_table(year_dir / "register_findings.parquet").to_pydict()
+    if sorted(findings["line"]) != sorted(bad):
+        problems.append(f"register findings: lines {sorted(set(findings['line']) ^ bad)[:5]} differ")
+    anywhere = set().union(*pipeline.values()) if pipeline else set()
+    by_unit = collections.defaultdict(set)
+    for k, (unit, _) in registered.items():
+        by_unit[unit].add(k)
+    want = {}
+    for unit in set(pipeline) | set(by_unit):
+        here, listed = pipeline.get(unit, set()), by_unit.get(unit, set())
+        want[unit] = (len(listed), len(here), len(here & listed), len(listed - anywhere),
+                      len([k for k in here if k not in registered]),
+                      len([k for k in here if k in registered and registered[k][0] != unit]))
+    table = pq.read_table(year_dir / "coverage.parquet").to_pydict()
+    got = {u: tuple(table[c][i] for c in ("register_pupils", "pipeline_pupils", "in_both", "only_in_register",
+                                          "only_in_pipeline", "registered_elsewhere"))
+           for i, u in enumerate(table["school_unit_code"])}
+    if got != want:
+        differing = sorted(u for u in set(got) | set(want) if got.get(u) != want.get(u))
+        problems.append(f"coverage differs for units {differing[:5]}")
+    for table_name, columns in COLUMNS.items():
+        data = pq.read_table(year_dir / f"{table_name}.parquet").to_pydict()
+        for i, student in enumerate(data["student_key"]):
+            unit, grade = registered.get(student, ("", ""))
+            if (data["register_school_unit_code"][i], data["register_grade"][i]) != (unit, grade):
+                problems.append(f"{table_name}: a row's register annotation differs")
+                break
+    print(f"register: {len(registered)} pupils matched by the contract, {len(bad)} lines reported, "
+          f"{len(want)} units in the coverage table")
+
+
 def main():
     kind = sys.argv[1]
     problems = []
@@ -229,6 +312,8 @@ def main():
             compared[f"yearly {table} rows"] += w.total()
             if w != h:
                 problems.append(f"{year} {table}: {(w - h).total()} missing, {(h - w).total()} not in the truth")
+    if kind == "parquet" and len(sys.argv) > 7:
+        check_register(pathlib.Path(registers), weeks, sys.argv[6], sys.argv[7], key, problems)
     print(f"weeks in the truth: {len(weeks)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(compared.items())))
     for p in problems[:20]:
         print("problem:", p)

@@ -200,11 +200,13 @@ struct Input {
     connection: String,
     truth: PathBuf,
     key_file: PathBuf,
+    /// Weeks the truth has settled.
+    weeks: usize,
 }
 
-/// Four weeks of a lively term, produced and processed into the snapshot
-/// topics `<topic>.<app>`.
-async fn input(name: &str, seed: u64) -> Input {
+/// `days` of a lively term from the Saturday before it, produced and
+/// processed into the snapshot topics `<topic>.<app>`.
+async fn input(name: &str, seed: u64, pupils: u32, days: u32) -> Input {
     let kafka = TestKafka::connect().await.unwrap();
     runner::ensure_topics(kafka.config()).await.unwrap();
     let pseudonymiser = Arc::new(Pseudonymiser::new(KEY.as_bytes()).unwrap());
@@ -222,8 +224,8 @@ async fn input(name: &str, seed: u64) -> Input {
             ..VendorBehaviour::default()
         },
         seed,
-        300,
-        42,
+        pupils,
+        days,
     )
     .await
     .unwrap();
@@ -264,12 +266,20 @@ async fn input(name: &str, seed: u64) -> Input {
         connection: term.name,
         truth: term.truth,
         key_file,
+        // The truth settles a week ten days after its Sunday; the first
+        // Sunday is the eighth day.
+        weeks: ((days as usize).saturating_sub(8 + 11) / 7) + 1,
     }
 }
 
 /// `tests/registers_check.py` with `args` before the truth, key and
-/// connection: it must find full agreement over four weeks.
-fn check_with_python(input: &Input, args: &[&std::ffi::OsStr]) {
+/// connection (and `after` them): it must find full agreement over the
+/// settled weeks.
+fn check_with_python(
+    input: &Input,
+    args: &[&std::ffi::OsStr],
+    after: &[&std::ffi::OsStr],
+) -> String {
     let mut check = Command::new("python3");
     if let Ok(url) = std::env::var("DATABASE_URL") {
         // Not on the command line: it may hold a password.
@@ -281,6 +291,7 @@ fn check_with_python(input: &Input, args: &[&std::ffi::OsStr]) {
         .arg(&input.truth)
         .arg(&input.key_file)
         .arg(&input.connection)
+        .args(after)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&check.stdout);
@@ -289,19 +300,23 @@ fn check_with_python(input: &Input, args: &[&std::ffi::OsStr]) {
         check.status.success() && said.contains("AGREE"),
         "the check failed"
     );
-    assert!(said.contains("weeks in the truth: 4"), "{said}");
+    assert!(
+        said.contains(&format!("weeks in the truth: {}", input.weeks)),
+        "{said}"
+    );
+    said.into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_registers_equal_the_truth_and_kills_and_replays_give_the_same_bytes() {
-    let input = input("sink-parquet", 41).await;
+    let input = input("sink-parquet", 41, 300, 42).await;
     let binary = env!("CARGO_BIN_EXE_skolflode");
 
     // Undisturbed.
     let (calm_config, calm) = sink_config(&input, &input.app, "calm", 1_000_000, "");
     let status = sink(binary, &calm_config).status().unwrap();
     assert!(status.success(), "sink: {status}");
-    check_with_python(&input, &["parquet".as_ref(), calm.as_os_str()]);
+    check_with_python(&input, &["parquet".as_ref(), calm.as_os_str()], &[]);
 
     // Everything delivered again (the checkpoint gone): nothing is rewritten.
     let before: Vec<_> = tree(&calm)
@@ -377,7 +392,7 @@ async fn dump(client: &tokio_postgres::Client, schema: &str) -> BTreeMap<String,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_registers_equal_the_truth_and_kills_change_nothing() {
     let database = skolflode_testkit::TestDatabase::connect().await.unwrap();
-    let input = input("sink-postgres", 43).await;
+    let input = input("sink-postgres", 43, 300, 42).await;
     let binary = env!("CARGO_BIN_EXE_skolflode");
     let schema = |name: &str| format!("{}_{name}", database.schema());
     let postgres = |name: &str| {
@@ -390,7 +405,7 @@ async fn postgres_registers_equal_the_truth_and_kills_change_nothing() {
     let (calm_config, _) = sink_config(&input, &input.app, "calm", 1_000_000, &postgres("calm"));
     let status = sink(binary, &calm_config).status().unwrap();
     assert!(status.success(), "sink: {status}");
-    check_with_python(&input, &["postgres".as_ref(), schema("calm").as_ref()]);
+    check_with_python(&input, &["postgres".as_ref(), schema("calm").as_ref()], &[]);
     let calm = dump(database.client(), &schema("calm")).await;
     assert!(
         calm["weekly_attendance"].len() > 1000,
@@ -444,4 +459,37 @@ async fn postgres_registers_equal_the_truth_and_kills_change_nothing() {
             .unwrap();
     }
     database.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_yearly_registers_integrate_the_pupil_register_of_15_october() {
+    // 65 days: past 15 October, when the simulator writes the register.
+    let input = input("sink-pupil-register", 45, 200, 65).await;
+    let binary = env!("CARGO_BIN_EXE_skolflode");
+    let register = input.truth.join("pupil_register/school_year=2025-26");
+    let extra = format!(
+        "\n[sink.pupil_register]\npseudonym_key_file = \"{}\"\n\n[sink.pupil_register.files]\n\"2025-26\" = \"{}\"\n",
+        input.key_file.display(),
+        register.join("pupil_register.csv").display()
+    );
+    let (config, out) = sink_config(&input, &input.app, "integrated", 1_000_000, &extra);
+    assert!(sink(binary, &config).status().unwrap().success());
+    let said = check_with_python(
+        &input,
+        &["parquet".as_ref(), out.as_os_str()],
+        &[
+            register.join("pupil_register.csv").as_os_str(),
+            register.join("disagreements.csv").as_os_str(),
+        ],
+    );
+    assert!(said.contains("register: "), "{said}");
+    // The manifest names the register it integrated.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("yearly/school_year=2025-26/_manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        manifest["register"]["findings"].as_u64().unwrap() > 0,
+        "{manifest}"
+    );
 }

@@ -282,6 +282,8 @@ pub struct SimConfig {
     pub evolution: Evolution,
     pub quality: Quality,
     pub faults: Faults,
+    /// How the pupil register of 15 October disagrees with the vendor.
+    pub register: crate::register::RegisterDisagreements,
     /// OAuth2 client credentials the vendor accepts.
     pub client_id: String,
     pub client_secret: String,
@@ -303,6 +305,7 @@ impl Default for SimConfig {
             evolution: Evolution::default(),
             quality: Quality::default(),
             faults: Faults::default(),
+            register: crate::register::RegisterDisagreements::default(),
             client_id: "skolflode".to_owned(),
             client_secret: "simulated-secret".to_owned(),
             token_lifetime_secs: 3600,

@@ -26,6 +26,7 @@ pub mod config;
 pub mod ids;
 pub mod page_json;
 pub mod plan;
+pub mod register;
 pub mod server;
 pub mod sim;
 pub mod skola24;

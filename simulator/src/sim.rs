@@ -117,6 +117,8 @@ pub struct Simulation {
     change_seq: u64,
     truth: Truth,
     change_log: Option<std::io::BufWriter<std::fs::File>>,
+    /// Where the pupil register goes on its census day (the truth directory).
+    register_dir: Option<PathBuf>,
 }
 
 const TERM_DAYS: f64 = 88.0;
@@ -158,6 +160,7 @@ impl Simulation {
             }
             None => None,
         };
+        let register_dir = truth_dir.clone();
         let truth = Truth::new(
             truth_dir,
             (config.vendor.name.clone(), config.skola24_name.clone()),
@@ -176,6 +179,7 @@ impl Simulation {
             change_seq: 0,
             truth,
             change_log,
+            register_dir,
         };
         sim.log_initial_world()?;
         Ok(sim)
@@ -314,6 +318,13 @@ impl Simulation {
         }
         self.now = end_of_day;
         self.day = day + Duration::days(1);
+        // The pupil register counts who is enrolled on its census day, at
+        // the day's end (after the day's moves).
+        if day == crate::register::census_day(self.world.year.start_year) {
+            if let Some(dir) = &self.register_dir {
+                crate::register::write(&self.world, dir, &self.config.register, self.config.seed)?;
+            }
+        }
         // A week's attendance settles once late reports and corrections
         // are in: ten days after its Sunday.
         let settled_before = self.day - Duration::days(10);

@@ -39,6 +39,19 @@ impl Default for PostgresConfig {
     }
 }
 
+/// `[sink.pupil_register]`: the yearly integration with the traditional
+/// pupil register (Parquet output).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PupilRegisterConfig {
+    /// The register's CSV file per school year (`"2025-26" = "path"`).
+    /// Default: none, no integration.
+    pub files: std::collections::BTreeMap<String, PathBuf>,
+    /// The pseudonym key, the producers' own (a file; else
+    /// `SKOLFLODE_PSEUDONYM_KEY`). Needed only with `files`.
+    pub pseudonym_key_file: Option<PathBuf>,
+}
+
 /// The sink's settings. Every field has a default.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +60,8 @@ pub struct SinkConfig {
     pub output: OutputKind,
     /// Settings of the PostgreSQL output.
     pub postgres: PostgresConfig,
+    /// The pupil register to integrate the yearly registers with.
+    pub pupil_register: PupilRegisterConfig,
     /// The register directory (`weekly/`, `yearly/`, `_sink/`). Default
     /// `out/registers`. One sink per directory: a lock file enforces it.
     pub out_dir: PathBuf,
@@ -72,6 +87,7 @@ impl Default for SinkConfig {
         SinkConfig {
             output: OutputKind::Parquet,
             postgres: PostgresConfig::default(),
+            pupil_register: PupilRegisterConfig::default(),
             out_dir: PathBuf::from("out/registers"),
             application_id: "skolflode-sink".to_owned(),
             topic_suffix: None,
@@ -116,6 +132,23 @@ impl SinkConfig {
         }
         if self.output == OutputKind::Postgres && self.postgres.url_env.trim().is_empty() {
             return bad("postgres.url_env is empty".into());
+        }
+        for year in self.pupil_register.files.keys() {
+            let ok = year.len() == 7
+                && year.as_bytes()[4] == b'-'
+                && year[..4]
+                    .parse::<i32>()
+                    .is_ok_and(|y| year[5..].parse::<i32>().is_ok_and(|e| e == (y + 1) % 100));
+            if !ok {
+                return bad(format!(
+                    "pupil_register.files: {year:?} is not a school year like 2025-26"
+                ));
+            }
+        }
+        if !self.pupil_register.files.is_empty() && self.output == OutputKind::Postgres {
+            return bad(
+                "pupil_register: the integration is built for the Parquet output only".into(),
+            );
         }
         if self.flush_rows == 0 {
             return bad("flush_rows must be at least 1".into());

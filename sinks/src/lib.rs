@@ -20,6 +20,7 @@ pub mod output;
 pub mod parquet;
 pub mod period;
 pub mod postgres;
+pub mod pupil_register;
 pub mod registers;
 pub mod run;
 pub mod table;

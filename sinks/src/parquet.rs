@@ -51,6 +51,8 @@ impl Period {
                 ("first_week", Kind::Text),
                 ("last_week", Kind::Text),
                 ("weeks", Kind::Int),
+                ("register_school_unit_code", Kind::Text),
+                ("register_grade", Kind::Text),
             ],
         }
     }
@@ -69,15 +71,24 @@ fn cells(table: Table, period: Period) -> Vec<(&'static str, Kind)> {
 
 /// The Arrow schema of a register file.
 pub fn schema(table: Table, period: Period) -> SchemaRef {
-    let mut fields = vec![Field::new(period.column(), DataType::Utf8, false)];
-    fields.extend(cells(table, period).into_iter().map(|(name, kind)| {
-        let data_type = match kind {
-            Kind::Text => DataType::Utf8,
-            Kind::Int => DataType::Int32,
-            Kind::Flag => DataType::Boolean,
-        };
-        Field::new(name, data_type, false)
-    }));
+    let mut columns = vec![(period.column(), Kind::Text)];
+    columns.extend(cells(table, period));
+    schema_of(&columns)
+}
+
+/// The Arrow schema of columns of these names and kinds, none null.
+pub fn schema_of(columns: &[(&str, Kind)]) -> SchemaRef {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|&(name, kind)| {
+            let data_type = match kind {
+                Kind::Text => DataType::Utf8,
+                Kind::Int => DataType::Int32,
+                Kind::Flag => DataType::Boolean,
+            };
+            Field::new(name, data_type, false)
+        })
+        .collect();
     Arc::new(Schema::new(fields))
 }
 
@@ -165,12 +176,51 @@ pub fn write(
     metadata: &[(&str, String)],
     zstd_level: i32,
 ) -> Result<Written, SinkError> {
-    let schema = schema(table, period);
     let mut arrays: Vec<ArrayRef> =
         vec![Arc::new(StringArray::from(vec![period_value; rows.len()]))];
     for (index, (_, kind)) in cells(table, period).into_iter().enumerate() {
         arrays.push(column(rows, index, kind, path)?);
     }
+    write_arrays(
+        path,
+        schema(table, period),
+        arrays,
+        rows.len(),
+        metadata,
+        zstd_level,
+    )
+}
+
+/// Write `rows` (every cell, in `columns`' order) to `path`, atomically.
+pub fn write_rows(
+    path: &Path,
+    columns: &[(&str, Kind)],
+    rows: &[Row],
+    metadata: &[(&str, String)],
+    zstd_level: i32,
+) -> Result<Written, SinkError> {
+    let mut arrays = Vec::with_capacity(columns.len());
+    for (index, (_, kind)) in columns.iter().enumerate() {
+        arrays.push(column(rows, index, *kind, path)?);
+    }
+    write_arrays(
+        path,
+        schema_of(columns),
+        arrays,
+        rows.len(),
+        metadata,
+        zstd_level,
+    )
+}
+
+fn write_arrays(
+    path: &Path,
+    schema: SchemaRef,
+    arrays: Vec<ArrayRef>,
+    rows: usize,
+    metadata: &[(&str, String)],
+    zstd_level: i32,
+) -> Result<Written, SinkError> {
     let batch = RecordBatch::try_new(Arc::clone(&schema), arrays)?;
     let level = ZstdLevel::try_new(zstd_level).map_err(SinkError::parquet(path))?;
     let properties = WriterProperties::builder()
@@ -199,10 +249,7 @@ pub fn write(
         .map_err(|e| SinkError::io(&temporary)(e.into_error()))?;
     file.sync_all().map_err(SinkError::io(&temporary))?;
     std::fs::rename(&temporary, path).map_err(SinkError::io(path))?;
-    Ok(Written {
-        rows: rows.len(),
-        sha256,
-    })
+    Ok(Written { rows, sha256 })
 }
 
 /// The key-value metadata of a register file.

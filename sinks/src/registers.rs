@@ -30,8 +30,10 @@ use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
 use crate::parquet::{self, Period};
 use crate::period::Week;
-use crate::table::{Row, Table};
+use crate::pupil_register::{self, PupilRegister};
+use crate::table::{Cell, Kind, Row, Table};
 use crate::{yearly, SinkError};
+use skolflode_producers::pseudonym::Pseudonymiser;
 
 const BLOCKS: &str = "skolflode.blocks";
 const WEEKS: &str = "skolflode.weeks";
@@ -91,6 +93,28 @@ pub struct YearManifest {
     pub files: Vec<FileEntry>,
     /// The weekly files summed, with the checksums they had.
     pub weeks: Vec<Source>,
+    /// The pupil register the yearly files were integrated with.
+    #[serde(default)]
+    pub register: Option<RegisterSource>,
+}
+
+/// A pupil register read into a yearly partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterSource {
+    pub file: String,
+    pub sha256: String,
+    /// Lines used.
+    pub pupils: usize,
+    /// Lines left out, each reported with its reason.
+    pub findings: usize,
+}
+
+/// The yearly integration with the pupil register: a register file per
+/// school year, read with the deployment's pseudonym key.
+#[derive(Debug)]
+pub struct Integration {
+    pub files: BTreeMap<String, PathBuf>,
+    pub pseudonymiser: Pseudonymiser,
 }
 
 /// The register directory, held by one sink at a time.
@@ -98,6 +122,7 @@ pub struct YearManifest {
 pub struct Registers {
     root: PathBuf,
     zstd_level: i32,
+    integration: Option<Integration>,
     _lock: File,
 }
 
@@ -178,10 +203,12 @@ impl Registers {
     /// Open (or create) the register directory at `root`: take its lock,
     /// remove temporary files a stopped sink left, make every manifest
     /// agree with its files, rebuild yearly files whose weeks changed
-    /// since, and return the newest revision held per block.
+    /// since (or whose pupil register did), and return the newest revision
+    /// held per block.
     pub fn open(
         root: &Path,
         zstd_level: i32,
+        integration: Option<Integration>,
     ) -> Result<(Registers, HashMap<BlockId, i32>), SinkError> {
         for dir in ["weekly", "yearly", "_sink"] {
             let dir = root.join(dir);
@@ -199,6 +226,7 @@ impl Registers {
         let registers = Registers {
             root: root.to_path_buf(),
             zstd_level,
+            integration,
             _lock: lock,
         };
         let mut done = HashMap::new();
@@ -219,7 +247,11 @@ impl Registers {
         let years: BTreeSet<String> = weeks.iter().map(|w| w.school_year()).collect();
         for year in years.iter().chain(registers.years()?.iter()) {
             registers.clean(&registers.year_dir(year))?;
-            if registers.year_sources(year)? != registers.year_manifest(year)?.weeks {
+            let manifest = registers.year_manifest(year)?;
+            let register = manifest.register.as_ref().map(|r| r.sha256.clone());
+            if registers.year_sources(year)? != manifest.weeks
+                || registers.register_sha(year)? != register
+            {
                 tracing::info!(school_year = %year, "its weeks changed since it was written: rebuilding");
                 registers.rebuild_year(year)?;
             }
@@ -506,7 +538,7 @@ impl Registers {
             .filter(|w| w.school_year() == year)
             .collect();
         let sources = self.year_sources(year)?;
-        let mut files = Vec::new();
+        let mut tables = Vec::new();
         for table in Table::ALL {
             let mut rows_of_weeks = Vec::new();
             for week in &weeks {
@@ -515,14 +547,57 @@ impl Registers {
                     rows_of_weeks.push((*week, parquet::read(&path, table, Period::Week)?.0));
                 }
             }
+            tables.push((table, yearly::aggregate(table, rows_of_weeks)));
+        }
+        let register = match &self.integration {
+            Some(integration) => match integration.files.get(year) {
+                Some(path) => {
+                    let known = tables
+                        .iter()
+                        .flat_map(|(_, rows)| rows.iter())
+                        .filter_map(|row| match row.first() {
+                            Some(Cell::Text(unit)) => Some(unit.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    Some((
+                        path,
+                        pupil_register::read(
+                            path,
+                            census(year),
+                            &integration.pseudonymiser,
+                            &known,
+                        )?,
+                    ))
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let mut files = Vec::new();
+        for (table, mut rows) in tables {
             let path = dir.join(table.file_name());
-            if rows_of_weeks.is_empty() {
+            if rows.is_empty() {
                 if path.exists() {
                     std::fs::remove_file(&path).map_err(SinkError::io(&path))?;
                 }
                 continue;
             }
-            let rows = yearly::aggregate(table, rows_of_weeks);
+            let student = student_column(table);
+            for row in &mut rows {
+                let found = match (&register, row.get(student)) {
+                    (Some((_, r)), Some(Cell::Text(key))) => r.pupils.get(key),
+                    _ => None,
+                };
+                row.push(Cell::Text(
+                    found
+                        .map(|p| p.school_unit_code.clone())
+                        .unwrap_or_default(),
+                ));
+                row.push(Cell::Text(
+                    found.map(|p| p.grade.clone()).unwrap_or_default(),
+                ));
+            }
             let covered: Vec<&Source> = sources
                 .iter()
                 .filter(|s| s.file == table.file_name())
@@ -547,6 +622,50 @@ impl Registers {
                 sha256: written.sha256,
             });
         }
+        let mut register_source = None;
+        if let Some((path, register)) = &register {
+            let pipeline = pupils_by_unit(&dir)?;
+            let coverage = coverage(year, &pipeline, register);
+            let file = dir.join(COVERAGE);
+            let written =
+                parquet::write_rows(&file, &COVERAGE_COLUMNS, &coverage, &[], self.zstd_level)?;
+            files.push(FileEntry {
+                file: COVERAGE.to_owned(),
+                rows: written.rows,
+                sha256: written.sha256,
+            });
+            let findings: Vec<Row> = register
+                .findings
+                .iter()
+                .map(|f| {
+                    vec![
+                        Cell::Text(year.to_owned()),
+                        Cell::Int(f.line as i64),
+                        Cell::Text(f.reason.clone()),
+                    ]
+                })
+                .collect();
+            let file = dir.join(FINDINGS);
+            let written =
+                parquet::write_rows(&file, &FINDINGS_COLUMNS, &findings, &[], self.zstd_level)?;
+            files.push(FileEntry {
+                file: FINDINGS.to_owned(),
+                rows: written.rows,
+                sha256: written.sha256,
+            });
+            for f in &register.findings {
+                tracing::warn!(school_year = %year, line = f.line, reason = %f.reason, "pupil register line left out");
+            }
+            register_source = Some(RegisterSource {
+                file: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                sha256: register.sha256.clone(),
+                pupils: register.pupils.len(),
+                findings: register.findings.len(),
+            });
+        }
         sync_dir(&dir)?;
         let count = files.len();
         let manifest = YearManifest {
@@ -554,11 +673,135 @@ impl Registers {
             school_year: year.to_owned(),
             files,
             weeks: sources,
+            register: register_source,
         };
         write_json(&dir.join(MANIFEST), &manifest)?;
         sync_dir(&dir)?;
         Ok(count)
     }
+
+    /// The checksum of the pupil register configured for `year`, if any.
+    fn register_sha(&self, year: &str) -> Result<Option<String>, SinkError> {
+        use sha2::{Digest, Sha256};
+        let Some(path) = self.integration.as_ref().and_then(|i| i.files.get(year)) else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).map_err(SinkError::io(path))?;
+        Ok(Some(hex::encode(Sha256::digest(&bytes))))
+    }
+}
+
+/// The census day of a school year labelled `2025-26`: 15 October of its
+/// first year.
+fn census(year: &str) -> (i32, u32, u32) {
+    let start = year.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970);
+    (start, 10, 15)
+}
+
+fn student_column(table: Table) -> usize {
+    table
+        .columns()
+        .iter()
+        .position(|c| c.name == "student_key")
+        .unwrap_or(0)
+}
+
+/// The pupils of the yearly files just written, by school unit.
+fn pupils_by_unit(dir: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, SinkError> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for table in Table::ALL {
+        let path = dir.join(table.file_name());
+        if !path.exists() {
+            continue;
+        }
+        let student = student_column(table);
+        for row in parquet::read(&path, table, Period::SchoolYear)?.0 {
+            if let (Some(Cell::Text(unit)), Some(Cell::Text(key))) = (row.first(), row.get(student))
+            {
+                out.entry(unit.clone()).or_default().insert(key.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+const COVERAGE: &str = "coverage.parquet";
+const FINDINGS: &str = "register_findings.parquet";
+
+const COVERAGE_COLUMNS: [(&str, Kind); 8] = [
+    ("school_year", Kind::Text),
+    ("school_unit_code", Kind::Text),
+    ("register_pupils", Kind::Int),
+    ("pipeline_pupils", Kind::Int),
+    ("in_both", Kind::Int),
+    ("only_in_register", Kind::Int),
+    ("only_in_pipeline", Kind::Int),
+    ("registered_elsewhere", Kind::Int),
+];
+
+const FINDINGS_COLUMNS: [(&str, Kind); 3] = [
+    ("school_year", Kind::Text),
+    ("line", Kind::Int),
+    ("reason", Kind::Text),
+];
+
+/// Per school unit: pupils in the register, in the pipeline, in both at
+/// this unit, only in the register (found nowhere in the pipeline), only
+/// in the pipeline (not in the register at all), and in the pipeline here
+/// but registered at another unit.
+fn coverage(
+    year: &str,
+    pipeline: &BTreeMap<String, BTreeSet<String>>,
+    register: &PupilRegister,
+) -> Vec<Row> {
+    let mut registered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (key, pupil) in &register.pupils {
+        registered
+            .entry(pupil.school_unit_code.as_str())
+            .or_default()
+            .insert(key.as_str());
+    }
+    let anywhere: BTreeSet<&str> = pipeline.values().flatten().map(String::as_str).collect();
+    let units: BTreeSet<&str> = pipeline
+        .keys()
+        .map(String::as_str)
+        .chain(registered.keys().copied())
+        .collect();
+    let empty_owned = BTreeSet::new();
+    let empty = BTreeSet::new();
+    units
+        .into_iter()
+        .map(|unit| {
+            let here = pipeline.get(unit).unwrap_or(&empty_owned);
+            let listed = registered.get(unit).unwrap_or(&empty);
+            let in_both = here.iter().filter(|k| listed.contains(k.as_str())).count();
+            let only_register = listed.iter().filter(|k| !anywhere.contains(*k)).count();
+            let only_pipeline = here
+                .iter()
+                .filter(|k| !register.pupils.contains_key(k.as_str()))
+                .count();
+            let elsewhere = here
+                .iter()
+                .filter(|k| {
+                    register
+                        .pupils
+                        .get(k.as_str())
+                        .is_some_and(|p| p.school_unit_code != unit)
+                })
+                .count();
+            let n = |x: usize| Cell::Int(x as i64);
+            vec![
+                Cell::Text(year.to_owned()),
+                Cell::Text(unit.to_owned()),
+                n(listed.len()),
+                n(here.len()),
+                n(in_both),
+                n(only_register),
+                n(only_pipeline),
+                n(elsewhere),
+            ]
+        })
+        .collect()
 }
 
 impl Output for Registers {

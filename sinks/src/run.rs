@@ -19,9 +19,10 @@ use crate::config::OutputKind;
 use crate::metrics::Metrics;
 use crate::output::Output;
 use crate::postgres::Postgres;
-use crate::registers::Registers;
+use crate::registers::{Integration, Registers};
 use crate::table::Table;
 use crate::{SinkConfig, SinkError};
+use skolflode_producers::pseudonym::Pseudonymiser;
 
 /// When the sink stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +135,19 @@ pub fn run(
     config.build()?;
     let (mut output, done, mut checkpoint): (Box<dyn Output>, _, _) = match config.output {
         OutputKind::Parquet => {
-            let (registers, done) = Registers::open(&config.out_dir, config.zstd_level)?;
+            let integration = if config.pupil_register.files.is_empty() {
+                None
+            } else {
+                let key = config.pupil_register.pseudonym_key_file.as_deref();
+                let pseudonymiser = Pseudonymiser::from_config(key)
+                    .map_err(|e| SinkError::Config(format!("the pseudonym key: {e}")))?;
+                Some(Integration {
+                    files: config.pupil_register.files.clone(),
+                    pseudonymiser,
+                })
+            };
+            let (registers, done) =
+                Registers::open(&config.out_dir, config.zstd_level, integration)?;
             let checkpoint = Checkpoint::load(&config.out_dir)?;
             (Box::new(registers), done, checkpoint)
         }

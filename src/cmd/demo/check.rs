@@ -111,7 +111,7 @@ fn truth(dir: &Path, pseudonyms: &Pseudonyms) -> anyhow::Result<BTreeMap<String,
 }
 
 /// The rows of a Parquet file, every column as text, without the first
-/// (the period).
+/// (the period) and the pupil register's annotations.
 fn parquet_rows(path: &Path) -> anyhow::Result<Rows> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
@@ -119,7 +119,17 @@ fn parquet_rows(path: &Path) -> anyhow::Result<Rows> {
     for batch in reader {
         let batch = batch?;
         let mut out: Vec<Row> = vec![Vec::new(); batch.num_rows()];
-        for column in batch.columns().iter().skip(1) {
+        let schema = batch.schema();
+        // The period is the partition; the pupil register's annotations
+        // are checked apart from the truth's rows.
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .skip(1)
+            .filter(|(field, _)| !field.name().starts_with("register_"))
+            .map(|(_, column)| column);
+        for column in columns {
             match column.data_type() {
                 DataType::Utf8 => {
                     for (row, v) in out.iter_mut().zip(column.as_string::<i32>().iter()) {
@@ -358,4 +368,45 @@ pub fn check(
         }
     }
     Ok(report)
+}
+
+/// A summary of the yearly integration with the pupil register: the
+/// coverage table's totals and the lines the sink left out. A report, not
+/// a check: `tests/registers_check.py` checks it against the register.
+pub fn coverage(registers: &Path, year: &str) -> anyhow::Result<String> {
+    let dir = registers.join("yearly").join(format!("school_year={year}"));
+    let mut totals = [0i64; 6];
+    let file = std::fs::File::open(dir.join("coverage.parquet")).context("coverage.parquet")?;
+    for batch in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
+        let batch = batch?;
+        for (i, name) in [
+            "register_pupils",
+            "pipeline_pupils",
+            "in_both",
+            "only_in_register",
+            "only_in_pipeline",
+            "registered_elsewhere",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let column = batch.column_by_name(name).context("a coverage column")?;
+            totals[i] += column
+                .as_primitive::<Int32Type>()
+                .iter()
+                .map(|v| i64::from(v.unwrap_or_default()))
+                .sum::<i64>();
+        }
+    }
+    let file = std::fs::File::open(dir.join("register_findings.parquet"))
+        .context("register_findings.parquet")?;
+    let findings: usize = ParquetRecordBatchReaderBuilder::try_new(file)?
+        .build()?
+        .map(|b| b.map(|b| b.num_rows()).unwrap_or(0))
+        .sum();
+    Ok(format!(
+        "pupil register {year} (15 October): {} pupils listed, {} in the pipeline; {} at the same unit in both, \
+         {} only in the register, {} only in the pipeline, {} registered at another unit; {findings} lines left out (reason per line in register_findings.parquet)",
+        totals[0], totals[1], totals[2], totals[3], totals[4], totals[5]
+    ))
 }

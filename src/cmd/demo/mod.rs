@@ -361,11 +361,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // The sink.
     let registers = args.out.join("registers");
-    let sink_config = SinkConfig {
+    // The pupil register of 15 October, when the term reached it.
+    let year_label = format!("{}-{:02}", year.start_year, (year.start_year + 1) % 100);
+    let pupil_register = truth
+        .join("pupil_register")
+        .join(format!("school_year={year_label}"))
+        .join("pupil_register.csv");
+    let mut sink_config = SinkConfig {
         out_dir: registers.clone(),
         application_id: "skolflode-demo-sink".into(),
         ..SinkConfig::default()
     };
+    if pupil_register.exists() {
+        sink_config.pupil_register.files = [(year_label.clone(), pupil_register.clone())].into();
+        sink_config.pupil_register.pseudonym_key_file = Some(args.pseudonym_key_file.clone());
+    }
     println!(
         "demo: sink     the snapshots into Parquet registers in {}",
         registers.display()
@@ -399,6 +409,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let report = check::check(&registers, &truth, key.trim().as_bytes(), CONNECTION)?;
     println!();
     println!("{report}");
+    if pupil_register.exists() {
+        println!();
+        println!("{}", check::coverage(&registers, &year_label)?);
+    }
+    println!();
     println!("stage      records        seconds   per second");
     for (stage, n, s) in [
         ("produce", produced, produce_seconds),
