@@ -153,6 +153,19 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Opt
     }
 }
 
+/// The blocks a weekly partition's files hold, both tables, from the
+/// files' own metadata.
+fn current_blocks(dir: &Path) -> Result<Vec<Revision>, SinkError> {
+    let mut current = Vec::new();
+    for table in Table::ALL {
+        let path = dir.join(table.file_name());
+        if path.exists() {
+            current.extend(blocks_of(&parquet::metadata(&path)?, &path)?);
+        }
+    }
+    Ok(current)
+}
+
 /// Create a partition directory durably: its entry in the parent is
 /// synced before anything that depends on it (the checkpoint) is written.
 fn create_partition(dir: &Path) -> Result<(), SinkError> {
@@ -337,13 +350,7 @@ impl Registers {
     /// describe them (the sink stopped between the two).
     fn reconcile_week(&self, week: Week) -> Result<Vec<Revision>, SinkError> {
         let dir = self.week_dir(week);
-        let mut current = Vec::new();
-        for table in Table::ALL {
-            let path = dir.join(table.file_name());
-            if path.exists() {
-                current.extend(blocks_of(&parquet::metadata(&path)?, &path)?);
-            }
-        }
+        let current = current_blocks(&dir)?;
         let mut manifest = self.week_manifest(week)?;
         if manifest.current != current {
             tracing::info!(week = %week.label(), "manifest behind its files: rewriting it");
@@ -494,13 +501,7 @@ impl Registers {
             .iter()
             .filter_map(|t| written.remove(&t.file_name()))
             .collect();
-        let mut current = Vec::new();
-        for table in Table::ALL {
-            let path = dir.join(table.file_name());
-            if path.exists() {
-                current.extend(blocks_of(&parquet::metadata(&path)?, &path)?);
-            }
-        }
+        let current = current_blocks(&dir)?;
         manifest.current = current;
         manifest.revisions = revisions.into_iter().collect();
         write_json(&dir.join(MANIFEST), &manifest)?;
@@ -549,17 +550,11 @@ impl Registers {
             }
             tables.push((table, yearly::aggregate(table, rows_of_weeks)));
         }
+        let pipeline = pupils_by_unit(&tables);
         let register = match &self.integration {
             Some(integration) => match integration.files.get(year) {
                 Some(path) => {
-                    let known = tables
-                        .iter()
-                        .flat_map(|(_, rows)| rows.iter())
-                        .filter_map(|row| match row.first() {
-                            Some(Cell::Text(unit)) => Some(unit.clone()),
-                            _ => None,
-                        })
-                        .collect();
+                    let known = pipeline.keys().cloned().collect();
                     Some((
                         path,
                         pupil_register::read(
@@ -624,7 +619,6 @@ impl Registers {
         }
         let mut register_source = None;
         if let Some((path, register)) = &register {
-            let pipeline = pupils_by_unit(&dir)?;
             let coverage = coverage(year, &pipeline, register);
             let file = dir.join(COVERAGE);
             let written =
@@ -706,23 +700,19 @@ fn student_column(table: Table) -> usize {
         .unwrap_or(0)
 }
 
-/// The pupils of the yearly files just written, by school unit.
-fn pupils_by_unit(dir: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, SinkError> {
+/// The pupils of yearly rows, by school unit.
+fn pupils_by_unit(tables: &[(Table, Vec<Row>)]) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for table in Table::ALL {
-        let path = dir.join(table.file_name());
-        if !path.exists() {
-            continue;
-        }
-        let student = student_column(table);
-        for row in parquet::read(&path, table, Period::SchoolYear)?.0 {
+    for (table, rows) in tables {
+        let student = student_column(*table);
+        for row in rows {
             if let (Some(Cell::Text(unit)), Some(Cell::Text(key))) = (row.first(), row.get(student))
             {
                 out.entry(unit.clone()).or_default().insert(key.clone());
             }
         }
     }
-    Ok(out)
+    out
 }
 
 const COVERAGE: &str = "coverage.parquet";

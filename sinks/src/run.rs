@@ -1,4 +1,4 @@
-//! The Parquet sink's loop: read both snapshot topics, assemble whole
+//! The sink's loop: read both snapshot topics, assemble whole
 //! revisions, write them, then record the offsets they cover.
 
 use std::collections::{BTreeMap, HashSet};
@@ -63,6 +63,8 @@ struct Input {
     consumer: BaseConsumer<StageContext>,
     next: BTreeMap<i32, i64>,
     at_end: HashSet<i32>,
+    /// Partitions assigned, fixed at open.
+    partitions: usize,
 }
 
 impl Input {
@@ -92,6 +94,7 @@ impl Input {
         }
         let mut assignment = TopicPartitionList::new();
         let mut next = BTreeMap::new();
+        let count = partitions.len();
         for p in partitions {
             let offset = match checkpoint.get(&topic, p) {
                 Some(o) => {
@@ -109,22 +112,17 @@ impl Input {
             consumer,
             next,
             at_end: HashSet::new(),
+            partitions: count,
         })
     }
 
-    fn partitions(&self) -> usize {
-        self.consumer
-            .assignment()
-            .map(|a| a.count())
-            .unwrap_or_default()
-    }
-
     fn caught_up(&self) -> bool {
-        self.at_end.len() == self.partitions()
+        self.at_end.len() == self.partitions
     }
 }
 
-/// Run the Parquet sink. Blocking: call it from a blocking task.
+/// Run the sink (Parquet or PostgreSQL). Blocking: call it from a blocking
+/// task.
 pub fn run(
     kafka: &KafkaConfig,
     config: &SinkConfig,
