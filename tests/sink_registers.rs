@@ -48,7 +48,7 @@ fn sink_config(
     input: &Input,
     app: &str,
     name: &str,
-    flush_rows: usize,
+    flush_bytes: usize,
     extra: &str,
 ) -> (PathBuf, PathBuf) {
     let out = input.dir.join(name);
@@ -56,7 +56,7 @@ fn sink_config(
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\n\n[sink]\nout_dir = \"{}\"\ntopic_suffix = \"{}\"\nflush_rows = {flush_rows}\nflush_interval_ms = 20\n{extra}",
+            "[kafka]\nbootstrap_servers = \"{}\"\n\n[sink]\nout_dir = \"{}\"\ntopic_suffix = \"{}\"\nflush_bytes = {flush_bytes}\nflush_interval_ms = 20\n{extra}",
             input.bootstrap,
             out.display(),
             app,
@@ -161,7 +161,7 @@ fn kill_after_writes(
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(()) => {
-                std::thread::sleep(Duration::from_millis(rng.random_range(0..60)));
+                std::thread::sleep(Duration::from_millis(rng.random_range(0..12)));
                 if child.try_wait().unwrap().is_none() {
                     kill(child);
                     landed += 1;
@@ -313,7 +313,7 @@ async fn parquet_registers_equal_the_truth_and_kills_and_replays_give_the_same_b
     let binary = env!("CARGO_BIN_EXE_skolflode");
 
     // Undisturbed.
-    let (calm_config, calm) = sink_config(&input, &input.app, "calm", 1_000_000, "");
+    let (calm_config, calm) = sink_config(&input, &input.app, "calm", 1 << 28, "");
     let status = sink(binary, &calm_config).status().unwrap();
     assert!(status.success(), "sink: {status}");
     check_with_python(&input, &["parquet".as_ref(), calm.as_os_str()], &[]);
@@ -402,7 +402,7 @@ async fn postgres_registers_equal_the_truth_and_kills_change_nothing() {
         )
     };
 
-    let (calm_config, _) = sink_config(&input, &input.app, "calm", 1_000_000, &postgres("calm"));
+    let (calm_config, _) = sink_config(&input, &input.app, "calm", 1 << 28, &postgres("calm"));
     let status = sink(binary, &calm_config).status().unwrap();
     assert!(status.success(), "sink: {status}");
     check_with_python(&input, &["postgres".as_ref(), schema("calm").as_ref()], &[]);
@@ -472,7 +472,7 @@ async fn the_yearly_registers_integrate_the_pupil_register_of_15_october() {
         input.key_file.display(),
         register.join("pupil_register.csv").display()
     );
-    let (config, out) = sink_config(&input, &input.app, "integrated", 1_000_000, &extra);
+    let (config, out) = sink_config(&input, &input.app, "integrated", 1 << 28, &extra);
     assert!(sink(binary, &config).status().unwrap().success());
     let said = check_with_python(
         &input,

@@ -2,8 +2,9 @@
 //! sink benchmark (`scripts/bench-sink`): one week of `pupils` pupils in
 //! municipalities of `pupils_per_connection`, each a connection with one
 //! revision of the week, about eleven `teacher_student` and eleven
-//! `attendance` rows per pupil, as a national week has. Deterministic: the
-//! same arguments give the same records.
+//! `attendance` rows per pupil, as a national week has, each revision in
+//! the order the processor publishes it (by the grouping columns).
+//! Deterministic: the same arguments give the same records.
 //!
 //! ```sh
 //! cargo run --release -p skolflode-sinks --example load_snapshots -- BOOTSTRAP SUFFIX PUPILS
@@ -94,6 +95,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let last = (first + PUPILS_PER_CONNECTION).min(pupils);
         let n = i32::try_from((last - first) * LINKS_PER_PUPIL)?;
         let k = wire::encode(key_id, &connection);
+        let mut ts_rows = Vec::new();
+        let mut att_rows = Vec::new();
         for p in first..last {
             let unit = format!("{:08}", 10_000_000 + p / 400);
             let student = key(p);
@@ -115,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     is_grader: l % 3 == 0,
                     source: "ss12000-sim".into(),
                 };
-                send(&topics[0], &k, &wire::encode(ts_id, &ts), &mut sent);
+                ts_rows.push(ts);
                 let att = AttendanceRow {
                     connection: connection.clone(),
                     week: "2025-W36".into(),
@@ -132,8 +135,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     lessons_unreported: (p % 11 == 0) as i32,
                     source: "ss12000-sim".into(),
                 };
-                send(&topics[1], &k, &wire::encode(att_id, &att), &mut sent);
+                att_rows.push(att);
             }
+        }
+        // In the processor's order: by the grouping columns.
+        ts_rows.sort_by(|a, b| {
+            (
+                &a.school_unit_code,
+                &a.teacher_key,
+                &a.student_key,
+                &a.activity_id,
+                &a.group_id,
+                &a.subject_code,
+                a.is_grader,
+            )
+                .cmp(&(
+                    &b.school_unit_code,
+                    &b.teacher_key,
+                    &b.student_key,
+                    &b.activity_id,
+                    &b.group_id,
+                    &b.subject_code,
+                    b.is_grader,
+                ))
+        });
+        att_rows.sort_by(|a, b| {
+            (&a.school_unit_code, &a.student_key, &a.subject_code).cmp(&(
+                &b.school_unit_code,
+                &b.student_key,
+                &b.subject_code,
+            ))
+        });
+        for ts in &ts_rows {
+            send(&topics[0], &k, &wire::encode(ts_id, ts), &mut sent);
+        }
+        for att in &att_rows {
+            send(&topics[1], &k, &wire::encode(att_id, att), &mut sent);
         }
     }
     producer.flush(Duration::from_secs(300))?;

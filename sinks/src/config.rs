@@ -72,12 +72,16 @@ pub struct SinkConfig {
     /// Read the snapshot topics of a replay, `<topic>.<suffix>`. Default:
     /// none, the processor's own topics.
     pub topic_suffix: Option<String>,
-    /// Write what is whole at least this often while input keeps coming.
+    /// No whole revision waits longer than this to be written, even
+    /// while input keeps coming (once caught up, the sink writes at once).
     /// Default 5000 ms.
     pub flush_interval_ms: u64,
-    /// … or once this many new rows are held. Bounds the memory: each held
-    /// row is a few hundred bytes. Default 1 000 000.
-    pub flush_rows: usize,
+    /// Write what is whole once it takes this much memory, encoded (for
+    /// Parquet, compressed: about 40 bytes a row; for PostgreSQL, `COPY`
+    /// tuples: about 250). Bounds the sink's memory during a backlog, and
+    /// how often a week's file is rewritten then. Default 268 435 456
+    /// (256 MiB).
+    pub flush_bytes: usize,
     /// zstd level of the Parquet files (1–22). Default 3.
     pub zstd_level: i32,
 }
@@ -92,7 +96,7 @@ impl Default for SinkConfig {
             application_id: "skolflode-sink".to_owned(),
             topic_suffix: None,
             flush_interval_ms: 5_000,
-            flush_rows: 1_000_000,
+            flush_bytes: 256 << 20,
             zstd_level: 3,
         }
     }
@@ -150,8 +154,8 @@ impl SinkConfig {
                 "pupil_register: the integration is built for the Parquet output only".into(),
             );
         }
-        if self.flush_rows == 0 {
-            return bad("flush_rows must be at least 1".into());
+        if self.flush_bytes == 0 {
+            return bad("flush_bytes must be at least 1".into());
         }
         if !(1..=22).contains(&self.zstd_level) {
             return bad(format!("zstd_level = {} is not in 1..=22", self.zstd_level));

@@ -24,6 +24,8 @@ pub enum SinkError {
     Locked(String),
     #[error("PostgreSQL: {0}")]
     Postgres(String),
+    #[error("a worker thread of the sink failed: {0}")]
+    Worker(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

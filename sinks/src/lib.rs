@@ -12,6 +12,7 @@
 //! in the same database transaction as the rows.
 
 pub mod assemble;
+pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

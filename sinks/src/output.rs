@@ -4,7 +4,6 @@
 
 use crate::assemble::Completed;
 use crate::checkpoint::Checkpoint;
-use crate::table::Table;
 use crate::SinkError;
 
 /// What one write of whole revisions did.
@@ -19,14 +18,18 @@ pub struct Applied {
     pub rows: usize,
 }
 
-/// An output of the sink.
+/// An output of the sink. Whole revisions are staged as they complete;
+/// a commit writes them, with (or before) the input offsets they cover.
 pub trait Output: std::fmt::Debug {
-    /// Write the revisions `completed` holds and, with them or after them,
-    /// the offsets in `checkpoint`. `topic` names a table's input topic.
-    fn apply(
-        &mut self,
-        completed: Vec<Completed>,
-        checkpoint: &Checkpoint,
-        topic: &(dyn Fn(Table) -> String + Sync),
-    ) -> Result<Applied, SinkError>;
+    /// Take a whole revision read from `topic`.
+    fn stage(&mut self, completed: Completed, topic: &str) -> Result<(), SinkError>;
+    /// Memory held by what is staged.
+    fn staged_bytes(&self) -> usize;
+    /// Whether anything waits for a commit: staged revisions, or derived
+    /// tables (yearly) behind the weekly ones.
+    fn behind(&self) -> bool;
+    /// Write what is staged and the offsets in `checkpoint`. `settled`:
+    /// the input is caught up or the sink stops, so derived tables are
+    /// brought up to date too.
+    fn commit(&mut self, checkpoint: &Checkpoint, settled: bool) -> Result<Applied, SinkError>;
 }

@@ -9,21 +9,25 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::ChunkReader;
+use parquet::file::writer::SerializedFileWriter;
 use sha2::{Digest, Sha256};
 
+use crate::block::Block;
 use crate::table::{Cell, Kind, Row, Table};
 use crate::SinkError;
 
@@ -76,18 +80,20 @@ pub fn schema(table: Table, period: Period) -> SchemaRef {
     schema_of(&columns)
 }
 
+/// The Arrow type of a column of `kind`.
+pub fn data_type(kind: Kind) -> DataType {
+    match kind {
+        Kind::Text => DataType::Utf8,
+        Kind::Int => DataType::Int32,
+        Kind::Flag => DataType::Boolean,
+    }
+}
+
 /// The Arrow schema of columns of these names and kinds, none null.
 pub fn schema_of(columns: &[(&str, Kind)]) -> SchemaRef {
     let fields: Vec<Field> = columns
         .iter()
-        .map(|&(name, kind)| {
-            let data_type = match kind {
-                Kind::Text => DataType::Utf8,
-                Kind::Int => DataType::Int32,
-                Kind::Flag => DataType::Boolean,
-            };
-            Field::new(name, data_type, false)
-        })
+        .map(|&(name, kind)| Field::new(name, data_type(kind), false))
         .collect();
     Arc::new(Schema::new(fields))
 }
@@ -127,8 +133,8 @@ pub fn temporary(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp"))
 }
 
-fn column(rows: &[Row], index: usize, kind: Kind, path: &Path) -> Result<ArrayRef, SinkError> {
-    let bad = || SinkError::corrupt(path, format!("column {index} does not hold {kind:?}"));
+fn column(rows: &[Row], index: usize, kind: Kind) -> Result<ArrayRef, SinkError> {
+    let bad = || SinkError::Config(format!("column {index} does not hold {kind:?}"));
     Ok(match kind {
         Kind::Text => {
             let mut values = Vec::with_capacity(rows.len());
@@ -144,9 +150,10 @@ fn column(rows: &[Row], index: usize, kind: Kind, path: &Path) -> Result<ArrayRe
             let mut values = Vec::with_capacity(rows.len());
             for row in rows {
                 match row.get(index) {
-                    Some(Cell::Int(n)) => values.push(i32::try_from(*n).map_err(|_| {
-                        SinkError::corrupt(path, format!("{n} in column {index} exceeds 32 bits"))
-                    })?),
+                    Some(Cell::Int(n)) => values.push(
+                        i32::try_from(*n)
+                            .map_err(|_| SinkError::Config(format!("{n} exceeds 32 bits")))?,
+                    ),
                     _ => return Err(bad()),
                 }
             }
@@ -165,27 +172,242 @@ fn column(rows: &[Row], index: usize, kind: Kind, path: &Path) -> Result<ArrayRe
     })
 }
 
-/// Write `rows` of `table` for `period_value` to `path`, atomically, with
-/// `metadata` in the file's key-value metadata.
+/// How every register file is written. Row groups of at most 2^20 rows:
+/// a block of a weekly file is one row group or more, never part of one.
+fn properties(zstd_level: i32) -> Result<WriterProperties, SinkError> {
+    let level = ZstdLevel::try_new(zstd_level)
+        .map_err(|e| SinkError::Config(format!("zstd level {zstd_level}: {e}")))?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_size(1 << 20)
+        .build())
+}
+
+/// The period column followed by `columns`.
+fn with_period(period_value: &str, rows: usize, columns: &[ArrayRef]) -> Vec<ArrayRef> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 1);
+    arrays.push(Arc::new(StringArray::from(vec![period_value; rows])));
+    arrays.extend(columns.iter().cloned());
+    arrays
+}
+
+/// A block encoded as a Parquet file in memory, the way it will stand in
+/// its weekly file: its row groups are copied there without decoding.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub rows: usize,
+    bytes: Bytes,
+    metadata: Arc<ParquetMetaData>,
+}
+
+impl Encoded {
+    /// Memory held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Encode `block` of `table` as rows of week `week_label`.
+pub fn encode_block(
+    table: Table,
+    week_label: &str,
+    block: &Block,
+    zstd_level: i32,
+) -> Result<Encoded, SinkError> {
+    let rows = block.rows();
+    let schema = schema(table, Period::Week);
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        with_period(week_label, rows, &block.columns),
+    )?;
+    let here = Path::new("(a block in memory)");
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties(zstd_level)?))
+        .map_err(SinkError::parquet(here))?;
+    writer.write(&batch).map_err(SinkError::parquet(here))?;
+    let bytes = Bytes::from(writer.into_inner().map_err(SinkError::parquet(here))?);
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(&bytes)
+        .map_err(SinkError::parquet(here))?;
+    Ok(Encoded {
+        rows,
+        bytes,
+        metadata: Arc::new(metadata),
+    })
+}
+
+/// A weekly file as it stands: its metadata with page indexes, read once
+/// so that its row groups can be copied into the next version of it.
+#[derive(Debug)]
+pub struct Existing {
+    file: File,
+    metadata: Arc<ParquetMetaData>,
+}
+
+impl Existing {
+    pub fn open(path: &Path) -> Result<Existing, SinkError> {
+        let file = File::open(path).map_err(SinkError::io(path))?;
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&file)
+            .map_err(SinkError::parquet(path))?;
+        Ok(Existing {
+            file,
+            metadata: Arc::new(metadata),
+        })
+    }
+
+    /// Its key-value metadata.
+    pub fn key_values(&self) -> BTreeMap<String, String> {
+        kv_map(self.metadata.file_metadata().key_value_metadata())
+    }
+
+    /// Rows per row group, in order.
+    pub fn row_group_rows(&self) -> Vec<usize> {
+        self.metadata
+            .row_groups()
+            .iter()
+            .map(|rg| usize::try_from(rg.num_rows()).unwrap_or(0))
+            .collect()
+    }
+}
+
+/// Row groups of a weekly file's next version, copied as they are.
+#[derive(Debug)]
+pub enum Part<'a> {
+    /// Row groups of the file as it stands.
+    Existing(&'a Existing, Range<usize>),
+    /// A block encoded since.
+    New(&'a Encoded),
+}
+
+fn copy_row_groups<W: Write + Send, R: ChunkReader>(
+    writer: &mut SerializedFileWriter<W>,
+    reader: &R,
+    metadata: &ParquetMetaData,
+    row_groups: Range<usize>,
+) -> parquet::errors::Result<()> {
+    for index in row_groups {
+        let group = metadata.row_group(index);
+        let mut out = writer.next_row_group()?;
+        for (c, column) in group.columns().iter().enumerate() {
+            out.append_column(
+                reader,
+                ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: group.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: metadata
+                        .column_index()
+                        .and_then(|i| i.get(index))
+                        .and_then(|g| g.get(c))
+                        .cloned(),
+                    offset_index: metadata
+                        .offset_index()
+                        .and_then(|i| i.get(index))
+                        .and_then(|g| g.get(c))
+                        .cloned(),
+                },
+            )?;
+        }
+        out.close()?;
+    }
+    Ok(())
+}
+
+/// Write a weekly file of `table` from `parts`, in order, atomically. The
+/// row groups are copied without decoding, so a file's bytes depend only
+/// on the blocks it holds, never on when each was encoded.
+pub fn write_week(
+    path: &Path,
+    table: Table,
+    parts: &[Part<'_>],
+    metadata: &[(&str, String)],
+    zstd_level: i32,
+) -> Result<Written, SinkError> {
+    let schema = schema(table, Period::Week);
+    let mut props = properties(zstd_level)?;
+    add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+    let descriptor = ArrowSchemaConverter::new()
+        .with_coerce_types(props.coerce_types())
+        .convert(&schema)
+        .map_err(SinkError::parquet(path))?;
+    let rows = parts
+        .iter()
+        .map(|p| match p {
+            Part::Existing(e, range) => range
+                .clone()
+                .map(|i| usize::try_from(e.metadata.row_group(i).num_rows()).unwrap_or(0))
+                .sum(),
+            Part::New(e) => e.rows,
+        })
+        .sum();
+    atomically(path, |out| {
+        let mut writer =
+            SerializedFileWriter::new(out, descriptor.root_schema_ptr(), Arc::new(props))?;
+        for part in parts {
+            match part {
+                Part::Existing(e, range) => {
+                    copy_row_groups(&mut writer, &e.file, &e.metadata, range.clone())?
+                }
+                Part::New(e) => copy_row_groups(
+                    &mut writer,
+                    &e.bytes,
+                    &e.metadata,
+                    0..e.metadata.num_row_groups(),
+                )?,
+            }
+        }
+        for (key, value) in metadata {
+            writer.append_key_value_metadata(KeyValue::new((*key).to_owned(), value.clone()));
+        }
+        writer.into_inner()
+    })
+    .map(|sha256| Written { rows, sha256 })
+}
+
+/// Write a file through `write` under the hidden temporary name, sync it,
+/// and rename it into place. Returns its SHA-256.
+fn atomically(
+    path: &Path,
+    write: impl FnOnce(Hashing<BufWriter<File>>) -> parquet::errors::Result<Hashing<BufWriter<File>>>,
+) -> Result<String, SinkError> {
+    let temporary = temporary(path);
+    let file = File::create(&temporary).map_err(SinkError::io(&temporary))?;
+    let hashing = Hashing {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    let mut hashing = write(hashing).map_err(SinkError::parquet(path))?;
+    hashing.flush().map_err(SinkError::io(&temporary))?;
+    let sha256 = hex::encode(hashing.hasher.finalize());
+    let file = hashing
+        .inner
+        .into_inner()
+        .map_err(|e| SinkError::io(&temporary)(e.into_error()))?;
+    file.sync_all().map_err(SinkError::io(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(SinkError::io(path))?;
+    Ok(sha256)
+}
+
+/// Write `columns` (after the period column, which is `period_value` in
+/// every row) of a `table` file cut by `period` to `path`, atomically.
 pub fn write(
     path: &Path,
     table: Table,
     period: Period,
     period_value: &str,
-    rows: &[Row],
+    columns: &[ArrayRef],
     metadata: &[(&str, String)],
     zstd_level: i32,
 ) -> Result<Written, SinkError> {
-    let mut arrays: Vec<ArrayRef> =
-        vec![Arc::new(StringArray::from(vec![period_value; rows.len()]))];
-    for (index, (_, kind)) in cells(table, period).into_iter().enumerate() {
-        arrays.push(column(rows, index, kind, path)?);
-    }
+    let rows = columns.first().map_or(0, |c| c.len());
     write_arrays(
         path,
         schema(table, period),
-        arrays,
-        rows.len(),
+        with_period(period_value, rows, columns),
         metadata,
         zstd_level,
     )
@@ -201,89 +423,61 @@ pub fn write_rows(
 ) -> Result<Written, SinkError> {
     let mut arrays = Vec::with_capacity(columns.len());
     for (index, (_, kind)) in columns.iter().enumerate() {
-        arrays.push(column(rows, index, *kind, path)?);
+        arrays.push(column(rows, index, *kind)?);
     }
-    write_arrays(
-        path,
-        schema_of(columns),
-        arrays,
-        rows.len(),
-        metadata,
-        zstd_level,
-    )
+    write_arrays(path, schema_of(columns), arrays, metadata, zstd_level)
 }
 
 fn write_arrays(
     path: &Path,
     schema: SchemaRef,
     arrays: Vec<ArrayRef>,
-    rows: usize,
     metadata: &[(&str, String)],
     zstd_level: i32,
 ) -> Result<Written, SinkError> {
     let batch = RecordBatch::try_new(Arc::clone(&schema), arrays)?;
-    let level = ZstdLevel::try_new(zstd_level).map_err(SinkError::parquet(path))?;
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_size(1 << 20)
-        .build();
-    let temporary = temporary(path);
-    let file = File::create(&temporary).map_err(SinkError::io(&temporary))?;
-    let hashing = Hashing {
-        inner: std::io::BufWriter::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-    };
-    let mut writer = ArrowWriter::try_new(hashing, schema, Some(properties))
-        .map_err(SinkError::parquet(path))?;
-    writer.write(&batch).map_err(SinkError::parquet(path))?;
-    for (key, value) in metadata {
-        writer.append_key_value_metadata(KeyValue::new((*key).to_owned(), value.clone()));
-    }
-    let mut hashing = writer.into_inner().map_err(SinkError::parquet(path))?;
-    hashing.flush().map_err(SinkError::io(&temporary))?;
-    let sha256 = hex::encode(hashing.hasher.finalize());
-    let file = hashing
-        .inner
-        .into_inner()
-        .map_err(|e| SinkError::io(&temporary)(e.into_error()))?;
-    file.sync_all().map_err(SinkError::io(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(SinkError::io(path))?;
-    Ok(Written { rows, sha256 })
+    let props = properties(zstd_level)?;
+    let rows = batch.num_rows();
+    atomically(path, |out| {
+        let mut writer = ArrowWriter::try_new(out, schema, Some(props))?;
+        writer.write(&batch)?;
+        for (key, value) in metadata {
+            writer.append_key_value_metadata(KeyValue::new((*key).to_owned(), value.clone()));
+        }
+        writer.into_inner()
+    })
+    .map(|sha256| Written { rows, sha256 })
 }
 
 /// The key-value metadata of a register file.
 pub fn metadata(path: &Path) -> Result<BTreeMap<String, String>, SinkError> {
     let file = File::open(path).map_err(SinkError::io(path))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(SinkError::parquet(path))?;
-    Ok(key_values(&builder))
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(SinkError::parquet(path))?;
+    Ok(kv_map(metadata.file_metadata().key_value_metadata()))
 }
 
-fn key_values(builder: &ParquetRecordBatchReaderBuilder<File>) -> BTreeMap<String, String> {
-    builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .map(|kvs| {
-            kvs.iter()
-                .filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v)))
-                .collect()
-        })
-        .unwrap_or_default()
+fn kv_map(kvs: Option<&Vec<KeyValue>>) -> BTreeMap<String, String> {
+    kvs.map(|kvs| {
+        kvs.iter()
+            .filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v)))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
-/// The rows of a register file of `table` (without the period column),
-/// and its key-value metadata.
+/// The columns of a register file of `table` (without the period
+/// column), each in one array, and its key-value metadata.
 pub fn read(
     path: &Path,
     table: Table,
     period: Period,
-) -> Result<(Vec<Row>, BTreeMap<String, String>), SinkError> {
+) -> Result<(Vec<ArrayRef>, BTreeMap<String, String>), SinkError> {
     let file = File::open(path).map_err(SinkError::io(path))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(SinkError::parquet(path))?;
-    let metadata = key_values(&builder);
+    let metadata = kv_map(builder.metadata().file_metadata().key_value_metadata());
     let expected = schema(table, period);
     if builder.schema().fields() != expected.fields() {
         return Err(SinkError::corrupt(
@@ -291,96 +485,126 @@ pub fn read(
             "columns differ from the register's",
         ));
     }
-    let kinds = cells(table, period);
-    let mut rows = Vec::new();
-    for batch in builder.build().map_err(SinkError::parquet(path))? {
+    let width = expected.fields().len();
+    let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); width - 1];
+    // The whole file in one batch: its columns come out as single arrays,
+    // without a copy to join batches.
+    for batch in builder
+        .with_batch_size(rows.max(1))
+        .build()
+        .map_err(SinkError::parquet(path))?
+    {
         let batch = batch?;
-        let start = rows.len();
-        rows.extend((0..batch.num_rows()).map(|_| Vec::with_capacity(kinds.len())));
-        for (index, (_, kind)) in kinds.iter().enumerate() {
-            let array = batch.column(index + 1);
-            let out = &mut rows[start..];
-            match kind {
-                Kind::Text => {
-                    for (row, value) in out.iter_mut().zip(array.as_string::<i32>().iter()) {
-                        row.push(Cell::Text(value.unwrap_or_default().to_owned()));
-                    }
-                }
-                Kind::Int => {
-                    for (row, value) in out.iter_mut().zip(array.as_primitive::<Int32Type>().iter())
-                    {
-                        row.push(Cell::Int(i64::from(value.unwrap_or_default())));
-                    }
-                }
-                Kind::Flag => {
-                    for (row, value) in out.iter_mut().zip(array.as_boolean().iter()) {
-                        row.push(Cell::Flag(value.unwrap_or_default()));
-                    }
-                }
-            }
+        for (index, part) in parts.iter_mut().enumerate() {
+            part.push(Arc::clone(batch.column(index + 1)));
         }
     }
-    Ok((rows, metadata))
+    let mut columns = Vec::with_capacity(width - 1);
+    for (index, part) in parts.into_iter().enumerate() {
+        let refs: Vec<&dyn arrow_array::Array> = part.iter().map(|a| a.as_ref()).collect();
+        columns.push(if refs.is_empty() {
+            arrow_array::new_empty_array(expected.field(index + 1).data_type())
+        } else {
+            arrow_select::concat::concat(&refs)?
+        });
+    }
+    Ok((columns, metadata))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rows() -> Vec<Row> {
-        (0..3000)
+    fn block(from: i64, n: i64) -> Result<Block, SinkError> {
+        let rows: Vec<Row> = (from..from + n)
             .map(|i| {
                 vec![
                     Cell::Text(format!("unit{}", i % 7)),
                     Cell::Text(format!("{i:064x}")),
                     Cell::Text("MA".into()),
-                    Cell::Int(i),
-                    Cell::Int(i * 40),
-                    Cell::Int(i * 30),
-                    Cell::Int(i * 5),
-                    Cell::Int(i * 5),
+                    Cell::Int(i % 40),
+                    Cell::Int(i % 400),
+                    Cell::Int(i % 300),
+                    Cell::Int(i % 5),
+                    Cell::Int(i % 5),
                     Cell::Int(i % 2),
                     Cell::Text("ss12000-sim".into()),
                 ]
             })
-            .collect()
+            .collect();
+        let columns = Table::Attendance
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| column(&rows, i, c.kind))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Block::sorted(Table::Attendance, columns)?)
     }
 
     #[test]
-    fn the_same_rows_give_the_same_bytes_and_read_back() -> Result<(), SinkError> {
+    fn a_weekly_file_is_the_same_bytes_however_its_blocks_came() -> Result<(), SinkError> {
         let dir = tempfile::tempdir().map_err(SinkError::io(Path::new("tempdir")))?;
-        let a = dir.path().join("a.parquet");
-        let b = dir.path().join("b.parquet");
+        let (a, b) = (block(0, 3000)?, block(3000, 500)?);
+        let t = Table::Attendance;
+        let ea = encode_block(t, "2025-W36", &a, 3)?;
+        let eb = encode_block(t, "2025-W36", &b, 3)?;
         let meta = [("skolflode.blocks", "[]".to_owned())];
-        let rows = rows();
-        let wa = write(
-            &a,
-            Table::Attendance,
-            Period::Week,
-            "2025-W36",
-            &rows,
+        let first = dir.path().join("first.parquet");
+        write_week(&first, t, &[Part::New(&ea)], &meta, 3)?;
+        // Both blocks at once, and the second added to the first's file.
+        let whole = dir.path().join("whole.parquet");
+        let w1 = write_week(&whole, t, &[Part::New(&ea), Part::New(&eb)], &meta, 3)?;
+        let existing = Existing::open(&first)?;
+        assert_eq!(existing.row_group_rows(), vec![3000]);
+        let grown = dir.path().join("grown.parquet");
+        let w2 = write_week(
+            &grown,
+            t,
+            &[Part::Existing(&existing, 0..1), Part::New(&eb)],
             &meta,
             3,
         )?;
-        let wb = write(
-            &b,
-            Table::Attendance,
-            Period::Week,
-            "2025-W36",
-            &rows,
-            &meta,
-            3,
-        )?;
-        assert_eq!(wa, wb);
-        let bytes = std::fs::read(&a).map_err(SinkError::io(&a))?;
-        assert_eq!(bytes, std::fs::read(&b).map_err(SinkError::io(&b))?);
-        assert_eq!(hex::encode(Sha256::digest(&bytes)), wa.sha256);
-        assert!(!temporary(&a).exists());
-        let (back, kv) = read(&a, Table::Attendance, Period::Week)?;
-        assert_eq!(back, rows);
+        assert_eq!(w1, w2);
+        assert_eq!(w1.rows, 3500);
+        let bytes = std::fs::read(&whole).map_err(SinkError::io(&whole))?;
+        assert_eq!(bytes, std::fs::read(&grown).map_err(SinkError::io(&grown))?);
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), w1.sha256);
+        assert!(!temporary(&whole).exists());
+        // It reads back as the two blocks, with its page indexes and metadata.
+        let (columns, kv) = read(&grown, t, Period::Week)?;
+        for (i, column) in columns.iter().enumerate() {
+            let expected =
+                arrow_select::concat::concat(&[a.columns[i].as_ref(), b.columns[i].as_ref()])?;
+            assert_eq!(column, &expected);
+        }
         assert_eq!(kv.get("skolflode.blocks").map(String::as_str), Some("[]"));
+        assert!(kv.contains_key("ARROW:schema"));
+        assert_eq!(Existing::open(&grown)?.row_group_rows(), vec![3000, 500]);
         // Read as the wrong table: refused, not misread.
-        assert!(read(&a, Table::TeacherStudent, Period::Week).is_err());
+        assert!(read(&grown, Table::TeacherStudent, Period::Week).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_same_columns_give_the_same_bytes() -> Result<(), SinkError> {
+        let dir = tempfile::tempdir().map_err(SinkError::io(Path::new("tempdir")))?;
+        let rows = block(0, 2000)?;
+        let written: Vec<Written> = ["a", "b"]
+            .iter()
+            .map(|name| {
+                write(
+                    &dir.path().join(name),
+                    Table::Attendance,
+                    Period::Week,
+                    "2025-W36",
+                    &rows.columns,
+                    &[],
+                    3,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        assert_eq!(written[0], written[1]);
         Ok(())
     }
 }

@@ -1,25 +1,35 @@
 //! The PostgreSQL registers: the same tables as the Parquet ones, in one
 //! schema, created and migrated by the sink, loaded with `COPY`.
 //!
-//! Exactly once: a flush is one database transaction that replaces the
-//! rows of each new revision (a connection's week), rebuilds the yearly
-//! rows of the school years touched, records the revisions, and stores the
+//! Exactly once: a commit is one database transaction that replaces the
+//! rows of each new revision (a connection's week), records the
+//! revisions, marks the school years touched as pending, and stores the
 //! input offsets the sink resumes from. A sink killed at any point leaves
-//! the tables as the last committed flush left them, and reads again from
-//! the offsets stored with them.
+//! the tables as the last committed transaction left them, and reads
+//! again from the offsets stored with them.
+//!
+//! A whole revision is encoded in `COPY`'s binary format as soon as it
+//! arrives; a commit streams every staged revision of a table in one
+//! `COPY`. The yearly rows of pending school years are rebuilt, in a
+//! transaction of their own that clears the mark, when the sink has caught
+//! up with its input: the weekly rows stay the truth the yearly ones are
+//! summed from, and a mark outlives a kill.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int32Type;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::SinkExt;
 use tokio::runtime::Handle;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Transaction};
 
 use crate::assemble::{BlockId, Completed};
+use crate::block::Block;
 use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
 use crate::period::Week;
-use crate::table::{Cell, Kind, Role, Table};
+use crate::table::{Kind, Role, Table};
 use crate::SinkError;
 
 /// How long a sink waits for another to release the schema.
@@ -60,8 +70,9 @@ fn migrations(schema: &str) -> Vec<String> {
             columns = columns.join(", ")
         )
     };
-    vec![format!(
-        "{}\n{}\n{}\n{}\n\
+    vec![
+        format!(
+            "{}\n{}\n{}\n{}\n\
          CREATE TABLE {schema}.revisions (table_name text NOT NULL, week text NOT NULL, \
          connection text NOT NULL, revision integer NOT NULL, rows integer NOT NULL, \
          topic text NOT NULL, partition integer NOT NULL, first_offset bigint NOT NULL, \
@@ -69,11 +80,13 @@ fn migrations(schema: &str) -> Vec<String> {
          PRIMARY KEY (table_name, week, connection, revision));\n\
          CREATE TABLE {schema}.sink_offsets (topic text NOT NULL, partition integer NOT NULL, \
          next_offset bigint NOT NULL, PRIMARY KEY (topic, partition));",
-        weekly(Table::TeacherStudent),
-        weekly(Table::Attendance),
-        yearly(Table::TeacherStudent),
-        yearly(Table::Attendance),
-    )]
+            weekly(Table::TeacherStudent),
+            weekly(Table::Attendance),
+            yearly(Table::TeacherStudent),
+            yearly(Table::Attendance),
+        ),
+        format!("CREATE TABLE {schema}.yearly_pending (school_year text PRIMARY KEY);"),
+    ]
 }
 
 fn sql_type(kind: Kind) -> &'static str {
@@ -84,12 +97,16 @@ fn sql_type(kind: Kind) -> &'static str {
     }
 }
 
-fn pg_type(kind: Kind) -> Type {
-    match kind {
-        Kind::Text => Type::TEXT,
-        Kind::Int => Type::INT4,
-        Kind::Flag => Type::BOOL,
-    }
+/// A revision staged for the next commit.
+struct Staged {
+    revision: i32,
+    rows: usize,
+    topic: String,
+    partition: i32,
+    first_offset: i64,
+    last_offset: i64,
+    /// Its rows as `COPY` binary tuples; `None` for a re-delivery.
+    tuples: Option<Bytes>,
 }
 
 /// The PostgreSQL output of the sink.
@@ -97,6 +114,12 @@ pub struct Postgres {
     client: Client,
     schema: String,
     handle: Handle,
+    /// Every whole revision read since the last commit, per block and
+    /// revision.
+    staged: BTreeMap<(BlockId, i32), Staged>,
+    staged_bytes: usize,
+    /// School years whose yearly rows are behind their weeks.
+    pending_years: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -126,12 +149,16 @@ impl Postgres {
                 tracing::warn!(error = %e, "the PostgreSQL connection ended");
             }
         });
-        let output = Postgres {
+        let mut output = Postgres {
             client,
             schema: schema.to_owned(),
             handle,
+            staged: BTreeMap::new(),
+            staged_bytes: 0,
+            pending_years: BTreeSet::new(),
         };
         output.block(output.setup())?;
+        output.pending_years = output.block(output.pending())?;
         let done = output.block(output.done())?;
         let checkpoint = output.block(output.offsets())?;
         Ok((output, done, checkpoint))
@@ -256,132 +283,246 @@ impl Postgres {
         Ok(checkpoint)
     }
 
-    async fn flush(
+    async fn pending(&self) -> Result<BTreeSet<String>, SinkError> {
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT school_year FROM {}.yearly_pending", self.schema),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    /// One transaction: the staged revisions' rows in place of their
+    /// blocks' old ones, the revisions, the school years now pending, and
+    /// the offsets.
+    async fn write_staged(
         &mut self,
-        completed: Vec<Completed>,
+        staged: BTreeMap<(BlockId, i32), Staged>,
         checkpoint: &Checkpoint,
-        topic: &(dyn Fn(Table) -> String + Sync),
-    ) -> Result<Applied, SinkError> {
+    ) -> Result<(Applied, BTreeSet<String>), SinkError> {
         let s = self.schema.clone();
         let tx = self.client.transaction().await.map_err(db)?;
         let mut applied = Applied::default();
         let mut years: BTreeSet<String> = BTreeSet::new();
-        // The newest revision with rows per block; every revision recorded.
-        let mut newest: BTreeMap<BlockId, &Completed> = BTreeMap::new();
-        for c in &completed {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {s}.revisions VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false) \
-                     ON CONFLICT DO NOTHING"
-                ),
-                &[
-                    &c.id.table.name(),
-                    &c.id.week.label(),
-                    &c.id.connection,
-                    &c.revision,
-                    &(c.rows as i32),
-                    &topic(c.id.table),
-                    &c.partition,
-                    &c.first_offset,
-                    &c.last_offset,
-                ],
-            )
-            .await
-            .map_err(db)?;
-            if c.content.is_some() && newest.get(&c.id).is_none_or(|n| n.revision < c.revision) {
-                newest.insert(c.id.clone(), c);
+        // Every revision read, in one statement.
+        let n = staged.len();
+        let mut tables: Vec<&str> = Vec::with_capacity(n);
+        let mut weeks: Vec<String> = Vec::with_capacity(n);
+        let mut connections: Vec<&str> = Vec::with_capacity(n);
+        let mut revisions: Vec<i32> = Vec::with_capacity(n);
+        let mut row_counts: Vec<i32> = Vec::with_capacity(n);
+        let mut topics: Vec<&str> = Vec::with_capacity(n);
+        let mut partitions: Vec<i32> = Vec::with_capacity(n);
+        let mut firsts: Vec<i64> = Vec::with_capacity(n);
+        let mut lasts: Vec<i64> = Vec::with_capacity(n);
+        for ((id, revision), st) in &staged {
+            tables.push(id.table.name());
+            weeks.push(id.week.label());
+            connections.push(&id.connection);
+            revisions.push(*revision);
+            row_counts.push(i32::try_from(st.rows).unwrap_or(i32::MAX));
+            topics.push(&st.topic);
+            partitions.push(st.partition);
+            firsts.push(st.first_offset);
+            lasts.push(st.last_offset);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.revisions \
+                 SELECT *, false FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], \
+                 $5::int4[], $6::text[], $7::int4[], $8::int8[], $9::int8[]) \
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[
+                &tables,
+                &weeks,
+                &connections,
+                &revisions,
+                &row_counts,
+                &topics,
+                &partitions,
+                &firsts,
+                &lasts,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        // The newest revision with rows per block replaces the block's rows.
+        let mut newest: BTreeMap<&BlockId, (i32, &Bytes, usize)> = BTreeMap::new();
+        for ((id, revision), st) in &staged {
+            if let Some(tuples) = &st.tuples {
+                newest.insert(id, (*revision, tuples, st.rows));
             }
         }
-        for (id, c) in newest {
-            let Some(rows) = &c.content else { continue };
-            let (table, week) = (id.table.name(), id.week.label());
-            tx.execute(
-                &format!("DELETE FROM {s}.weekly_{table} WHERE week = $1 AND connection = $2"),
-                &[&week, &id.connection],
-            )
-            .await
-            .map_err(db)?;
-            copy_rows(&tx, &s, id.table, &id, c.revision, rows).await?;
+        for table in Table::ALL {
+            let blocks: Vec<(&BlockId, &(i32, &Bytes, usize))> = newest
+                .iter()
+                .filter(|(id, _)| id.table == table)
+                .map(|(id, v)| (*id, v))
+                .collect();
+            if blocks.is_empty() {
+                continue;
+            }
+            let name = table.name();
+            let weeks: Vec<String> = blocks.iter().map(|(id, _)| id.week.label()).collect();
+            let connections: Vec<&str> = blocks
+                .iter()
+                .map(|(id, _)| id.connection.as_str())
+                .collect();
+            let revisions: Vec<i32> = blocks.iter().map(|(_, v)| v.0).collect();
             tx.execute(
                 &format!(
-                    "UPDATE {s}.revisions SET current = (revision = $4) \
-                     WHERE table_name = $1 AND week = $2 AND connection = $3"
+                    "DELETE FROM {s}.weekly_{name} w USING unnest($1::text[], $2::text[]) AS b(week, connection) \
+                     WHERE w.week = b.week AND w.connection = b.connection"
                 ),
-                &[&table, &week, &id.connection, &c.revision],
+                &[&weeks, &connections],
             )
             .await
             .map_err(db)?;
-            applied.rows += rows.len();
-            applied.weekly_files += 1;
-            years.insert(id.week.school_year());
+            copy_blocks(&tx, &s, table, blocks.iter().map(|(_, v)| v.1)).await?;
+            tx.execute(
+                &format!(
+                    "UPDATE {s}.revisions r SET current = (r.revision = b.revision) \
+                     FROM unnest($2::text[], $3::text[], $4::int4[]) AS b(week, connection, revision) \
+                     WHERE r.table_name = $1 AND r.week = b.week AND r.connection = b.connection"
+                ),
+                &[&name, &weeks, &connections, &revisions],
+            )
+            .await
+            .map_err(db)?;
+            for (id, v) in &blocks {
+                applied.rows += v.2;
+                applied.weekly_files += 1;
+                years.insert(id.week.school_year());
+            }
         }
+        let years_list: Vec<&String> = years.iter().collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.yearly_pending SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
+            ),
+            &[&years_list],
+        )
+        .await
+        .map_err(db)?;
+        let mut offsets: (Vec<&str>, Vec<i32>, Vec<i64>) = Default::default();
+        for (topic, partitions) in &checkpoint.offsets {
+            for (partition, next) in partitions {
+                offsets.0.push(topic);
+                offsets.1.push(*partition);
+                offsets.2.push(*next);
+            }
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.sink_offsets SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[]) \
+                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
+            ),
+            &[&offsets.0, &offsets.1, &offsets.2],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok((applied, years))
+    }
+
+    /// Rebuild the yearly rows of the pending school years and clear their
+    /// marks, in one transaction.
+    async fn rebuild_pending(&mut self) -> Result<usize, SinkError> {
+        let s = self.schema.clone();
+        let years = self.pending_years.clone();
+        let tx = self.client.transaction().await.map_err(db)?;
+        let mut rebuilt = 0;
         for year in &years {
             for table in Table::ALL {
                 rebuild_year(&tx, &s, table, year).await?;
-                applied.yearly_files += 1;
+                rebuilt += 1;
             }
-        }
-        for (topic, partitions) in &checkpoint.offsets {
-            for (partition, next) in partitions {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {s}.sink_offsets VALUES ($1, $2, $3) \
-                         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
-                    ),
-                    &[topic, partition, next],
-                )
-                .await
-                .map_err(db)?;
-            }
+            tx.execute(
+                &format!("DELETE FROM {s}.yearly_pending WHERE school_year = $1"),
+                &[year],
+            )
+            .await
+            .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
-        Ok(applied)
+        self.pending_years.clear();
+        Ok(rebuilt)
     }
 }
 
-async fn copy_rows(
+/// `COPY`'s binary header: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The rows of `block` of week `week`, from `connection`'s `revision`, as
+/// `COPY` binary tuples: week, school_year, connection, revision, then the
+/// table's columns.
+fn tuples(week: Week, connection: &str, revision: i32, block: &Block) -> Bytes {
+    let rows = block.rows();
+    let columns = block.table.columns();
+    let (label, year) = (week.label(), week.school_year());
+    let mut prefix = BytesMut::new();
+    for text in [label.as_str(), year.as_str(), connection] {
+        prefix.put_i32(text.len() as i32);
+        prefix.put_slice(text.as_bytes());
+    }
+    prefix.put_i32(4);
+    prefix.put_i32(revision);
+    let mut out = BytesMut::with_capacity(rows * (prefix.len() + 2 + 200));
+    let fields = (4 + columns.len()) as i16;
+    for row in 0..rows {
+        out.put_i16(fields);
+        out.put_slice(&prefix);
+        for (column, array) in columns.iter().zip(&block.columns) {
+            match column.kind {
+                Kind::Text => {
+                    let value = array.as_string::<i32>().value(row);
+                    out.put_i32(value.len() as i32);
+                    out.put_slice(value.as_bytes());
+                }
+                Kind::Int => {
+                    out.put_i32(4);
+                    out.put_i32(array.as_primitive::<Int32Type>().value(row));
+                }
+                Kind::Flag => {
+                    out.put_i32(1);
+                    out.put_u8(u8::from(array.as_boolean().value(row)));
+                }
+            }
+        }
+    }
+    out.freeze()
+}
+
+async fn copy_blocks(
     tx: &Transaction<'_>,
     schema: &str,
     table: Table,
-    id: &BlockId,
-    revision: i32,
-    rows: &[Vec<Cell>],
+    blocks: impl Iterator<Item = &Bytes>,
 ) -> Result<(), SinkError> {
-    let columns = table.columns();
-    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    let names: Vec<&str> = table.columns().iter().map(|c| c.name).collect();
     let sink = tx
-        .copy_in(&format!(
+        .copy_in::<_, Bytes>(&format!(
             "COPY {schema}.weekly_{} (week, school_year, connection, revision, {}) FROM STDIN BINARY",
             table.name(),
             names.join(", ")
         ))
         .await
         .map_err(db)?;
-    let mut types = vec![Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4];
-    types.extend(columns.iter().map(|c| pg_type(c.kind)));
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    let mut writer = std::pin::pin!(writer);
-    let (week, year) = (id.week.label(), id.week.school_year());
-    for row in rows {
-        let ints: Vec<i32> = row
-            .iter()
-            .map(|c| match c {
-                // Bounded by `assemble::MAX_COUNT` when decoded.
-                Cell::Int(n) => i32::try_from(*n).unwrap_or(i32::MAX),
-                _ => 0,
-            })
-            .collect();
-        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&week, &year, &id.connection, &revision];
-        for (i, cell) in row.iter().enumerate() {
-            values.push(match cell {
-                Cell::Text(t) => t,
-                Cell::Int(_) => &ints[i],
-                Cell::Flag(b) => b,
-            });
-        }
-        writer.as_mut().write(&values).await.map_err(db)?;
+    let mut sink = std::pin::pin!(sink);
+    sink.feed(Bytes::from_static(COPY_HEADER))
+        .await
+        .map_err(db)?;
+    for block in blocks {
+        sink.feed(block.clone()).await.map_err(db)?;
     }
-    writer.finish().await.map_err(db)?;
+    sink.feed(Bytes::from_static(&[0xff, 0xff]))
+        .await
+        .map_err(db)?;
+    sink.as_mut().finish().await.map_err(db)?;
     Ok(())
 }
 
@@ -429,13 +570,66 @@ async fn rebuild_year(
 }
 
 impl Output for Postgres {
-    fn apply(
-        &mut self,
-        completed: Vec<Completed>,
-        checkpoint: &Checkpoint,
-        topic: &(dyn Fn(Table) -> String + Sync),
-    ) -> Result<Applied, SinkError> {
+    fn stage(&mut self, completed: Completed, topic: &str) -> Result<(), SinkError> {
+        let tuples = completed.content.as_ref().map(|block| {
+            tuples(
+                completed.id.week,
+                &completed.id.connection,
+                completed.revision,
+                block,
+            )
+        });
+        self.staged_bytes += tuples.as_ref().map_or(0, Bytes::len);
+        let staged = Staged {
+            revision: completed.revision,
+            rows: completed.rows,
+            topic: topic.to_owned(),
+            partition: completed.partition,
+            first_offset: completed.first_offset,
+            last_offset: completed.last_offset,
+            tuples,
+        };
+        let key = (completed.id, staged.revision);
+        // A newer revision of a block staged in the same commit makes the
+        // older one's rows moot; the revision itself is still recorded.
+        let superseded: Vec<(BlockId, i32)> = self
+            .staged
+            .range((key.0.clone(), i32::MIN)..(key.0.clone(), key.1))
+            .filter(|(_, st)| st.tuples.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if staged.tuples.is_some() {
+            for k in superseded {
+                if let Some(st) = self.staged.get_mut(&k) {
+                    self.staged_bytes -= st.tuples.take().map_or(0, |t| t.len());
+                }
+            }
+        }
+        self.staged.entry(key).or_insert(staged);
+        Ok(())
+    }
+
+    fn staged_bytes(&self) -> usize {
+        self.staged_bytes
+    }
+
+    fn behind(&self) -> bool {
+        !self.staged.is_empty() || !self.pending_years.is_empty()
+    }
+
+    fn commit(&mut self, checkpoint: &Checkpoint, settled: bool) -> Result<Applied, SinkError> {
         let handle = self.handle.clone();
-        handle.block_on(self.flush(completed, checkpoint, topic))
+        let staged = std::mem::take(&mut self.staged);
+        self.staged_bytes = 0;
+        let mut applied = Applied::default();
+        if !staged.is_empty() {
+            let (written, years) = handle.block_on(self.write_staged(staged, checkpoint))?;
+            applied = written;
+            self.pending_years.extend(years);
+        }
+        if settled && !self.pending_years.is_empty() {
+            applied.yearly_files += handle.block_on(self.rebuild_pending())?;
+        }
+        Ok(applied)
     }
 }

@@ -15,20 +15,31 @@
 //! from) are in the file's own key-value metadata (`skolflode.blocks`), so
 //! that a file says what it holds even if the sink stopped between
 //! renaming it into place and writing the manifest. The manifest lists the
-//! files with their row counts and checksums and every revision seen. A
-//! yearly file is rebuilt from the weekly files of its school year
-//! whenever one of them changes.
+//! files with their row counts and checksums and every revision seen.
+//!
+//! A whole revision is encoded as soon as it arrives ([`Registers::stage`])
+//! and held, compressed, until the next commit, which writes each week
+//! touched once: the blocks it keeps are copied from the file as it stood,
+//! row group by row group, without decoding, and the new ones from their
+//! encoding. A yearly file is rebuilt from the weekly files of its school
+//! year when the sink has caught up with its input and one of them has
+//! changed; a sink stopped before that rebuilds it when it starts again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::cast::AsArray;
+use arrow_array::ArrayRef;
 
 use serde::{Deserialize, Serialize};
 
 use crate::assemble::{BlockId, Completed};
 use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
-use crate::parquet::{self, Period};
+use crate::parquet::{self, Encoded, Existing, Part, Period};
 use crate::period::Week;
 use crate::pupil_register::{self, PupilRegister};
 use crate::table::{Cell, Kind, Row, Table};
@@ -117,12 +128,40 @@ pub struct Integration {
     pub pseudonymiser: Pseudonymiser,
 }
 
+/// What is read but not written yet, of one week.
+#[derive(Debug, Default)]
+struct Staged {
+    /// Every whole revision read, re-deliveries included.
+    revisions: Vec<Revision>,
+    /// The newest revision with rows per table and connection, encoded.
+    blocks: BTreeMap<(Table, String), (Revision, Encoded)>,
+}
+
+/// A block being encoded on its own thread while the next is read.
+#[derive(Debug)]
+struct InFlight {
+    week: Week,
+    key: (Table, String),
+    revision: Revision,
+    /// Its columns' memory, counted as staged until it is encoded.
+    raw_bytes: usize,
+    encoding: std::thread::JoinHandle<Result<Encoded, SinkError>>,
+}
+
 /// The register directory, held by one sink at a time.
 #[derive(Debug)]
 pub struct Registers {
     root: PathBuf,
     zstd_level: i32,
     integration: Option<Integration>,
+    staged: BTreeMap<Week, Staged>,
+    staged_bytes: usize,
+    /// At most one block is encoded at a time, beside the reading: two
+    /// cores' worth of work, and memory for one more block.
+    in_flight: Option<InFlight>,
+    /// School years whose weeks changed since their yearly files were
+    /// built.
+    stale_years: BTreeSet<String>,
     _lock: File,
 }
 
@@ -236,10 +275,14 @@ impl Registers {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(SinkError::io(&lock_path)(e)),
         }
-        let registers = Registers {
+        let mut registers = Registers {
             root: root.to_path_buf(),
             zstd_level,
             integration,
+            staged: BTreeMap::new(),
+            staged_bytes: 0,
+            in_flight: None,
+            stale_years: BTreeSet::new(),
             _lock: lock,
         };
         let mut done = HashMap::new();
@@ -265,8 +308,8 @@ impl Registers {
             if registers.year_sources(year)? != manifest.weeks
                 || registers.register_sha(year)? != register
             {
-                tracing::info!(school_year = %year, "its weeks changed since it was written: rebuilding");
-                registers.rebuild_year(year)?;
+                tracing::info!(school_year = %year, "its weeks changed since it was written: to be rebuilt");
+                registers.stale_years.insert(year.clone());
             }
         }
         Ok((registers, done))
@@ -379,105 +422,180 @@ impl Registers {
         Ok(current)
     }
 
-    /// Write what `completed` holds: for each week touched, the tables
-    /// with new revisions rewritten and the manifest; then the yearly
-    /// partitions of those weeks rebuilt. `topics` names each table's
-    /// input topic for the manifests.
-    pub fn write(
-        &mut self,
-        completed: Vec<Completed>,
-        topic: &(dyn Fn(Table) -> String + Sync),
-    ) -> Result<Applied, SinkError> {
-        let mut by_week: BTreeMap<Week, Vec<Completed>> = BTreeMap::new();
-        for c in completed {
-            by_week.entry(c.id.week).or_default().push(c);
+    /// Take a whole revision, read from `topic`: a new one is encoded
+    /// now and written at the next [`Registers::commit`].
+    pub fn stage(&mut self, completed: Completed, topic: &str) -> Result<(), SinkError> {
+        let revision = Revision {
+            table: completed.id.table,
+            connection: completed.id.connection.clone(),
+            revision: completed.revision,
+            rows: completed.rows,
+            topic: topic.to_owned(),
+            partition: completed.partition,
+            first_offset: completed.first_offset,
+            last_offset: completed.last_offset,
+        };
+        let week = completed.id.week;
+        // The block in flight first: it may be the same block's older
+        // revision.
+        self.land_in_flight()?;
+        let staged = self.staged.entry(week).or_default();
+        staged.revisions.push(revision.clone());
+        if let Some(block) = completed.content {
+            let key = (completed.id.table, completed.id.connection);
+            let newer = staged
+                .blocks
+                .get(&key)
+                .is_none_or(|(held, _)| held.revision < revision.revision);
+            if newer {
+                let raw_bytes = block
+                    .columns
+                    .iter()
+                    .map(|c| c.get_array_memory_size())
+                    .sum();
+                let (table, label, level) = (key.0, week.label(), self.zstd_level);
+                let encoding = std::thread::Builder::new()
+                    .name("sink-encode".into())
+                    .spawn(move || parquet::encode_block(table, &label, &block, level))
+                    .map_err(|e| SinkError::Worker(e.to_string()))?;
+                self.staged_bytes += raw_bytes;
+                self.in_flight = Some(InFlight {
+                    week,
+                    key,
+                    revision,
+                    raw_bytes,
+                    encoding,
+                });
+            }
         }
+        Ok(())
+    }
+
+    /// Wait for the block in flight, if any, and stage it encoded.
+    fn land_in_flight(&mut self) -> Result<(), SinkError> {
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let encoded = flight
+            .encoding
+            .join()
+            .map_err(|_| SinkError::Worker("encoding a block panicked".into()))??;
+        self.staged_bytes = self.staged_bytes - flight.raw_bytes + encoded.bytes();
+        let staged = self.staged.entry(flight.week).or_default();
+        if let Some((_, replaced)) = staged.blocks.insert(flight.key, (flight.revision, encoded)) {
+            self.staged_bytes -= replaced.bytes();
+        }
+        Ok(())
+    }
+
+    /// Memory held by revisions staged and not written.
+    pub fn staged_bytes(&self) -> usize {
+        self.staged_bytes
+    }
+
+    /// Write every week staged, each once; then, if `settled` (the input
+    /// is caught up, or the sink stops), rebuild the yearly files whose
+    /// weeks changed.
+    pub fn commit(&mut self, settled: bool) -> Result<Applied, SinkError> {
+        self.land_in_flight()?;
         let mut applied = Applied::default();
-        let mut years = BTreeSet::new();
-        for (week, items) in by_week {
-            let (files, rows) = self.write_week(week, items, topic)?;
+        for (week, staged) in std::mem::take(&mut self.staged) {
+            let (files, rows) = self.write_week(week, staged)?;
             if files > 0 {
-                years.insert(week.school_year());
+                self.stale_years.insert(week.school_year());
             }
             applied.weekly_files += files;
             applied.rows += rows;
         }
-        for year in years {
-            applied.yearly_files += self.rebuild_year(&year)?;
+        self.staged_bytes = 0;
+        if settled {
+            for year in std::mem::take(&mut self.stale_years) {
+                applied.yearly_files += self.rebuild_year(&year)?;
+            }
         }
         Ok(applied)
     }
 
-    fn write_week(
-        &self,
-        week: Week,
-        items: Vec<Completed>,
-        topic: &(dyn Fn(Table) -> String + Sync),
-    ) -> Result<(usize, usize), SinkError> {
+    /// Whether anything waits to be written: staged revisions, or yearly
+    /// files behind their weeks.
+    pub fn behind(&self) -> bool {
+        !self.staged.is_empty() || self.in_flight.is_some() || !self.stale_years.is_empty()
+    }
+
+    fn write_week(&self, week: Week, staged: Staged) -> Result<(usize, usize), SinkError> {
         let dir = self.week_dir(week);
         create_partition(&dir)?;
         let mut manifest = self.week_manifest(week)?;
         let mut revisions: BTreeSet<Revision> = manifest.revisions.drain(..).collect();
         let before = revisions.len();
-        // The newest revision with rows, per table and connection.
-        let mut newest: BTreeMap<Table, BTreeMap<String, (Revision, Vec<Row>)>> = BTreeMap::new();
-        for item in items {
-            let revision = Revision {
-                table: item.id.table,
-                connection: item.id.connection.clone(),
-                revision: item.revision,
-                rows: item.rows,
-                topic: topic(item.id.table),
-                partition: item.partition,
-                first_offset: item.first_offset,
-                last_offset: item.last_offset,
-            };
-            revisions.insert(revision.clone());
-            if let Some(rows) = item.content {
-                let slot = newest.entry(item.id.table).or_default();
-                let newer = slot
-                    .get(&item.id.connection)
-                    .is_none_or(|(held, _)| held.revision < revision.revision);
-                if newer {
-                    slot.insert(item.id.connection, (revision, rows));
-                }
-            }
+        revisions.extend(staged.revisions);
+        let mut by_table: BTreeMap<Table, BTreeMap<String, (Revision, Encoded)>> = BTreeMap::new();
+        for ((table, connection), block) in staged.blocks {
+            by_table.entry(table).or_default().insert(connection, block);
         }
         let (mut files, mut rows_written) = (0, 0);
         let mut written: BTreeMap<String, FileEntry> = BTreeMap::new();
-        for (table, replacing) in newest {
+        for (table, replacing) in by_table {
             let path = dir.join(table.file_name());
-            let mut blocks: BTreeMap<String, (Revision, Vec<Row>)> = BTreeMap::new();
-            if path.exists() {
-                let (rows, metadata) = parquet::read(&path, table, Period::Week)?;
-                let mut rows = rows.into_iter();
-                for block in blocks_of(&metadata, &path)? {
-                    let these: Vec<Row> = rows.by_ref().take(block.rows).collect();
-                    if these.len() != block.rows {
-                        return Err(SinkError::corrupt(&path, "fewer rows than its blocks say"));
+            let existing = if path.exists() {
+                Some(Existing::open(&path)?)
+            } else {
+                None
+            };
+            // The blocks the file holds, each with its row groups.
+            let mut blocks: BTreeMap<String, (Revision, Option<std::ops::Range<usize>>)> =
+                BTreeMap::new();
+            if let Some(existing) = &existing {
+                let groups = existing.row_group_rows();
+                let mut next = 0;
+                for block in blocks_of(&existing.key_values(), &path)? {
+                    let start = next;
+                    let mut rows = 0;
+                    while rows < block.rows && next < groups.len() {
+                        rows += groups[next];
+                        next += 1;
                     }
-                    blocks.insert(block.connection.clone(), (block, these));
+                    if rows != block.rows {
+                        return Err(SinkError::corrupt(
+                            &path,
+                            "its row groups do not match its blocks",
+                        ));
+                    }
+                    blocks.insert(block.connection.clone(), (block, Some(start..next)));
                 }
             }
-            blocks.extend(replacing);
-            let metas: Vec<Revision> = blocks.values().map(|(b, _)| b.clone()).collect();
-            let rows: Vec<Row> = blocks.into_values().flat_map(|(_, rows)| rows).collect();
+            let mut new: BTreeMap<String, Encoded> = BTreeMap::new();
+            for (connection, (revision, encoded)) in replacing {
+                let newer = blocks
+                    .get(&connection)
+                    .is_none_or(|(held, _)| held.revision < revision.revision);
+                if newer {
+                    rows_written += encoded.rows;
+                    blocks.insert(connection.clone(), (revision, None));
+                    new.insert(connection, encoded);
+                }
+            }
+            if new.is_empty() {
+                continue;
+            }
+            let mut parts = Vec::with_capacity(blocks.len());
+            for (connection, (_, groups)) in &blocks {
+                match (groups, &existing, new.get(connection)) {
+                    (_, _, Some(encoded)) => parts.push(Part::New(encoded)),
+                    (Some(range), Some(existing), None) => {
+                        parts.push(Part::Existing(existing, range.clone()))
+                    }
+                    _ => return Err(SinkError::corrupt(&path, "a block without its rows")),
+                }
+            }
+            let metas: Vec<&Revision> = blocks.values().map(|(b, _)| b).collect();
             let metadata = [(
                 BLOCKS,
                 serde_json::to_string(&metas)
                     .map_err(|e| SinkError::corrupt(&path, e.to_string()))?,
             )];
-            let result = parquet::write(
-                &path,
-                table,
-                Period::Week,
-                &week.label(),
-                &rows,
-                &metadata,
-                self.zstd_level,
-            )?;
+            let result = parquet::write_week(&path, table, &parts, &metadata, self.zstd_level)?;
             files += 1;
-            rows_written += rows.len();
             written.insert(
                 table.file_name(),
                 FileEntry {
@@ -488,7 +606,6 @@ impl Registers {
             );
         }
         if files == 0 && revisions.len() == before {
-            manifest.revisions = revisions.into_iter().collect();
             return Ok((0, 0));
         }
         sync_dir(&dir)?;
@@ -501,8 +618,7 @@ impl Registers {
             .iter()
             .filter_map(|t| written.remove(&t.file_name()))
             .collect();
-        let current = current_blocks(&dir)?;
-        manifest.current = current;
+        manifest.current = current_blocks(&dir)?;
         manifest.revisions = revisions.into_iter().collect();
         write_json(&dir.join(MANIFEST), &manifest)?;
         sync_dir(&dir)?;
@@ -539,17 +655,27 @@ impl Registers {
             .filter(|w| w.school_year() == year)
             .collect();
         let sources = self.year_sources(year)?;
-        let mut tables = Vec::new();
-        for table in Table::ALL {
-            let mut rows_of_weeks = Vec::new();
-            for week in &weeks {
-                let path = self.week_dir(*week).join(table.file_name());
-                if path.exists() {
-                    rows_of_weeks.push((*week, parquet::read(&path, table, Period::Week)?.0));
-                }
-            }
-            tables.push((table, yearly::aggregate(table, rows_of_weeks)));
-        }
+        // The two tables are independent: one thread each.
+        let tables = std::thread::scope(|scope| {
+            let handles: Vec<_> = Table::ALL
+                .into_iter()
+                .map(|table| {
+                    let paths: Vec<(Week, PathBuf)> = weeks
+                        .iter()
+                        .map(|w| (*w, self.week_dir(*w).join(table.file_name())))
+                        .filter(|(_, path)| path.exists())
+                        .collect();
+                    scope.spawn(move || -> Result<(Table, Vec<ArrayRef>), SinkError> {
+                        let mut weeks_read = Vec::new();
+                        for (week, path) in paths {
+                            weeks_read.push((week, parquet::read(&path, table, Period::Week)?.0));
+                        }
+                        Ok((table, yearly::aggregate(table, weeks_read)?))
+                    })
+                })
+                .collect();
+            joined(handles)
+        })?;
         let pipeline = pupils_by_unit(&tables);
         let register = match &self.integration {
             Some(integration) => match integration.files.get(year) {
@@ -569,54 +695,33 @@ impl Registers {
             },
             None => None,
         };
-        let mut files = Vec::new();
-        for (table, mut rows) in tables {
-            let path = dir.join(table.file_name());
-            if rows.is_empty() {
-                if path.exists() {
-                    std::fs::remove_file(&path).map_err(SinkError::io(&path))?;
-                }
-                continue;
-            }
-            let student = student_column(table);
-            for row in &mut rows {
-                let found = match (&register, row.get(student)) {
-                    (Some((_, r)), Some(Cell::Text(key))) => r.pupils.get(key),
-                    _ => None,
-                };
-                row.push(Cell::Text(
-                    found
-                        .map(|p| p.school_unit_code.clone())
-                        .unwrap_or_default(),
-                ));
-                row.push(Cell::Text(
-                    found.map(|p| p.grade.clone()).unwrap_or_default(),
-                ));
-            }
-            let covered: Vec<&Source> = sources
-                .iter()
-                .filter(|s| s.file == table.file_name())
+        let annotations = register.as_ref().map(|(_, r)| &r.pupils);
+        let zstd_level = self.zstd_level;
+        let written = std::thread::scope(|scope| {
+            let handles: Vec<_> = tables
+                .into_iter()
+                .map(|(table, columns)| {
+                    let path = dir.join(table.file_name());
+                    let covered: Vec<&Source> = sources
+                        .iter()
+                        .filter(|s| s.file == table.file_name())
+                        .collect();
+                    scope.spawn(move || {
+                        write_yearly(
+                            &path,
+                            table,
+                            year,
+                            columns,
+                            annotations,
+                            &covered,
+                            zstd_level,
+                        )
+                    })
+                })
                 .collect();
-            let metadata = [(
-                WEEKS,
-                serde_json::to_string(&covered)
-                    .map_err(|e| SinkError::corrupt(&path, e.to_string()))?,
-            )];
-            let written = parquet::write(
-                &path,
-                table,
-                Period::SchoolYear,
-                year,
-                &rows,
-                &metadata,
-                self.zstd_level,
-            )?;
-            files.push(FileEntry {
-                file: table.file_name(),
-                rows: written.rows,
-                sha256: written.sha256,
-            });
-        }
+            joined(handles)
+        })?;
+        let mut files: Vec<FileEntry> = written.into_iter().flatten().collect();
         let mut register_source = None;
         if let Some((path, register)) = &register {
             let coverage = coverage(year, &pipeline, register);
@@ -687,6 +792,69 @@ impl Registers {
 
 /// The census day of a school year labelled `2025-26`: 15 October of its
 /// first year.
+/// Each thread's result, in order; a panicked thread is an error.
+fn joined<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, SinkError>>>,
+) -> Result<Vec<T>, SinkError> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| SinkError::Worker("a yearly table's thread panicked".into()))?
+        })
+        .collect()
+}
+
+/// Write one yearly table, annotated with the pupil register where given;
+/// an empty table removes its file.
+fn write_yearly(
+    path: &Path,
+    table: Table,
+    year: &str,
+    mut columns: Vec<ArrayRef>,
+    register: Option<&BTreeMap<String, pupil_register::Registered>>,
+    covered: &[&Source],
+    zstd_level: i32,
+) -> Result<Option<FileEntry>, SinkError> {
+    let rows = columns.first().map_or(0, |c| c.len());
+    if rows == 0 {
+        if path.exists() {
+            std::fs::remove_file(path).map_err(SinkError::io(path))?;
+        }
+        return Ok(None);
+    }
+    let mut unit = StringBuilder::with_capacity(rows, rows * 8);
+    let mut grade = StringBuilder::with_capacity(rows, rows * 2);
+    for key in columns[student_column(table)].as_string::<i32>().iter() {
+        let found = match (register, key) {
+            (Some(r), Some(key)) => r.get(key),
+            _ => None,
+        };
+        unit.append_value(found.map_or("", |p| p.school_unit_code.as_str()));
+        grade.append_value(found.map_or("", |p| p.grade.as_str()));
+    }
+    columns.push(Arc::new(unit.finish()) as ArrayRef);
+    columns.push(Arc::new(grade.finish()) as ArrayRef);
+    let metadata = [(
+        WEEKS,
+        serde_json::to_string(covered).map_err(|e| SinkError::corrupt(path, e.to_string()))?,
+    )];
+    let written = parquet::write(
+        path,
+        table,
+        Period::SchoolYear,
+        year,
+        &columns,
+        &metadata,
+        zstd_level,
+    )?;
+    Ok(Some(FileEntry {
+        file: table.file_name(),
+        rows: written.rows,
+        sha256: written.sha256,
+    }))
+}
+
 fn census(year: &str) -> (i32, u32, u32) {
     let start = year.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970);
     (start, 10, 15)
@@ -701,14 +869,29 @@ fn student_column(table: Table) -> usize {
 }
 
 /// The pupils of yearly rows, by school unit.
-fn pupils_by_unit(tables: &[(Table, Vec<Row>)]) -> BTreeMap<String, BTreeSet<String>> {
+fn pupils_by_unit(tables: &[(Table, Vec<ArrayRef>)]) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (table, rows) in tables {
-        let student = student_column(*table);
-        for row in rows {
-            if let (Some(Cell::Text(unit)), Some(Cell::Text(key))) = (row.first(), row.get(student))
-            {
-                out.entry(unit.clone()).or_default().insert(key.clone());
+    for (table, columns) in tables {
+        let (Some(units), Some(students)) = (columns.first(), columns.get(student_column(*table)))
+        else {
+            continue;
+        };
+        for (unit, key) in units
+            .as_string::<i32>()
+            .iter()
+            .zip(students.as_string::<i32>().iter())
+        {
+            if let (Some(unit), Some(key)) = (unit, key) {
+                match out.get_mut(unit) {
+                    Some(keys) => {
+                        if !keys.contains(key) {
+                            keys.insert(key.to_owned());
+                        }
+                    }
+                    None => {
+                        out.insert(unit.to_owned(), BTreeSet::from([key.to_owned()]));
+                    }
+                }
             }
         }
     }
@@ -795,15 +978,22 @@ fn coverage(
 }
 
 impl Output for Registers {
+    fn stage(&mut self, completed: Completed, topic: &str) -> Result<(), SinkError> {
+        Registers::stage(self, completed, topic)
+    }
+
+    fn staged_bytes(&self) -> usize {
+        self.staged_bytes
+    }
+
+    fn behind(&self) -> bool {
+        Registers::behind(self)
+    }
+
     /// The files first, then the checkpoint: a sink stopped in between
     /// reads some records again and finds their revisions written.
-    fn apply(
-        &mut self,
-        completed: Vec<Completed>,
-        checkpoint: &Checkpoint,
-        topic: &(dyn Fn(Table) -> String + Sync),
-    ) -> Result<Applied, SinkError> {
-        let applied = self.write(completed, topic)?;
+    fn commit(&mut self, checkpoint: &Checkpoint, settled: bool) -> Result<Applied, SinkError> {
+        let applied = Registers::commit(self, settled)?;
         checkpoint.save(&self.root)?;
         Ok(applied)
     }

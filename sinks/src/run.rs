@@ -13,7 +13,7 @@ use skolflode_kafka::eos::StageContext;
 use skolflode_kafka::KafkaConfig;
 use skolflode_schemas::catalogue;
 
-use crate::assemble::{self, Assembler, At, Completed, Offered};
+use crate::assemble::{Assembler, At, Decoder, Offered};
 use crate::checkpoint::Checkpoint;
 use crate::config::OutputKind;
 use crate::metrics::Metrics;
@@ -167,17 +167,17 @@ pub fn run(
     }
     let topics: BTreeMap<Table, String> =
         inputs.iter().map(|i| (i.table, i.topic.clone())).collect();
-    let topic = |t: Table| topics.get(&t).cloned().unwrap_or_default();
     tracing::info!(
         output = ?output,
         topics = ?topics.values().collect::<Vec<_>>(),
         "sink started"
     );
     let mut progress = Progress::default();
-    let mut whole: Vec<Completed> = Vec::new();
-    let mut held_rows = 0usize;
+    let mut decoder = Decoder::default();
+    // Revisions staged since the last commit, and when the first was.
+    let mut staged = 0usize;
+    let mut first_staged: Option<Instant> = None;
     let flush_interval = Duration::from_millis(config.flush_interval_ms);
-    let mut last_flush = Instant::now();
     let mut last_report = Instant::now();
     let started = Instant::now();
     let mut idle = false;
@@ -213,17 +213,24 @@ pub fn run(
                 input.next.insert(partition, offset + 1);
                 progress.records += 1;
                 let table = input.table;
-                let outcome = match assemble::decode(table, message.payload()) {
-                    Err(reason) => {
+                let read = decoder.read(table, message.payload());
+                let outcome = match (read, decoder.header(table)) {
+                    (Err(reason), _) => {
                         // No payload in the log: a broken record may hold anything.
                         tracing::warn!(topic = %input.topic, partition, offset, %reason, "snapshot record skipped");
                         progress.bad_records += 1;
                         "bad"
                     }
-                    Ok(snapshot) => {
-                        match assembler.offer(table, snapshot, At { partition, offset }) {
+                    (Ok(()), None) => "bad",
+                    (Ok(()), Some(header)) => {
+                        match assembler.offer(table, header, At { partition, offset }, &decoder) {
                             Offered::Held => "held",
                             Offered::Stale => "stale",
+                            Offered::Unusable(reason) => {
+                                tracing::error!(topic = %input.topic, partition, offset, %reason, "a whole revision could not be used");
+                                progress.bad_records += 1;
+                                "bad"
+                            }
                             Offered::Completed(c) => {
                                 let kind = if c.content.is_some() {
                                     progress.revisions += 1;
@@ -236,8 +243,9 @@ pub fn run(
                                     .revisions
                                     .with_label_values(&[table.name(), kind])
                                     .inc();
-                                held_rows += c.content.as_ref().map_or(0, Vec::len);
-                                whole.push(c);
+                                output.stage(c, &input.topic)?;
+                                staged += 1;
+                                first_staged.get_or_insert_with(Instant::now);
                                 "completed"
                             }
                         }
@@ -247,7 +255,7 @@ pub fn run(
                     .records
                     .with_label_values(&[table.name(), outcome])
                     .inc();
-                if held_rows >= config.flush_rows {
+                if output.staged_bytes() >= config.flush_bytes {
                     // Enough is whole: write it before reading on.
                     break 'inputs;
                 }
@@ -255,12 +263,18 @@ pub fn run(
         }
         metrics.incomplete.set(assembler.incomplete() as i64);
         let caught_up = inputs.iter().all(Input::caught_up);
-        let due = held_rows >= config.flush_rows
-            || (!whole.is_empty()
-                && (caught_up || stopping || last_flush.elapsed() >= flush_interval));
+        let settled = caught_up || stopping;
+        // During a backlog the sink writes when its memory budget is
+        // reached (each week once per commit); once caught up, at once; and
+        // no revision waits longer than the interval.
+        let due = output.staged_bytes() >= config.flush_bytes
+            || (staged > 0
+                && (settled || first_staged.is_some_and(|t| t.elapsed() >= flush_interval)))
+            || (settled && output.behind());
         if due {
             let timer = metrics.flush_seconds.start_timer();
-            held_rows = 0;
+            staged = 0;
+            first_staged = None;
             for input in &inputs {
                 let offsets = checkpoint.offsets.entry(input.topic.clone()).or_default();
                 for (&p, &next) in &input.next {
@@ -270,7 +284,7 @@ pub fn run(
                     offsets.insert(p, from);
                 }
             }
-            let applied = output.apply(std::mem::take(&mut whole), &checkpoint, &topic)?;
+            let applied = output.commit(&checkpoint, settled)?;
             timer.observe_duration();
             commit_positions(&inputs, &checkpoint);
             progress.flushes += 1;
@@ -295,7 +309,6 @@ pub fn run(
                 .files
                 .with_label_values(&["yearly"])
                 .inc_by(applied.yearly_files as u64);
-            last_flush = Instant::now();
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
@@ -309,7 +322,10 @@ pub fn run(
                 "sink progress"
             );
         }
-        if whole.is_empty() && (stopping || (until == Until::CaughtUp && caught_up)) {
+        if staged == 0
+            && !(settled && output.behind())
+            && (stopping || (until == Until::CaughtUp && caught_up))
+        {
             if assembler.incomplete() > 0 {
                 tracing::warn!(
                     incomplete = assembler.incomplete(),

@@ -7,131 +7,178 @@
 //! those are. A teacher who becomes a grader mid-year therefore has two
 //! rows: one per value of `is_grader`.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int32Type;
+use arrow_array::{Array, ArrayRef, Int32Array, StringArray};
+use arrow_schema::ArrowError;
+
+use crate::block::{take, RowOrder};
 use crate::period::Week;
-use crate::table::{Cell, Role, Row, Table};
+use crate::table::{Role, Table};
 
-struct Totals {
-    sums: Vec<i64>,
-    first: Week,
-    last: Week,
-    weeks: i64,
-}
-
-/// Sum `weeks` (each week's rows of `table`, weeks in any order) into the
-/// yearly rows: the table's columns, then `first_week`, `last_week`,
-/// `weeks`. Rows come out sorted by their grouping columns.
-pub fn aggregate(table: Table, weeks: impl IntoIterator<Item = (Week, Vec<Row>)>) -> Vec<Row> {
+/// Sum `weeks` (each week's columns of `table`, weeks in any order) into
+/// the yearly columns: the table's columns, then `first_week`,
+/// `last_week`, `weeks`. Rows come out sorted by their grouping columns.
+pub fn aggregate(
+    table: Table,
+    mut weeks: Vec<(Week, Vec<ArrayRef>)>,
+) -> Result<Vec<ArrayRef>, ArrowError> {
     let columns = table.columns();
-    let mut weeks: Vec<(Week, Vec<Row>)> = weeks.into_iter().collect();
     weeks.sort_by_key(|(week, _)| *week);
-    let mut totals: BTreeMap<Vec<Cell>, Totals> = BTreeMap::new();
-    for (week, rows) in weeks {
-        for row in rows {
-            let mut key = Vec::with_capacity(columns.len());
-            let mut sums = Vec::with_capacity(columns.len());
-            for (column, cell) in columns.iter().zip(row) {
-                match (column.role, cell) {
-                    (Role::Sum, Cell::Int(n)) => sums.push(n),
-                    (Role::Sum, _) => sums.push(0),
-                    (Role::Key, cell) => key.push(cell),
-                }
-            }
-            match totals.get_mut(&key) {
-                Some(t) => {
-                    for (total, n) in t.sums.iter_mut().zip(sums) {
-                        *total += n;
-                    }
-                    if t.last != week {
-                        t.last = week;
-                        t.weeks += 1;
-                    }
-                }
-                None => {
-                    totals.insert(
-                        key,
-                        Totals {
-                            sums,
-                            first: week,
-                            last: week,
-                            weeks: 1,
-                        },
-                    );
-                }
+    // One array per column over all weeks, in week order, and each row's
+    // week.
+    let mut all = Vec::with_capacity(columns.len());
+    for c in 0..columns.len() {
+        let parts: Vec<&dyn Array> = weeks.iter().map(|(_, w)| w[c].as_ref()).collect();
+        all.push(if parts.is_empty() {
+            arrow_array::new_empty_array(&crate::parquet::data_type(columns[c].kind))
+        } else {
+            arrow_select::concat::concat(&parts)?
+        });
+    }
+    let mut week_of: Vec<u32> = Vec::with_capacity(all.first().map_or(0, |a| a.len()));
+    for (i, (_, w)) in weeks.iter().enumerate() {
+        let n = w.first().map_or(0, |a| a.len());
+        week_of.extend(std::iter::repeat_n(i as u32, n));
+    }
+    let rows = week_of.len();
+    if rows > u32::MAX as usize {
+        return Err(ArrowError::InvalidArgumentError(format!(
+            "{rows} weekly rows in one school year"
+        )));
+    }
+    let keys: Vec<usize> = (0..columns.len())
+        .filter(|&i| columns[i].role == Role::Key)
+        .collect();
+    let order = RowOrder::new(&all, &keys)?;
+    // A stable sort: within a key, rows stay in week order.
+    let mut sorted: Vec<u32> = (0..rows as u32).collect();
+    sorted.sort_by(|&a, &b| order.compare(a as usize, b as usize));
+    let sums: Vec<(usize, &Int32Array)> = (0..columns.len())
+        .filter(|&i| columns[i].role == Role::Sum)
+        .map(|i| (i, all[i].as_primitive::<Int32Type>()))
+        .collect();
+    let mut starts: Vec<u32> = Vec::new();
+    let mut totals: Vec<Vec<i32>> = vec![Vec::new(); sums.len()];
+    let (mut first, mut last, mut count) = (Vec::new(), Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i] as usize;
+        let mut end = i + 1;
+        while end < sorted.len() && order.compare(start, sorted[end] as usize) == Ordering::Equal {
+            end += 1;
+        }
+        let group = &sorted[i..end];
+        starts.push(sorted[i]);
+        for ((_, values), total) in sums.iter().zip(totals.iter_mut()) {
+            let sum: i64 = group
+                .iter()
+                .map(|&r| i64::from(values.value(r as usize)))
+                .sum();
+            total.push(i32::try_from(sum).map_err(|_| {
+                ArrowError::ComputeError(format!("a yearly sum of {sum} exceeds 32 bits"))
+            })?);
+        }
+        let mut distinct = 0;
+        let mut previous = None;
+        for &r in group {
+            let w = week_of[r as usize];
+            if previous != Some(w) {
+                distinct += 1;
+                previous = Some(w);
             }
         }
+        first.push(weeks[week_of[sorted[i] as usize] as usize].0.label());
+        last.push(weeks[week_of[sorted[end - 1] as usize] as usize].0.label());
+        count.push(distinct);
+        i = end;
     }
-    totals
-        .into_iter()
-        .map(|(key, t)| {
-            let mut key = key.into_iter();
-            let mut sums = t.sums.into_iter();
-            let mut row: Row = columns
-                .iter()
-                .map(|c| match c.role {
-                    Role::Key => key.next().unwrap_or(Cell::Int(0)),
-                    Role::Sum => Cell::Int(sums.next().unwrap_or(0)),
-                })
-                .collect();
-            row.push(Cell::Text(t.first.label()));
-            row.push(Cell::Text(t.last.label()));
-            row.push(Cell::Int(t.weeks));
-            row
-        })
-        .collect()
+    // Where no key repeats (a school year of one week so far), the rows
+    // are the groups, in the order they came: no copy.
+    let identity = starts.len() == rows && starts.iter().enumerate().all(|(i, &s)| s as usize == i);
+    let taken = if identity { all } else { take(&all, &starts)? };
+    let mut totals = totals.into_iter();
+    let mut out: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 3);
+    for (c, column) in columns.iter().enumerate() {
+        out.push(match column.role {
+            Role::Key => Arc::clone(&taken[c]),
+            Role::Sum => Arc::new(Int32Array::from(totals.next().unwrap_or_default())),
+        });
+    }
+    out.push(Arc::new(StringArray::from(first)));
+    out.push(Arc::new(StringArray::from(last)));
+    out.push(Arc::new(Int32Array::from(count)));
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::cast::AsArray;
 
-    fn att(student: &str, lessons: i64, present: i64) -> Row {
+    fn att(rows: &[(&str, i32, i32)]) -> Vec<ArrayRef> {
+        let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; rows.len()])) };
+        let int = |f: &dyn Fn(&(&str, i32, i32)) -> i32| -> ArrayRef {
+            Arc::new(Int32Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+        };
         vec![
-            Cell::Text("U1".into()),
-            Cell::Text(student.into()),
-            Cell::Text("MA".into()),
-            Cell::Int(lessons),
-            Cell::Int(lessons * 60),
-            Cell::Int(present),
-            Cell::Int(0),
-            Cell::Int(lessons * 60 - present),
-            Cell::Int(0),
-            Cell::Text("sim".into()),
+            text("U1"),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )),
+            text("MA"),
+            int(&|r| r.1),
+            int(&|r| r.1 * 60),
+            int(&|r| r.2),
+            int(&|_| 0),
+            int(&|r| r.1 * 60 - r.2),
+            int(&|_| 0),
+            text("sim"),
         ]
     }
 
     #[test]
-    fn weeks_sum_per_key_with_first_last_and_count() {
+    fn weeks_sum_per_key_with_first_last_and_count() -> Result<(), ArrowError> {
         let w = |n| Week {
             year: 2025,
             week: n,
         };
-        let rows = aggregate(
+        let out = aggregate(
             Table::Attendance,
-            [
-                (w(40), vec![att("b", 1, 60)]),
-                (w(36), vec![att("a", 2, 100), att("b", 3, 180)]),
-                (w(37), vec![att("a", 1, 60)]),
+            vec![
+                (w(40), att(&[("b", 1, 60)])),
+                (w(36), att(&[("a", 2, 100), ("b", 3, 180)])),
+                (w(37), att(&[("a", 1, 60)])),
             ],
-        );
-        assert_eq!(rows.len(), 2);
-        let a = &rows[0];
-        assert_eq!(a[1], Cell::Text("a".into()));
-        assert_eq!(a[3], Cell::Int(3));
-        assert_eq!(a[4], Cell::Int(180));
-        assert_eq!(a[5], Cell::Int(160));
-        assert_eq!(a[10], Cell::Text("2025-W36".into()));
-        assert_eq!(a[11], Cell::Text("2025-W37".into()));
-        assert_eq!(a[12], Cell::Int(2));
-        let b = &rows[1];
-        assert_eq!(
-            (&b[10], &b[11], &b[12]),
-            (
-                &Cell::Text("2025-W36".into()),
-                &Cell::Text("2025-W40".into()),
-                &Cell::Int(2)
-            )
-        );
+        )?;
+        let text = |c: usize| -> Vec<String> {
+            out[c]
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_owned())
+                .collect()
+        };
+        let int = |c: usize| -> Vec<i32> {
+            out[c]
+                .as_primitive::<Int32Type>()
+                .iter()
+                .flatten()
+                .collect()
+        };
+        assert_eq!(text(1), ["a", "b"]);
+        assert_eq!(int(3), [3, 4]);
+        assert_eq!(int(4), [180, 240]);
+        assert_eq!(int(5), [160, 240]);
+        assert_eq!(text(10), ["2025-W36", "2025-W36"]);
+        assert_eq!(text(11), ["2025-W37", "2025-W40"]);
+        assert_eq!(int(12), [2, 2]);
+        // No weeks: no rows, the right columns.
+        let empty = aggregate(Table::Attendance, Vec::new())?;
+        assert_eq!(empty.len(), 13);
+        assert!(empty.iter().all(|c| c.is_empty()));
+        Ok(())
     }
 }
