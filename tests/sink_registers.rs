@@ -44,6 +44,10 @@ fn sink(binary: &str, config: &Path) -> Command {
     command
 }
 
+/// Small enough that every yearly file is summed in many ranges of
+/// school units, as a national year is.
+const YEARLY_RANGE_ROWS: usize = 700;
+
 fn sink_config(
     input: &Input,
     app: &str,
@@ -56,7 +60,7 @@ fn sink_config(
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\n\n[sink]\nout_dir = \"{}\"\ntopic_suffix = \"{}\"\nflush_bytes = {flush_bytes}\nflush_interval_ms = 20\n{extra}",
+            "[kafka]\nbootstrap_servers = \"{}\"\n\n[sink]\nout_dir = \"{}\"\ntopic_suffix = \"{}\"\nflush_bytes = {flush_bytes}\nflush_interval_ms = 20\nyearly_range_rows = {YEARLY_RANGE_ROWS}\n{extra}",
             input.bootstrap,
             out.display(),
             app,
@@ -161,7 +165,7 @@ fn kill_after_writes(
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(()) => {
-                std::thread::sleep(Duration::from_millis(rng.random_range(0..12)));
+                std::thread::sleep(Duration::from_millis(rng.random_range(0..5)));
                 if child.try_wait().unwrap().is_none() {
                     kill(child);
                     landed += 1;

@@ -138,6 +138,16 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
+        // librdkafka stops fetching a partition once its prefetch queue
+        // holds `queued.min.messages` and waits `fetch.queue.backoff.ms`
+        // (1 s by default) before asking again: a stage that drains the
+        // queue in a fraction of that then idles. A short backoff keeps a
+        // replay reading; `properties` may still set either.
+        for (key, value) in [("fetch.queue.backoff.ms", "10")] {
+            if !self.properties.contains_key(key) {
+                client.set(key, value);
+            }
+        }
         Ok(client)
     }
 

@@ -98,7 +98,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut ts_rows = Vec::new();
         let mut att_rows = Vec::new();
         for p in first..last {
-            let unit = format!("{:08}", 10_000_000 + p / 400);
+            // A municipality's own school units, of 400 pupils each.
+            let unit = format!("{:08}", 10_000_000 + c * 100 + (p - first) / 400);
             let student = key(p);
             for l in 0..LINKS_PER_PUPIL {
                 let subject = SUBJECTS[l as usize];

@@ -54,6 +54,9 @@ pub struct Decoder {
     teacher_student: TeacherStudentRow,
     attendance: AttendanceRow,
     week: Option<Week>,
+    /// The last week label parsed, and its week: a revision's rows all
+    /// carry the same label.
+    last_week: Option<(String, Week)>,
 }
 
 fn counts_in_range(counts: &[i32]) -> Result<(), BadRecord> {
@@ -126,7 +129,14 @@ impl Decoder {
             }
         };
         let _ = connection;
-        let week = Week::parse(week).ok_or(BadRecord::BadWeek)?;
+        let week = match &self.last_week {
+            Some((label, parsed)) if label == week => *parsed,
+            _ => {
+                let parsed = Week::parse(week).ok_or(BadRecord::BadWeek)?;
+                self.last_week = Some((week.clone(), parsed));
+                parsed
+            }
+        };
         if revision < 1 || rows_in_revision < 1 {
             return Err(BadRecord::BadRevision {
                 revision,

@@ -84,6 +84,11 @@ pub struct SinkConfig {
     pub flush_bytes: usize,
     /// zstd level of the Parquet files (1–22). Default 3.
     pub zstd_level: i32,
+    /// A yearly Parquet file is summed a range of school units at a time,
+    /// of about this many weekly rows: its memory (a few hundred bytes a
+    /// row, per table) whatever the size of the school year. The rows do
+    /// not depend on it; the files' page layout may. Default 262 144.
+    pub yearly_range_rows: usize,
 }
 
 impl Default for SinkConfig {
@@ -98,6 +103,7 @@ impl Default for SinkConfig {
             flush_interval_ms: 5_000,
             flush_bytes: 256 << 20,
             zstd_level: 3,
+            yearly_range_rows: 1 << 18,
         }
     }
 }
@@ -156,6 +162,9 @@ impl SinkConfig {
         }
         if self.flush_bytes == 0 {
             return bad("flush_bytes must be at least 1".into());
+        }
+        if self.yearly_range_rows == 0 {
+            return bad("yearly_range_rows must be at least 1".into());
         }
         if !(1..=22).contains(&self.zstd_level) {
             return bad(format!("zstd_level = {} is not in 1..=22", self.zstd_level));

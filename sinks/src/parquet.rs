@@ -7,21 +7,27 @@
 //! are batched), and nothing time- or host-dependent is written, so the
 //! same rows give the same bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::Array;
 use arrow_array::{ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::ChunkReader;
 use parquet::file::writer::SerializedFileWriter;
@@ -29,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::block::Block;
 use crate::table::{Cell, Kind, Row, Table};
+use crate::yearly::UnitRange;
 use crate::SinkError;
 
 /// The period a register is cut by.
@@ -374,13 +381,28 @@ fn atomically(
     path: &Path,
     write: impl FnOnce(Hashing<BufWriter<File>>) -> parquet::errors::Result<Hashing<BufWriter<File>>>,
 ) -> Result<String, SinkError> {
+    let hashing = hashing_file(path)?;
+    let hashing = write(hashing).map_err(SinkError::parquet(path))?;
+    rename_into_place(path, hashing)
+}
+
+/// The temporary file of `path`, created, behind a hashing buffer.
+fn hashing_file(path: &Path) -> Result<Hashing<BufWriter<File>>, SinkError> {
     let temporary = temporary(path);
     let file = File::create(&temporary).map_err(SinkError::io(&temporary))?;
-    let hashing = Hashing {
+    Ok(Hashing {
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
-    };
-    let mut hashing = write(hashing).map_err(SinkError::parquet(path))?;
+    })
+}
+
+/// Flush and sync the temporary file of `path` and rename it into place.
+/// Returns its SHA-256.
+fn rename_into_place(
+    path: &Path,
+    mut hashing: Hashing<BufWriter<File>>,
+) -> Result<String, SinkError> {
+    let temporary = temporary(path);
     hashing.flush().map_err(SinkError::io(&temporary))?;
     let sha256 = hex::encode(hashing.hasher.finalize());
     let file = hashing
@@ -390,6 +412,107 @@ fn atomically(
     file.sync_all().map_err(SinkError::io(&temporary))?;
     std::fs::rename(&temporary, path).map_err(SinkError::io(path))?;
     Ok(sha256)
+}
+
+/// A register file written batch by batch, under its temporary name until
+/// [`Streaming::finish`] renames it into place; dropped unfinished, the
+/// temporary file is removed.
+pub struct Streaming {
+    path: PathBuf,
+    schema: SchemaRef,
+    period_value: String,
+    writer: Option<ArrowWriter<Hashing<BufWriter<File>>>>,
+    rows: usize,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Streaming {
+    /// Start a file of `table` cut by `period`, every row's period column
+    /// being `period_value`.
+    pub fn create(
+        path: &Path,
+        table: Table,
+        period: Period,
+        period_value: &str,
+        zstd_level: i32,
+    ) -> Result<Streaming, SinkError> {
+        let schema = schema(table, period);
+        let props = properties(zstd_level)?;
+        let hashing = hashing_file(path)?;
+        let writer = ArrowWriter::try_new(hashing, Arc::clone(&schema), Some(props))
+            .map_err(SinkError::parquet(path))?;
+        Ok(Streaming {
+            path: path.to_owned(),
+            schema,
+            period_value: period_value.to_owned(),
+            writer: Some(writer),
+            rows: 0,
+        })
+    }
+
+    /// Append rows: `columns` after the period column. Row groups are cut
+    /// at the same row counts however the rows are split into calls.
+    pub fn write(&mut self, columns: &[ArrayRef]) -> Result<(), SinkError> {
+        let rows = columns.first().map_or(0, |c| c.len());
+        if rows == 0 {
+            return Ok(());
+        }
+        let batch = RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            with_period(&self.period_value, rows, columns),
+        )?;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| SinkError::corrupt(&self.path, "written after it was finished"))?;
+        writer
+            .write(&batch)
+            .map_err(SinkError::parquet(&self.path))?;
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Add `metadata`, close the file and rename it into place.
+    pub fn finish(mut self, metadata: &[(&str, String)]) -> Result<Written, SinkError> {
+        let mut writer = self
+            .writer
+            .take()
+            .ok_or_else(|| SinkError::corrupt(&self.path, "finished twice"))?;
+        for (key, value) in metadata {
+            writer.append_key_value_metadata(KeyValue::new((*key).to_owned(), value.clone()));
+        }
+        let hashing = writer
+            .into_inner()
+            .map_err(SinkError::parquet(&self.path))?;
+        let sha256 = rename_into_place(&self.path, hashing)?;
+        Ok(Written {
+            rows: self.rows,
+            sha256,
+        })
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            // Unfinished: nothing of it may be seen. A failure to remove
+            // is left to the next start's cleaning of temporary files.
+            let _ = std::fs::remove_file(temporary(&self.path));
+        }
+    }
 }
 
 /// Write `columns` (after the period column, which is `period_value` in
@@ -510,6 +633,224 @@ pub fn read(
         });
     }
     Ok((columns, metadata))
+}
+
+/// A page of a file's school-unit column: its row group, its rows within
+/// that, and the least and greatest unit in it (`None` where the file has
+/// no page statistics: the page may hold any unit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitPage {
+    pub row_group: usize,
+    pub rows: Range<usize>,
+    pub units: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A register file read by ranges of school units: its page index says
+/// which pages can hold a range, and only those are decoded.
+pub struct ByUnit {
+    path: PathBuf,
+    table: Table,
+    metadata: ArrowReaderMetadata,
+    pages: Vec<UnitPage>,
+}
+
+impl std::fmt::Debug for ByUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByUnit")
+            .field("path", &self.path)
+            .field("pages", &self.pages.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The position of `school_unit_code` among a table's columns.
+pub fn unit_column(table: Table) -> usize {
+    table
+        .columns()
+        .iter()
+        .position(|c| c.name == "school_unit_code")
+        .unwrap_or(0)
+}
+
+impl ByUnit {
+    pub fn open(path: &Path, table: Table, period: Period) -> Result<ByUnit, SinkError> {
+        let file = File::open(path).map_err(SinkError::io(path))?;
+        let metadata =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index(true))
+                .map_err(SinkError::parquet(path))?;
+        if metadata.schema().fields() != schema(table, period).fields() {
+            return Err(SinkError::corrupt(
+                path,
+                "columns differ from the register's",
+            ));
+        }
+        // The period column comes first in the file.
+        let leaf = 1 + unit_column(table);
+        let meta = Arc::clone(metadata.metadata());
+        let mut pages = Vec::new();
+        for (g, group) in meta.row_groups().iter().enumerate() {
+            let rows = usize::try_from(group.num_rows()).unwrap_or(0);
+            let locations = meta
+                .offset_index()
+                .and_then(|o| o.get(g))
+                .and_then(|c| c.get(leaf))
+                .map(|o| o.page_locations());
+            let index = meta
+                .column_index()
+                .and_then(|i| i.get(g))
+                .and_then(|c| c.get(leaf));
+            match (locations, index) {
+                (Some(locations), Some(ColumnIndexMetaData::BYTE_ARRAY(index)))
+                    if index.num_pages() == locations.len() as u64 =>
+                {
+                    for (p, location) in locations.iter().enumerate() {
+                        let start = usize::try_from(location.first_row_index).unwrap_or(0);
+                        let end = locations
+                            .get(p + 1)
+                            .map_or(rows, |l| usize::try_from(l.first_row_index).unwrap_or(rows));
+                        pages.push(UnitPage {
+                            row_group: g,
+                            rows: start..end,
+                            units: index
+                                .min_value(p)
+                                .zip(index.max_value(p))
+                                .map(|(min, max)| (min.to_vec(), max.to_vec())),
+                        });
+                    }
+                }
+                _ => pages.push(UnitPage {
+                    row_group: g,
+                    rows: 0..rows,
+                    units: None,
+                }),
+            }
+        }
+        Ok(ByUnit {
+            path: path.to_owned(),
+            table,
+            metadata,
+            pages,
+        })
+    }
+
+    pub fn pages(&self) -> &[UnitPage] {
+        &self.pages
+    }
+
+    /// The rows whose school unit is in `range`, in file order: the
+    /// columns after the period column, each in one array.
+    pub fn read(&self, range: &UnitRange) -> Result<Vec<ArrayRef>, SinkError> {
+        let fields: Vec<usize> = (1..=self.table.columns().len()).collect();
+        let unit = unit_column(self.table);
+        let columns = self.read_selected(range, &fields, |batch| {
+            if !range.bounded() {
+                return Ok(batch);
+            }
+            let units = batch.column(unit).as_string::<i32>();
+            let keep: BooleanArray = units
+                .iter()
+                .map(|u| Some(u.is_some_and(|u| range.contains(u.as_bytes()))))
+                .collect();
+            if keep.true_count() == batch.num_rows() {
+                Ok(batch)
+            } else {
+                Ok(arrow_select::filter::filter_record_batch(&batch, &keep)?)
+            }
+        })?;
+        Ok(columns)
+    }
+
+    /// Every school unit in the file.
+    pub fn units(&self) -> Result<BTreeSet<String>, SinkError> {
+        let columns =
+            self.read_selected(&UnitRange::default(), &[1 + unit_column(self.table)], Ok)?;
+        let mut out = BTreeSet::new();
+        if let Some(units) = columns.first() {
+            let mut previous: Option<&str> = None;
+            for unit in units.as_string::<i32>().iter().flatten() {
+                // Rows come sorted by unit within each block: most repeat.
+                if previous != Some(unit) {
+                    if !out.contains(unit) {
+                        out.insert(unit.to_owned());
+                    }
+                    previous = Some(unit);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file's columns `fields` (in order) of the pages that can hold
+    /// `range`, each batch passed through `keep`, joined into one array
+    /// per column.
+    fn read_selected(
+        &self,
+        range: &UnitRange,
+        fields: &[usize],
+        mut keep: impl FnMut(RecordBatch) -> Result<RecordBatch, SinkError>,
+    ) -> Result<Vec<ArrayRef>, SinkError> {
+        let path = &self.path;
+        let meta = self.metadata.metadata();
+        let mut groups: Vec<usize> = Vec::new();
+        let mut selected: Vec<Range<usize>> = Vec::new();
+        // Rows of the chosen row groups before the current one.
+        let mut before = 0;
+        for (g, group) in meta.row_groups().iter().enumerate() {
+            let rows = usize::try_from(group.num_rows()).unwrap_or(0);
+            let mut any = false;
+            for page in self.pages.iter().filter(|p| p.row_group == g) {
+                let overlaps = page
+                    .units
+                    .as_ref()
+                    .is_none_or(|(min, max)| range.overlaps(min, max));
+                if overlaps {
+                    any = true;
+                    selected.push(before + page.rows.start..before + page.rows.end);
+                }
+            }
+            if any {
+                groups.push(g);
+                before += rows;
+            }
+        }
+        let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); fields.len()];
+        if !groups.is_empty() {
+            let mask =
+                ProjectionMask::roots(self.metadata.parquet_schema(), fields.iter().copied());
+            let file = File::open(path).map_err(SinkError::io(path))?;
+            let reader =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+                    .with_row_groups(groups)
+                    .with_row_selection(RowSelection::from_consecutive_ranges(
+                        selected.into_iter(),
+                        before,
+                    ))
+                    .with_projection(mask)
+                    .with_batch_size(1 << 16)
+                    .build()
+                    .map_err(SinkError::parquet(path))?;
+            for batch in reader {
+                let batch = keep(batch?)?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                for (part, column) in parts.iter_mut().zip(batch.columns()) {
+                    part.push(Arc::clone(column));
+                }
+            }
+        }
+        let schema = self.metadata.schema();
+        let mut columns = Vec::with_capacity(fields.len());
+        for (part, &field) in parts.iter().zip(fields) {
+            let refs: Vec<&dyn arrow_array::Array> = part.iter().map(|a| a.as_ref()).collect();
+            columns.push(match refs.len() {
+                0 => arrow_array::new_empty_array(schema.field(field).data_type()),
+                1 => Arc::clone(&part[0]),
+                _ => arrow_select::concat::concat(&refs)?,
+            });
+        }
+        Ok(columns)
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::assemble::{BlockId, Completed};
 use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
-use crate::parquet::{self, Encoded, Existing, Part, Period};
+use crate::parquet::{self, ByUnit, Encoded, Existing, Part, Period};
 use crate::period::Week;
 use crate::pupil_register::{self, PupilRegister};
 use crate::table::{Cell, Kind, Row, Table};
@@ -153,6 +153,8 @@ struct InFlight {
 pub struct Registers {
     root: PathBuf,
     zstd_level: i32,
+    /// Weekly rows summed at a time per table in a yearly rebuild.
+    yearly_range_rows: usize,
     integration: Option<Integration>,
     staged: BTreeMap<Week, Staged>,
     staged_bytes: usize,
@@ -278,6 +280,7 @@ impl Registers {
         let mut registers = Registers {
             root: root.to_path_buf(),
             zstd_level,
+            yearly_range_rows: DEFAULT_YEARLY_RANGE_ROWS,
             integration,
             staged: BTreeMap::new(),
             staged_bytes: 0,
@@ -313,6 +316,12 @@ impl Registers {
             }
         }
         Ok((registers, done))
+    }
+
+    /// Sum yearly files `rows` weekly rows at a time per table (at least 1).
+    pub fn with_yearly_range_rows(mut self, rows: usize) -> Self {
+        self.yearly_range_rows = rows.max(1);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -655,32 +664,26 @@ impl Registers {
             .filter(|w| w.school_year() == year)
             .collect();
         let sources = self.year_sources(year)?;
-        // The two tables are independent: one thread each.
-        let tables = std::thread::scope(|scope| {
-            let handles: Vec<_> = Table::ALL
-                .into_iter()
-                .map(|table| {
-                    let paths: Vec<(Week, PathBuf)> = weeks
-                        .iter()
-                        .map(|w| (*w, self.week_dir(*w).join(table.file_name())))
-                        .filter(|(_, path)| path.exists())
-                        .collect();
-                    scope.spawn(move || -> Result<(Table, Vec<ArrayRef>), SinkError> {
-                        let mut weeks_read = Vec::new();
-                        for (week, path) in paths {
-                            weeks_read.push((week, parquet::read(&path, table, Period::Week)?.0));
-                        }
-                        Ok((table, yearly::aggregate(table, weeks_read)?))
-                    })
-                })
-                .collect();
-            joined(handles)
-        })?;
-        let pipeline = pupils_by_unit(&tables);
+        let mut opened: Vec<(Table, Vec<(Week, ByUnit)>)> = Vec::new();
+        for table in Table::ALL {
+            let mut files = Vec::new();
+            for week in &weeks {
+                let path = self.week_dir(*week).join(table.file_name());
+                if path.exists() {
+                    files.push((*week, ByUnit::open(&path, table, Period::Week)?));
+                }
+            }
+            opened.push((table, files));
+        }
         let register = match &self.integration {
             Some(integration) => match integration.files.get(year) {
                 Some(path) => {
-                    let known = pipeline.keys().cloned().collect();
+                    let mut known = BTreeSet::new();
+                    for (_, files) in &opened {
+                        for (_, file) in files {
+                            known.append(&mut file.units()?);
+                        }
+                    }
                     Some((
                         path,
                         pupil_register::read(
@@ -696,11 +699,12 @@ impl Registers {
             None => None,
         };
         let annotations = register.as_ref().map(|(_, r)| &r.pupils);
-        let zstd_level = self.zstd_level;
+        let (zstd_level, range_rows) = (self.zstd_level, self.yearly_range_rows);
+        // The two tables are independent: one thread each.
         let written = std::thread::scope(|scope| {
-            let handles: Vec<_> = tables
-                .into_iter()
-                .map(|(table, columns)| {
+            let handles: Vec<_> = opened
+                .iter()
+                .map(|(table, files)| {
                     let path = dir.join(table.file_name());
                     let covered: Vec<&Source> = sources
                         .iter()
@@ -709,19 +713,27 @@ impl Registers {
                     scope.spawn(move || {
                         write_yearly(
                             &path,
-                            table,
+                            *table,
                             year,
-                            columns,
+                            files,
                             annotations,
                             &covered,
                             zstd_level,
+                            range_rows,
                         )
                     })
                 })
                 .collect();
             joined(handles)
         })?;
-        let mut files: Vec<FileEntry> = written.into_iter().flatten().collect();
+        let mut files: Vec<FileEntry> = Vec::new();
+        let mut pipeline: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (entry, pupils) in written {
+            files.extend(entry);
+            for (unit, mut keys) in pupils {
+                pipeline.entry(unit).or_default().append(&mut keys);
+            }
+        }
         let mut register_source = None;
         if let Some((path, register)) = &register {
             let coverage = coverage(year, &pipeline, register);
@@ -805,24 +817,96 @@ fn joined<T>(
         .collect()
 }
 
-/// Write one yearly table, annotated with the pupil register where given;
-/// an empty table removes its file.
+/// Weekly rows summed at a time per table in a yearly rebuild, unless
+/// configured: what bounds its memory (a few hundred bytes a row),
+/// whatever the size of the school year.
+const DEFAULT_YEARLY_RANGE_ROWS: usize = 1 << 18;
+
+/// The pupils of a school year's rows, by school unit.
+type PupilsByUnit = BTreeMap<String, BTreeSet<String>>;
+
+/// Write one yearly table from its weekly `files`, a range of school units
+/// at a time, annotated with the pupil register where given; an empty
+/// table removes its file. With a register, also returns the pupils of
+/// the rows by unit, for the coverage.
 fn write_yearly(
     path: &Path,
     table: Table,
     year: &str,
-    mut columns: Vec<ArrayRef>,
+    files: &[(Week, ByUnit)],
     register: Option<&BTreeMap<String, pupil_register::Registered>>,
     covered: &[&Source],
     zstd_level: i32,
-) -> Result<Option<FileEntry>, SinkError> {
-    let rows = columns.first().map_or(0, |c| c.len());
-    if rows == 0 {
+    range_rows: usize,
+) -> Result<(Option<FileEntry>, PupilsByUnit), SinkError> {
+    let mut pupils = PupilsByUnit::new();
+    let pages = files.iter().flat_map(|(_, file)| {
+        file.pages().iter().map(|page| {
+            (
+                page.units
+                    .as_ref()
+                    .map(|(min, max)| (min.as_slice(), max.as_slice())),
+                page.rows.len(),
+            )
+        })
+    });
+    let ranges = yearly::plan(pages, range_rows);
+    tracing::debug!(
+        school_year = %year,
+        table = table.name(),
+        files = files.len(),
+        ranges = ranges.len(),
+        "summing a school year by ranges of school units"
+    );
+    let mut out = parquet::Streaming::create(path, table, Period::SchoolYear, year, zstd_level)?;
+    for range in &ranges {
+        let mut weeks_read = Vec::new();
+        for (week, file) in files {
+            let columns = file.read(range)?;
+            if columns.first().is_some_and(|c| !c.is_empty()) {
+                weeks_read.push((*week, columns));
+            }
+        }
+        if weeks_read.is_empty() {
+            continue;
+        }
+        let mut columns = yearly::aggregate(table, weeks_read)?;
+        if register.is_some() {
+            add_pupils(&mut pupils, table, &columns);
+        }
+        annotate(table, &mut columns, register);
+        out.write(&columns)?;
+    }
+    if out.rows() == 0 {
+        drop(out);
         if path.exists() {
             std::fs::remove_file(path).map_err(SinkError::io(path))?;
         }
-        return Ok(None);
+        return Ok((None, pupils));
     }
+    let metadata = [(
+        WEEKS,
+        serde_json::to_string(covered).map_err(|e| SinkError::corrupt(path, e.to_string()))?,
+    )];
+    let written = out.finish(&metadata)?;
+    Ok((
+        Some(FileEntry {
+            file: table.file_name(),
+            rows: written.rows,
+            sha256: written.sha256,
+        }),
+        pupils,
+    ))
+}
+
+/// Add the register's school unit and grade of each row's pupil, empty
+/// where the register has none.
+fn annotate(
+    table: Table,
+    columns: &mut Vec<ArrayRef>,
+    register: Option<&BTreeMap<String, pupil_register::Registered>>,
+) {
+    let rows = columns.first().map_or(0, |c| c.len());
     let mut unit = StringBuilder::with_capacity(rows, rows * 8);
     let mut grade = StringBuilder::with_capacity(rows, rows * 2);
     for key in columns[student_column(table)].as_string::<i32>().iter() {
@@ -835,24 +919,6 @@ fn write_yearly(
     }
     columns.push(Arc::new(unit.finish()) as ArrayRef);
     columns.push(Arc::new(grade.finish()) as ArrayRef);
-    let metadata = [(
-        WEEKS,
-        serde_json::to_string(covered).map_err(|e| SinkError::corrupt(path, e.to_string()))?,
-    )];
-    let written = parquet::write(
-        path,
-        table,
-        Period::SchoolYear,
-        year,
-        &columns,
-        &metadata,
-        zstd_level,
-    )?;
-    Ok(Some(FileEntry {
-        file: table.file_name(),
-        rows: written.rows,
-        sha256: written.sha256,
-    }))
 }
 
 fn census(year: &str) -> (i32, u32, u32) {
@@ -868,34 +934,32 @@ fn student_column(table: Table) -> usize {
         .unwrap_or(0)
 }
 
-/// The pupils of yearly rows, by school unit.
-fn pupils_by_unit(tables: &[(Table, Vec<ArrayRef>)]) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (table, columns) in tables {
-        let (Some(units), Some(students)) = (columns.first(), columns.get(student_column(*table)))
-        else {
-            continue;
-        };
-        for (unit, key) in units
-            .as_string::<i32>()
-            .iter()
-            .zip(students.as_string::<i32>().iter())
-        {
-            if let (Some(unit), Some(key)) = (unit, key) {
-                match out.get_mut(unit) {
-                    Some(keys) => {
-                        if !keys.contains(key) {
-                            keys.insert(key.to_owned());
-                        }
+/// Add the pupils of yearly rows of `table` to `out`, by school unit.
+fn add_pupils(out: &mut PupilsByUnit, table: Table, columns: &[ArrayRef]) {
+    let (Some(units), Some(students)) = (
+        columns.get(parquet::unit_column(table)),
+        columns.get(student_column(table)),
+    ) else {
+        return;
+    };
+    for (unit, key) in units
+        .as_string::<i32>()
+        .iter()
+        .zip(students.as_string::<i32>().iter())
+    {
+        if let (Some(unit), Some(key)) = (unit, key) {
+            match out.get_mut(unit) {
+                Some(keys) => {
+                    if !keys.contains(key) {
+                        keys.insert(key.to_owned());
                     }
-                    None => {
-                        out.insert(unit.to_owned(), BTreeSet::from([key.to_owned()]));
-                    }
+                }
+                None => {
+                    out.insert(unit.to_owned(), BTreeSet::from([key.to_owned()]));
                 }
             }
         }
     }
-    out
 }
 
 const COVERAGE: &str = "coverage.parquet";

@@ -146,6 +146,7 @@ pub fn run(
             };
             let (registers, done) =
                 Registers::open(&config.out_dir, config.zstd_level, integration)?;
+            let registers = registers.with_yearly_range_rows(config.yearly_range_rows);
             let checkpoint = Checkpoint::load(&config.out_dir)?;
             (Box::new(registers), done, checkpoint)
         }
@@ -181,6 +182,8 @@ pub fn run(
     let mut last_report = Instant::now();
     let started = Instant::now();
     let mut idle = false;
+    // Records by table (teacher_student, attendance) and outcome.
+    let mut outcomes = [[0u64; 4]; 2];
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let mut read_any = false;
@@ -219,17 +222,17 @@ pub fn run(
                         // No payload in the log: a broken record may hold anything.
                         tracing::warn!(topic = %input.topic, partition, offset, %reason, "snapshot record skipped");
                         progress.bad_records += 1;
-                        "bad"
+                        BAD
                     }
-                    (Ok(()), None) => "bad",
+                    (Ok(()), None) => BAD,
                     (Ok(()), Some(header)) => {
                         match assembler.offer(table, header, At { partition, offset }, &decoder) {
-                            Offered::Held => "held",
-                            Offered::Stale => "stale",
+                            Offered::Held => HELD,
+                            Offered::Stale => STALE,
                             Offered::Unusable(reason) => {
                                 tracing::error!(topic = %input.topic, partition, offset, %reason, "a whole revision could not be used");
                                 progress.bad_records += 1;
-                                "bad"
+                                BAD
                             }
                             Offered::Completed(c) => {
                                 let kind = if c.content.is_some() {
@@ -246,18 +249,29 @@ pub fn run(
                                 output.stage(c, &input.topic)?;
                                 staged += 1;
                                 first_staged.get_or_insert_with(Instant::now);
-                                "completed"
+                                COMPLETED
                             }
                         }
                     }
                 };
-                metrics
-                    .records
-                    .with_label_values(&[table.name(), outcome])
-                    .inc();
+                let t = usize::from(table == Table::Attendance);
+                outcomes[t][outcome] += 1;
                 if output.staged_bytes() >= config.flush_bytes {
                     // Enough is whole: write it before reading on.
                     break 'inputs;
+                }
+            }
+        }
+        // Counted per record, reported per round: a labelled counter's
+        // lookup costs more than reading a record.
+        for (table, counts) in Table::ALL.into_iter().zip(&mut outcomes) {
+            for (name, n) in OUTCOMES.iter().zip(counts.iter_mut()) {
+                if *n > 0 {
+                    metrics
+                        .records
+                        .with_label_values(&[table.name(), name])
+                        .inc_by(*n);
+                    *n = 0;
                 }
             }
         }
@@ -343,6 +357,13 @@ pub fn run(
     );
     Ok(progress)
 }
+
+/// Outcomes of a snapshot record, as the `records` metric labels them.
+const OUTCOMES: [&str; 4] = ["held", "completed", "stale", "bad"];
+const HELD: usize = 0;
+const COMPLETED: usize = 1;
+const STALE: usize = 2;
+const BAD: usize = 3;
 
 /// Report the checkpoint to the consumer group, for lag monitoring. The
 /// checkpoint file is what the sink resumes from; this may fail harmlessly.

@@ -8,11 +8,13 @@
 //! rows: one per value of `is_grader`.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int32Type;
-use arrow_array::{Array, ArrayRef, Int32Array, StringArray};
+use arrow_array::{Array, ArrayRef, Int32Array};
 use arrow_schema::ArrowError;
 
 use crate::block::{take, RowOrder};
@@ -63,7 +65,9 @@ pub fn aggregate(
         .collect();
     let mut starts: Vec<u32> = Vec::new();
     let mut totals: Vec<Vec<i32>> = vec![Vec::new(); sums.len()];
-    let (mut first, mut last, mut count) = (Vec::new(), Vec::new(), Vec::new());
+    let labels: Vec<String> = weeks.iter().map(|(week, _)| week.label()).collect();
+    let (mut first, mut last) = (StringBuilder::new(), StringBuilder::new());
+    let mut count = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
         let start = sorted[i] as usize;
@@ -91,8 +95,8 @@ pub fn aggregate(
                 previous = Some(w);
             }
         }
-        first.push(weeks[week_of[sorted[i] as usize] as usize].0.label());
-        last.push(weeks[week_of[sorted[end - 1] as usize] as usize].0.label());
+        first.append_value(&labels[week_of[sorted[i] as usize] as usize]);
+        last.append_value(&labels[week_of[sorted[end - 1] as usize] as usize]);
         count.push(distinct);
         i = end;
     }
@@ -108,16 +112,79 @@ pub fn aggregate(
             Role::Sum => Arc::new(Int32Array::from(totals.next().unwrap_or_default())),
         });
     }
-    out.push(Arc::new(StringArray::from(first)));
-    out.push(Arc::new(StringArray::from(last)));
+    out.push(Arc::new(first.finish()));
+    out.push(Arc::new(last.finish()));
     out.push(Arc::new(Int32Array::from(count)));
     Ok(out)
+}
+
+/// A range of school-unit codes, compared as bytes (as the registers sort
+/// them): `lo` inclusive, `hi` exclusive, `None` unbounded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitRange {
+    pub lo: Option<Vec<u8>>,
+    pub hi: Option<Vec<u8>>,
+}
+
+impl UnitRange {
+    pub fn contains(&self, unit: &[u8]) -> bool {
+        self.lo.as_deref().is_none_or(|lo| unit >= lo)
+            && self.hi.as_deref().is_none_or(|hi| unit < hi)
+    }
+
+    /// Whether some unit in `min..=max` is in the range.
+    pub fn overlaps(&self, min: &[u8], max: &[u8]) -> bool {
+        self.lo.as_deref().is_none_or(|lo| max >= lo)
+            && self.hi.as_deref().is_none_or(|hi| min < hi)
+    }
+
+    pub fn bounded(&self) -> bool {
+        self.lo.is_some() || self.hi.is_some()
+    }
+}
+
+/// A page's least and greatest school unit, if known, and its rows.
+pub type PageUnits<'a> = (Option<(&'a [u8], &'a [u8])>, usize);
+
+/// Cut the school units into consecutive ranges of about `budget` weekly
+/// rows each, from pages given as (least and greatest unit, rows): a
+/// school year is summed range by range, so its memory is that of a
+/// range's rows, not the year's. Every row of a yearly key has one unit,
+/// so no key is split; a unit with more rows than `budget` is a range of
+/// its own. A page's rows are counted at its least unit: a range can hold
+/// a page more per weekly file than `budget`. Pages without statistics are
+/// read by every range and not counted.
+pub fn plan<'a>(pages: impl IntoIterator<Item = PageUnits<'a>>, budget: usize) -> Vec<UnitRange> {
+    let mut rows_at: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for (units, rows) in pages {
+        if let Some((min, max)) = units {
+            *rows_at.entry(min).or_default() += rows;
+            rows_at.entry(max).or_default();
+        }
+    }
+    let mut ranges = Vec::new();
+    let mut lo: Option<Vec<u8>> = None;
+    let mut held = 0;
+    for (unit, rows) in rows_at {
+        if held > 0 && held + rows > budget {
+            ranges.push(UnitRange {
+                lo: lo.take(),
+                hi: Some(unit.to_vec()),
+            });
+            lo = Some(unit.to_vec());
+            held = 0;
+        }
+        held += rows;
+    }
+    ranges.push(UnitRange { lo, hi: None });
+    ranges
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
+    use arrow_array::StringArray;
 
     fn att(rows: &[(&str, i32, i32)]) -> Vec<ArrayRef> {
         let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; rows.len()])) };
@@ -180,5 +247,58 @@ mod tests {
         assert_eq!(empty.len(), 13);
         assert!(empty.iter().all(|c| c.is_empty()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn page<'a>(min: &'a str, max: &'a str, rows: usize) -> PageUnits<'a> {
+        (Some((min.as_bytes(), max.as_bytes())), rows)
+    }
+
+    #[test]
+    fn ranges_cover_every_unit_once_and_cut_only_between_units() {
+        let pages = [
+            page("10000001", "10000001", 600),
+            page("10000001", "10000003", 600),
+            page("10000003", "10000004", 600),
+            page("10000002", "10000002", 600),
+            page("10000005", "10000005", 5000),
+            page("10000006", "10000007", 10),
+        ];
+        let ranges = plan(pages, 1000);
+        type Bounds<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+        let bounds: Vec<Bounds<'_>> = ranges
+            .iter()
+            .map(|r| (r.lo.as_deref(), r.hi.as_deref()))
+            .collect();
+        assert_eq!(
+            bounds,
+            vec![
+                (None, Some(&b"10000002"[..])),
+                (Some(&b"10000002"[..]), Some(&b"10000003"[..])),
+                (Some(&b"10000003"[..]), Some(&b"10000005"[..])),
+                (Some(&b"10000005"[..]), Some(&b"10000006"[..])),
+                (Some(&b"10000006"[..]), None),
+            ]
+        );
+        for unit in ["0", "10000001", "10000004", "10000005", "10000007", "2"] {
+            let holding = ranges
+                .iter()
+                .filter(|r| r.contains(unit.as_bytes()))
+                .count();
+            assert_eq!(holding, 1, "{unit}");
+        }
+        assert!(ranges[1].overlaps(b"10000001", b"10000003"));
+        assert!(!ranges[1].overlaps(b"10000003", b"10000004"));
+    }
+
+    #[test]
+    fn no_statistics_is_one_unbounded_range() {
+        let ranges = plan([(None, 10_000)], 10);
+        assert_eq!(ranges, vec![UnitRange::default()]);
+        assert!(!ranges[0].bounded());
     }
 }
