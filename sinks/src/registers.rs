@@ -699,7 +699,10 @@ impl Registers {
             None => None,
         };
         let annotations = register.as_ref().map(|(_, r)| &r.pupils);
-        let (zstd_level, range_rows) = (self.zstd_level, self.yearly_range_rows);
+        let settings = YearlySettings {
+            zstd_level: self.zstd_level,
+            range_rows: self.yearly_range_rows,
+        };
         // The two tables are independent: one thread each.
         let written = std::thread::scope(|scope| {
             let handles: Vec<_> = opened
@@ -711,16 +714,7 @@ impl Registers {
                         .filter(|s| s.file == table.file_name())
                         .collect();
                     scope.spawn(move || {
-                        write_yearly(
-                            &path,
-                            *table,
-                            year,
-                            files,
-                            annotations,
-                            &covered,
-                            zstd_level,
-                            range_rows,
-                        )
+                        write_yearly(&path, *table, year, files, annotations, &covered, settings)
                     })
                 })
                 .collect();
@@ -822,6 +816,14 @@ fn joined<T>(
 /// whatever the size of the school year.
 const DEFAULT_YEARLY_RANGE_ROWS: usize = 1 << 18;
 
+/// How yearly files are written.
+#[derive(Clone, Copy, Debug)]
+struct YearlySettings {
+    zstd_level: i32,
+    /// Weekly rows summed at a time per table.
+    range_rows: usize,
+}
+
 /// The pupils of a school year's rows, by school unit.
 type PupilsByUnit = BTreeMap<String, BTreeSet<String>>;
 
@@ -836,9 +838,12 @@ fn write_yearly(
     files: &[(Week, ByUnit)],
     register: Option<&BTreeMap<String, pupil_register::Registered>>,
     covered: &[&Source],
-    zstd_level: i32,
-    range_rows: usize,
+    settings: YearlySettings,
 ) -> Result<(Option<FileEntry>, PupilsByUnit), SinkError> {
+    let YearlySettings {
+        zstd_level,
+        range_rows,
+    } = settings;
     let mut pupils = PupilsByUnit::new();
     let pages = files.iter().flat_map(|(_, file)| {
         file.pages().iter().map(|page| {
