@@ -2,7 +2,7 @@
 """Check Parquet registers against the simulator's ground truth, with pyarrow.
 
     registers_check.py parquet REGISTERS TRUTH KEY_FILE CONNECTION [PUPIL_REGISTER DISAGREEMENTS]
-    REGISTERS_CHECK_DATABASE_URL=... registers_check.py postgres SCHEMA TRUTH KEY_FILE CONNECTION
+    REGISTERS_CHECK_DATABASE_URL=... registers_check.py postgres SCHEMA TRUTH KEY_FILE CONNECTION [PUPIL_REGISTER DISAGREEMENTS]
 
 Reads the weekly and yearly registers under REGISTERS with pyarrow (not
 with skolflode's code), or the register tables of SCHEMA with SQL (psql),
@@ -215,15 +215,56 @@ def luhn_valid(text):
     return 1 <= month <= 12 and 1 <= day <= 31 and luhn_ok(digits)
 
 
-def check_register(registers, weeks, register_file, disagreements_file, key, problems):
+INT_COLUMNS = {"line", "register_pupils", "pipeline_pupils", "in_both", "only_in_register",
+               "only_in_pipeline", "registered_elsewhere"}
+
+
+def parquet_year(registers):
+    """The school year of the Parquet registers and a reader of its tables
+    (`coverage`, `register_findings`, `teacher_student`, `attendance`) as
+    {column: [values]}."""
+    year_dir = next((registers / "yearly").glob("school_year=*"), None)
+    if year_dir is None:
+        return None, None
+    return year_dir.name.split("=", 1)[1], lambda name: pq.read_table(year_dir / f"{name}.parquet").to_pydict()
+
+
+def postgres_year(url, schema):
+    """The same, read from PostgreSQL with SQL."""
+    env = psql_environment(url)
+
+    def query(sql):
+        done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                               f"COPY ({sql}) TO STDOUT WITH CSV HEADER"],
+                              capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            sys.exit(f"psql failed: {done.stderr.strip()}")
+        return list(csv.DictReader(done.stdout.splitlines()))
+
+    years = query(f"SELECT DISTINCT school_year FROM {schema}.yearly_teacher_student")
+    if not years:
+        return None, None
+    year = years[0]["school_year"]
+
+    def read(name):
+        table = name if name in ("coverage", "register_findings") else f"yearly_{name}"
+        rows = query(f"SELECT * FROM {schema}.{table} WHERE school_year = '{year}'")
+        columns = collections.defaultdict(list)
+        for row in rows:
+            for column, cell in row.items():
+                columns[column].append(int(cell) if column in INT_COLUMNS else cell)
+        return columns
+
+    return year, read
+
+
+def check_register(year, read, weeks, register_file, disagreements_file, key, problems):
     """The yearly integration with the pupil register, computed from the
     register's CSV and the truth alone: the annotations, the coverage table
     and the lines reported."""
-    year_dir = next((registers / "yearly").glob("school_year=*"), None)
-    if year_dir is None:
+    if year is None:
         problems.append("no yearly partition to integrate the register into")
         return
-    year = year_dir.name.split("=", 1)[1]
     pipeline = collections.defaultdict(set)
     for week, tables in weeks.items():
         if school_year(week) != year:
@@ -251,7 +292,7 @@ def check_register(registers, weeks, register_file, disagreements_file, key, pro
                 injected.add(int(r["line"]))
     if not injected <= bad:
         problems.append(f"register lines the simulator broke but the check accepts: {sorted(injected - bad)[:5]}")
-    findings = pq.read_table(year_dir / "register_findings.parquet").to_pydict()
+    findings = read("register_findings")
     if sorted(findings["line"]) != sorted(bad):
         problems.append(f"register findings: lines {sorted(set(findings['line']) ^ bad)[:5]} differ")
     anywhere = set().union(*pipeline.values()) if pipeline else set()
@@ -264,7 +305,7 @@ def check_register(registers, weeks, register_file, disagreements_file, key, pro
         want[unit] = (len(listed), len(here), len(here & listed), len(listed - anywhere),
                       len([k for k in here if k not in registered]),
                       len([k for k in here if k in registered and registered[k][0] != unit]))
-    table = pq.read_table(year_dir / "coverage.parquet").to_pydict()
+    table = read("coverage")
     got = {u: tuple(table[c][i] for c in ("register_pupils", "pipeline_pupils", "in_both", "only_in_register",
                                           "only_in_pipeline", "registered_elsewhere"))
            for i, u in enumerate(table["school_unit_code"])}
@@ -272,7 +313,7 @@ def check_register(registers, weeks, register_file, disagreements_file, key, pro
         differing = sorted(u for u in set(got) | set(want) if got.get(u) != want.get(u))
         problems.append(f"coverage differs for units {differing[:5]}")
     for table_name, columns in COLUMNS.items():
-        data = pq.read_table(year_dir / f"{table_name}.parquet").to_pydict()
+        data = read(table_name)
         for i, student in enumerate(data["student_key"]):
             unit, grade = registered.get(student, ("", ""))
             if (data["register_school_unit_code"][i], data["register_grade"][i]) != (unit, grade):
@@ -312,8 +353,12 @@ def main():
             compared[f"yearly {table} rows"] += w.total()
             if w != h:
                 problems.append(f"{year} {table}: {(w - h).total()} missing, {(h - w).total()} not in the truth")
-    if kind == "parquet" and len(sys.argv) > 7:
-        check_register(pathlib.Path(registers), weeks, sys.argv[6], sys.argv[7], key, problems)
+    if len(sys.argv) > 7:
+        if kind == "parquet":
+            year, read = parquet_year(pathlib.Path(registers))
+        else:
+            year, read = postgres_year(os.environ["REGISTERS_CHECK_DATABASE_URL"], schema)
+        check_register(year, read, weeks, sys.argv[6], sys.argv[7], key, problems)
     print(f"weeks in the truth: {len(weeks)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(compared.items())))
     for p in problems[:20]:
         print("problem:", p)

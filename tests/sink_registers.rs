@@ -496,4 +496,37 @@ async fn the_yearly_registers_integrate_the_pupil_register_of_15_october() {
         manifest["register"]["findings"].as_u64().unwrap() > 0,
         "{manifest}"
     );
+
+    // The same integration into PostgreSQL, read with SQL.
+    let database = skolflode_testkit::TestDatabase::connect().await.unwrap();
+    let schema = format!("{}_integrated", database.schema());
+    let postgres =
+        format!("output = \"postgres\"\n{extra}\n[sink.postgres]\nschema = \"{schema}\"\n");
+    let (config, _) = sink_config(&input, &input.app, "integrated-pg", 1 << 28, &postgres);
+    assert!(sink(binary, &config).status().unwrap().success());
+    let said = check_with_python(
+        &input,
+        &["postgres".as_ref(), schema.as_ref()],
+        &[
+            register.join("pupil_register.csv").as_os_str(),
+            register.join("disagreements.csv").as_os_str(),
+        ],
+    );
+    assert!(said.contains("register: "), "{said}");
+    let findings: i32 = database
+        .client()
+        .query_one(
+            &format!("SELECT findings FROM {schema}.pupil_registers WHERE school_year = '2025-26'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(findings > 0);
+    database
+        .client()
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    database.cleanup().await.unwrap();
 }

@@ -155,11 +155,6 @@ impl SinkConfig {
                 ));
             }
         }
-        if !self.pupil_register.files.is_empty() && self.output == OutputKind::Postgres {
-            return bad(
-                "pupil_register: the integration is built for the Parquet output only".into(),
-            );
-        }
         if self.flush_bytes == 0 {
             return bad("flush_bytes must be at least 1".into());
         }

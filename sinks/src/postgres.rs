@@ -13,9 +13,13 @@
 //! `COPY`. The yearly rows of pending school years are rebuilt, in a
 //! transaction of their own that clears the mark, when the sink has caught
 //! up with its input: the weekly rows stay the truth the yearly ones are
-//! summed from, and a mark outlives a kill.
+//! summed from, and a mark outlives a kill. With a pupil register for the
+//! school year, the rebuild also annotates the yearly rows from it (a
+//! temporary table of its pseudonymised pupils) and replaces the year's
+//! `coverage` and `register_findings`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int32Type;
@@ -29,6 +33,8 @@ use crate::block::Block;
 use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
 use crate::period::Week;
+use crate::pupil_register::{self, file_sha256, Coverage, PupilRegister, PupilsByUnit};
+use crate::registers::Integration;
 use crate::table::{Kind, Role, Table};
 use crate::SinkError;
 
@@ -86,6 +92,25 @@ fn migrations(schema: &str) -> Vec<String> {
             yearly(Table::Attendance),
         ),
         format!("CREATE TABLE {schema}.yearly_pending (school_year text PRIMARY KEY);"),
+        // The yearly integration with the pupil register.
+        format!(
+            "ALTER TABLE {schema}.yearly_teacher_student \
+             ADD COLUMN register_school_unit_code text NOT NULL DEFAULT '', \
+             ADD COLUMN register_grade text NOT NULL DEFAULT '';\n\
+             ALTER TABLE {schema}.yearly_attendance \
+             ADD COLUMN register_school_unit_code text NOT NULL DEFAULT '', \
+             ADD COLUMN register_grade text NOT NULL DEFAULT '';\n\
+             CREATE TABLE {schema}.coverage (school_year text NOT NULL, \
+             school_unit_code text NOT NULL, register_pupils integer NOT NULL, \
+             pipeline_pupils integer NOT NULL, in_both integer NOT NULL, \
+             only_in_register integer NOT NULL, only_in_pipeline integer NOT NULL, \
+             registered_elsewhere integer NOT NULL, PRIMARY KEY (school_year, school_unit_code));\n\
+             CREATE TABLE {schema}.register_findings (school_year text NOT NULL, \
+             line integer NOT NULL, reason text NOT NULL, PRIMARY KEY (school_year, line));\n\
+             CREATE TABLE {schema}.pupil_registers (school_year text PRIMARY KEY, \
+             file text NOT NULL, sha256 text NOT NULL, pupils integer NOT NULL, \
+             findings integer NOT NULL);"
+        ),
     ]
 }
 
@@ -120,6 +145,7 @@ pub struct Postgres {
     staged_bytes: usize,
     /// School years whose yearly rows are behind their weeks.
     pending_years: BTreeSet<String>,
+    integration: Option<Integration>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -138,6 +164,7 @@ impl Postgres {
     pub fn open(
         url: &str,
         schema: &str,
+        integration: Option<Integration>,
     ) -> Result<(Postgres, HashMap<BlockId, i32>, Checkpoint), SinkError> {
         let handle = Handle::try_current()
             .map_err(|_| SinkError::Config("the PostgreSQL sink needs a Tokio runtime".into()))?;
@@ -156,9 +183,12 @@ impl Postgres {
             staged: BTreeMap::new(),
             staged_bytes: 0,
             pending_years: BTreeSet::new(),
+            integration,
         };
         output.block(output.setup())?;
         output.pending_years = output.block(output.pending())?;
+        let changed = output.block(output.registers_changed())?;
+        output.pending_years.extend(changed);
         let done = output.block(output.done())?;
         let checkpoint = output.block(output.offsets())?;
         Ok((output, done, checkpoint))
@@ -293,6 +323,53 @@ impl Postgres {
             .await
             .map_err(db)?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    /// School years whose yearly rows were integrated with another pupil
+    /// register than the one configured now (or with none, or without
+    /// one now), and that have weekly rows.
+    async fn registers_changed(&self) -> Result<BTreeSet<String>, SinkError> {
+        let s = &self.schema;
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT school_year, sha256 FROM {s}.pupil_registers"),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let read: BTreeMap<String, String> = rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        let mut configured: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(integration) = &self.integration {
+            for (year, path) in &integration.files {
+                configured.insert(year.clone(), file_sha256(path)?);
+            }
+        }
+        let mut changed = BTreeSet::new();
+        for year in read.keys().chain(configured.keys()) {
+            if read.get(year) == configured.get(year) {
+                continue;
+            }
+            let has_weeks: bool = self
+                .client
+                .query_one(
+                    &format!(
+                        "SELECT EXISTS (SELECT 1 FROM {s}.weekly_teacher_student WHERE school_year = $1) \
+                         OR EXISTS (SELECT 1 FROM {s}.weekly_attendance WHERE school_year = $1)"
+                    ),
+                    &[year],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            if has_weeks || read.contains_key(year) {
+                changed.insert(year.clone());
+            }
+        }
+        Ok(changed)
     }
 
     /// One transaction: the staged revisions' rows in place of their
@@ -437,10 +514,20 @@ impl Postgres {
         let tx = self.client.transaction().await.map_err(db)?;
         let mut rebuilt = 0;
         for year in &years {
+            let register = match &self.integration {
+                Some(integration) => match integration.files.get(year) {
+                    Some(path) => {
+                        Some((path, load_register(&tx, &s, year, path, integration).await?))
+                    }
+                    None => None,
+                },
+                None => None,
+            };
             for table in Table::ALL {
-                rebuild_year(&tx, &s, table, year).await?;
+                rebuild_year(&tx, &s, table, year, register.is_some()).await?;
                 rebuilt += 1;
             }
+            integrate(&tx, &s, year, register.as_ref().map(|(p, r)| (*p, r))).await?;
             tx.execute(
                 &format!("DELETE FROM {s}.yearly_pending WHERE school_year = $1"),
                 &[year],
@@ -531,6 +618,7 @@ async fn rebuild_year(
     s: &str,
     table: Table,
     year: &str,
+    with_register: bool,
 ) -> Result<(), SinkError> {
     let columns = table.columns();
     let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
@@ -538,7 +626,7 @@ async fn rebuild_year(
         .iter()
         .map(|c| match c.role {
             Role::Key => c.name.to_owned(),
-            Role::Sum => format!("sum({0})::integer", c.name),
+            Role::Sum => format!("sum({0})::integer AS {0}", c.name),
         })
         .collect();
     let group: Vec<&str> = columns
@@ -553,19 +641,187 @@ async fn rebuild_year(
     )
     .await
     .map_err(db)?;
+    let sum = format!(
+        "SELECT school_year, {select}, min(week) AS first_week, max(week) AS last_week, \
+         count(DISTINCT week)::integer AS weeks \
+         FROM {s}.weekly_{name} WHERE school_year = $1 GROUP BY school_year, {group}",
+        select = select.join(", "),
+        group = group.join(", ")
+    );
+    // With a register, each row's pupil as it lists them (the temporary
+    // table `load_register` fills); empty where it does not.
+    let annotated = if with_register {
+        format!(
+            "SELECT y.*, coalesce(r.school_unit_code, ''), coalesce(r.grade, '') \
+             FROM ({sum}) y LEFT JOIN register_pupils r ON r.student_key = y.student_key"
+        )
+    } else {
+        format!("SELECT y.*, '', '' FROM ({sum}) y")
+    };
     tx.execute(
         &format!(
-            "INSERT INTO {s}.yearly_{name} (school_year, {names}, first_week, last_week, weeks) \
-             SELECT school_year, {select}, min(week), max(week), count(DISTINCT week)::integer \
-             FROM {s}.weekly_{name} WHERE school_year = $1 GROUP BY school_year, {group}",
+            "INSERT INTO {s}.yearly_{name} (school_year, {names}, first_week, last_week, weeks, \
+             register_school_unit_code, register_grade) {annotated}",
             names = names.join(", "),
-            select = select.join(", "),
-            group = group.join(", ")
         ),
         &[&year],
     )
     .await
     .map_err(db)?;
+    Ok(())
+}
+
+/// Read the pupil register of `year` at `path` (its lines checked against
+/// the school units of the year's weekly rows) into the transaction's
+/// temporary table `register_pupils`.
+async fn load_register(
+    tx: &Transaction<'_>,
+    s: &str,
+    year: &str,
+    path: &Path,
+    integration: &Integration,
+) -> Result<PupilRegister, SinkError> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT school_unit_code FROM {s}.weekly_teacher_student WHERE school_year = $1 \
+                 UNION SELECT school_unit_code FROM {s}.weekly_attendance WHERE school_year = $1"
+            ),
+            &[&year],
+        )
+        .await
+        .map_err(db)?;
+    let known: BTreeSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let register = pupil_register::read(
+        path,
+        pupil_register::census(year),
+        &integration.pseudonymiser,
+        &known,
+    )?;
+    tx.batch_execute(
+        "DROP TABLE IF EXISTS pg_temp.register_pupils;\n\
+         CREATE TEMPORARY TABLE register_pupils (student_key text PRIMARY KEY, \
+         school_unit_code text NOT NULL, grade text NOT NULL) ON COMMIT DROP;",
+    )
+    .await
+    .map_err(db)?;
+    let n = register.pupils.len();
+    let (mut keys, mut units, mut grades) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (key, pupil) in &register.pupils {
+        keys.push(key.as_str());
+        units.push(pupil.school_unit_code.as_str());
+        grades.push(pupil.grade.as_str());
+    }
+    tx.execute(
+        "INSERT INTO pg_temp.register_pupils SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
+        &[&keys, &units, &grades],
+    )
+    .await
+    .map_err(db)?;
+    Ok(register)
+}
+
+/// Replace `year`'s coverage, findings and register record with those of
+/// `register` (none without one), from the yearly rows just rebuilt.
+async fn integrate(
+    tx: &Transaction<'_>,
+    s: &str,
+    year: &str,
+    register: Option<(&PathBuf, &PupilRegister)>,
+) -> Result<(), SinkError> {
+    for table in ["coverage", "register_findings", "pupil_registers"] {
+        tx.execute(
+            &format!("DELETE FROM {s}.{table} WHERE school_year = $1"),
+            &[&year],
+        )
+        .await
+        .map_err(db)?;
+    }
+    let Some((path, register)) = register else {
+        return Ok(());
+    };
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT school_unit_code, student_key FROM {s}.yearly_teacher_student \
+                 WHERE school_year = $1 UNION \
+                 SELECT school_unit_code, student_key FROM {s}.yearly_attendance \
+                 WHERE school_year = $1"
+            ),
+            &[&year],
+        )
+        .await
+        .map_err(db)?;
+    let mut pipeline = PupilsByUnit::new();
+    for row in &rows {
+        pipeline
+            .entry(row.get::<_, String>(0))
+            .or_default()
+            .insert(row.get::<_, String>(1));
+    }
+    let lines = pupil_register::coverage(&pipeline, register);
+    let count = |f: fn(&Coverage) -> usize| -> Vec<i32> {
+        lines
+            .iter()
+            .map(|c| i32::try_from(f(c)).unwrap_or(i32::MAX))
+            .collect()
+    };
+    let units: Vec<&str> = lines.iter().map(|c| c.school_unit_code.as_str()).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {s}.coverage SELECT $1, * FROM unnest($2::text[], $3::int4[], \
+             $4::int4[], $5::int4[], $6::int4[], $7::int4[], $8::int4[])"
+        ),
+        &[
+            &year,
+            &units,
+            &count(|c| c.register_pupils),
+            &count(|c| c.pipeline_pupils),
+            &count(|c| c.in_both),
+            &count(|c| c.only_in_register),
+            &count(|c| c.only_in_pipeline),
+            &count(|c| c.registered_elsewhere),
+        ],
+    )
+    .await
+    .map_err(db)?;
+    let line_numbers: Vec<i32> = register
+        .findings
+        .iter()
+        .map(|f| i32::try_from(f.line).unwrap_or(i32::MAX))
+        .collect();
+    let reasons: Vec<&str> = register
+        .findings
+        .iter()
+        .map(|f| f.reason.as_str())
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {s}.register_findings SELECT $1, * FROM unnest($2::int4[], $3::text[])"
+        ),
+        &[&year, &line_numbers, &reasons],
+    )
+    .await
+    .map_err(db)?;
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pupils = i32::try_from(register.pupils.len()).unwrap_or(i32::MAX);
+    let findings = i32::try_from(register.findings.len()).unwrap_or(i32::MAX);
+    tx.execute(
+        &format!("INSERT INTO {s}.pupil_registers VALUES ($1, $2, $3, $4, $5)"),
+        &[&year, &file, &register.sha256, &pupils, &findings],
+    )
+    .await
+    .map_err(db)?;
+    for f in &register.findings {
+        tracing::warn!(school_year = %year, line = f.line, reason = %f.reason, "pupil register line left out");
+    }
     Ok(())
 }
 

@@ -112,6 +112,88 @@ pub fn read(
     Ok(register)
 }
 
+/// SHA-256 of a register file, lowercase hex: what the registers record
+/// of the register they were integrated with.
+pub fn file_sha256(path: &Path) -> Result<String, SinkError> {
+    let bytes = std::fs::read(path).map_err(SinkError::io(path))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The pupils of a school year's register rows, by school unit.
+pub type PupilsByUnit = BTreeMap<String, BTreeSet<String>>;
+
+/// The census day of a school year labelled `2025-26`: 15 October of its
+/// first year.
+pub fn census(year: &str) -> (i32, u32, u32) {
+    let start = year.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970);
+    (start, 10, 15)
+}
+
+/// A school unit's line of the `coverage` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coverage {
+    pub school_unit_code: String,
+    /// Pupils the register lists at this unit.
+    pub register_pupils: usize,
+    /// Pupils with rows at this unit in the yearly registers.
+    pub pipeline_pupils: usize,
+    /// Both: listed here and with rows here.
+    pub in_both: usize,
+    /// Listed here, found nowhere in the yearly registers.
+    pub only_in_register: usize,
+    /// With rows here, not in the register at all.
+    pub only_in_pipeline: usize,
+    /// With rows here, registered at another unit.
+    pub registered_elsewhere: usize,
+}
+
+/// The coverage of each school unit of the pipeline or the register, in
+/// unit order.
+pub fn coverage(pipeline: &PupilsByUnit, register: &PupilRegister) -> Vec<Coverage> {
+    let mut registered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (key, pupil) in &register.pupils {
+        registered
+            .entry(pupil.school_unit_code.as_str())
+            .or_default()
+            .insert(key.as_str());
+    }
+    let anywhere: BTreeSet<&str> = pipeline.values().flatten().map(String::as_str).collect();
+    let units: BTreeSet<&str> = pipeline
+        .keys()
+        .map(String::as_str)
+        .chain(registered.keys().copied())
+        .collect();
+    let empty_owned = BTreeSet::new();
+    let empty = BTreeSet::new();
+    units
+        .into_iter()
+        .map(|unit| {
+            let here = pipeline.get(unit).unwrap_or(&empty_owned);
+            let listed = registered.get(unit).unwrap_or(&empty);
+            Coverage {
+                school_unit_code: unit.to_owned(),
+                register_pupils: listed.len(),
+                pipeline_pupils: here.len(),
+                in_both: here.iter().filter(|k| listed.contains(k.as_str())).count(),
+                only_in_register: listed.iter().filter(|k| !anywhere.contains(*k)).count(),
+                only_in_pipeline: here
+                    .iter()
+                    .filter(|k| !register.pupils.contains_key(k.as_str()))
+                    .count(),
+                registered_elsewhere: here
+                    .iter()
+                    .filter(|k| {
+                        register
+                            .pupils
+                            .get(k.as_str())
+                            .is_some_and(|p| p.school_unit_code != unit)
+                    })
+                    .count(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
 use crate::parquet::{self, ByUnit, Encoded, Existing, Part, Period};
 use crate::period::Week;
-use crate::pupil_register::{self, PupilRegister};
+use crate::pupil_register::{self, PupilsByUnit};
 use crate::table::{Cell, Kind, Row, Table};
 use crate::{yearly, SinkError};
 use skolflode_producers::pseudonym::Pseudonymiser;
@@ -688,7 +688,7 @@ impl Registers {
                         path,
                         pupil_register::read(
                             path,
-                            census(year),
+                            pupil_register::census(year),
                             &integration.pseudonymiser,
                             &known,
                         )?,
@@ -730,7 +730,22 @@ impl Registers {
         }
         let mut register_source = None;
         if let Some((path, register)) = &register {
-            let coverage = coverage(year, &pipeline, register);
+            let coverage: Vec<Row> = pupil_register::coverage(&pipeline, register)
+                .into_iter()
+                .map(|c| {
+                    let n = |x: usize| Cell::Int(x as i64);
+                    vec![
+                        Cell::Text(year.to_owned()),
+                        Cell::Text(c.school_unit_code),
+                        n(c.register_pupils),
+                        n(c.pipeline_pupils),
+                        n(c.in_both),
+                        n(c.only_in_register),
+                        n(c.only_in_pipeline),
+                        n(c.registered_elsewhere),
+                    ]
+                })
+                .collect();
             let file = dir.join(COVERAGE);
             let written =
                 parquet::write_rows(&file, &COVERAGE_COLUMNS, &coverage, &[], self.zstd_level)?;
@@ -787,17 +802,13 @@ impl Registers {
 
     /// The checksum of the pupil register configured for `year`, if any.
     fn register_sha(&self, year: &str) -> Result<Option<String>, SinkError> {
-        use sha2::{Digest, Sha256};
         let Some(path) = self.integration.as_ref().and_then(|i| i.files.get(year)) else {
             return Ok(None);
         };
-        let bytes = std::fs::read(path).map_err(SinkError::io(path))?;
-        Ok(Some(hex::encode(Sha256::digest(&bytes))))
+        pupil_register::file_sha256(path).map(Some)
     }
 }
 
-/// The census day of a school year labelled `2025-26`: 15 October of its
-/// first year.
 /// Each thread's result, in order; a panicked thread is an error.
 fn joined<T>(
     handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, SinkError>>>,
@@ -823,9 +834,6 @@ struct YearlySettings {
     /// Weekly rows summed at a time per table.
     range_rows: usize,
 }
-
-/// The pupils of a school year's rows, by school unit.
-type PupilsByUnit = BTreeMap<String, BTreeSet<String>>;
 
 /// Write one yearly table from its weekly `files`, a range of school units
 /// at a time, annotated with the pupil register where given; an empty
@@ -926,11 +934,6 @@ fn annotate(
     columns.push(Arc::new(grade.finish()) as ArrayRef);
 }
 
-fn census(year: &str) -> (i32, u32, u32) {
-    let start = year.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970);
-    (start, 10, 15)
-}
-
 fn student_column(table: Table) -> usize {
     table
         .columns()
@@ -986,65 +989,6 @@ const FINDINGS_COLUMNS: [(&str, Kind); 3] = [
     ("line", Kind::Int),
     ("reason", Kind::Text),
 ];
-
-/// Per school unit: pupils in the register, in the pipeline, in both at
-/// this unit, only in the register (found nowhere in the pipeline), only
-/// in the pipeline (not in the register at all), and in the pipeline here
-/// but registered at another unit.
-fn coverage(
-    year: &str,
-    pipeline: &BTreeMap<String, BTreeSet<String>>,
-    register: &PupilRegister,
-) -> Vec<Row> {
-    let mut registered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (key, pupil) in &register.pupils {
-        registered
-            .entry(pupil.school_unit_code.as_str())
-            .or_default()
-            .insert(key.as_str());
-    }
-    let anywhere: BTreeSet<&str> = pipeline.values().flatten().map(String::as_str).collect();
-    let units: BTreeSet<&str> = pipeline
-        .keys()
-        .map(String::as_str)
-        .chain(registered.keys().copied())
-        .collect();
-    let empty_owned = BTreeSet::new();
-    let empty = BTreeSet::new();
-    units
-        .into_iter()
-        .map(|unit| {
-            let here = pipeline.get(unit).unwrap_or(&empty_owned);
-            let listed = registered.get(unit).unwrap_or(&empty);
-            let in_both = here.iter().filter(|k| listed.contains(k.as_str())).count();
-            let only_register = listed.iter().filter(|k| !anywhere.contains(*k)).count();
-            let only_pipeline = here
-                .iter()
-                .filter(|k| !register.pupils.contains_key(k.as_str()))
-                .count();
-            let elsewhere = here
-                .iter()
-                .filter(|k| {
-                    register
-                        .pupils
-                        .get(k.as_str())
-                        .is_some_and(|p| p.school_unit_code != unit)
-                })
-                .count();
-            let n = |x: usize| Cell::Int(x as i64);
-            vec![
-                Cell::Text(year.to_owned()),
-                Cell::Text(unit.to_owned()),
-                n(listed.len()),
-                n(here.len()),
-                n(in_both),
-                n(only_register),
-                n(only_pipeline),
-                n(elsewhere),
-            ]
-        })
-        .collect()
-}
 
 impl Output for Registers {
     fn stage(&mut self, completed: Completed, topic: &str) -> Result<(), SinkError> {

@@ -131,19 +131,19 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<Progress, SinkError> {
     config.build()?;
+    let integration = if config.pupil_register.files.is_empty() {
+        None
+    } else {
+        let key = config.pupil_register.pseudonym_key_file.as_deref();
+        let pseudonymiser = Pseudonymiser::from_config(key)
+            .map_err(|e| SinkError::Config(format!("the pseudonym key: {e}")))?;
+        Some(Integration {
+            files: config.pupil_register.files.clone(),
+            pseudonymiser,
+        })
+    };
     let (mut output, done, mut checkpoint): (Box<dyn Output>, _, _) = match config.output {
         OutputKind::Parquet => {
-            let integration = if config.pupil_register.files.is_empty() {
-                None
-            } else {
-                let key = config.pupil_register.pseudonym_key_file.as_deref();
-                let pseudonymiser = Pseudonymiser::from_config(key)
-                    .map_err(|e| SinkError::Config(format!("the pseudonym key: {e}")))?;
-                Some(Integration {
-                    files: config.pupil_register.files.clone(),
-                    pseudonymiser,
-                })
-            };
             let (registers, done) =
                 Registers::open(&config.out_dir, config.zstd_level, integration)?;
             let registers = registers.with_yearly_range_rows(config.yearly_range_rows);
@@ -157,7 +157,8 @@ pub fn run(
                     config.postgres.url_env
                 ))
             })?;
-            let (postgres, done, checkpoint) = Postgres::open(&url, &config.postgres.schema)?;
+            let (postgres, done, checkpoint) =
+                Postgres::open(&url, &config.postgres.schema, integration)?;
             (Box::new(postgres), done, checkpoint)
         }
     };
