@@ -89,7 +89,9 @@ fn kafka_script() -> anyhow::Result<PathBuf> {
         .context("scripts/kafka not found: run the demo from the repository (scripts/demo)")
 }
 
-/// The demo's broker, stopped when dropped unless kept.
+/// The demo's broker, stopped and its storage removed when dropped unless
+/// kept: the topics of a term are gigabytes, and the next demo starts
+/// afresh anyway.
 struct Broker {
     script: PathBuf,
     port: u16,
@@ -139,7 +141,7 @@ impl Drop for Broker {
             return;
         }
         let _ = std::process::Command::new(&self.script)
-            .arg("stop")
+            .arg("purge")
             .env("KAFKA_PORT", self.port.to_string())
             .stderr(std::process::Stdio::null())
             .status();
