@@ -819,9 +819,7 @@ async fn integrate(
     )
     .await
     .map_err(db)?;
-    for f in &register.findings {
-        tracing::warn!(school_year = %year, line = f.line, reason = %f.reason, "pupil register line left out");
-    }
+    pupil_register::log_findings(year, register, "the register_findings table");
     Ok(())
 }
 

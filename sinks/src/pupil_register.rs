@@ -119,6 +119,21 @@ pub fn file_sha256(path: &Path) -> Result<String, SinkError> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
+/// Log the lines of a register left out: each at debug level, and one
+/// warning with their number (a register of a country has thousands).
+pub fn log_findings(year: &str, register: &PupilRegister, written_to: &str) {
+    for f in &register.findings {
+        tracing::debug!(school_year = %year, line = f.line, reason = %f.reason, "pupil register line left out");
+    }
+    if !register.findings.is_empty() {
+        tracing::warn!(
+            school_year = %year,
+            lines = register.findings.len(),
+            "pupil register lines left out; each with its reason in {written_to}"
+        );
+    }
+}
+
 /// The pupils of a school year's register rows, by school unit.
 pub type PupilsByUnit = BTreeMap<String, BTreeSet<String>>;
 

@@ -773,9 +773,7 @@ impl Registers {
                 rows: written.rows,
                 sha256: written.sha256,
             });
-            for f in &register.findings {
-                tracing::warn!(school_year = %year, line = f.line, reason = %f.reason, "pupil register line left out");
-            }
+            pupil_register::log_findings(year, register, "register_findings.parquet");
             register_source = Some(RegisterSource {
                 file: path
                     .file_name()
