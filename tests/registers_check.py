@@ -223,7 +223,7 @@ def parquet_year(registers):
     """The school year of the Parquet registers and a reader of its tables
     (`coverage`, `register_findings`, `teacher_student`, `attendance`) as
     {column: [values]}."""
-    year_dir = next((registers / "yearly").glob("school_year=*"), None)
+    year_dir = next(iter(sorted((registers / "yearly").glob("school_year=*"))), None)
     if year_dir is None:
         return None, None
     return year_dir.name.split("=", 1)[1], lambda name: pq.read_table(year_dir / f"{name}.parquet").to_pydict()
@@ -241,7 +241,8 @@ def postgres_year(url, schema):
             sys.exit(f"psql failed: {done.stderr.strip()}")
         return list(csv.DictReader(done.stdout.splitlines()))
 
-    years = query(f"SELECT DISTINCT school_year FROM {schema}.yearly_teacher_student")
+    years = query(f"SELECT school_year FROM {schema}.yearly_teacher_student "
+                  f"UNION SELECT school_year FROM {schema}.yearly_attendance ORDER BY 1")
     if not years:
         return None, None
     year = years[0]["school_year"]
@@ -314,6 +315,9 @@ def check_register(year, read, weeks, register_file, disagreements_file, key, pr
         problems.append(f"coverage differs for units {differing[:5]}")
     for table_name, columns in COLUMNS.items():
         data = read(table_name)
+        if not data.get("student_key"):
+            problems.append(f"{table_name}: no yearly rows to check the annotations of")
+            continue
         for i, student in enumerate(data["student_key"]):
             unit, grade = registered.get(student, ("", ""))
             if (data["register_school_unit_code"][i], data["register_grade"][i]) != (unit, grade):

@@ -2,10 +2,13 @@
 //! written whole under a hidden temporary name, synced, and renamed into
 //! place, so that no reader ever sees a partial file.
 //!
-//! A file is a pure function of its rows and metadata: the rows go to the
-//! writer as one batch (page and row-group boundaries depend on how rows
-//! are batched), and nothing time- or host-dependent is written, so the
-//! same rows give the same bytes.
+//! A file is a pure function of its rows, its metadata and how its rows
+//! were handed to the writer (page boundaries depend on the batches):
+//! a block is encoded from one batch, a weekly file copies its blocks' row
+//! groups, and a yearly file is written range by range as its weekly
+//! files' page index and `yearly_range_rows` cut it. Nothing time- or
+//! host-dependent is written, so the same input and settings give the
+//! same bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

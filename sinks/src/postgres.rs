@@ -34,7 +34,7 @@ use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
 use crate::period::Week;
 use crate::pupil_register::{self, file_sha256, Coverage, PupilRegister, PupilsByUnit};
-use crate::registers::Integration;
+use crate::registers::{Integration, Revision};
 use crate::table::{Kind, Role, Table};
 use crate::SinkError;
 
@@ -124,12 +124,8 @@ fn sql_type(kind: Kind) -> &'static str {
 
 /// A revision staged for the next commit.
 struct Staged {
-    revision: i32,
-    rows: usize,
-    topic: String,
-    partition: i32,
-    first_offset: i64,
-    last_offset: i64,
+    /// The revision and where it was read.
+    read: Revision,
     /// Its rows as `COPY` binary tuples; `None` for a re-delivery.
     tuples: Option<Bytes>,
 }
@@ -400,11 +396,11 @@ impl Postgres {
             weeks.push(id.week.label());
             connections.push(&id.connection);
             revisions.push(*revision);
-            row_counts.push(i32::try_from(st.rows).unwrap_or(i32::MAX));
-            topics.push(&st.topic);
-            partitions.push(st.partition);
-            firsts.push(st.first_offset);
-            lasts.push(st.last_offset);
+            row_counts.push(i32::try_from(st.read.rows).unwrap_or(i32::MAX));
+            topics.push(&st.read.topic);
+            partitions.push(st.read.partition);
+            firsts.push(st.read.first_offset);
+            lasts.push(st.read.last_offset);
         }
         tx.execute(
             &format!(
@@ -431,7 +427,7 @@ impl Postgres {
         let mut newest: BTreeMap<&BlockId, (i32, &Bytes, usize)> = BTreeMap::new();
         for ((id, revision), st) in &staged {
             if let Some(tuples) = &st.tuples {
-                newest.insert(id, (*revision, tuples, st.rows));
+                newest.insert(id, (*revision, tuples, st.read.rows));
             }
         }
         for table in Table::ALL {
@@ -833,17 +829,11 @@ impl Output for Postgres {
                 block,
             )
         });
-        self.staged_bytes += tuples.as_ref().map_or(0, Bytes::len);
         let staged = Staged {
-            revision: completed.revision,
-            rows: completed.rows,
-            topic: topic.to_owned(),
-            partition: completed.partition,
-            first_offset: completed.first_offset,
-            last_offset: completed.last_offset,
+            read: Revision::read(&completed, topic),
             tuples,
         };
-        let key = (completed.id, staged.revision);
+        let key = (completed.id, completed.revision);
         // A newer revision of a block staged in the same commit makes the
         // older one's rows moot; the revision itself is still recorded.
         let superseded: Vec<(BlockId, i32)> = self
@@ -859,7 +849,10 @@ impl Output for Postgres {
                 }
             }
         }
-        self.staged.entry(key).or_insert(staged);
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.staged.entry(key) {
+            // A revision staged twice in one commit counts once.
+            self.staged_bytes += slot.insert(staged).tuples.as_ref().map_or(0, Bytes::len);
+        }
         Ok(())
     }
 

@@ -37,6 +37,7 @@ use arrow_array::ArrayRef;
 use serde::{Deserialize, Serialize};
 
 use crate::assemble::{BlockId, Completed};
+use crate::block::Block;
 use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
 use crate::parquet::{self, ByUnit, Encoded, Existing, Part, Period};
@@ -62,6 +63,22 @@ pub struct Revision {
     pub partition: i32,
     pub first_offset: i64,
     pub last_offset: i64,
+}
+
+impl Revision {
+    /// A whole revision as read from `topic`.
+    pub fn read(completed: &Completed, topic: &str) -> Revision {
+        Revision {
+            table: completed.id.table,
+            connection: completed.id.connection.clone(),
+            revision: completed.revision,
+            rows: completed.rows,
+            topic: topic.to_owned(),
+            partition: completed.partition,
+            first_offset: completed.first_offset,
+            last_offset: completed.last_offset,
+        }
+    }
 }
 
 /// A file of a partition.
@@ -434,16 +451,7 @@ impl Registers {
     /// Take a whole revision, read from `topic`: a new one is encoded
     /// now and written at the next [`Registers::commit`].
     pub fn stage(&mut self, completed: Completed, topic: &str) -> Result<(), SinkError> {
-        let revision = Revision {
-            table: completed.id.table,
-            connection: completed.id.connection.clone(),
-            revision: completed.revision,
-            rows: completed.rows,
-            topic: topic.to_owned(),
-            partition: completed.partition,
-            first_offset: completed.first_offset,
-            last_offset: completed.last_offset,
-        };
+        let revision = Revision::read(&completed, topic);
         let week = completed.id.week;
         // The block in flight first: it may be the same block's older
         // revision.
@@ -554,23 +562,54 @@ impl Registers {
             // The blocks the file holds, each with its row groups.
             let mut blocks: BTreeMap<String, (Revision, Option<std::ops::Range<usize>>)> =
                 BTreeMap::new();
+            // Blocks of a file whose row groups they share, encoded again.
+            let mut reencoded: BTreeMap<String, Encoded> = BTreeMap::new();
             if let Some(existing) = &existing {
-                let groups = existing.row_group_rows();
-                let mut next = 0;
-                for block in blocks_of(&existing.key_values(), &path)? {
-                    let start = next;
-                    let mut rows = 0;
-                    while rows < block.rows && next < groups.len() {
-                        rows += groups[next];
-                        next += 1;
+                let held = blocks_of(&existing.key_values(), &path)?;
+                match row_groups_of_blocks(&existing.row_group_rows(), &held) {
+                    Some(ranges) => {
+                        for (block, range) in held.into_iter().zip(ranges) {
+                            blocks.insert(block.connection.clone(), (block, Some(range)));
+                        }
                     }
-                    if rows != block.rows {
-                        return Err(SinkError::corrupt(
-                            &path,
-                            "its row groups do not match its blocks",
-                        ));
+                    None => {
+                        // Written by a version that let blocks share row
+                        // groups: decoded once, each block encoded on its
+                        // own as this version writes it.
+                        let (columns, _) = parquet::read(&path, table, Period::Week)?;
+                        let total = columns.first().map_or(0, |c| c.len());
+                        let mut offset = 0;
+                        for block in held {
+                            if offset + block.rows > total {
+                                return Err(SinkError::corrupt(
+                                    &path,
+                                    "its blocks hold more rows than the file",
+                                ));
+                            }
+                            let rows = Block {
+                                table,
+                                columns: columns
+                                    .iter()
+                                    .map(|c| c.slice(offset, block.rows))
+                                    .collect(),
+                            };
+                            offset += block.rows;
+                            let encoded = parquet::encode_block(
+                                table,
+                                &week.label(),
+                                &rows,
+                                self.zstd_level,
+                            )?;
+                            reencoded.insert(block.connection.clone(), encoded);
+                            blocks.insert(block.connection.clone(), (block, None));
+                        }
+                        if offset != total {
+                            return Err(SinkError::corrupt(
+                                &path,
+                                "its blocks do not account for its rows",
+                            ));
+                        }
                     }
-                    blocks.insert(block.connection.clone(), (block, Some(start..next)));
                 }
             }
             let mut new: BTreeMap<String, Encoded> = BTreeMap::new();
@@ -589,7 +628,11 @@ impl Registers {
             }
             let mut parts = Vec::with_capacity(blocks.len());
             for (connection, (_, groups)) in &blocks {
-                match (groups, &existing, new.get(connection)) {
+                match (
+                    groups,
+                    &existing,
+                    new.get(connection).or_else(|| reencoded.get(connection)),
+                ) {
                     (_, _, Some(encoded)) => parts.push(Part::New(encoded)),
                     (Some(range), Some(existing), None) => {
                         parts.push(Part::Existing(existing, range.clone()))
@@ -783,6 +826,14 @@ impl Registers {
                 pupils: register.pupils.len(),
                 findings: register.findings.len(),
             });
+        } else {
+            // Integrated before, not now: what came of the register goes.
+            for name in [COVERAGE, FINDINGS] {
+                let file = dir.join(name);
+                if file.exists() {
+                    std::fs::remove_file(&file).map_err(SinkError::io(&file))?;
+                }
+            }
         }
         sync_dir(&dir)?;
         let count = files.len();
@@ -805,6 +856,29 @@ impl Registers {
         };
         pupil_register::file_sha256(path).map(Some)
     }
+}
+
+/// The row groups of each of a weekly file's blocks, in order, if every
+/// block is whole row groups (as this version writes them).
+fn row_groups_of_blocks(
+    groups: &[usize],
+    blocks: &[Revision],
+) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut ranges = Vec::with_capacity(blocks.len());
+    let mut next = 0;
+    for block in blocks {
+        let start = next;
+        let mut rows = 0;
+        while rows < block.rows && next < groups.len() {
+            rows += groups[next];
+            next += 1;
+        }
+        if rows != block.rows {
+            return None;
+        }
+        ranges.push(start..next);
+    }
+    (next == groups.len()).then_some(ranges)
 }
 
 /// Each thread's result, in order; a panicked thread is an error.
@@ -1007,5 +1081,120 @@ impl Output for Registers {
         let applied = Registers::commit(self, settled)?;
         checkpoint.save(&self.root)?;
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::RowsBuilder;
+    use skolflode_schemas::processed::AttendanceRow;
+
+    fn rows(connection: &str, n: i32, lessons: i32) -> Result<Block, SinkError> {
+        let mut builder = RowsBuilder::new(Table::Attendance, n as usize);
+        for i in 0..n {
+            builder.push_attendance(&AttendanceRow {
+                connection: connection.into(),
+                week: "2025-W36".into(),
+                revision: 1,
+                rows_in_revision: n,
+                school_unit_code: format!("{:08}", 10_000_000 + i / 50),
+                student_key: format!("{connection}{i:063x}"),
+                subject_code: "MA".into(),
+                lessons,
+                minutes_scheduled: 40 * lessons,
+                minutes_present: 30,
+                minutes_valid_absence: 5,
+                minutes_invalid_absence: 5,
+                lessons_unreported: 0,
+                source: "ss12000-sim".into(),
+            });
+        }
+        Ok(builder.finish()?)
+    }
+
+    fn revision(connection: &str, revision: i32, rows: usize, first_offset: i64) -> Revision {
+        Revision {
+            table: Table::Attendance,
+            connection: connection.into(),
+            revision,
+            rows,
+            topic: "t".into(),
+            partition: 0,
+            first_offset,
+            last_offset: first_offset + rows as i64 - 1,
+        }
+    }
+
+    fn completed(r: &Revision, week: Week, block: Block) -> Completed {
+        Completed {
+            id: BlockId {
+                table: r.table,
+                week,
+                connection: r.connection.clone(),
+            },
+            revision: r.revision,
+            rows: r.rows,
+            partition: r.partition,
+            first_offset: r.first_offset,
+            last_offset: r.last_offset,
+            content: Some(block),
+        }
+    }
+
+    /// Weekly files of an earlier version held several blocks in one row
+    /// group; the next revision of one block rewrites such a file as this
+    /// version writes it, byte for byte.
+    #[test]
+    fn a_file_whose_blocks_share_row_groups_is_rewritten_whole() -> Result<(), SinkError> {
+        let week = Week::parse("2025-W36").ok_or(SinkError::Config("week".into()))?;
+        let (a1, b1, b2) = (
+            revision("a", 1, 300, 0),
+            revision("b", 1, 200, 300),
+            revision("b", 2, 200, 500),
+        );
+        let fresh_dir = tempfile::tempdir().map_err(SinkError::io(Path::new("tempdir")))?;
+        let (mut fresh, _) = Registers::open(fresh_dir.path(), 3, None)?;
+        fresh.stage(completed(&a1, week, rows("a", 300, 1)?), "t")?;
+        fresh.stage(completed(&b2, week, rows("b", 200, 2)?), "t")?;
+        fresh.commit(true)?;
+
+        let old_dir = tempfile::tempdir().map_err(SinkError::io(Path::new("tempdir")))?;
+        let partition = old_dir.path().join("weekly/week=2025-W36");
+        std::fs::create_dir_all(&partition).map_err(SinkError::io(&partition))?;
+        let (a, b) = (rows("a", 300, 1)?, rows("b", 200, 1)?);
+        let columns: Vec<ArrayRef> = a
+            .columns
+            .iter()
+            .zip(&b.columns)
+            .map(|(x, y)| arrow_select::concat::concat(&[x.as_ref(), y.as_ref()]))
+            .collect::<Result<_, _>>()?;
+        let blocks =
+            serde_json::to_string(&[&a1, &b1]).map_err(|e| SinkError::Config(e.to_string()))?;
+        let path = partition.join(Table::Attendance.file_name());
+        parquet::write(
+            &path,
+            Table::Attendance,
+            Period::Week,
+            "2025-W36",
+            &columns,
+            &[(BLOCKS, blocks)],
+            3,
+        )?;
+        assert_eq!(Existing::open(&path)?.row_group_rows(), vec![500]);
+        let (mut old, done) = Registers::open(old_dir.path(), 3, None)?;
+        assert_eq!(done.len(), 2);
+        old.stage(completed(&b2, week, rows("b", 200, 2)?), "t")?;
+        old.commit(true)?;
+
+        let name = format!("weekly/week=2025-W36/{}", Table::Attendance.file_name());
+        let read =
+            |root: &Path| std::fs::read(root.join(&name)).map_err(SinkError::io(&root.join(&name)));
+        assert_eq!(read(fresh_dir.path())?, read(old_dir.path())?);
+        assert_eq!(
+            Existing::open(&old_dir.path().join(&name))?.row_group_rows(),
+            vec![300, 200]
+        );
+        Ok(())
     }
 }
