@@ -9,6 +9,12 @@ pub enum SinkError {
     Kafka(#[from] skolflode_kafka::KafkaError),
     #[error("kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    #[error("no answer from Kafka at {bootstrap} within {seconds} s ({cause}): is the broker running and is kafka.bootstrap_servers right?")]
+    Unreachable {
+        bootstrap: String,
+        seconds: u64,
+        cause: String,
+    },
     #[error("{path}: {cause}")]
     Io { path: String, cause: std::io::Error },
     #[error("parquet {path}: {cause}")]

@@ -80,7 +80,15 @@ impl Input {
         // End-of-partition events are how the sink knows it has caught up,
         // not errors to log.
         let consumer: BaseConsumer<StageContext> = client.create_with_context(StageContext)?;
-        let metadata = consumer.fetch_metadata(Some(&topic), kafka.request_timeout())?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), kafka.request_timeout())
+            .map_err(|e| SinkError::Unreachable {
+                bootstrap: kafka.bootstrap_servers.clone(),
+                seconds: kafka.request_timeout().as_secs(),
+                cause: e
+                    .rdkafka_error_code()
+                    .map_or_else(|| e.to_string(), |c| c.to_string()),
+            })?;
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()
