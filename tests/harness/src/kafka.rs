@@ -149,13 +149,19 @@ impl TestKafka {
         timeout: Duration,
     ) -> Result<Vec<Record>, HarnessError> {
         let mut client = self.config.build()?;
-        client.set("group.id", names::unique("drain")).set(
-            "isolation.level",
-            match isolation {
-                Isolation::ReadCommitted => "read_committed",
-                Isolation::ReadUncommitted => "read_uncommitted",
-            },
-        );
+        client
+            .set("group.id", names::unique("drain"))
+            .set(
+                "isolation.level",
+                match isolation {
+                    Isolation::ReadCommitted => "read_committed",
+                    Isolation::ReadUncommitted => "read_uncommitted",
+                },
+            )
+            // As skolflode's own consumers: librdkafka's default pauses a
+            // partition's fetching for 1 s each time its prefetch queue
+            // fills, which made draining a large topic take minutes.
+            .set("fetch.queue.backoff.ms", "10");
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || drain_blocking(client, &topic, timeout))
             .await
