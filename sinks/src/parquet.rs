@@ -236,15 +236,25 @@ pub fn encode_block(
         .map_err(SinkError::parquet(here))?;
     writer.write(&batch).map_err(SinkError::parquet(here))?;
     let bytes = Bytes::from(writer.into_inner().map_err(SinkError::parquet(here))?);
-    let metadata = ParquetMetaDataReader::new()
-        .with_page_index_policy(PageIndexPolicy::Required)
-        .parse_and_finish(&bytes)
-        .map_err(SinkError::parquet(here))?;
+    let metadata = with_page_index(&bytes, here)?;
     Ok(Encoded {
         rows,
         bytes,
-        metadata: Arc::new(metadata),
+        metadata,
     })
+}
+
+/// A file's metadata with its page indexes, which copying its row groups
+/// needs.
+fn with_page_index<R: ChunkReader>(
+    reader: &R,
+    path: &Path,
+) -> Result<Arc<ParquetMetaData>, SinkError> {
+    ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(reader)
+        .map(Arc::new)
+        .map_err(SinkError::parquet(path))
 }
 
 /// A weekly file as it stands: its metadata with page indexes, read once
@@ -258,14 +268,8 @@ pub struct Existing {
 impl Existing {
     pub fn open(path: &Path) -> Result<Existing, SinkError> {
         let file = File::open(path).map_err(SinkError::io(path))?;
-        let metadata = ParquetMetaDataReader::new()
-            .with_page_index_policy(PageIndexPolicy::Required)
-            .parse_and_finish(&file)
-            .map_err(SinkError::parquet(path))?;
-        Ok(Existing {
-            file,
-            metadata: Arc::new(metadata),
-        })
+        let metadata = with_page_index(&file, path)?;
+        Ok(Existing { file, metadata })
     }
 
     /// Its key-value metadata.
@@ -600,42 +604,14 @@ pub fn read(
     table: Table,
     period: Period,
 ) -> Result<(Vec<ArrayRef>, BTreeMap<String, String>), SinkError> {
-    let file = File::open(path).map_err(SinkError::io(path))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(SinkError::parquet(path))?;
-    let metadata = kv_map(builder.metadata().file_metadata().key_value_metadata());
-    let expected = schema(table, period);
-    if builder.schema().fields() != expected.fields() {
-        return Err(SinkError::corrupt(
-            path,
-            "columns differ from the register's",
-        ));
-    }
-    let width = expected.fields().len();
-    let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-    let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); width - 1];
-    // The whole file in one batch: its columns come out as single arrays,
-    // without a copy to join batches.
-    for batch in builder
-        .with_batch_size(rows.max(1))
-        .build()
-        .map_err(SinkError::parquet(path))?
-    {
-        let batch = batch?;
-        for (index, part) in parts.iter_mut().enumerate() {
-            part.push(Arc::clone(batch.column(index + 1)));
-        }
-    }
-    let mut columns = Vec::with_capacity(width - 1);
-    for (index, part) in parts.into_iter().enumerate() {
-        let refs: Vec<&dyn arrow_array::Array> = part.iter().map(|a| a.as_ref()).collect();
-        columns.push(if refs.is_empty() {
-            arrow_array::new_empty_array(expected.field(index + 1).data_type())
-        } else {
-            arrow_select::concat::concat(&refs)?
-        });
-    }
-    Ok((columns, metadata))
+    let file = ByUnit::open(path, table, period)?;
+    let metadata = kv_map(
+        file.metadata
+            .metadata()
+            .file_metadata()
+            .key_value_metadata(),
+    );
+    Ok((file.read(&UnitRange::default())?, metadata))
 }
 
 /// A page of a file's school-unit column: its row group, its rows within
@@ -668,11 +644,7 @@ impl std::fmt::Debug for ByUnit {
 
 /// The position of `school_unit_code` among a table's columns.
 pub fn unit_column(table: Table) -> usize {
-    table
-        .columns()
-        .iter()
-        .position(|c| c.name == "school_unit_code")
-        .unwrap_or(0)
+    table.position("school_unit_code")
 }
 
 impl ByUnit {
@@ -798,10 +770,13 @@ impl ByUnit {
         let mut selected: Vec<Range<usize>> = Vec::new();
         // Rows of the chosen row groups before the current one.
         let mut before = 0;
+        // `pages` are in row-group order: one pass over them, not one per
+        // row group (a national week's file has hundreds of each).
+        let mut pages = self.pages.iter().peekable();
         for (g, group) in meta.row_groups().iter().enumerate() {
             let rows = usize::try_from(group.num_rows()).unwrap_or(0);
             let mut any = false;
-            for page in self.pages.iter().filter(|p| p.row_group == g) {
+            while let Some(page) = pages.next_if(|p| p.row_group == g) {
                 let overlaps = page
                     .units
                     .as_ref()

@@ -1007,11 +1007,7 @@ fn annotate(
 }
 
 fn student_column(table: Table) -> usize {
-    table
-        .columns()
-        .iter()
-        .position(|c| c.name == "student_key")
-        .unwrap_or(0)
+    table.position("student_key")
 }
 
 /// Add the pupils of yearly rows of `table` to `out`, by school unit.

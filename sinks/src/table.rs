@@ -103,6 +103,15 @@ impl Table {
             Table::Attendance => ATTENDANCE,
         }
     }
+
+    /// The position of the column `name` among [`Table::columns`] (0 if
+    /// the table has none of that name: callers name columns both have).
+    pub fn position(self, name: &str) -> usize {
+        self.columns()
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or(0)
+    }
 }
 
 /// One value of a row.
