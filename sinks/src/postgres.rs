@@ -35,8 +35,10 @@ use crate::output::{Applied, Output};
 use crate::period::Week;
 use crate::pupil_register::{self, file_sha256, Coverage, PupilRegister, PupilsByUnit};
 use crate::registers::{Integration, Revision};
-use crate::table::{Kind, Role, Table};
+use crate::table::{Kind, Table};
 use crate::SinkError;
+
+mod yearly;
 
 /// How long a sink waits for another to release the schema.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -111,7 +113,29 @@ fn migrations(schema: &str) -> Vec<String> {
              file text NOT NULL, sha256 text NOT NULL, pupils integer NOT NULL, \
              findings integer NOT NULL);"
         ),
+        // Block-range (BRIN) indexes in place of B-trees: rows arrive a
+        // block at a time, in week order, so a range of pages holds few
+        // weeks and connections; a B-tree entry per row tripled the cost
+        // of loading them (docs/performance.md).
+        brin(schema),
     ]
+}
+
+fn brin(schema: &str) -> String {
+    let mut sql = String::new();
+    for table in Table::ALL {
+        let name = table.name();
+        sql.push_str(&format!(
+            "DROP INDEX {schema}.weekly_{name}_week_connection_idx;\n\
+             DROP INDEX {schema}.weekly_{name}_school_year_idx;\n\
+             DROP INDEX {schema}.yearly_{name}_school_year_idx;\n\
+             CREATE INDEX weekly_{name}_blocks ON {schema}.weekly_{name} \
+             USING brin (school_year, week, connection) WITH (autosummarize = on);\n\
+             CREATE INDEX yearly_{name}_years ON {schema}.yearly_{name} \
+             USING brin (school_year) WITH (autosummarize = on);\n"
+        ));
+    }
+    sql
 }
 
 fn sql_type(kind: Kind) -> &'static str {
@@ -133,6 +157,9 @@ struct Staged {
 /// The PostgreSQL output of the sink.
 pub struct Postgres {
     client: Client,
+    /// A connection per table, that reads the weekly rows a yearly
+    /// rebuild sums while `client` writes the yearly ones.
+    readers: Vec<Client>,
     schema: String,
     handle: Handle,
     /// Every whole revision read since the last commit, per block and
@@ -164,16 +191,25 @@ impl Postgres {
     ) -> Result<(Postgres, HashMap<BlockId, i32>, Checkpoint), SinkError> {
         let handle = Handle::try_current()
             .map_err(|_| SinkError::Config("the PostgreSQL sink needs a Tokio runtime".into()))?;
-        let (client, connection) = handle
-            .block_on(tokio_postgres::connect(url, NoTls))
-            .map_err(db)?;
-        handle.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "the PostgreSQL connection ended");
-            }
-        });
+        let connect = || -> Result<Client, SinkError> {
+            let (client, connection) = handle
+                .block_on(tokio_postgres::connect(url, NoTls))
+                .map_err(db)?;
+            handle.spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "the PostgreSQL connection ended");
+                }
+            });
+            Ok(client)
+        };
+        let client = connect()?;
+        let readers = Table::ALL
+            .iter()
+            .map(|_| connect())
+            .collect::<Result<_, _>>()?;
         let mut output = Postgres {
             client,
+            readers,
             schema: schema.to_owned(),
             handle,
             staged: BTreeMap::new(),
@@ -446,15 +482,34 @@ impl Postgres {
                 .map(|(id, _)| id.connection.as_str())
                 .collect();
             let revisions: Vec<i32> = blocks.iter().map(|(_, v)| v.0).collect();
-            tx.execute(
-                &format!(
-                    "DELETE FROM {s}.weekly_{name} w USING unnest($1::text[], $2::text[]) AS b(week, connection) \
-                     WHERE w.week = b.week AND w.connection = b.connection"
-                ),
-                &[&weeks, &connections],
-            )
-            .await
-            .map_err(db)?;
+            // Only blocks already held have rows to replace: a new week
+            // costs no scan.
+            let held = tx
+                .query(
+                    &format!(
+                        "SELECT r.week, r.connection FROM {s}.revisions r \
+                         JOIN unnest($2::text[], $3::text[]) AS b(week, connection) \
+                         ON r.week = b.week AND r.connection = b.connection \
+                         WHERE r.table_name = $1 AND r.current"
+                    ),
+                    &[&name, &weeks, &connections],
+                )
+                .await
+                .map_err(db)?;
+            if !held.is_empty() {
+                let held_weeks: Vec<&str> = held.iter().map(|r| r.get(0)).collect();
+                let held_connections: Vec<&str> = held.iter().map(|r| r.get(1)).collect();
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {s}.weekly_{name} w \
+                         USING unnest($1::text[], $2::text[]) AS b(week, connection) \
+                         WHERE w.week = b.week AND w.connection = b.connection"
+                    ),
+                    &[&held_weeks, &held_connections],
+                )
+                .await
+                .map_err(db)?;
+            }
             copy_blocks(&tx, &s, table, blocks.iter().map(|(_, v)| v.1)).await?;
             tx.execute(
                 &format!(
@@ -519,11 +574,29 @@ impl Postgres {
                 },
                 None => None,
             };
-            for table in Table::ALL {
-                rebuild_year(&tx, &s, table, year, register.is_some()).await?;
+            // Every table's weekly rows are asked for at once: the server
+            // sorts the next table's while the sink sums the one before.
+            let mut inputs = Vec::with_capacity(Table::ALL.len());
+            for (table, read) in Table::ALL.into_iter().zip(&self.readers) {
+                inputs.push((table, yearly::read_weeks(read, &s, table, year).await?));
+            }
+            let mut pipeline = PupilsByUnit::new();
+            for (table, input) in inputs {
+                let target = yearly::Target {
+                    year,
+                    register: register.as_ref().map(|(_, r)| r),
+                    pipeline: register.as_ref().map(|_| &mut pipeline),
+                };
+                yearly::rebuild(input, &tx, &s, table, target).await?;
                 rebuilt += 1;
             }
-            integrate(&tx, &s, year, register.as_ref().map(|(p, r)| (*p, r))).await?;
+            integrate(
+                &tx,
+                &s,
+                year,
+                register.as_ref().map(|(p, r)| (*p, r, &pipeline)),
+            )
+            .await?;
             tx.execute(
                 &format!("DELETE FROM {s}.yearly_pending WHERE school_year = $1"),
                 &[year],
@@ -609,67 +682,8 @@ async fn copy_blocks(
     Ok(())
 }
 
-async fn rebuild_year(
-    tx: &Transaction<'_>,
-    s: &str,
-    table: Table,
-    year: &str,
-    with_register: bool,
-) -> Result<(), SinkError> {
-    let columns = table.columns();
-    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
-    let select: Vec<String> = columns
-        .iter()
-        .map(|c| match c.role {
-            Role::Key => c.name.to_owned(),
-            Role::Sum => format!("sum({0})::integer AS {0}", c.name),
-        })
-        .collect();
-    let group: Vec<&str> = columns
-        .iter()
-        .filter(|c| c.role == Role::Key)
-        .map(|c| c.name)
-        .collect();
-    let name = table.name();
-    tx.execute(
-        &format!("DELETE FROM {s}.yearly_{name} WHERE school_year = $1"),
-        &[&year],
-    )
-    .await
-    .map_err(db)?;
-    let sum = format!(
-        "SELECT school_year, {select}, min(week) AS first_week, max(week) AS last_week, \
-         count(DISTINCT week)::integer AS weeks \
-         FROM {s}.weekly_{name} WHERE school_year = $1 GROUP BY school_year, {group}",
-        select = select.join(", "),
-        group = group.join(", ")
-    );
-    // With a register, each row's pupil as it lists them (the temporary
-    // table `load_register` fills); empty where it does not.
-    let annotated = if with_register {
-        format!(
-            "SELECT y.*, coalesce(r.school_unit_code, ''), coalesce(r.grade, '') \
-             FROM ({sum}) y LEFT JOIN register_pupils r ON r.student_key = y.student_key"
-        )
-    } else {
-        format!("SELECT y.*, '', '' FROM ({sum}) y")
-    };
-    tx.execute(
-        &format!(
-            "INSERT INTO {s}.yearly_{name} (school_year, {names}, first_week, last_week, weeks, \
-             register_school_unit_code, register_grade) {annotated}",
-            names = names.join(", "),
-        ),
-        &[&year],
-    )
-    .await
-    .map_err(db)?;
-    Ok(())
-}
-
 /// Read the pupil register of `year` at `path` (its lines checked against
-/// the school units of the year's weekly rows) into the transaction's
-/// temporary table `register_pupils`.
+/// the school units of the year's weekly rows).
 async fn load_register(
     tx: &Transaction<'_>,
     s: &str,
@@ -694,40 +708,17 @@ async fn load_register(
         &integration.pseudonymiser,
         &known,
     )?;
-    tx.batch_execute(
-        "DROP TABLE IF EXISTS pg_temp.register_pupils;\n\
-         CREATE TEMPORARY TABLE register_pupils (student_key text PRIMARY KEY, \
-         school_unit_code text NOT NULL, grade text NOT NULL) ON COMMIT DROP;",
-    )
-    .await
-    .map_err(db)?;
-    let n = register.pupils.len();
-    let (mut keys, mut units, mut grades) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (key, pupil) in &register.pupils {
-        keys.push(key.as_str());
-        units.push(pupil.school_unit_code.as_str());
-        grades.push(pupil.grade.as_str());
-    }
-    tx.execute(
-        "INSERT INTO pg_temp.register_pupils SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
-        &[&keys, &units, &grades],
-    )
-    .await
-    .map_err(db)?;
     Ok(register)
 }
 
 /// Replace `year`'s coverage, findings and register record with those of
-/// `register` (none without one), from the yearly rows just rebuilt.
+/// `register` (none without one), from the pupils of each unit the yearly
+/// rows just rebuilt name.
 async fn integrate(
     tx: &Transaction<'_>,
     s: &str,
     year: &str,
-    register: Option<(&PathBuf, &PupilRegister)>,
+    register: Option<(&PathBuf, &PupilRegister, &PupilsByUnit)>,
 ) -> Result<(), SinkError> {
     for table in ["coverage", "register_findings", "pupil_registers"] {
         tx.execute(
@@ -737,29 +728,10 @@ async fn integrate(
         .await
         .map_err(db)?;
     }
-    let Some((path, register)) = register else {
+    let Some((path, register, pipeline)) = register else {
         return Ok(());
     };
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT school_unit_code, student_key FROM {s}.yearly_teacher_student \
-                 WHERE school_year = $1 UNION \
-                 SELECT school_unit_code, student_key FROM {s}.yearly_attendance \
-                 WHERE school_year = $1"
-            ),
-            &[&year],
-        )
-        .await
-        .map_err(db)?;
-    let mut pipeline = PupilsByUnit::new();
-    for row in &rows {
-        pipeline
-            .entry(row.get::<_, String>(0))
-            .or_default()
-            .insert(row.get::<_, String>(1));
-    }
-    let lines = pupil_register::coverage(&pipeline, register);
+    let lines = pupil_register::coverage(pipeline, register);
     let count = |f: fn(&Coverage) -> usize| -> Vec<i32> {
         lines
             .iter()
