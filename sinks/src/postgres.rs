@@ -13,10 +13,10 @@
 //! `COPY`. The yearly rows of pending school years are rebuilt, in a
 //! transaction of their own that clears the mark, when the sink has caught
 //! up with its input: the weekly rows stay the truth the yearly ones are
-//! summed from, and a mark outlives a kill. With a pupil register for the
-//! school year, the rebuild also annotates the yearly rows from it (a
-//! temporary table of its pseudonymised pupils) and replaces the year's
-//! `coverage` and `register_findings`.
+//! summed from (by the sink, `yearly`), and a mark outlives a kill. With a
+//! pupil register for the school year, the rebuild also annotates the
+//! yearly rows from it and replaces the year's `coverage` and
+//! `register_findings`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -395,8 +395,9 @@ fn emit(
                     rest = rest.get(end + 1..).unwrap_or_default();
                     k += 1;
                 }
-                (Role::Key, _) => {
-                    let (value, tail) = rest.split_at(rest.len().min(1));
+                (Role::Key, kind) => {
+                    let width = if *kind == Kind::Int { 4 } else { 1 };
+                    let (value, tail) = rest.split_at(rest.len().min(width));
                     text(out, value);
                     rest = tail;
                     k += 1;
