@@ -43,6 +43,14 @@ impl Week {
     }
 }
 
+/// Week labels that bound school year `year` (`2025-26`): every week of
+/// it sorts between them, as labels compare; a few of the years around
+/// it do too.
+pub fn school_year_bounds(year: &str) -> Option<(String, String)> {
+    let start: i32 = year.get(..4)?.parse().ok()?;
+    Some((format!("{start}-W26"), format!("{}-W27", start + 1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +85,16 @@ mod tests {
         ] {
             assert_eq!(Week::parse(bad), None, "{bad}");
         }
+        // Every week of a school year lies within its bounds.
+        let (lo, hi) = school_year_bounds("2020-21").unwrap_or_default();
+        for label in ["2020-W27", "2020-W53", "2021-W01", "2021-W25"] {
+            assert!(lo.as_str() <= label && label <= hi.as_str(), "{label}");
+            assert_eq!(
+                Week::parse(label).map(Week::school_year).as_deref(),
+                Some("2020-21")
+            );
+        }
+        assert_eq!(school_year_bounds("20x0-21"), None);
         // 2025 has no week 53; 2026 (starting on a Thursday) has.
         assert_eq!(Week::parse("2025-W53"), None);
         assert!(Week::parse("2026-W53").is_some());

@@ -32,7 +32,7 @@ use crate::assemble::{BlockId, Completed};
 use crate::block::Block;
 use crate::checkpoint::Checkpoint;
 use crate::output::{Applied, Output};
-use crate::period::Week;
+use crate::period::{school_year_bounds, Week};
 use crate::pupil_register::{self, file_sha256, Coverage, PupilRegister, PupilsByUnit};
 use crate::registers::{Integration, Revision};
 use crate::table::{Kind, Table};
@@ -113,10 +113,11 @@ fn migrations(schema: &str) -> Vec<String> {
              file text NOT NULL, sha256 text NOT NULL, pupils integer NOT NULL, \
              findings integer NOT NULL);"
         ),
-        // Block-range (BRIN) indexes in place of B-trees: rows arrive a
-        // block at a time, in week order, so a range of pages holds few
-        // weeks and connections; a B-tree entry per row tripled the cost
-        // of loading them (docs/performance.md).
+        // A B-tree entry per row is most of a load's cost
+        // (docs/performance.md): the weekly tables keep only the one that
+        // finds a block's rows to replace, which also serves a school
+        // year's weeks; the yearly tables, replaced a school year at a
+        // time, a block-range index.
         brin(schema),
     ]
 }
@@ -125,14 +126,12 @@ fn brin(schema: &str) -> String {
     let mut sql = String::new();
     for table in Table::ALL {
         let name = table.name();
+        // The new index first: building it does not lock readers out, and
+        // dropping an index is quick.
         sql.push_str(&format!(
-            "DROP INDEX {schema}.weekly_{name}_week_connection_idx;\n\
-             DROP INDEX {schema}.weekly_{name}_school_year_idx;\n\
-             DROP INDEX {schema}.yearly_{name}_school_year_idx;\n\
-             CREATE INDEX weekly_{name}_blocks ON {schema}.weekly_{name} \
-             USING brin (school_year, week, connection) WITH (autosummarize = on);\n\
-             CREATE INDEX yearly_{name}_years ON {schema}.yearly_{name} \
-             USING brin (school_year) WITH (autosummarize = on);\n"
+            "CREATE INDEX yearly_{name}_years ON {schema}.yearly_{name} USING brin (school_year);\n\
+             DROP INDEX IF EXISTS {schema}.yearly_{name}_school_year_idx;\n\
+             DROP INDEX IF EXISTS {schema}.weekly_{name}_school_year_idx;\n"
         ));
     }
     sql
@@ -203,21 +202,23 @@ impl Postgres {
             Ok(client)
         };
         let client = connect()?;
-        let readers = Table::ALL
-            .iter()
-            .map(|_| connect())
-            .collect::<Result<_, _>>()?;
         let mut output = Postgres {
             client,
-            readers,
+            readers: Vec::new(),
             schema: schema.to_owned(),
-            handle,
+            handle: handle.clone(),
             staged: BTreeMap::new(),
             staged_bytes: 0,
             pending_years: BTreeSet::new(),
             integration,
         };
         output.block(output.setup())?;
+        // Only once the schema's lock is held: a sink waiting for it holds
+        // one connection.
+        output.readers = Table::ALL
+            .iter()
+            .map(|_| connect())
+            .collect::<Result<_, _>>()?;
         output.pending_years = output.block(output.pending())?;
         let changed = output.block(output.registers_changed())?;
         output.pending_years.extend(changed);
@@ -385,14 +386,18 @@ impl Postgres {
             if read.get(year) == configured.get(year) {
                 continue;
             }
+            let bounds = school_year_bounds(year)
+                .ok_or_else(|| SinkError::Postgres(format!("not a school year: {year:?}")))?;
             let has_weeks: bool = self
                 .client
                 .query_one(
                     &format!(
-                        "SELECT EXISTS (SELECT 1 FROM {s}.weekly_teacher_student WHERE school_year = $1) \
-                         OR EXISTS (SELECT 1 FROM {s}.weekly_attendance WHERE school_year = $1)"
+                        "SELECT EXISTS (SELECT 1 FROM {s}.weekly_teacher_student \
+                         WHERE week BETWEEN $2 AND $3 AND school_year = $1) \
+                         OR EXISTS (SELECT 1 FROM {s}.weekly_attendance \
+                         WHERE week BETWEEN $2 AND $3 AND school_year = $1)"
                     ),
-                    &[year],
+                    &[year, &bounds.0, &bounds.1],
                 )
                 .await
                 .map_err(db)?
@@ -691,13 +696,17 @@ async fn load_register(
     path: &Path,
     integration: &Integration,
 ) -> Result<PupilRegister, SinkError> {
+    let (lo, hi) = school_year_bounds(year)
+        .ok_or_else(|| SinkError::Postgres(format!("not a school year: {year:?}")))?;
     let rows = tx
         .query(
             &format!(
-                "SELECT school_unit_code FROM {s}.weekly_teacher_student WHERE school_year = $1 \
-                 UNION SELECT school_unit_code FROM {s}.weekly_attendance WHERE school_year = $1"
+                "SELECT school_unit_code FROM {s}.weekly_teacher_student \
+                 WHERE week BETWEEN $2 AND $3 AND school_year = $1 \
+                 UNION SELECT school_unit_code FROM {s}.weekly_attendance \
+                 WHERE week BETWEEN $2 AND $3 AND school_year = $1"
             ),
-            &[&year],
+            &[&year, &lo, &hi],
         )
         .await
         .map_err(db)?;

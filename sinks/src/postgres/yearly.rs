@@ -1,6 +1,6 @@
 //! A school year's yearly rows, summed by the sink rather than by the
-//! server: `INSERT … SELECT … GROUP BY` ran row by row through the
-//! executor at a third of the pace of `COPY` (docs/performance.md).
+//! server: `INSERT … SELECT … GROUP BY` inserts row by row through the
+//! executor, and took almost twice as long (docs/performance.md).
 //!
 //! A second connection streams the year's weekly rows, ordered by school
 //! unit, out of the server in `COPY`'s binary format; each unit's rows are
@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::{Client, CopyOutStream, Transaction};
 
 use super::{db, COPY_HEADER};
-use crate::period::Week;
+use crate::period::{school_year_bounds, Week};
 use crate::pupil_register::{PupilRegister, PupilsByUnit};
 use crate::table::{Kind, Role, Table};
 use crate::SinkError;
@@ -24,7 +24,8 @@ use crate::SinkError;
 /// Output is fed to the server in pieces of about this many bytes.
 const FEED_BYTES: usize = 1 << 20;
 
-/// At most six counts per row (attendance).
+/// Room for a row's counts without an allocation per row: attendance has
+/// six.
 const MAX_SUMS: usize = 8;
 
 /// A yearly key's counts and the weeks it has rows in.
@@ -56,12 +57,16 @@ impl Shape {
             .collect();
         let sums = columns.iter().filter(|(_, r)| *r == Role::Sum).count();
         let student = keys.iter().position(|k| *k == "student_key");
-        match (keys.first(), student) {
-            (Some(&"school_unit_code"), Some(student)) if sums <= MAX_SUMS => Ok(Shape {
-                table,
-                columns,
-                student,
-            }),
+        // The unit is read as the first column.
+        let first = table.columns().first().map(|c| (c.name, c.role));
+        match (first, student) {
+            (Some(("school_unit_code", Role::Key)), Some(student)) if sums <= MAX_SUMS => {
+                Ok(Shape {
+                    table,
+                    columns,
+                    student,
+                })
+            }
             _ => Err(SinkError::Postgres(format!(
                 "table {} cannot be summed by school unit",
                 table.name()
@@ -74,8 +79,11 @@ impl Shape {
 /// 30 June, by their Thursdays) run from week 26 of its first calendar
 /// year to week 26 of the next, 54 values of `year * 53 + week` at most.
 struct Weeks {
+    year: String,
     base: i64,
     labels: Vec<Option<String>>,
+    /// Labels seen, and their bits: a unit's rows come in any week order.
+    seen: HashMap<Vec<u8>, u64, foldhash::fast::RandomState>,
 }
 
 impl Weeks {
@@ -85,12 +93,17 @@ impl Weeks {
             .and_then(|y| y.parse().ok())
             .ok_or_else(|| SinkError::Postgres(format!("not a school year: {year:?}")))?;
         Ok(Weeks {
+            year: year.to_owned(),
             base: start * 53 + 26,
             labels: vec![None; 64],
+            seen: HashMap::default(),
         })
     }
 
     fn bit(&mut self, label: &[u8]) -> Result<u64, SinkError> {
+        if let Some(bit) = self.seen.get(label) {
+            return Ok(*bit);
+        }
         let week = std::str::from_utf8(label)
             .ok()
             .and_then(Week::parse)
@@ -98,13 +111,16 @@ impl Weeks {
         let index = i64::from(week.year) * 53 + i64::from(week.week) - self.base;
         let index = usize::try_from(index)
             .ok()
-            .filter(|i| *i < 64)
+            .filter(|i| *i < 64 && week.school_year() == self.year)
             .ok_or_else(|| {
-                SinkError::Postgres(format!("week {} outside its school year", week.label()))
+                SinkError::Postgres(format!(
+                    "week {} is not in school year {}",
+                    week.label(),
+                    self.year
+                ))
             })?;
-        if self.labels[index].is_none() {
-            self.labels[index] = Some(week.label());
-        }
+        self.labels[index] = Some(week.label());
+        self.seen.insert(label.to_vec(), 1 << index);
         Ok(1 << index)
     }
 
@@ -202,7 +218,7 @@ struct Unit {
 
 /// Yearly keys (their columns' bytes, each text ended by a NUL) and their
 /// sums.
-type RowMap = HashMap<Vec<u8>, Sums, foldhash::fast::FixedState>;
+type RowMap = HashMap<Vec<u8>, Sums, foldhash::fast::RandomState>;
 
 /// Where the yearly rows of `year` of `table` go, and what they are
 /// annotated and counted with.
@@ -224,12 +240,20 @@ pub(super) async fn read_weeks(
     year: &str,
 ) -> Result<CopyOutStream, SinkError> {
     let names: Vec<&str> = table.columns().iter().map(|c| c.name).collect();
+    let (lo, hi) = school_year_bounds(year)
+        .ok_or_else(|| SinkError::Postgres(format!("not a school year: {year:?}")))?;
+    // `COPY` takes no parameters; the labels are the sink's own, quoted
+    // all the same.
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
     read.copy_out(&format!(
-        "COPY (SELECT week, {names} FROM {s}.weekly_{name} WHERE school_year = '{quoted}' \
+        "COPY (SELECT week, {names} FROM {s}.weekly_{name} \
+         WHERE week BETWEEN {lo} AND {hi} AND school_year = {year} \
          ORDER BY school_unit_code COLLATE \"C\") TO STDOUT (FORMAT binary)",
         names = names.join(", "),
         name = table.name(),
-        quoted = year.replace('\'', "''"),
+        lo = quote(&lo),
+        hi = quote(&hi),
+        year = quote(year),
     ))
     .await
     .map_err(db)
@@ -276,8 +300,6 @@ pub(super) async fn rebuild(
     let mut written = 0u64;
     let mut key = Vec::with_capacity(256);
     let mut fields = Vec::with_capacity(1 + shape.columns.len());
-    // Weekly rows come a week at a time within a unit: parse a label once.
-    let (mut last_label, mut last_bit) = (Vec::new(), 0);
     while let Some(chunk) = input.next().await {
         reader.push(&chunk.map_err(db)?);
         while let Some(tuple) = reader.next(&mut fields)? {
@@ -292,11 +314,7 @@ pub(super) async fn rebuild(
                     .map(|(from, to)| &tuple[from..to])
                     .ok_or_else(|| SinkError::Postgres("NULL in a weekly row".into()))
             };
-            let label = field(0)?;
-            if label != last_label.as_slice() {
-                last_bit = weeks.bit(label)?;
-                last_label = label.to_vec();
-            }
+            let bit = weeks.bit(field(0)?)?;
             let code = field(1)?;
             if unit.as_ref().is_none_or(|u| u.code != code) {
                 if let Some(done) = unit.take() {
@@ -321,7 +339,16 @@ pub(super) async fn rebuild(
                         // Text holds no NUL: keys compare as their columns.
                         key.push(0);
                     }
-                    (Role::Key, _) => key.extend_from_slice(value),
+                    (Role::Key, kind) => {
+                        if value.len() != width(*kind) {
+                            return Err(SinkError::Postgres(format!(
+                                "a key of {} bytes where {} were due",
+                                value.len(),
+                                width(*kind)
+                            )));
+                        }
+                        key.extend_from_slice(value);
+                    }
                     (Role::Sum, _) => {
                         let v: [u8; 4] = value[..].try_into().map_err(|_| {
                             SinkError::Postgres("a count that is not an integer".into())
@@ -339,7 +366,7 @@ pub(super) async fn rebuild(
                 for (total, v) in row.sums.iter_mut().zip(&sums[..n]) {
                     *total += v;
                 }
-                row.weeks |= last_bit;
+                row.weeks |= bit;
             }
         }
     }
@@ -355,6 +382,15 @@ pub(super) async fn rebuild(
     output.feed(out.freeze()).await.map_err(db)?;
     output.as_mut().finish().await.map_err(db)?;
     Ok(written)
+}
+
+/// The bytes of a key value of `kind` that is not text, in `COPY`'s
+/// binary format.
+fn width(kind: Kind) -> usize {
+    match kind {
+        Kind::Int => 4,
+        Kind::Flag | Kind::Text => 1,
+    }
 }
 
 /// Append `unit`'s yearly rows, in key order, as `COPY` binary tuples.
@@ -396,8 +432,7 @@ fn emit(
                     k += 1;
                 }
                 (Role::Key, kind) => {
-                    let width = if *kind == Kind::Int { 4 } else { 1 };
-                    let (value, tail) = rest.split_at(rest.len().min(width));
+                    let (value, tail) = rest.split_at(rest.len().min(width(*kind)));
                     text(out, value);
                     rest = tail;
                     k += 1;
@@ -415,6 +450,9 @@ fn emit(
                     n += 1;
                 }
             }
+        }
+        if sums.weeks == 0 {
+            return Err(SinkError::Postgres("a yearly row without a week".into()));
         }
         text(out, weeks.label(sums.weeks.trailing_zeros()).as_bytes());
         text(out, weeks.label(63 - sums.weeks.leading_zeros()).as_bytes());
@@ -489,12 +527,20 @@ mod tests {
         let mut weeks = Weeks::new("2020-21")?;
         let first = weeks.bit(b"2020-W27")?;
         let w53 = weeks.bit(b"2020-W53")?;
-        let last = weeks.bit(b"2021-W26")?;
+        let last = weeks.bit(b"2021-W25")?;
         assert!(first < w53 && w53 < last);
-        assert_eq!(weeks.label(last.trailing_zeros()), "2021-W26");
-        assert!(weeks.bit(b"2021-W40").is_err());
+        assert_eq!(weeks.bit(b"2020-W53")?, w53);
+        assert_eq!(weeks.label(last.trailing_zeros()), "2021-W25");
+        // 2021-W26's Thursday is 1 July: the next school year's.
+        assert!(weeks.bit(b"2021-W26").is_err());
+        assert!(weeks.bit(b"2020-W26").is_err());
         assert!(weeks.bit(b"not a week").is_err());
+        assert!(weeks.bit(b"").is_err());
         assert!(Weeks::new("").is_err());
+        // The widest: 2025-W27 … 2026-W26, the last at bit 53.
+        let mut weeks = Weeks::new("2025-26")?;
+        assert_eq!(weeks.bit(b"2026-W26")?, 1 << 53);
+        assert!(weeks.bit(b"2025-W27")? > 1);
         Ok(())
     }
 }
