@@ -2,12 +2,13 @@
 //! server: `INSERT … SELECT … GROUP BY` inserts row by row through the
 //! executor, and took almost twice as long (docs/performance.md).
 //!
-//! A second connection streams the year's weekly rows, ordered by school
-//! unit, out of the server in `COPY`'s binary format; each unit's rows are
-//! summed in a hash table (every row of a yearly key has one unit, so a
-//! unit is whole when the next begins) and streamed back, in key order,
-//! into the transaction's `COPY` of the yearly table. The memory is one
-//! school unit's yearly rows; the server sorts on disk.
+//! A connection per table streams the year's weekly rows, ordered by
+//! school unit, out of the server in `COPY`'s binary format; each unit's
+//! rows are summed in a hash table (every row of a yearly key has one
+//! unit, so a unit is whole when the next begins) and streamed back, in
+//! key order, into the transaction's `COPY` of the yearly table. The
+//! memory is one school unit's yearly rows; the server's sort spills to
+//! disk.
 
 use std::collections::HashMap;
 
