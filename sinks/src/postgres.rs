@@ -118,11 +118,18 @@ fn migrations(schema: &str) -> Vec<String> {
         // finds a block's rows to replace, which also serves a school
         // year's weeks; the yearly tables, replaced a school year at a
         // time, a block-range index.
-        brin(schema),
+        fewer_btrees(schema),
     ]
 }
 
-fn brin(schema: &str) -> String {
+/// A school year's bounding week labels (`school_year_bounds`), or why
+/// not.
+fn year_bounds(year: &str) -> Result<(String, String), SinkError> {
+    school_year_bounds(year)
+        .ok_or_else(|| SinkError::Postgres(format!("not a school year: {year:?}")))
+}
+
+fn fewer_btrees(schema: &str) -> String {
     let mut sql = String::new();
     for table in Table::ALL {
         let name = table.name();
@@ -386,8 +393,7 @@ impl Postgres {
             if read.get(year) == configured.get(year) {
                 continue;
             }
-            let bounds = school_year_bounds(year)
-                .ok_or_else(|| SinkError::Postgres(format!("not a school year: {year:?}")))?;
+            let bounds = year_bounds(year)?;
             let has_weeks: bool = self
                 .client
                 .query_one(
@@ -696,8 +702,7 @@ async fn load_register(
     path: &Path,
     integration: &Integration,
 ) -> Result<PupilRegister, SinkError> {
-    let (lo, hi) = school_year_bounds(year)
-        .ok_or_else(|| SinkError::Postgres(format!("not a school year: {year:?}")))?;
+    let (lo, hi) = year_bounds(year)?;
     let rows = tx
         .query(
             &format!(

@@ -16,8 +16,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::{Client, CopyOutStream, Transaction};
 
-use super::{db, COPY_HEADER};
-use crate::period::{school_year_bounds, Week};
+use super::{db, year_bounds, COPY_HEADER};
+use crate::period::Week;
 use crate::pupil_register::{PupilRegister, PupilsByUnit};
 use crate::table::{Kind, Role, Table};
 use crate::SinkError;
@@ -241,8 +241,7 @@ pub(super) async fn read_weeks(
     year: &str,
 ) -> Result<CopyOutStream, SinkError> {
     let names: Vec<&str> = table.columns().iter().map(|c| c.name).collect();
-    let (lo, hi) = school_year_bounds(year)
-        .ok_or_else(|| SinkError::Postgres(format!("not a school year: {year:?}")))?;
+    let (lo, hi) = year_bounds(year)?;
     // `COPY` takes no parameters; the labels are the sink's own, quoted
     // all the same.
     let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
