@@ -48,6 +48,12 @@ pub struct ConnectionConfig {
     /// `transaction.timeout.ms`.
     #[serde(default = "ConnectionConfig::default_txn_records")]
     pub max_transaction_records: usize,
+    /// A read that returns more than this many times the entities held for
+    /// its endpoint (counted as at least 1 000) is stopped as runaway, and
+    /// nothing of it is published (default 10). The first read of an
+    /// endpoint has nothing to compare with and is not bounded this way.
+    #[serde(default = "ConnectionConfig::default_read_factor")]
+    pub max_read_factor: u32,
     /// The zone of the vendor's date-times that carry none:
     /// `"Europe/Stockholm"` (default) or `"UTC"`. Each field read this way
     /// is reported once as a `ZONE_ASSUMED` finding.
@@ -131,6 +137,9 @@ impl ConnectionConfig {
     fn default_txn_records() -> usize {
         MAX_TXN_RECORDS
     }
+    fn default_read_factor() -> u32 {
+        10
+    }
 
     /// A connection with every default, reading `client`.
     pub fn new(name: impl Into<String>, client: ClientConfig) -> Self {
@@ -142,6 +151,7 @@ impl ConnectionConfig {
             overlap_secs: Self::default_overlap(),
             deletion_feed: true,
             max_transaction_records: MAX_TXN_RECORDS,
+            max_read_factor: Self::default_read_factor(),
             timestamps_without_zone: Zone::default(),
             calendar_events: CalendarWindow::default(),
             client,
@@ -164,6 +174,9 @@ impl ConnectionConfig {
         }
         if self.max_transaction_records < 100 {
             return bad("max_transaction_records must be at least 100".into());
+        }
+        if self.max_read_factor < 2 {
+            return bad("max_read_factor must be at least 2".into());
         }
         if self.full_read_every < 1 {
             return bad("full_read_every must be at least 1".into());

@@ -64,7 +64,7 @@ use crate::ss12000::map::{field_shape, DutyIndex, Finding, FindingKind};
 use crate::ss12000::time;
 use id_map::{IdMap, Key};
 use prepare::{fetch_ahead, now_millis, Prepared, Preparer};
-use txn::{Record, Transactions, Txn};
+use txn::{Record, Tally, Transactions, Txn};
 
 pub use config::{CalendarWindow, ConnectionConfig};
 pub use state::state_partition;
@@ -128,6 +128,17 @@ impl RunError {
         matches!(
             self,
             Self::Fatal(_) | Self::AbortFailed { .. } | Self::Task(_) | Self::State { .. }
+        )
+    }
+
+    /// Whether a read was stopped because it went round in circles.
+    pub fn is_runaway(&self) -> bool {
+        matches!(
+            self,
+            Self::Fetch {
+                source: FetchError::Runaway { .. },
+                ..
+            }
         )
     }
 
@@ -340,6 +351,10 @@ struct Read {
     /// read: a zone-less vendor repeats the same few on every item, and a
     /// short scan spares building a key for each of them.
     dialects_seen: Vec<(FindingKind, String)>,
+    /// Items read so far, and how many make the read runaway (`None`:
+    /// unbounded, for a first read).
+    items: u64,
+    max_items: Option<u64>,
 }
 
 impl Runner {
@@ -370,12 +385,11 @@ impl Runner {
         for endpoint in Endpoint::ALL {
             target(endpoint)?;
         }
-        let client = Arc::new(Ss12000Client::new(config.client.clone()).map_err(|source| {
-            RunError::Fetch {
-                endpoint: "client".into(),
-                source,
-            }
-        })?);
+        let misconfigured = |source: FetchError| {
+            RunError::Config(format!("connection {:?}: {source}", config.name))
+        };
+        let client = Arc::new(Ss12000Client::new(config.client.clone()).map_err(misconfigured)?);
+        client.probe().await.map_err(misconfigured)?;
         let mut producer_config =
             kafka.transactional_producer(&format!("skolflode-produce-{}", config.name))?;
         // Tuning defaults; an operator's `[kafka.properties]` wins.
@@ -696,6 +710,16 @@ impl Runner {
         if read.as_ref().is_err_and(RunError::is_fatal) {
             return read;
         }
+        if read.as_ref().is_err_and(RunError::is_runaway) {
+            // A read gone round in circles: what it holds is not the
+            // vendor's data, and nothing of it is published.
+            if let Err(e) = self.txns.discard(&mut txn).await {
+                self.aborted();
+                return Err(e);
+            }
+            self.aborted();
+            return read;
+        }
         let committed = self.commit(&mut txn).await;
         read.and(committed)
     }
@@ -772,10 +796,11 @@ impl Runner {
             cursor.as_ref().and_then(|c| c.modified_after.clone())
         };
         let (queries, window) = self.queries(endpoint, modified_after.clone()).await;
+        let initial = cursor.as_ref().is_none_or(|c| c.full_reads == 0);
         let mut read = Read {
             endpoint,
             target: target(endpoint)?,
-            initial: cursor.as_ref().is_none_or(|c| c.full_reads == 0),
+            initial,
             full: full.then(|| {
                 self.full_reads += 1;
                 self.full_reads
@@ -783,6 +808,10 @@ impl Runner {
             newest: None,
             window,
             dialects_seen: Vec::new(),
+            items: 0,
+            max_items: (!initial).then(|| {
+                u64::from(self.config.max_read_factor) * (self.held(endpoint) as u64).max(1_000)
+            }),
         };
         let preparer = Preparer {
             pseudonymiser: Arc::clone(&self.pseudonymiser),
@@ -882,6 +911,22 @@ impl Runner {
                     page.server_time,
                 );
                 self.stats.items += page.items.len() as u64;
+                read.items += page.items.len() as u64;
+                if let Some(max) = read.max_items.filter(|&max| read.items > max) {
+                    return Err(RunError::Fetch {
+                        endpoint: endpoint.name().into(),
+                        source: FetchError::Runaway {
+                            endpoint: endpoint.name().into(),
+                            reason: format!(
+                                "{} items read, more than {max} ({} times the {} held; \
+                                 max_read_factor): the vendor's paging does not end",
+                                read.items,
+                                self.config.max_read_factor,
+                                self.held(endpoint)
+                            ),
+                        },
+                    });
+                }
                 for item in page.items {
                     match item {
                         Prepared::Version(version, findings) => {
@@ -1165,11 +1210,7 @@ impl Runner {
         kind: &str,
         observed_at: TimestampMillis,
     ) {
-        self.stats.findings += 1;
-        self.metrics
-            .findings
-            .with_label_values(&[&self.config.name, kind])
-            .inc();
+        txn.tally.finding(kind);
         let finding = QualityFinding {
             connection: self.config.name.clone(),
             endpoint: format!("/{endpoint}"),
@@ -1189,17 +1230,10 @@ impl Runner {
     /// the state record that explains it.
     fn emit(&mut self, target: Target, key: Key<'_>, op: Op, value: Vec<u8>, txn: &mut Txn) {
         let id = key.id();
-        *self.stats.events.entry(op.symbol()).or_default() += 1;
-        let counter = match self.event_counters.get(op.symbol()) {
-            Some(c) => c,
-            None => self.event_counters.entry(op.symbol()).or_insert(
-                self.metrics
-                    .events
-                    .with_label_values(&[&self.config.name, op.symbol()]),
-            ),
-        };
-        counter.inc();
-        self.stats.event_bytes += value.len() as u64;
+        if let Some(n) = txn.tally.events.get_mut(op as usize) {
+            *n += 1;
+        }
+        txn.tally.event_bytes += value.len() as u64;
         // EntityKey { connection, entity_id }, framed.
         let mut event_key = Vec::with_capacity(self.config.name.len() + id.len() + 8);
         wire::header_into(self.ids.entity_key, &mut event_key);
@@ -1234,11 +1268,7 @@ impl Runner {
         entity_id: Option<String>,
         sealed: Sealed,
     ) {
-        self.stats.dead_letters += 1;
-        self.metrics
-            .dead_letters
-            .with_label_values(&[&self.config.name])
-            .inc();
+        txn.tally.dead_letters += 1;
         tracing::warn!(connection = %self.config.name, endpoint, entity_id = entity_id.as_deref().unwrap_or(""), reason, "dead letter");
         let letter = DeadLetter {
             connection: self.config.name.clone(),
@@ -1450,12 +1480,47 @@ impl Runner {
                 return Err(e);
             }
         }
+        self.count_committed(std::mem::take(&mut txn.tally));
         for (endpoint, mut states) in txn.state.drain() {
             states.apply_to(self.state.entry(endpoint).or_default());
         }
         self.cursors.extend(txn.cursors.drain());
         self.dialects.extend(txn.dialects.drain(..));
         Ok(())
+    }
+
+    /// Count what a committed transaction published.
+    fn count_committed(&mut self, tally: Tally) {
+        let name = self.config.name.as_str();
+        for (op, &n) in Op::SYMBOLS.iter().zip(&tally.events) {
+            if n == 0 {
+                continue;
+            }
+            *self.stats.events.entry(op).or_default() += n;
+            let counter = match self.event_counters.get(op) {
+                Some(c) => c,
+                None => self
+                    .event_counters
+                    .entry(op)
+                    .or_insert(self.metrics.events.with_label_values(&[name, op])),
+            };
+            counter.inc_by(n);
+        }
+        self.stats.event_bytes += tally.event_bytes;
+        for (kind, n) in &tally.findings {
+            self.stats.findings += n;
+            self.metrics
+                .findings
+                .with_label_values(&[name, kind])
+                .inc_by(*n);
+        }
+        if tally.dead_letters > 0 {
+            self.stats.dead_letters += tally.dead_letters;
+            self.metrics
+                .dead_letters
+                .with_label_values(&[name])
+                .inc_by(tally.dead_letters);
+        }
     }
 
     /// Count the time since `since` as waiting on `on`.

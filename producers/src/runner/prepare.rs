@@ -6,6 +6,7 @@
 //! runner is left with comparing hashes with its state and writing records,
 //! in page order.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::detect::{report_digest, Version};
@@ -159,6 +160,8 @@ pub(super) fn fetch_ahead(
     let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
     tokio::spawn(async move {
         let mut token: Option<String> = None;
+        // A token handed out again would read the same pages for ever.
+        let mut seen: HashSet<String> = HashSet::new();
         loop {
             let fetched = client
                 .page(endpoint.name(), token.as_deref(), &filters)
@@ -178,6 +181,18 @@ pub(super) fn fetch_ahead(
                 return;
             }
             match next {
+                Some(n) if !seen.insert(n.clone()) => {
+                    let loop_error = FetchError::Runaway {
+                        endpoint: endpoint.name().to_owned(),
+                        reason: format!(
+                            "the vendor handed out a page token it had handed out before, \
+                             after {} pages: its paging goes round in circles",
+                            seen.len()
+                        ),
+                    };
+                    let _ = tx.send((Some(n), Err(loop_error))).await;
+                    return;
+                }
                 Some(n) => token = Some(n),
                 None => return,
             }

@@ -40,6 +40,29 @@ pub(super) struct Txn {
     pub(super) cursors: HashMap<String, Cursor>,
     /// Dialect findings published by this transaction.
     pub(super) dialects: Vec<super::DialectKey>,
+    /// What it publishes, counted into the stats and metrics only when it
+    /// commits: an aborted transaction published nothing.
+    pub(super) tally: Tally,
+}
+
+/// What a transaction publishes, for the stats and metrics.
+#[derive(Default)]
+pub(super) struct Tally {
+    /// Change events by `Op` (its index in `Op::SYMBOLS`).
+    pub(super) events: [u64; 8],
+    pub(super) event_bytes: u64,
+    /// Findings by kind.
+    pub(super) findings: Vec<(String, u64)>,
+    pub(super) dead_letters: u64,
+}
+
+impl Tally {
+    pub(super) fn finding(&mut self, kind: &str) {
+        match self.findings.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.findings.push((kind.to_owned(), 1)),
+        }
+    }
 }
 
 impl Txn {
@@ -156,14 +179,36 @@ impl Transactions {
         Ok(Some(began.elapsed()))
     }
 
-    /// Abort after `e`; the transaction's records and state are dropped.
-    pub(super) async fn abort(&self, txn: &mut Txn, e: ClientError) -> RunError {
+    /// Drop what the transaction holds, and abort it if it began: for a
+    /// read that must leave nothing behind.
+    pub(super) async fn discard(&self, txn: &mut Txn) -> Result<(), RunError> {
+        if !Self::clear(txn) {
+            return Ok(());
+        }
+        match self.writer.abort().await {
+            Ok(()) => Ok(()),
+            Err(WriteError::Client(e)) => Err(match classify(&e) {
+                TxnErrorClass::Fatal => RunError::Fatal(e),
+                _ => RunError::Aborted(e),
+            }),
+            Err(WriteError::Task(join)) => Err(RunError::Task(join)),
+        }
+    }
+
+    /// Empty `txn`; whether it had begun.
+    fn clear(txn: &mut Txn) -> bool {
         txn.pending.clear();
         txn.state.clear();
         txn.cursors.clear();
         txn.dialects.clear();
+        txn.tally = Tally::default();
         txn.sent = 0;
-        let was_open = txn.began.take().is_some();
+        txn.began.take().is_some()
+    }
+
+    /// Abort after `e`; the transaction's records and state are dropped.
+    pub(super) async fn abort(&self, txn: &mut Txn, e: ClientError) -> RunError {
+        let was_open = Self::clear(txn);
         if classify(&e) == TxnErrorClass::Fatal {
             return RunError::Fatal(e);
         }

@@ -127,6 +127,10 @@ pub enum FetchError {
     },
     #[error("token endpoint {url}: {cause}")]
     Token { url: String, cause: String },
+    /// A read that goes round in circles (a page token seen before) or
+    /// far past the entities the vendor has shown.
+    #[error("/{endpoint}: {reason}; the read stops and nothing of it is published")]
+    Runaway { endpoint: String, reason: String },
 }
 
 impl FetchError {
@@ -304,6 +308,10 @@ impl Ss12000Client {
         if config.base_url.is_empty() {
             return Err(FetchError::Config("base_url is empty".into()));
         }
+        check_url("base_url", &config.base_url)?;
+        if !config.token_url.is_empty() {
+            check_url("token_url", &config.token_url)?;
+        }
         if config.page_limit == 0 || config.max_concurrency == 0 {
             return Err(FetchError::Config(
                 "page_limit and max_concurrency must be positive".into(),
@@ -393,6 +401,16 @@ impl Ss12000Client {
     }
 
     async fn bearer(&self, refresh: bool) -> Result<Option<String>, FetchError> {
+        self.bearer_within(refresh, self.config.max_retries + 1)
+            .await
+    }
+
+    /// The bearer token, asked for at most `attempts` times.
+    async fn bearer_within(
+        &self,
+        refresh: bool,
+        attempts: u32,
+    ) -> Result<Option<String>, FetchError> {
         if self.config.token_url.is_empty() {
             return Ok(None);
         }
@@ -419,9 +437,11 @@ impl Ss12000Client {
             .collect::<Vec<_>>()
             .join("&");
         let mut last = String::new();
-        for attempt in 0..=self.config.max_retries {
+        for attempt in 0..attempts {
             if attempt > 0 {
-                tokio::time::sleep(self.backoff(attempt)).await;
+                let wait = self.backoff(attempt);
+                say_wait(url, wait, attempt, attempts, &last);
+                tokio::time::sleep(wait).await;
             }
             let response = self
                 .http
@@ -435,8 +455,9 @@ impl Ss12000Client {
                 .await;
             let response = match response {
                 Ok(r) => r,
+                Err(e) if e.is_builder() => return Err(failed(with_causes(&e))),
                 Err(e) => {
-                    last = with_causes(&e);
+                    last = self.transport_cause(&e);
                     continue;
                 }
             };
@@ -467,7 +488,102 @@ impl Ss12000Client {
             });
             return Ok(Some(parsed.access_token));
         }
-        Err(failed(last))
+        Err(failed(format!("{last} (after {attempts} attempts)")))
+    }
+
+    /// Check at start-up, in seconds, what a poll would otherwise find out
+    /// only after its retries: that the hosts resolve, that the token
+    /// endpoint takes the credentials, and that the vendor speaks the
+    /// scheme the URL says. A vendor that is down or slow only gets a
+    /// warning: the polls retry it.
+    pub async fn probe(&self) -> Result<(), FetchError> {
+        for (setting, url) in [
+            ("base_url", &self.config.base_url),
+            ("token_url", &self.config.token_url),
+        ] {
+            if url.is_empty() {
+                continue;
+            }
+            let parsed = check_url(setting, url)?;
+            let host = parsed.host_str().unwrap_or_default().to_owned();
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            let lookup = tokio::net::lookup_host(format!("{host}:{port}"));
+            match tokio::time::timeout(PROBE_TIMEOUT, lookup).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(FetchError::Config(format!(
+                        "{setting}: the host {host:?} cannot be resolved ({e}); check the URL"
+                    )))
+                }
+                Err(_) => tracing::warn!(
+                    setting,
+                    host = %host,
+                    "resolving the host took more than {} s; going on",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            }
+        }
+        match tokio::time::timeout(PROBE_TIMEOUT, self.bearer_within(true, 1)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(FetchError::Token { cause, .. })) if scheme_mismatch(&cause) => {
+                return Err(FetchError::Config(format!(
+                    "token_url: {cause}; does the server speak the URL's scheme (https or http)?"
+                )))
+            }
+            Ok(Err(FetchError::Token { cause, .. })) if cause.contains("refused") => {
+                return Err(FetchError::Config(format!(
+                    "token_url: {cause}; check client_id and client_secret"
+                )))
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "the token endpoint did not answer at start-up; the polls will retry it"),
+            Err(_) => tracing::warn!(
+                "the token endpoint gave no answer within {} s at start-up; the polls will retry it",
+                PROBE_TIMEOUT.as_secs()
+            ),
+        }
+        let url = format!(
+            "{}/organisations?limit=1",
+            self.config.base_url.trim_end_matches('/')
+        );
+        let request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(PROBE_TIMEOUT);
+        let request = match self.token.lock().await.as_ref() {
+            Some(token) => request.bearer_auth(&token.value),
+            None => request,
+        };
+        if let Err(e) = request.send().await {
+            let cause = self.transport_cause(&e);
+            if scheme_mismatch(&cause) {
+                return Err(FetchError::Config(format!(
+                    "base_url: {cause}; does the server speak the URL's scheme (https or http)?"
+                )));
+            }
+            tracing::warn!(url = %url, cause = %cause, "the vendor did not answer at start-up; the polls will retry it");
+        }
+        Ok(())
+    }
+
+    /// A failed request's cause, with timeouts named as such and the
+    /// setting that bounds them.
+    fn transport_cause(&self, e: &reqwest::Error) -> String {
+        let cause = with_causes(e);
+        if !e.is_timeout() {
+            return cause;
+        }
+        if e.is_connect() {
+            format!(
+                "timed out connecting (connect_timeout_ms = {}): {cause}",
+                self.config.connect_timeout_ms
+            )
+        } else {
+            format!(
+                "timed out: no whole answer within request_timeout_ms = {}: {cause}",
+                self.config.request_timeout_ms
+            )
+        }
     }
 
     /// One page of an endpoint: the first page (with `limit` and the
@@ -612,12 +728,16 @@ impl Ss12000Client {
                     wait,
                     malformed,
                 } => {
-                    tracing::debug!(url, attempt, cause = %cause, "request failed; retrying");
                     refresh = cause == "401";
-                    last_cause = cause;
                     last_malformed = malformed;
-                    let wait = wait.unwrap_or_else(|| self.backoff(attempt));
-                    tokio::time::sleep(wait).await;
+                    if attempt < self.config.max_retries {
+                        let wait = wait.unwrap_or_else(|| self.backoff(attempt));
+                        say_wait(url, wait, attempt + 1, self.config.max_retries + 1, &cause);
+                        last_cause = cause;
+                        tokio::time::sleep(wait).await;
+                    } else {
+                        last_cause = cause;
+                    }
                 }
             }
         }
@@ -639,9 +759,15 @@ impl Ss12000Client {
 
     /// A request that failed on the way: counted, and retried after backoff.
     fn transport_error<T>(&self, e: reqwest::Error) -> Attempt<T> {
+        if e.is_builder() {
+            return Attempt::Fail(FetchError::Config(format!(
+                "the request cannot be made: {}",
+                with_causes(&e)
+            )));
+        }
         self.count(|s| s.transport_errors += 1);
         Attempt::Retry {
-            cause: with_causes(&e),
+            cause: self.transport_cause(&e),
             wait: None,
             malformed: None,
         }
@@ -679,8 +805,23 @@ impl Ss12000Client {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(self.config.retry_after_max_secs)));
+            .and_then(|v| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                retry_after_secs(v, now)
+            })
+            .map(|asked| {
+                let max = self.config.retry_after_max_secs;
+                if asked > max {
+                    tracing::warn!(
+                        url,
+                        "the vendor asked us to wait {asked} s; waiting {max} s, the configured \
+                         maximum (retry_after_max_secs)"
+                    );
+                }
+                Duration::from_secs(asked.min(max))
+            });
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => return self.transport_error(e),
@@ -853,6 +994,66 @@ fn with_causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// How long the start-up checks wait for each answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A URL setting that can be requested: http or https, with a host.
+fn check_url(setting: &str, url: &str) -> Result<reqwest::Url, FetchError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        FetchError::Config(format!(
+            "{setting} {url:?} is not a URL ({e}); write it whole, e.g. https://vendor.example/ss12000/v2"
+        ))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(FetchError::Config(format!(
+            "{setting} {url:?} needs the scheme http:// or https:// and a host"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Whether a transport error says the two ends disagree on TLS: https to
+/// a plain HTTP server, or plain HTTP to a TLS one.
+fn scheme_mismatch(cause: &str) -> bool {
+    let cause = cause.to_ascii_lowercase();
+    [
+        "tls",
+        "ssl",
+        "certificate",
+        "handshake",
+        "corrupt message",
+        "wrong version number",
+        "invalid http version",
+    ]
+    .iter()
+    .any(|sign| cause.contains(sign))
+}
+
+/// A wait before the next attempt, said aloud when it is long enough to
+/// notice.
+fn say_wait(url: &str, wait: Duration, next: u32, attempts: u32, cause: &str) {
+    if wait >= Duration::from_secs(1) {
+        tracing::info!(
+            url,
+            "waiting {:.1} s before attempt {} of {attempts}: {cause}",
+            wait.as_secs_f64(),
+            next + 1
+        );
+    } else {
+        tracing::debug!(url, attempt = next + 1, cause, "retrying");
+    }
+}
+
+/// `Retry-After` in seconds, from either form the standard allows:
+/// delay-seconds or an HTTP date (`now` in UTC milliseconds).
+fn retry_after_secs(value: &str, now: i64) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs);
+    }
+    parse_http_date(value).map(|at| u64::try_from((at - now).max(0) / 1000).unwrap_or(0))
 }
 
 fn form_encode(text: &str) -> String {

@@ -1,0 +1,330 @@
+//! The producer against vendors that misbehave on purpose, served by small
+//! in-process servers, with the real Kafka broker: reads that go round in
+//! circles stop and publish nothing of the loop, waits are bounded,
+//! timeouts are named, and a connection that cannot work says so at
+//! start-up within seconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::Query;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+use skolflode_producers::endpoint::Endpoint;
+use skolflode_producers::pseudonym::Pseudonymiser;
+use skolflode_producers::runner::{self, ConnectionConfig, RunError, Runner};
+use skolflode_producers::ss12000::client::{ClientConfig, Filters, Secret, Ss12000Client};
+use skolflode_simulator::sim::Simulation;
+use skolflode_simulator::SimConfig;
+use skolflode_testkit::kafka::Isolation;
+use skolflode_testkit::pipeline::{serve_vendor, Vendor};
+use skolflode_testkit::{unique, TestKafka};
+
+const SECRET: &[u8] = b"the hostile-vendor test's pseudonym key";
+const CALENDAR_CHANGES: &str = "skolflode.ss12000.calendar-event.changes";
+
+fn lesson(id: &str) -> serde_json::Value {
+    json!({
+        "id": id,
+        "meta": { "created": "2025-09-01T06:00:00+02:00", "modified": "2025-09-01T06:00:00+02:00" },
+        "activity": { "id": "a1" },
+        "startTime": "2025-09-08T08:10:00+02:00",
+        "endTime": "2025-09-08T09:10:00+02:00",
+    })
+}
+
+/// A vendor of lessons whose paging never ends once `after` pages have
+/// been read: the first `after` pages hold `per_page` fresh lessons each
+/// and the last of them says there is no more, while `loops` is zero.
+/// Then each read is served as `mode` says.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Page tokens t1, t2, t3, then t2 again, for ever.
+    RepeatedToken,
+    /// A fresh token and fresh lessons on every page, for ever.
+    Endless,
+}
+
+async fn looping_vendor(per_page: usize, mode: Mode, looping: Arc<AtomicUsize>) -> String {
+    let served = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/ss12000/v2/calendarEvents",
+        get(move |Query(q): Query<HashMap<String, String>>| {
+            let (served, looping) = (Arc::clone(&served), Arc::clone(&looping));
+            async move {
+                let page: usize = q
+                    .get("pageToken")
+                    .and_then(|t| t.trim_start_matches('t').parse().ok())
+                    .unwrap_or(0);
+                let batch = served.fetch_add(1, Ordering::SeqCst);
+                let ids: Vec<_> = (0..per_page)
+                    .map(|i| lesson(&format!("l{batch}-{i}")))
+                    .collect();
+                let next = if looping.load(Ordering::SeqCst) == 0 {
+                    None
+                } else {
+                    match mode {
+                        Mode::RepeatedToken => Some(if page >= 3 { 2 } else { page + 1 }),
+                        Mode::Endless => Some(page + 1),
+                    }
+                };
+                let body = json!({ "data": ids, "pageToken": next.map(|n| format!("t{n}")) });
+                ([("content-type", "application/json")], body.to_string()).into_response()
+            }
+        }),
+    );
+    serve_vendor(app).await.unwrap()
+}
+
+fn lessons_only(name: &str, url: &str) -> ConnectionConfig {
+    let client = ClientConfig {
+        base_url: format!("{url}/ss12000/v2"),
+        token_url: format!("{url}/oauth2/token"),
+        client_id: "skolflode".into(),
+        client_secret: Secret::new("any"),
+        max_retries: 1,
+        backoff_base_ms: 1,
+        backoff_max_ms: 5,
+        ..ClientConfig::default()
+    };
+    ConnectionConfig {
+        endpoints: vec![Endpoint::CalendarEvents],
+        deletion_feed: false,
+        max_transaction_records: 100_000,
+        // One slice: the whole window in one query.
+        calendar_events: runner::CalendarWindow {
+            past_weeks: 1,
+            future_weeks: 1,
+            slice_days: 28,
+        },
+        ..ConnectionConfig::new(name, client)
+    }
+}
+
+/// Committed records of `topic` keyed by connection `name`.
+async fn committed_of(kafka: &TestKafka, topic: &str, name: &str) -> usize {
+    let records = kafka
+        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let needle = name.as_bytes();
+    records
+        .iter()
+        .filter(|r| {
+            r.key
+                .as_deref()
+                .is_some_and(|k| k.windows(needle.len()).any(|w| w == needle))
+        })
+        .count()
+}
+
+async fn start(kafka: &TestKafka, config: ConnectionConfig) -> Result<Runner, RunError> {
+    let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
+    Runner::start(config, kafka.config(), pseudonymiser).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_seen_twice_stops_the_read_and_publishes_nothing_of_it() {
+    let kafka = TestKafka::connect().await.unwrap();
+    runner::ensure_topics(kafka.config()).await.unwrap();
+    let looping = Arc::new(AtomicUsize::new(1));
+    let url = looping_vendor(5, Mode::RepeatedToken, Arc::clone(&looping)).await;
+    let name = unique("token-loop");
+    let mut runner = start(&kafka, lessons_only(&name, &url)).await.unwrap();
+
+    let started = Instant::now();
+    let failed = runner.poll().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let text = failed.chain();
+    assert!(text.contains("page token"), "{text}");
+    assert!(text.contains("nothing of it is published"), "{text}");
+    assert_eq!(runner.held(Endpoint::CalendarEvents), 0);
+    assert_eq!(runner.stats().events.values().sum::<u64>(), 0);
+    assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, 0);
+
+    // A vendor whose paging ends again is read as usual.
+    looping.store(0, Ordering::SeqCst);
+    runner.poll().await.unwrap();
+    assert_eq!(runner.held(Endpoint::CalendarEvents), 5);
+    assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_far_past_what_the_vendor_has_shown_is_stopped() {
+    let kafka = TestKafka::connect().await.unwrap();
+    runner::ensure_topics(kafka.config()).await.unwrap();
+    let looping = Arc::new(AtomicUsize::new(0));
+    let url = looping_vendor(500, Mode::Endless, Arc::clone(&looping)).await;
+    let name = unique("runaway");
+    let mut config = lessons_only(&name, &url);
+    config.max_read_factor = 3;
+    let mut runner = start(&kafka, config).await.unwrap();
+    // The first read shows 500 lessons.
+    runner.poll().await.unwrap();
+    assert_eq!(runner.held(Endpoint::CalendarEvents), 500);
+    let before = committed_of(&kafka, CALENDAR_CHANGES, &name).await;
+    assert_eq!(before, 500);
+
+    // Then the pages never end: stopped past 3 × 1 000 items (the floor),
+    // with nothing of that read published.
+    looping.store(1, Ordering::SeqCst);
+    let failed = runner.poll().await.unwrap_err();
+    let text = failed.chain();
+    assert!(text.contains("max_read_factor"), "{text}");
+    assert!(text.contains("3500 items read"), "{text}");
+    assert_eq!(runner.held(Endpoint::CalendarEvents), 500);
+    assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, before);
+}
+
+/// A vendor that answers every request with 429 and `Retry-After`
+/// 999999, or with a body that trickles a byte a second.
+async fn stalling_vendor() -> String {
+    use axum::body::Body;
+    let app = axum::Router::new()
+        .route(
+            "/rate/persons",
+            get(|| async {
+                (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "999999")],
+                    "slow down",
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/slow/persons",
+            get(|| async {
+                let trickle = futures_util::stream::unfold(0u32, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    (n < 120).then(|| (Ok::<_, std::io::Error>(vec![b' ']), n + 1))
+                });
+                (
+                    [("content-type", "application/json")],
+                    Body::from_stream(trickle),
+                )
+                    .into_response()
+            }),
+        );
+    serve_vendor(app).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_are_capped_and_timeouts_are_named() {
+    let url = stalling_vendor().await;
+    let client = |path: &str| {
+        Ss12000Client::new(ClientConfig {
+            base_url: format!("{url}/{path}"),
+            max_retries: 2,
+            retry_after_max_secs: 1,
+            request_timeout_ms: 700,
+            ..ClientConfig::default()
+        })
+        .unwrap()
+    };
+
+    // Asked to wait 999 999 s, the client waits the configured second,
+    // twice, and gives up.
+    let started = Instant::now();
+    let error = client("rate")
+        .page("persons", None, &Filters::default())
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(error.to_string().contains("429"), "{error}");
+    assert!(error.to_string().contains("after 3 attempts"), "{error}");
+
+    // A body that trickles ends as a timeout, named so.
+    let started = Instant::now();
+    let error = client("slow")
+        .page("persons", None, &Filters::default())
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = error.to_string();
+    assert!(text.contains("timed out"), "{text}");
+    assert!(text.contains("request_timeout_ms = 700"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_cannot_work_says_what_to_fix_within_seconds() {
+    let kafka = TestKafka::connect().await.unwrap();
+    let mut sim = Simulation::new(SimConfig::default(), None).unwrap();
+    sim.advance_to(chrono::NaiveDate::from_ymd_opt(2025, 9, 8).unwrap())
+        .unwrap();
+    let vendor = Vendor::serve(sim).await.unwrap();
+    let good = skolflode_testkit::term::client(&vendor.url, 500);
+    let port = vendor.url.rsplit(':').next().unwrap().to_owned();
+    let cases: Vec<(&str, ClientConfig, &str)> = vec![
+        (
+            "no scheme",
+            ClientConfig {
+                base_url: "vendor.example/ss12000/v2".into(),
+                ..good.clone()
+            },
+            "base_url",
+        ),
+        (
+            "unknown host",
+            ClientConfig {
+                base_url: "http://no-such-vendor.invalid/ss12000/v2".into(),
+                ..good.clone()
+            },
+            "cannot be resolved",
+        ),
+        (
+            "wrong secret",
+            ClientConfig {
+                client_secret: Secret::new("not the secret"),
+                ..good.clone()
+            },
+            "check client_id and client_secret",
+        ),
+        (
+            "TLS to plain HTTP",
+            ClientConfig {
+                base_url: format!("https://127.0.0.1:{port}/ss12000/v2"),
+                token_url: String::new(),
+                ..good.clone()
+            },
+            "scheme",
+        ),
+    ];
+    for (what, client, says) in cases {
+        let name = unique("misconfigured");
+        let started = Instant::now();
+        let error = start(&kafka, ConnectionConfig::new(&name, client))
+            .await
+            .map(|_| ())
+            .expect_err(what);
+        let text = error.chain();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: {:?}",
+            started.elapsed()
+        );
+        assert!(text.contains(&name), "{what}: {text}");
+        assert!(text.contains(says), "{what}: {text}");
+        assert!(!text.contains("not the secret"), "{what}: {text}");
+    }
+    // The right configuration starts.
+    start(
+        &kafka,
+        ConnectionConfig::new(unique("well-configured"), good),
+    )
+    .await
+    .unwrap();
+}
