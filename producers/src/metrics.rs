@@ -27,6 +27,10 @@ pub struct Metrics {
     /// `pages` (the vendor and the mapping ahead of it), `commit` (Kafka
     /// acknowledging a transaction), `handing_over` (librdkafka's queue).
     pub wait_seconds: CounterVec,
+    /// 1 while a connection runs, 0 while it waits to be restarted.
+    pub up: IntGaugeVec,
+    /// Restarts of a connection after it failed.
+    pub restarts: IntCounterVec,
 }
 
 fn counter(
@@ -84,6 +88,8 @@ impl Metrics {
             lag_seconds: gauge(&registry, "skolflode_producer_lag_seconds", "Vendor's clock minus the newest meta.modified seen, after the last read", &["connection", "endpoint"])?,
             held_entities: gauge(&registry, "skolflode_producer_held_entities", "Entities whose last version the producer holds", &["connection", "endpoint"])?,
             polls: counter(&registry, "skolflode_producer_polls_total", "Completed polls (the connection's heartbeat)", &["connection", "outcome"])?,
+            up: gauge(&registry, "skolflode_producer_connection_up", "1 while a connection runs, 0 while it waits to be restarted after failing", &["connection"])?,
+            restarts: counter(&registry, "skolflode_producer_restarts_total", "Restarts of a connection after it failed", &["connection"])?,
             transaction_seconds,
             wait_seconds,
             registry,

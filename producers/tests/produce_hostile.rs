@@ -82,8 +82,13 @@ async fn looping_vendor(per_page: usize, mode: Mode, looping: Arc<AtomicUsize>) 
 }
 
 fn lessons_only(name: &str, url: &str) -> ConnectionConfig {
+    lessons_at(name, url, "")
+}
+
+/// Lessons read from `{url}{prefix}/ss12000/v2`, the token from `url`.
+fn lessons_at(name: &str, url: &str, prefix: &str) -> ConnectionConfig {
     let client = ClientConfig {
-        base_url: format!("{url}/ss12000/v2"),
+        base_url: format!("{url}{prefix}/ss12000/v2"),
         token_url: format!("{url}/oauth2/token"),
         client_id: "skolflode".into(),
         client_secret: Secret::new("any"),
@@ -327,4 +332,72 @@ async fn a_connection_that_cannot_work_says_what_to_fix_within_seconds() {
     )
     .await
     .unwrap();
+}
+
+/// A vendor with one lesson of 1 MB between two ordinary ones, and, at
+/// another base, a page of 200 kB.
+async fn bloated_vendor() -> String {
+    let mut big = lesson("l2");
+    big["description"] = json!("x".repeat(1 << 20));
+    let items = json!({ "data": [lesson("l1"), big, lesson("l3")] }).to_string();
+    let many: Vec<_> = (0..800).map(|i| lesson(&format!("p{i}"))).collect();
+    let page = json!({ "data": many }).to_string();
+    assert!(page.len() > 150_000);
+    let app = axum::Router::new()
+        .route(
+            "/item/ss12000/v2/calendarEvents",
+            get(move || {
+                let items = items.clone();
+                async move { ([("content-type", "application/json")], items).into_response() }
+            }),
+        )
+        .route(
+            "/page/ss12000/v2/calendarEvents",
+            get(move || {
+                let page = page.clone();
+                async move { ([("content-type", "application/json")], page).into_response() }
+            }),
+        );
+    serve_vendor(app).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_or_page_past_its_limit_is_a_cut_dead_letter_and_the_read_goes_on() {
+    use skolflode_schemas::catalogue::DEAD_LETTERS;
+    use skolflode_schemas::records::DeadLetter;
+    let kafka = TestKafka::connect().await.unwrap();
+    runner::ensure_topics(kafka.config()).await.unwrap();
+    let url = bloated_vendor().await;
+
+    // The 1 MB item: a dead letter, cut, with its size and digest; the
+    // lessons beside it are published.
+    let name = unique("big-item");
+    let mut runner = start(&kafka, lessons_at(&name, &url, "/item"))
+        .await
+        .unwrap();
+    runner.poll().await.unwrap();
+    assert_eq!(runner.held(Endpoint::CalendarEvents), 2);
+    assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, 2);
+    let letters: Vec<DeadLetter> = kafka.committed(DEAD_LETTERS, &name).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let reason = &letters[0].reason;
+    assert!(reason.contains("max_item_bytes = 262144"), "{reason}");
+    assert!(reason.contains("SHA-256"), "{reason}");
+    assert!(letters[0].raw.0.len() <= 64 << 10);
+    // Seen again, it is not published again.
+    runner.poll().await.unwrap();
+    let letters: Vec<DeadLetter> = kafka.committed(DEAD_LETTERS, &name).await.unwrap();
+    assert_eq!(letters.len(), 1);
+
+    // A page past max_page_bytes fails its read, its start a dead letter.
+    let name = unique("big-page");
+    let mut config = lessons_at(&name, &url, "/page");
+    config.client.max_page_bytes = 100_000;
+    let mut runner = start(&kafka, config).await.unwrap();
+    let text = runner.poll().await.unwrap_err().chain();
+    assert!(text.contains("max_page_bytes = 100000"), "{text}");
+    assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, 0);
+    let letters: Vec<DeadLetter> = kafka.committed(DEAD_LETTERS, &name).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0].reason.contains("longer than max_page_bytes"));
 }

@@ -3,14 +3,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use skolflode_kafka::KafkaConfig;
 use skolflode_producers::metrics::Metrics;
 use skolflode_producers::pseudonym::Pseudonymiser;
-use skolflode_producers::runner::{self, ConnectionConfig, RunError, Runner};
-use skolflode_producers::seal::SealConfig;
+use skolflode_producers::runner::{self, ConnectionConfig, Polled, RunError, Runner};
+use skolflode_producers::seal::{SealConfig, Sealer};
+use tokio::sync::watch;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,6 +45,15 @@ struct ProducerConfig {
     #[serde(default)]
     dead_letters: SealConfig,
     connections: Vec<ConnectionConfig>,
+    /// Seconds a stop (SIGTERM) may take (default 30): polls under way
+    /// are cancelled and their transactions aborted at once; past this,
+    /// the process exits whatever is still stopping.
+    #[serde(default = "default_grace")]
+    shutdown_grace_secs: u64,
+}
+
+fn default_grace() -> u64 {
+    30
 }
 
 /// Some reads failed while others went on: the process exits 2.
@@ -103,107 +114,242 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(address) = args.metrics_listen {
         crate::job::serve_metrics(address, metrics.registry.clone()).await?;
     }
+    let shared = Arc::new(Shared {
+        kafka: config.kafka.clone(),
+        pseudonymiser,
+        sealer,
+        metrics,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        tracing::info!("stopping: polls under way are cancelled, their transactions aborted");
+        let _ = stop_tx.send(true);
+    });
 
+    // Every connection starts at once; each says for itself whether it
+    // can work.
     let total = config.connections.len();
-    let mut runners = Vec::new();
-    let mut failures: Vec<(String, RunError)> = Vec::new();
+    let mut starting = Vec::new();
     for connection in config.connections {
-        let name = connection.name.clone();
-        match Runner::start_sealed(
-            connection,
-            &config.kafka,
-            Arc::clone(&pseudonymiser),
-            Arc::clone(&sealer),
-        )
-        .await
-        {
-            Ok(runner) => runners.push(runner.with_metrics(Arc::clone(&metrics))),
-            // With --once the other connections are still read; a
-            // service must not start half of its connections.
-            Err(e) if args.once => {
-                tracing::error!(connection = %name, error = %e.chain(), "the connection could not start");
-                failures.push((name, e));
-            }
-            Err(e) => {
-                return Err(anyhow::anyhow!(e.chain()))
-                    .with_context(|| format!("starting connection {name}"))
-            }
-        }
+        let shared = Arc::clone(&shared);
+        starting.push(tokio::spawn(async move {
+            let started = shared.start(connection.clone()).await;
+            (connection, started)
+        }));
     }
-
+    let mut started = Vec::new();
+    for task in starting {
+        started.push(task.await.context("a connection's start-up task failed")?);
+    }
     if args.once {
-        // Every connection is polled, each in its own task; one vendor's
-        // failure does not keep the others from being read.
-        let mut tasks = Vec::new();
-        for mut runner in runners {
-            tasks.push(tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                let result = runner.poll().await;
-                (runner, result, started.elapsed().as_secs_f64())
-            }));
-        }
-        for task in tasks {
-            let (runner, result, seconds) = task.await.context("a connection's task failed")?;
-            let name = runner.name().to_owned();
-            print_stats(&name, runner.stats(), seconds);
-            if let Err(e) = result {
-                failures.push((name, e));
-            }
-        }
-        if failures.is_empty() {
-            return Ok(());
-        }
-        eprintln!(
-            "summary: {} of {total} connections had failures",
-            failures.len()
-        );
-        for (name, e) in &failures {
-            let errors = match e {
-                RunError::Partial(each) => each.iter().collect::<Vec<_>>(),
-                other => vec![other],
-            };
-            for error in errors {
-                eprintln!("  {name}: {}", error.chain());
-            }
-        }
-        if failures.len() == total || failures.iter().any(|(_, e)| e.is_fatal()) {
-            bail!("no connection was read, or one failed fatally");
-        }
-        return Err(PartialFailure {
-            failed: failures.len(),
-            total,
-        }
-        .into());
+        return once(started, total, stop_rx).await;
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // A connection misconfigured stops the service at once, every such
+    // error listed; one that cannot start for another reason (the broker
+    // away) is retried by its supervisor.
+    let misconfigured: Vec<String> = started
+        .iter()
+        .filter_map(|(c, r)| match r {
+            Err(e @ RunError::Config(_)) => Some(format!("  {}: {}", c.name, e.chain())),
+            _ => None,
+        })
+        .collect();
+    if !misconfigured.is_empty() {
+        eprintln!("{}", misconfigured.join("\n"));
+        bail!(
+            "{} of {total} connections are misconfigured",
+            misconfigured.len()
+        );
+    }
     let mut tasks = Vec::new();
-    for runner in runners {
-        let name = runner.name().to_owned();
-        let stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move { (name, runner.run(stop).await) }));
-    }
-    super::shutdown_signal().await;
-    tracing::info!("stopping after the current transaction");
-    let _ = stop_tx.send(true);
-    let mut failed = false;
-    for task in tasks {
-        match task.await {
-            Ok((name, Ok(stats))) => {
-                tracing::info!(connection = %name, polls = stats.polls, events = ?stats.events, "stopped")
-            }
-            Ok((name, Err(e))) => {
-                failed = true;
-                tracing::error!(connection = %name, error = %e.chain(), "connection failed");
-            }
+    for (connection, result) in started {
+        let first = match result {
+            Ok(runner) => Some(runner),
             Err(e) => {
-                failed = true;
-                tracing::error!(error = %e, "connection task failed");
+                tracing::error!(connection = %connection.name, error = %e.chain(), "the connection could not start; retrying");
+                None
             }
-        }
+        };
+        tasks.push(tokio::spawn(supervise(
+            connection,
+            first,
+            Arc::clone(&shared),
+            stop_rx.clone(),
+        )));
     }
-    if failed {
-        bail!("a connection failed");
+    let mut stop = stop_rx.clone();
+    let _ = stop.wait_for(|stopping| *stopping).await;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let all = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "connections still stopping after shutdown_grace_secs; exiting: a transaction left \
+             open is aborted by the next start"
+        );
     }
     Ok(())
+}
+
+/// What every connection of the process shares.
+struct Shared {
+    kafka: KafkaConfig,
+    pseudonymiser: Arc<Pseudonymiser>,
+    sealer: Arc<Sealer>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    async fn start(&self, connection: ConnectionConfig) -> Result<Runner, RunError> {
+        Runner::start_sealed(
+            connection,
+            &self.kafka,
+            Arc::clone(&self.pseudonymiser),
+            Arc::clone(&self.sealer),
+        )
+        .await
+        .map(|r| r.with_metrics(Arc::clone(&self.metrics)))
+    }
+}
+
+/// `--once`: every connection that started polls once, each in its own
+/// task; the summary and the exit status cover them all.
+async fn once(
+    started: Vec<(ConnectionConfig, Result<Runner, RunError>)>,
+    total: usize,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut failures: Vec<(String, RunError)> = Vec::new();
+    let mut tasks = Vec::new();
+    for (connection, result) in started {
+        match result {
+            Ok(mut runner) => {
+                let mut stop = stop.clone();
+                tasks.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let polled = runner.poll_or_stop(&mut stop).await;
+                    (runner, polled, started.elapsed().as_secs_f64())
+                }));
+            }
+            Err(e) => failures.push((connection.name, e)),
+        }
+    }
+    let mut stopped = false;
+    for task in tasks {
+        let (runner, polled, seconds) = task.await.context("a connection's task failed")?;
+        let name = runner.name().to_owned();
+        print_stats(&name, runner.stats(), seconds);
+        match polled {
+            Polled::Done(Ok(())) => {}
+            Polled::Done(Err(e)) => failures.push((name, e)),
+            Polled::Stopped => stopped = true,
+        }
+    }
+    if stopped {
+        tracing::info!("stopped before every poll ended; what was committed stays");
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "summary: {} of {total} connections had failures",
+        failures.len()
+    );
+    for (name, e) in &failures {
+        let errors = match e {
+            RunError::Partial(each) => each.iter().collect::<Vec<_>>(),
+            other => vec![other],
+        };
+        for error in errors {
+            eprintln!("  {name}: {}", error.chain());
+        }
+    }
+    if failures.len() == total || failures.iter().any(|(_, e)| e.is_fatal()) {
+        bail!("no connection was read, or one failed fatally");
+    }
+    Err(PartialFailure {
+        failed: failures.len(),
+        total,
+    }
+    .into())
+}
+
+/// Restarts after this many failures in a row make a connection
+/// unhealthy in the log.
+const UNHEALTHY_AFTER: u32 = 3;
+/// A run this long resets the count of failures in a row.
+const HEALTHY_RUN: Duration = Duration::from_secs(600);
+/// Restart backoff: from 1 s, doubling, at most 5 minutes, full jitter.
+const RESTART_BASE: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(300);
+
+/// Run a connection until the stop, starting it again with backoff
+/// whenever it fails: its state is restored from Kafka at each start.
+async fn supervise(
+    connection: ConnectionConfig,
+    mut first: Option<Runner>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = connection.name.clone();
+    let up = shared.metrics.up.with_label_values(&[&name]);
+    let restarts = shared.metrics.restarts.with_label_values(&[&name]);
+    let mut failures: u32 = 0;
+    loop {
+        let runner = match first.take() {
+            Some(runner) => Ok(runner),
+            None => shared.start(connection.clone()).await,
+        };
+        let began = Instant::now();
+        let failed = match runner {
+            Ok(runner) => {
+                up.set(1);
+                match runner.run(stop.clone()).await {
+                    Ok(stats) => {
+                        tracing::info!(connection = %name, polls = stats.polls, events = ?stats.events, "stopped");
+                        return;
+                    }
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        up.set(0);
+        failures = if began.elapsed() >= HEALTHY_RUN {
+            1
+        } else {
+            failures + 1
+        };
+        let wait = restart_backoff(failures);
+        if failures >= UNHEALTHY_AFTER {
+            tracing::error!(connection = %name, failures, error = %failed.chain(), "the connection is unhealthy: it keeps failing; restarting in {:.1} s", wait.as_secs_f64());
+        } else {
+            tracing::warn!(connection = %name, failures, error = %failed.chain(), "the connection failed; restarting in {:.1} s", wait.as_secs_f64());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        restarts.inc();
+    }
+}
+
+/// Full jitter: a uniform wait in [0, min(max, base·2^(failures−1))].
+fn restart_backoff(failures: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let cap = RESTART_BASE
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(RESTART_MAX);
+    // A fresh random seed per call, from the standard library.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let millis = cap.as_millis() as u64;
+    Duration::from_millis(random % (millis + 1))
 }

@@ -54,6 +54,14 @@ pub struct ConnectionConfig {
     /// endpoint has nothing to compare with and is not bounded this way.
     #[serde(default = "ConnectionConfig::default_read_factor")]
     pub max_read_factor: u32,
+    /// An item longer than this (bytes of JSON, default 256 KiB) goes to
+    /// the dead-letter topic, cut, with its size and SHA-256, and the read
+    /// goes on. Its change event carries it twice (before and after), so
+    /// twice this must fit Kafka's record size: at most about 450 KiB unless
+    /// `message.max.bytes` is raised in `[kafka.properties]` (and on the
+    /// broker).
+    #[serde(default = "ConnectionConfig::default_item_bytes")]
+    pub max_item_bytes: usize,
     /// The zone of the vendor's date-times that carry none:
     /// `"Europe/Stockholm"` (default) or `"UTC"`. Each field read this way
     /// is reported once as a `ZONE_ASSUMED` finding.
@@ -140,6 +148,9 @@ impl ConnectionConfig {
     fn default_read_factor() -> u32 {
         10
     }
+    fn default_item_bytes() -> usize {
+        256 << 10
+    }
 
     /// A connection with every default, reading `client`.
     pub fn new(name: impl Into<String>, client: ClientConfig) -> Self {
@@ -152,6 +163,7 @@ impl ConnectionConfig {
             deletion_feed: true,
             max_transaction_records: MAX_TXN_RECORDS,
             max_read_factor: Self::default_read_factor(),
+            max_item_bytes: Self::default_item_bytes(),
             timestamps_without_zone: Zone::default(),
             calendar_events: CalendarWindow::default(),
             client,

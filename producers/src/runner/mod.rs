@@ -163,6 +163,14 @@ fn summary(errors: &[RunError]) -> String {
         .join("; ")
 }
 
+/// How a poll that may be stopped ended.
+#[derive(Debug)]
+pub enum Polled {
+    Done(Result<(), RunError>),
+    /// Stopped before or during the poll.
+    Stopped,
+}
+
 /// What a runner has done.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunStats {
@@ -382,6 +390,20 @@ impl Runner {
         sealer: Arc<Sealer>,
     ) -> Result<Self, RunError> {
         config.validate()?;
+        // librdkafka's default `message.max.bytes`.
+        let record_limit = kafka
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1_000_000);
+        if config.max_item_bytes.saturating_mul(2) + (64 << 10) > record_limit {
+            return Err(RunError::Config(format!(
+                "connection {:?}: max_item_bytes = {} does not fit a change event (before and \
+                 after image) into message.max.bytes = {record_limit}: lower it, or raise \
+                 message.max.bytes in [kafka.properties] and on the broker",
+                config.name, config.max_item_bytes
+            )));
+        }
         for endpoint in Endpoint::ALL {
             target(endpoint)?;
         }
@@ -511,28 +533,53 @@ impl Runner {
         Ok(())
     }
 
-    /// Run polls until `stop` resolves.
+    /// Run polls until `stop` is raised, which also cancels a poll under
+    /// way. A fatal error ends the run; the caller logs it and may start
+    /// the connection again.
     pub async fn run(
         mut self,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<RunStats, RunError> {
         loop {
-            match self.poll().await {
-                Ok(()) => {}
-                Err(e) if e.is_fatal() => {
-                    tracing::error!(connection = %self.config.name, error = %e.chain(), "the connection stops");
-                    return Err(e);
-                }
-                // Each failure was logged when it happened.
-                Err(_) => {}
+            match self.poll_or_stop(&mut stop).await {
+                Polled::Stopped => return Ok(self.stats),
+                Polled::Done(Err(e)) if e.is_fatal() => return Err(e),
+                // Each other failure was logged when it happened.
+                Polled::Done(_) => {}
             }
             let wait = Duration::from_secs(self.config.poll_interval_secs);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return Ok(self.stats),
+                _ = stop.wait_for(|stopping| *stopping) => return Ok(self.stats),
             }
-            if *stop.borrow() {
-                return Ok(self.stats);
+        }
+    }
+
+    /// One poll, unless `stop` is raised first: then the poll is dropped
+    /// where it stands — its requests cancelled, its open transaction
+    /// aborted, nothing of it kept in memory (state follows commits only).
+    /// What it had committed stays; the next start reads on from there.
+    pub async fn poll_or_stop(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Polled {
+        if *stop.borrow() {
+            return Polled::Stopped;
+        }
+        let polled = tokio::select! {
+            polled = self.poll() => Some(polled),
+            _ = stop.wait_for(|stopping| *stopping) => None,
+        };
+        match polled {
+            Some(result) => Polled::Done(result),
+            None => {
+                // Aborting with no transaction open is refused, harmlessly.
+                match self.txns.abort_open().await {
+                    Ok(()) => {
+                        tracing::info!(connection = %self.config.name, "stopped during a poll; its open transaction was aborted")
+                    }
+                    Err(e) => {
+                        tracing::debug!(connection = %self.config.name, error = %e.chain(), "stopped during a poll; no transaction to abort")
+                    }
+                }
+                Polled::Stopped
             }
         }
     }
@@ -819,6 +866,7 @@ impl Runner {
             connection: Arc::from(self.config.name.as_str()),
             zone: self.config.timestamps_without_zone,
             duties: (endpoint == Endpoint::Activities).then(|| Arc::new(self.duty_index())),
+            max_item_bytes: self.config.max_item_bytes,
         };
         let last_query = queries.len().saturating_sub(1);
         for (q, filters) in queries.into_iter().enumerate() {
@@ -852,15 +900,7 @@ impl Runner {
                     }) => {
                         // Nothing is lost: the page goes to the dead-letter
                         // topic and the read starts over at the next poll.
-                        let (digest, sealed) = prepare::seal(&self.sealer, &reason, &raw);
-                        let key = DialectKey {
-                            endpoint: endpoint.name().to_owned(),
-                            kind: "DEAD_LETTER".to_owned(),
-                            field: format!("{digest:016x}"),
-                        };
-                        if self.once(txn, key) {
-                            self.dead_letter(txn, &url, &reason, None, sealed);
-                        }
+                        self.page_dead_letter(txn, endpoint, &url, &reason, &raw);
                         return Err(RunError::Fetch {
                             endpoint: endpoint.name().into(),
                             source: FetchError::Malformed {
@@ -868,6 +908,21 @@ impl Runner {
                                 reason,
                                 raw: Vec::new(),
                                 attempts,
+                            },
+                        });
+                    }
+                    Err(FetchError::TooLarge { url, limit, head }) => {
+                        // Its start goes to the dead-letter topic, for the
+                        // vendor to be told; what follows it cannot be
+                        // found without reading it whole.
+                        let reason = format!("an answer longer than max_page_bytes = {limit}");
+                        self.page_dead_letter(txn, endpoint, &url, &reason, &head);
+                        return Err(RunError::Fetch {
+                            endpoint: endpoint.name().into(),
+                            source: FetchError::TooLarge {
+                                url,
+                                limit,
+                                head: Vec::new(),
                             },
                         });
                     }
@@ -1285,6 +1340,26 @@ impl Runner {
             wire::encode(self.ids.string_key, &self.config.name),
             Some(wire::encode(schema_id("DeadLetter"), &letter)),
         ));
+    }
+
+    /// A page that cannot be read, as a dead letter: once per content.
+    fn page_dead_letter(
+        &mut self,
+        txn: &mut Txn,
+        endpoint: Endpoint,
+        url: &str,
+        reason: &str,
+        raw: &[u8],
+    ) {
+        let (digest, reason, sealed) = prepare::seal(&self.sealer, reason, raw);
+        let key = DialectKey {
+            endpoint: endpoint.name().to_owned(),
+            kind: "DEAD_LETTER".to_owned(),
+            field: format!("{digest:016x}"),
+        };
+        if self.once(txn, key) {
+            self.dead_letter(txn, url, &reason, None, sealed);
+        }
     }
 
     /// An unchanged entity seen by full read `number`.

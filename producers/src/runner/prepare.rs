@@ -52,6 +52,8 @@ pub(super) struct Preparer {
     pub zone: time::Zone,
     /// The connection's duties, for teachers given as persons.
     pub duties: Option<Arc<DutyIndex>>,
+    /// Items longer than this are dead letters.
+    pub max_item_bytes: usize,
 }
 
 /// A prepared page.
@@ -95,7 +97,9 @@ pub(super) fn prepare(endpoint: Endpoint, page: Page, preparer: &Preparer) -> Pr
     };
     let items = page
         .items()
-        .map(|item| crate::with_entity!(endpoint, E => prepare_item::<E>(item, &cx, &preparer.sealer)))
+        .map(|item| {
+            crate::with_entity!(endpoint, E => prepare_item::<E>(item, &cx, &preparer.sealer, preparer.max_item_bytes))
+        })
         .collect();
     PreparedPage {
         items,
@@ -104,8 +108,27 @@ pub(super) fn prepare(endpoint: Endpoint, page: Page, preparer: &Preparer) -> Pr
     }
 }
 
-/// A dead letter's content, redacted and sealed, and its digest.
-pub(super) fn seal(sealer: &Sealer, reason: &str, raw: &[u8]) -> (u64, Sealed) {
+/// Raw bytes a dead letter keeps at most: a record must fit Kafka's
+/// message size whatever the vendor sent.
+pub(super) const DEAD_LETTER_RAW_BYTES: usize = 64 << 10;
+
+/// A dead letter's content, cut to [`DEAD_LETTER_RAW_BYTES`], redacted and
+/// sealed; its digest; and its reason, which says the size and SHA-256 of
+/// what was cut.
+pub(super) fn seal(sealer: &Sealer, reason: &str, raw: &[u8]) -> (u64, String, Sealed) {
+    let (reason, raw) = if raw.len() > DEAD_LETTER_RAW_BYTES {
+        use sha2::Digest;
+        (
+            format!(
+                "{reason} ({} bytes, SHA-256 {}; the first {DEAD_LETTER_RAW_BYTES} kept)",
+                raw.len(),
+                hex::encode(sha2::Sha256::digest(raw))
+            ),
+            &raw[..DEAD_LETTER_RAW_BYTES],
+        )
+    } else {
+        (reason.to_owned(), raw)
+    };
     let digest = report_digest([reason.as_bytes(), raw]);
     let sealed = sealer.seal(raw).unwrap_or_else(|e| {
         // Encrypting to valid recipients does not fail; should it, the
@@ -117,12 +140,17 @@ pub(super) fn seal(sealer: &Sealer, reason: &str, raw: &[u8]) -> (u64, Sealed) {
             encryption: None,
         }
     });
-    (digest, sealed)
+    (digest, reason, sealed)
 }
 
-fn prepare_item<E: Ss12000Entity>(raw: &str, cx: &Context<'_>, sealer: &Sealer) -> Prepared {
+fn prepare_item<E: Ss12000Entity>(
+    raw: &str,
+    cx: &Context<'_>,
+    sealer: &Sealer,
+    max_item_bytes: usize,
+) -> Prepared {
     let rejected = |id: Option<&str>, reason: String| {
-        let (digest, sealed) = seal(sealer, &reason, raw.as_bytes());
+        let (digest, reason, sealed) = seal(sealer, &reason, raw.as_bytes());
         Prepared::Rejected {
             id: id.map(str::to_owned),
             reason,
@@ -130,6 +158,14 @@ fn prepare_item<E: Ss12000Entity>(raw: &str, cx: &Context<'_>, sealer: &Sealer) 
             sealed,
         }
     };
+    if raw.len() > max_item_bytes {
+        // Not parsed: its change event, with the before image, would not
+        // fit a Kafka record, and one item must not block the endpoint.
+        return rejected(
+            None,
+            format!("an item longer than max_item_bytes = {max_item_bytes}"),
+        );
+    }
     // The page was checked to be JSON when it was read; this cannot fail
     // but for nesting deeper than the parser allows.
     let item = match Json::parse(raw) {

@@ -179,6 +179,12 @@ impl Transactions {
         Ok(Some(began.elapsed()))
     }
 
+    /// Abort whatever transaction the producer has open: after a poll was
+    /// cancelled with its transaction.
+    pub(super) async fn abort_open(&self) -> Result<(), RunError> {
+        self.writer.abort().await.map_err(client)
+    }
+
     /// Drop what the transaction holds, and abort it if it began: for a
     /// read that must leave nothing behind.
     pub(super) async fn discard(&self, txn: &mut Txn) -> Result<(), RunError> {

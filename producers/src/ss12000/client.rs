@@ -75,6 +75,9 @@ pub struct ClientConfig {
     pub requests_per_second: f64,
     /// PEM file with the client certificate and key, for mTLS.
     pub client_identity_pem: Option<std::path::PathBuf>,
+    /// The largest answer read (default 64 MiB): a longer body is cut
+    /// there, its start goes to the dead-letter topic and the read fails.
+    pub max_page_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -94,6 +97,7 @@ impl Default for ClientConfig {
             max_concurrency: 4,
             requests_per_second: 0.0,
             client_identity_pem: None,
+            max_page_bytes: 64 << 20,
         }
     }
 }
@@ -127,6 +131,13 @@ pub enum FetchError {
     },
     #[error("token endpoint {url}: {cause}")]
     Token { url: String, cause: String },
+    #[error("{url}: the answer is longer than max_page_bytes = {limit}; cut there")]
+    TooLarge {
+        url: String,
+        limit: usize,
+        /// The body up to the limit.
+        head: Vec<u8>,
+    },
     /// A read that goes round in circles (a page token seen before) or
     /// far past the entities the vendor has shown.
     #[error("/{endpoint}: {reason}; the read stops and nothing of it is published")]
@@ -312,9 +323,9 @@ impl Ss12000Client {
         if !config.token_url.is_empty() {
             check_url("token_url", &config.token_url)?;
         }
-        if config.page_limit == 0 || config.max_concurrency == 0 {
+        if config.page_limit == 0 || config.max_concurrency == 0 || config.max_page_bytes == 0 {
             return Err(FetchError::Config(
-                "page_limit and max_concurrency must be positive".into(),
+                "page_limit, max_concurrency and max_page_bytes must be positive".into(),
             ));
         }
         let mut builder = reqwest::Client::builder()
@@ -467,9 +478,15 @@ impl Ss12000Client {
                 continue;
             }
             if !status.is_success() {
-                return Err(failed(format!(
-                    "status {status}: the credentials were refused"
-                )));
+                return Err(failed(match status.as_u16() {
+                    404 | 405 => {
+                        format!("status {status}: no token endpoint there; check token_url")
+                    }
+                    _ => format!(
+                        "status {status}: the credentials were refused; check client_id and \
+                         client_secret"
+                    ),
+                }));
             }
             #[derive(Deserialize)]
             struct TokenResponse {
@@ -530,10 +547,8 @@ impl Ss12000Client {
                     "token_url: {cause}; does the server speak the URL's scheme (https or http)?"
                 )))
             }
-            Ok(Err(FetchError::Token { cause, .. })) if cause.contains("refused") => {
-                return Err(FetchError::Config(format!(
-                    "token_url: {cause}; check client_id and client_secret"
-                )))
+            Ok(Err(FetchError::Token { cause, .. })) if cause.starts_with("status 4") => {
+                return Err(FetchError::Config(format!("token_url: {cause}")))
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "the token endpoint did not answer at start-up; the polls will retry it"),
             Err(_) => tracing::warn!(
@@ -822,8 +837,15 @@ impl Ss12000Client {
                 }
                 Duration::from_secs(asked.min(max))
             });
-        let body = match response.bytes().await {
-            Ok(b) => b,
+        let body = match read_body(response, self.config.max_page_bytes).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(head)) => {
+                return Attempt::Fail(FetchError::TooLarge {
+                    url: url.to_owned(),
+                    limit: self.config.max_page_bytes,
+                    head,
+                })
+            }
             Err(e) => return self.transport_error(e),
         };
         match status.as_u16() {
@@ -994,6 +1016,24 @@ fn with_causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// A response's body, or its first `limit` bytes when it is longer.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Result<Vec<u8>, Vec<u8>>, reqwest::Error> {
+    let expected = response.content_length().map_or(0, |n| n as usize);
+    let mut body = Vec::with_capacity(expected.min(limit));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            let room = limit - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Err(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body))
 }
 
 /// How long the start-up checks wait for each answer.
