@@ -139,8 +139,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }));
     }
     let mut started = Vec::new();
+    let mut stop = stop_rx.clone();
     for task in starting {
-        started.push(task.await.context("a connection's start-up task failed")?);
+        // Loading a connection's state can take a while: a stop then
+        // need not wait for it (nothing is open yet).
+        tokio::select! {
+            done = task => started.push(done.context("a connection's start-up task failed")?),
+            _ = stop.wait_for(|stopping| *stopping) => return Ok(()),
+        }
     }
     if args.once {
         return once(started, total, stop_rx).await;
@@ -179,7 +185,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stop_rx.clone(),
         )));
     }
-    let mut stop = stop_rx.clone();
     let _ = stop.wait_for(|stopping| *stopping).await;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let all = async {

@@ -69,6 +69,9 @@ pub struct ClientConfig {
     pub backoff_max_ms: u64,
     /// Longest `Retry-After` honoured, in seconds.
     pub retry_after_max_secs: u64,
+    /// Longest a request may take with its retries and their waits
+    /// (default 300 s): no wait is begun that would pass it.
+    pub max_request_secs: u64,
     /// Requests in flight at once.
     pub max_concurrency: usize,
     /// Requests per second at most; 0 for no limit.
@@ -94,6 +97,7 @@ impl Default for ClientConfig {
             backoff_base_ms: 200,
             backoff_max_ms: 30_000,
             retry_after_max_secs: 120,
+            max_request_secs: 300,
             max_concurrency: 4,
             requests_per_second: 0.0,
             client_identity_pem: None,
@@ -730,11 +734,15 @@ impl Ss12000Client {
         let mut refresh = false;
         let mut last_cause = String::new();
         let mut last_malformed: Option<(String, Vec<u8>)> = None;
+        let budget = Duration::from_secs(self.config.max_request_secs);
+        let began = Instant::now();
+        let mut attempts = 0;
         for attempt in 0..=self.config.max_retries {
             if attempt > 0 {
                 self.count(|s| s.retries += 1);
             }
             self.rate_limit().await;
+            attempts = attempt + 1;
             match self.attempt(url, refresh, &parse).await {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::Fail(e) => return Err(e),
@@ -745,18 +753,25 @@ impl Ss12000Client {
                 } => {
                     refresh = cause == "401";
                     last_malformed = malformed;
-                    if attempt < self.config.max_retries {
-                        let wait = wait.unwrap_or_else(|| self.backoff(attempt));
-                        say_wait(url, wait, attempt + 1, self.config.max_retries + 1, &cause);
-                        last_cause = cause;
-                        tokio::time::sleep(wait).await;
-                    } else {
-                        last_cause = cause;
+                    last_cause = cause;
+                    if attempt == self.config.max_retries {
+                        break;
                     }
+                    let wait = wait.unwrap_or_else(|| self.backoff(attempt));
+                    if began.elapsed() + wait > budget {
+                        last_cause = format!(
+                            "{last_cause}; gave up: another wait of {:.1} s would pass \
+                             max_request_secs = {}",
+                            wait.as_secs_f64(),
+                            budget.as_secs()
+                        );
+                        break;
+                    }
+                    say_wait(url, wait, attempt + 1, self.config.max_retries + 1, &last_cause);
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
-        let attempts = self.config.max_retries + 1;
         Err(match last_malformed {
             Some((reason, raw)) => FetchError::Malformed {
                 url: url.to_owned(),
