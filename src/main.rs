@@ -87,6 +87,10 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => cmd::demo::run(args).await,
         }
     });
+    // Blocking tasks still running (a state load, a commit against a
+    // broker that is away) must not hold the exit past the job's own
+    // grace period.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

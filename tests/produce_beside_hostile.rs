@@ -23,23 +23,13 @@ use skolflode_schemas::catalogue::DEAD_LETTERS;
 use skolflode_schemas::records::DeadLetter;
 use skolflode_simulator::sim::Simulation;
 use skolflode_simulator::SimConfig;
-use skolflode_testkit::pipeline::{differences, replay_all, serve_vendor, Vendor};
+use skolflode_testkit::pipeline::{differences, lesson, replay_all, serve_vendor, Vendor};
 use skolflode_testkit::{unique, TestKafka};
 
 const KEY: &str = "a pseudonym key for the hostile-vendor test, long enough";
 /// What the process may hold at its peak, with a 50 MB item among its
 /// pages.
 const PEAK_BOUND_KIB: u64 = 768 << 10;
-
-fn lesson(id: &str) -> serde_json::Value {
-    json!({
-        "id": id,
-        "meta": { "created": "2025-09-01T06:00:00+02:00", "modified": "2025-09-01T06:00:00+02:00" },
-        "activity": { "id": "a1" },
-        "startTime": "2025-09-08T08:10:00+02:00",
-        "endTime": "2025-09-08T09:10:00+02:00",
-    })
-}
 
 fn json_body(body: impl Into<axum::body::Body>) -> Response {
     ([("content-type", "application/json")], body.into()).into_response()
@@ -68,8 +58,12 @@ async fn hostile_vendor() -> String {
                                 .and_then(|t| t.trim_start_matches('t').parse().ok())
                                 .unwrap_or(0);
                             let next = if n >= 3 { 2 } else { n + 1 };
-                            let data: Vec<_> = (0..50).map(|i| lesson(&format!("l{n}-{i}"))).collect();
-                            json_body(json!({ "data": data, "pageToken": format!("t{next}") }).to_string())
+                            let data: Vec<_> =
+                                (0..50).map(|i| lesson(&format!("l{n}-{i}"))).collect();
+                            json_body(
+                                json!({ "data": data, "pageToken": format!("t{next}") })
+                                    .to_string(),
+                            )
                         }
                         "limiting" => (
                             StatusCode::TOO_MANY_REQUESTS,
@@ -151,14 +145,38 @@ async fn a_hostile_vendor_beside_the_simulator_harms_nothing() {
     let token = format!("{hostile}/oauth2/token");
     // (behaviour, base URL, what its error or dead letter must say)
     let behaviours: Vec<(&str, String, &str)> = vec![
-        ("truncated", format!("{hostile}/truncated/ss12000/v2"), "not JSON"),
-        ("latin1", format!("{hostile}/latin1/ss12000/v2"), "not UTF-8"),
+        (
+            "truncated",
+            format!("{hostile}/truncated/ss12000/v2"),
+            "not JSON",
+        ),
+        (
+            "latin1",
+            format!("{hostile}/latin1/ss12000/v2"),
+            "not UTF-8",
+        ),
         ("failing", format!("{hostile}/failing/ss12000/v2"), "500"),
-        ("huge", format!("{hostile}/huge/ss12000/v2"), "max_item_bytes"),
-        ("looping", format!("{hostile}/looping/ss12000/v2"), "page token"),
+        (
+            "huge",
+            format!("{hostile}/huge/ss12000/v2"),
+            "max_item_bytes",
+        ),
+        (
+            "looping",
+            format!("{hostile}/looping/ss12000/v2"),
+            "page token",
+        ),
         ("limiting", format!("{hostile}/limiting/ss12000/v2"), "429"),
-        ("trickling", format!("{hostile}/trickling/ss12000/v2"), "timed out"),
-        ("refusing", format!("http://127.0.0.1:{closed}/ss12000/v2"), "refused"),
+        (
+            "trickling",
+            format!("{hostile}/trickling/ss12000/v2"),
+            "timed out",
+        ),
+        (
+            "refusing",
+            format!("http://127.0.0.1:{closed}/ss12000/v2"),
+            "refused",
+        ),
         (
             "unresolvable",
             "http://no-such-vendor.invalid/ss12000/v2".to_owned(),

@@ -18,25 +18,16 @@ use serde_json::json;
 use skolflode_producers::endpoint::Endpoint;
 use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner::{self, ConnectionConfig, RunError, Runner};
+use skolflode_producers::seal::SealConfig;
 use skolflode_producers::ss12000::client::{ClientConfig, Filters, Secret, Ss12000Client};
 use skolflode_simulator::sim::Simulation;
 use skolflode_simulator::SimConfig;
 use skolflode_testkit::kafka::Isolation;
-use skolflode_testkit::pipeline::{serve_vendor, Vendor};
+use skolflode_testkit::pipeline::{lesson, serve_vendor, Vendor};
 use skolflode_testkit::{unique, TestKafka};
 
 const SECRET: &[u8] = b"the hostile-vendor test's pseudonym key";
 const CALENDAR_CHANGES: &str = "skolflode.ss12000.calendar-event.changes";
-
-fn lesson(id: &str) -> serde_json::Value {
-    json!({
-        "id": id,
-        "meta": { "created": "2025-09-01T06:00:00+02:00", "modified": "2025-09-01T06:00:00+02:00" },
-        "activity": { "id": "a1" },
-        "startTime": "2025-09-08T08:10:00+02:00",
-        "endTime": "2025-09-08T09:10:00+02:00",
-    })
-}
 
 /// A vendor of lessons whose paging never ends once `after` pages have
 /// been read: the first `after` pages hold `per_page` fresh lessons each
@@ -147,7 +138,7 @@ async fn a_page_token_seen_twice_stops_the_read_and_publishes_nothing_of_it() {
     assert!(started.elapsed() < Duration::from_secs(30));
     let text = failed.chain();
     assert!(text.contains("page token"), "{text}");
-    assert!(text.contains("nothing of it is published"), "{text}");
+    assert!(text.contains("open transaction is aborted"), "{text}");
     assert_eq!(runner.held(Endpoint::CalendarEvents), 0);
     assert_eq!(runner.stats().events.values().sum::<u64>(), 0);
     assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, 0);
@@ -186,6 +177,31 @@ async fn a_read_far_past_what_the_vendor_has_shown_is_stopped() {
     assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, before);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_runaway_read_committed_on_its_way_does_not_raise_the_next_bound() {
+    let kafka = TestKafka::connect().await.unwrap();
+    runner::ensure_topics(kafka.config()).await.unwrap();
+    let looping = Arc::new(AtomicUsize::new(0));
+    let url = looping_vendor(500, Mode::Endless, Arc::clone(&looping)).await;
+    let name = unique("runaway-commits");
+    let mut config = lessons_only(&name, &url);
+    config.max_read_factor = 3;
+    // Commits every few hundred items, inside the runaway read.
+    config.max_transaction_records = 1_000;
+    let mut runner = start(&kafka, config).await.unwrap();
+    runner.poll().await.unwrap();
+    assert_eq!(runner.held(Endpoint::CalendarEvents), 500);
+    looping.store(1, Ordering::SeqCst);
+    for _ in 0..3 {
+        let text = runner.poll().await.unwrap_err().chain();
+        // The same bound each time, though each read left more held.
+        assert!(text.contains("3500 items read, more than 3000"), "{text}");
+    }
+    let held = runner.held(Endpoint::CalendarEvents);
+    assert!(held > 500 && held <= 500 + 3 * 3_500, "{held}");
+    assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, held);
+}
+
 /// A vendor that answers every request with 429 and `Retry-After`
 /// 999999, or with a body that trickles a byte a second.
 async fn stalling_vendor() -> String {
@@ -222,44 +238,36 @@ async fn stalling_vendor() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_are_capped_and_timeouts_are_named() {
     let url = stalling_vendor().await;
-    let client = |path: &str| {
-        Ss12000Client::new(ClientConfig {
+    // Each request fails within 10 s; its error, as text.
+    let fails = |path: &'static str| {
+        let client = Ss12000Client::new(ClientConfig {
             base_url: format!("{url}/{path}"),
             max_retries: 2,
             retry_after_max_secs: 1,
             request_timeout_ms: 700,
             ..ClientConfig::default()
         })
-        .unwrap()
+        .unwrap();
+        async move {
+            let started = Instant::now();
+            let error = client
+                .page("persons", None, &Filters::default())
+                .await
+                .unwrap_err();
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(10), "{path}: {took:?}");
+            error.to_string()
+        }
     };
 
     // Asked to wait 999 999 s, the client waits the configured second,
     // twice, and gives up.
-    let started = Instant::now();
-    let error = client("rate")
-        .page("persons", None, &Filters::default())
-        .await
-        .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(error.to_string().contains("429"), "{error}");
-    assert!(error.to_string().contains("after 3 attempts"), "{error}");
+    let text = fails("rate").await;
+    assert!(text.contains("429"), "{text}");
+    assert!(text.contains("after 3 attempts"), "{text}");
 
     // A body that trickles ends as a timeout, named so.
-    let started = Instant::now();
-    let error = client("slow")
-        .page("persons", None, &Filters::default())
-        .await
-        .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
-    let text = error.to_string();
+    let text = fails("slow").await;
     assert!(text.contains("timed out"), "{text}");
     assert!(text.contains("request_timeout_ms = 700"), "{text}");
 }
@@ -372,18 +380,32 @@ async fn an_item_or_page_past_its_limit_is_a_cut_dead_letter_and_the_read_goes_o
     // The 1 MB item: a dead letter, cut, with its size and digest; the
     // lessons beside it are published.
     let name = unique("big-item");
-    let mut runner = start(&kafka, lessons_at(&name, &url, "/item"))
-        .await
-        .unwrap();
+    let identity = age::x25519::Identity::generate();
+    let sealer = SealConfig {
+        age_recipients: vec![identity.to_public().to_string()],
+    }
+    .build()
+    .unwrap();
+    let mut runner = Runner::start_sealed(
+        lessons_at(&name, &url, "/item"),
+        kafka.config(),
+        Arc::new(Pseudonymiser::new(SECRET).unwrap()),
+        Arc::new(sealer),
+    )
+    .await
+    .unwrap();
     runner.poll().await.unwrap();
-    assert_eq!(runner.held(Endpoint::CalendarEvents), 2);
+    // The big one is held as served, though nothing of it is published.
+    assert_eq!(runner.held(Endpoint::CalendarEvents), 3);
     assert_eq!(committed_of(&kafka, CALENDAR_CHANGES, &name).await, 2);
     let letters: Vec<DeadLetter> = kafka.committed(DEAD_LETTERS, &name).await.unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     let reason = &letters[0].reason;
     assert!(reason.contains("max_item_bytes = 262144"), "{reason}");
     assert!(reason.contains("SHA-256"), "{reason}");
-    assert!(letters[0].raw.0.len() <= 64 << 10);
+    let kept = age::decrypt(&identity, &letters[0].raw.0).unwrap();
+    assert_eq!(kept.len(), 64 << 10);
+    assert_eq!(letters[0].entity_id.as_deref(), Some("l2"));
     // Seen again, it is not published again.
     runner.poll().await.unwrap();
     let letters: Vec<DeadLetter> = kafka.committed(DEAD_LETTERS, &name).await.unwrap();

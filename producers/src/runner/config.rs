@@ -50,7 +50,8 @@ pub struct ConnectionConfig {
     pub max_transaction_records: usize,
     /// A read that returns more than this many times the entities held for
     /// its endpoint (counted as at least 1 000) is stopped as runaway, and
-    /// nothing of it is published (default 10). The first read of an
+    /// its open transaction is aborted (default 10); the entities held are
+    /// counted after the last read that ended. The first read of an
     /// endpoint has nothing to compare with and is not bounded this way.
     #[serde(default = "ConnectionConfig::default_read_factor")]
     pub max_read_factor: u32,

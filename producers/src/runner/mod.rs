@@ -321,6 +321,13 @@ pub struct Runner {
     unsupported: HashMap<String, u64>,
     /// The vendor's need for filters beside page tokens was reported.
     filters_reported: bool,
+    /// Entities held per endpoint after its last read that ended: what a
+    /// runaway read is measured against, so that the part of one committed
+    /// on its way does not raise the bound of the next.
+    held_after_read: HashMap<Endpoint, usize>,
+    /// A poll was cancelled: its commit may still have landed in Kafka
+    /// without reaching memory, so this runner must not poll again.
+    cancelled: bool,
     ids: HotIds,
     stats: RunStats,
     metrics: Arc<Metrics>,
@@ -396,7 +403,12 @@ impl Runner {
             .get("message.max.bytes")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(1_000_000);
-        if config.max_item_bytes.saturating_mul(2) + (64 << 10) > record_limit {
+        if config
+            .max_item_bytes
+            .saturating_mul(2)
+            .saturating_add(64 << 10)
+            > record_limit
+        {
             return Err(RunError::Config(format!(
                 "connection {:?}: max_item_bytes = {} does not fit a change event (before and \
                  after image) into message.max.bytes = {record_limit}: lower it, or raise \
@@ -435,6 +447,8 @@ impl Runner {
             dialects: HashSet::new(),
             unsupported: HashMap::new(),
             filters_reported: false,
+            held_after_read: HashMap::new(),
+            cancelled: false,
             ids: HotIds::new(),
             stats: RunStats::default(),
             metrics: Arc::new(Metrics::new().map_err(|e| RunError::Config(e.to_string()))?),
@@ -559,8 +573,10 @@ impl Runner {
     /// where it stands — its requests cancelled, its open transaction
     /// aborted, nothing of it kept in memory (state follows commits only).
     /// What it had committed stays; the next start reads on from there.
+    /// A commit under way may still land without reaching memory, so the
+    /// runner polls no more after a stop: start the connection again.
     pub async fn poll_or_stop(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Polled {
-        if *stop.borrow() {
+        if *stop.borrow() || self.cancelled {
             return Polled::Stopped;
         }
         let polled = tokio::select! {
@@ -570,6 +586,7 @@ impl Runner {
         match polled {
             Some(result) => Polled::Done(result),
             None => {
+                self.cancelled = true;
                 // Aborting with no transaction open is refused, harmlessly.
                 match self.txns.abort_open().await {
                     Ok(()) => {
@@ -597,6 +614,11 @@ impl Runner {
     /// One poll: every endpoint, then the deletion feed. Every endpoint is
     /// read even when others fail; the error lists every failure.
     pub async fn poll(&mut self) -> Result<(), RunError> {
+        if self.cancelled {
+            return Err(RunError::Config(
+                "a poll of this runner was cancelled: start the connection again".into(),
+            ));
+        }
         let endpoints = self.config.endpoints.clone();
         let events_before: u64 = self.stats.events.values().sum();
         let mut failures = Vec::new();
@@ -758,16 +780,22 @@ impl Runner {
             return read;
         }
         if read.as_ref().is_err_and(RunError::is_runaway) {
-            // A read gone round in circles: what it holds is not the
-            // vendor's data, and nothing of it is published.
-            if let Err(e) = self.txns.discard(&mut txn).await {
-                self.aborted();
-                return Err(e);
+            // A read gone round in circles: what its open transaction
+            // holds is not the vendor's data.
+            match self.txns.discard(&mut txn).await {
+                Ok(false) => {}
+                Ok(true) => self.aborted(),
+                Err(e) => {
+                    self.aborted();
+                    return Err(e);
+                }
             }
-            self.aborted();
             return read;
         }
         let committed = self.commit(&mut txn).await;
+        if read.is_ok() && committed.is_ok() {
+            self.held_after_read.insert(endpoint, self.held(endpoint));
+        }
         read.and(committed)
     }
 
@@ -857,7 +885,12 @@ impl Runner {
             dialects_seen: Vec::new(),
             items: 0,
             max_items: (!initial).then(|| {
-                u64::from(self.config.max_read_factor) * (self.held(endpoint) as u64).max(1_000)
+                let baseline = self
+                    .held_after_read
+                    .get(&endpoint)
+                    .copied()
+                    .unwrap_or_else(|| self.held(endpoint));
+                u64::from(self.config.max_read_factor) * (baseline as u64).max(1_000)
             }),
         };
         let preparer = Preparer {
@@ -973,11 +1006,10 @@ impl Runner {
                         source: FetchError::Runaway {
                             endpoint: endpoint.name().into(),
                             reason: format!(
-                                "{} items read, more than {max} ({} times the {} held; \
-                                 max_read_factor): the vendor's paging does not end",
-                                read.items,
-                                self.config.max_read_factor,
-                                self.held(endpoint)
+                                "{} items read, more than {max} ({} times the entities held, \
+                                 at least 1 000): the vendor's paging does not end, or the \
+                                 vendor grew that much at once (then raise max_read_factor)",
+                                read.items, self.config.max_read_factor,
                             ),
                         },
                     });

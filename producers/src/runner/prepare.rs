@@ -159,10 +159,19 @@ fn prepare_item<E: Ss12000Entity>(
         }
     };
     if raw.len() > max_item_bytes {
-        // Not parsed: its change event, with the before image, would not
+        // Not mapped: its change event, with the before image, would not
         // fit a Kafka record, and one item must not block the endpoint.
+        // Its id is read, so that the entity still counts as served.
+        #[derive(serde::Deserialize)]
+        struct IdOnly<'a> {
+            #[serde(borrow)]
+            id: Option<std::borrow::Cow<'a, str>>,
+        }
+        let id = serde_json::from_str::<IdOnly<'_>>(raw)
+            .ok()
+            .and_then(|i| i.id);
         return rejected(
-            None,
+            id.as_deref().filter(|id| !id.starts_with('#')),
             format!("an item longer than max_item_bytes = {max_item_bytes}"),
         );
     }

@@ -186,17 +186,15 @@ impl Transactions {
     }
 
     /// Drop what the transaction holds, and abort it if it began: for a
-    /// read that must leave nothing behind.
-    pub(super) async fn discard(&self, txn: &mut Txn) -> Result<(), RunError> {
+    /// read that must leave nothing behind. Whether there was one to
+    /// abort; a failed abort is fatal, as in [`Transactions::abort`].
+    pub(super) async fn discard(&self, txn: &mut Txn) -> Result<bool, RunError> {
         if !Self::clear(txn) {
-            return Ok(());
+            return Ok(false);
         }
         match self.writer.abort().await {
-            Ok(()) => Ok(()),
-            Err(WriteError::Client(e)) => Err(match classify(&e) {
-                TxnErrorClass::Fatal => RunError::Fatal(e),
-                _ => RunError::Aborted(e),
-            }),
+            Ok(()) => Ok(true),
+            Err(WriteError::Client(e)) => Err(RunError::Fatal(e)),
             Err(WriteError::Task(join)) => Err(RunError::Task(join)),
         }
     }

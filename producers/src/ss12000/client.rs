@@ -144,7 +144,7 @@ pub enum FetchError {
     },
     /// A read that goes round in circles (a page token seen before) or
     /// far past the entities the vendor has shown.
-    #[error("/{endpoint}: {reason}; the read stops and nothing of it is published")]
+    #[error("/{endpoint}: {reason}; the read stops and its open transaction is aborted")]
     Runaway { endpoint: String, reason: String },
 }
 
@@ -471,6 +471,9 @@ impl Ss12000Client {
             let response = match response {
                 Ok(r) => r,
                 Err(e) if e.is_builder() => return Err(failed(with_causes(&e))),
+                Err(e) if scheme_mismatch(&e) => {
+                    return Err(failed(format!("{SCHEME_MISMATCH}: {}", with_causes(&e))))
+                }
                 Err(e) => {
                     last = self.transport_cause(&e);
                     continue;
@@ -531,11 +534,20 @@ impl Ss12000Client {
             let lookup = tokio::net::lookup_host(format!("{host}:{port}"));
             match tokio::time::timeout(PROBE_TIMEOUT, lookup).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+                // Only a definite answer stops the start: a resolver that
+                // is not ready yet, or a network reached through a proxy,
+                // is the polls' to retry.
+                Ok(Err(e)) if host_unknown(&e) && !behind_proxy() => {
                     return Err(FetchError::Config(format!(
                         "{setting}: the host {host:?} cannot be resolved ({e}); check the URL"
                     )))
                 }
+                Ok(Err(e)) => tracing::warn!(
+                    setting,
+                    host = %host,
+                    error = %e,
+                    "resolving the host failed at start-up; the polls will retry it"
+                ),
                 Err(_) => tracing::warn!(
                     setting,
                     host = %host,
@@ -546,12 +558,16 @@ impl Ss12000Client {
         }
         match tokio::time::timeout(PROBE_TIMEOUT, self.bearer_within(true, 1)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(FetchError::Token { cause, .. })) if scheme_mismatch(&cause) => {
+            Ok(Err(FetchError::Token { cause, .. })) if cause.contains(SCHEME_MISMATCH) => {
                 return Err(FetchError::Config(format!(
-                    "token_url: {cause}; does the server speak the URL's scheme (https or http)?"
+                    "token_url: {cause}; check https against http"
                 )))
             }
-            Ok(Err(FetchError::Token { cause, .. })) if cause.starts_with("status 4") => {
+            Ok(Err(FetchError::Token { cause, .. }))
+                if ["400", "401", "403", "404", "405"]
+                    .iter()
+                    .any(|code| cause.starts_with(&format!("status {code} "))) =>
+            {
                 return Err(FetchError::Config(format!("token_url: {cause}")))
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "the token endpoint did not answer at start-up; the polls will retry it"),
@@ -575,9 +591,9 @@ impl Ss12000Client {
         };
         if let Err(e) = request.send().await {
             let cause = self.transport_cause(&e);
-            if scheme_mismatch(&cause) {
+            if scheme_mismatch(&e) {
                 return Err(FetchError::Config(format!(
-                    "base_url: {cause}; does the server speak the URL's scheme (https or http)?"
+                    "base_url: {SCHEME_MISMATCH} ({cause}); check https against http"
                 )));
             }
             tracing::warn!(url = %url, cause = %cause, "the vendor did not answer at start-up; the polls will retry it");
@@ -767,7 +783,13 @@ impl Ss12000Client {
                         );
                         break;
                     }
-                    say_wait(url, wait, attempt + 1, self.config.max_retries + 1, &last_cause);
+                    say_wait(
+                        url,
+                        wait,
+                        attempt + 1,
+                        self.config.max_retries + 1,
+                        &last_cause,
+                    );
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -1069,21 +1091,58 @@ fn check_url(setting: &str, url: &str) -> Result<reqwest::Url, FetchError> {
     Ok(parsed)
 }
 
+/// What a token request's cause says when the two ends disagree on TLS.
+const SCHEME_MISMATCH: &str = "the server does not speak the URL's scheme";
+
 /// Whether a transport error says the two ends disagree on TLS: https to
-/// a plain HTTP server, or plain HTTP to a TLS one.
-fn scheme_mismatch(cause: &str) -> bool {
-    let cause = cause.to_ascii_lowercase();
+/// a plain HTTP server (rustls reads an HTTP answer as a corrupt record),
+/// or plain HTTP to a TLS one. Only the causes are read, not the message
+/// that quotes the URL; a handshake cut short or a certificate refused is
+/// something else.
+fn scheme_mismatch(e: &reqwest::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string().to_ascii_lowercase();
+        if [
+            "corrupt message",
+            "invalidcontenttype",
+            "invalid http version",
+        ]
+        .iter()
+        .any(|sign| text.contains(sign))
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Whether a failed lookup says the name does not exist (as opposed to a
+/// resolver that failed for now).
+fn host_unknown(e: &std::io::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
     [
-        "tls",
-        "ssl",
-        "certificate",
-        "handshake",
-        "corrupt message",
-        "wrong version number",
-        "invalid http version",
+        "not known",
+        "no address associated",
+        "nodename nor servname",
     ]
     .iter()
-    .any(|sign| cause.contains(sign))
+    .any(|sign| text.contains(sign))
+}
+
+/// Whether requests go through a proxy, which resolves names itself.
+fn behind_proxy() -> bool {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
 }
 
 /// A wait before the next attempt, said aloud when it is long enough to

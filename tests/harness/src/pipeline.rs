@@ -87,6 +87,18 @@ fn short(versions: &[Option<String>]) -> Vec<String> {
         .collect()
 }
 
+/// A lesson as a vendor's JSON item: an hour of activity `a1` on Monday
+/// 8 September 2025, for vendors written by tests.
+pub fn lesson(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "meta": { "created": "2025-09-01T06:00:00+02:00", "modified": "2025-09-01T06:00:00+02:00" },
+        "activity": { "id": "a1" },
+        "startTime": "2025-09-08T08:10:00+02:00",
+        "endTime": "2025-09-08T09:10:00+02:00",
+    })
+}
+
 /// A vendor written by a test: `routes` (its SS 12000 endpoints) behind an
 /// OAuth2 token endpoint that grants any client, on 127.0.0.1 until the
 /// runtime ends. Returns its base URL.
