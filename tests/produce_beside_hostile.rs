@@ -182,6 +182,16 @@ async fn a_hostile_vendor_beside_the_simulator_harms_nothing() {
             "http://no-such-vendor.invalid/ss12000/v2".to_owned(),
             "cannot be resolved",
         ),
+        (
+            "schemeless",
+            "hostile.example/ss12000/v2".to_owned(),
+            "not a URL",
+        ),
+        (
+            "tls-to-http",
+            format!("{}/ss12000/v2", hostile.replace("http://", "https://")),
+            "https against http",
+        ),
     ];
     let names: Vec<String> = behaviours
         .iter()
@@ -193,7 +203,12 @@ async fn a_hostile_vendor_beside_the_simulator_harms_nothing() {
         &format!("{}/oauth2/token", vendor.url),
         false,
     )];
-    for ((_, url, _), name) in behaviours.iter().zip(&names) {
+    for ((behaviour, url, _), name) in behaviours.iter().zip(&names) {
+        let token = match *behaviour {
+            // TLS spoken to the plain-HTTP token endpoint, too.
+            "tls-to-http" => token.replace("http://", "https://"),
+            _ => token.clone(),
+        };
         connections.push(connection(name, url, &token, true));
     }
     let dir = std::env::temp_dir().join(unique("beside-hostile"));

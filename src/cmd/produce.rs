@@ -305,7 +305,14 @@ async fn supervise(
     let name = connection.name.clone();
     let up = shared.metrics.up.with_label_values(&[&name]);
     let restarts = shared.metrics.restarts.with_label_values(&[&name]);
-    let mut failures: u32 = 0;
+    // A connection that could not start waits before its first retry.
+    let mut failures = u32::from(first.is_none());
+    if failures > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(restart_backoff(failures)) => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+    }
     loop {
         let runner = match first.take() {
             Some(runner) => Ok(runner),
