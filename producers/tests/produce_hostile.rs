@@ -159,6 +159,7 @@ async fn a_read_far_past_what_the_vendor_has_shown_is_stopped() {
     let name = unique("runaway");
     let mut config = lessons_only(&name, &url);
     config.max_read_factor = 3;
+    config.max_read_floor = 1_000;
     let mut runner = start(&kafka, config).await.unwrap();
     // The first read shows 500 lessons.
     runner.poll().await.unwrap();
@@ -186,6 +187,7 @@ async fn what_a_runaway_read_committed_on_its_way_does_not_raise_the_next_bound(
     let name = unique("runaway-commits");
     let mut config = lessons_only(&name, &url);
     config.max_read_factor = 3;
+    config.max_read_floor = 1_000;
     // Commits every few hundred items, inside the runaway read.
     config.max_transaction_records = 1_000;
     let mut runner = start(&kafka, config).await.unwrap();

@@ -49,12 +49,18 @@ pub struct ConnectionConfig {
     #[serde(default = "ConnectionConfig::default_txn_records")]
     pub max_transaction_records: usize,
     /// A read that returns more than this many times the entities held for
-    /// its endpoint (counted as at least 1 000) is stopped as runaway, and
-    /// its open transaction is aborted (default 10); the entities held are
-    /// counted after the last read that ended. The first read of an
-    /// endpoint has nothing to compare with and is not bounded this way.
+    /// its endpoint (counted as at least `max_read_floor`) is stopped as
+    /// runaway, and its open transaction is aborted (default 10); the
+    /// entities held are counted after the last read that ended. The first
+    /// read of an endpoint has nothing to compare with and is not bounded
+    /// this way.
     #[serde(default = "ConnectionConfig::default_read_factor")]
     pub max_read_factor: u32,
+    /// The least count of entities held that `max_read_factor` multiplies
+    /// (default 100 000): lessons and attendance records grow by a whole
+    /// school day at once, from nothing at the start of a term.
+    #[serde(default = "ConnectionConfig::default_read_floor")]
+    pub max_read_floor: u64,
     /// An item longer than this (bytes of JSON, default 256 KiB) goes to
     /// the dead-letter topic, cut, with its size and SHA-256, and the read
     /// goes on. Its change event carries it twice (before and after), so
@@ -149,6 +155,9 @@ impl ConnectionConfig {
     fn default_read_factor() -> u32 {
         10
     }
+    fn default_read_floor() -> u64 {
+        100_000
+    }
     fn default_item_bytes() -> usize {
         256 << 10
     }
@@ -164,6 +173,7 @@ impl ConnectionConfig {
             deletion_feed: true,
             max_transaction_records: MAX_TXN_RECORDS,
             max_read_factor: Self::default_read_factor(),
+            max_read_floor: Self::default_read_floor(),
             max_item_bytes: Self::default_item_bytes(),
             timestamps_without_zone: Zone::default(),
             calendar_events: CalendarWindow::default(),

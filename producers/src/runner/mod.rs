@@ -890,7 +890,8 @@ impl Runner {
                     .get(&endpoint)
                     .copied()
                     .unwrap_or_else(|| self.held(endpoint));
-                u64::from(self.config.max_read_factor) * (baseline as u64).max(1_000)
+                u64::from(self.config.max_read_factor)
+                    .saturating_mul((baseline as u64).max(self.config.max_read_floor))
             }),
         };
         let preparer = Preparer {
@@ -1007,9 +1008,9 @@ impl Runner {
                             endpoint: endpoint.name().into(),
                             reason: format!(
                                 "{} items read, more than {max} ({} times the entities held, \
-                                 at least 1 000): the vendor's paging does not end, or the \
-                                 vendor grew that much at once (then raise max_read_factor)",
-                                read.items, self.config.max_read_factor,
+                                 at least {}): the vendor's paging does not end, or the vendor \
+                                 grew that much at once (then raise max_read_factor)",
+                                read.items, self.config.max_read_factor, self.config.max_read_floor,
                             ),
                         },
                     });
