@@ -1204,16 +1204,14 @@ impl Runner {
     ) {
         let endpoint = read.endpoint;
         let Some(id) = id else {
-            // Without an id there is no entity to hold the digest: the
-            // connection remembers it like a dialect finding.
-            let key = DialectKey {
-                endpoint: endpoint.name().to_owned(),
-                kind: "DEAD_LETTER".to_owned(),
-                field: format!("{digest:016x}"),
-            };
-            if self.once(txn, key) {
-                self.dead_letter(txn, &format!("/{endpoint}"), reason, None, sealed);
-            }
+            self.dead_letter_once(
+                txn,
+                endpoint,
+                &format!("/{endpoint}"),
+                reason,
+                digest,
+                sealed,
+            );
             return;
         };
         let key = Key::new(&id);
@@ -1385,13 +1383,28 @@ impl Runner {
         raw: &[u8],
     ) {
         let (digest, reason, sealed) = prepare::seal(&self.sealer, reason, raw);
+        self.dead_letter_once(txn, endpoint, url, &reason, digest, sealed);
+    }
+
+    /// A dead letter without an entity, published once per `digest`: no
+    /// entity holds the digest, so the connection remembers it like a
+    /// dialect finding.
+    fn dead_letter_once(
+        &mut self,
+        txn: &mut Txn,
+        endpoint: Endpoint,
+        url: &str,
+        reason: &str,
+        digest: u64,
+        sealed: Sealed,
+    ) {
         let key = DialectKey {
             endpoint: endpoint.name().to_owned(),
             kind: "DEAD_LETTER".to_owned(),
             field: format!("{digest:016x}"),
         };
         if self.once(txn, key) {
-            self.dead_letter(txn, url, &reason, None, sealed);
+            self.dead_letter(txn, url, reason, None, sealed);
         }
     }
 

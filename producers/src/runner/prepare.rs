@@ -79,12 +79,7 @@ pub(super) fn civil_today(millis: i64) -> (i32, u32, u32) {
     (y as i32, m as u32, d as u32)
 }
 
-pub(super) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(super) use crate::ss12000::time::now_millis;
 
 /// Map every item of a page.
 pub(super) fn prepare(endpoint: Endpoint, page: Page, preparer: &Preparer) -> PreparedPage {

@@ -857,12 +857,7 @@ impl Ss12000Client {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                retry_after_secs(v, now)
-            })
+            .and_then(|v| retry_after_secs(v, super::time::now_millis()))
             .map(|asked| {
                 let max = self.config.retry_after_max_secs;
                 if asked > max {

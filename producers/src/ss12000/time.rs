@@ -24,6 +24,14 @@ pub struct Instant {
     pub zone_assumed: bool,
 }
 
+/// Now, in UTC milliseconds since the epoch (0 for a clock before it).
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Days in a month of the proleptic Gregorian calendar (0 for no month).
 pub fn days_in_month(year: i64, month: i64) -> i64 {
     match month {
