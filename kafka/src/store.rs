@@ -15,7 +15,7 @@
 //! process's resident memory.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
@@ -43,11 +43,12 @@ pub enum StoreError {
     },
 }
 
-/// Slot → bytes, on disk, for one stage instance.
+/// Slot → bytes, on disk, for one stage instance. Writes may run on
+/// another thread than reads (redb readers see the last commit).
 pub struct SideStore {
     db: Database,
     path: PathBuf,
-    commits: u32,
+    commits: AtomicU32,
 }
 
 impl std::fmt::Debug for SideStore {
@@ -97,11 +98,11 @@ impl SideStore {
         let store = Self {
             db,
             path,
-            commits: 0,
+            commits: AtomicU32::new(0),
         };
         // The table exists from the start, so that reads never meet its
         // absence.
-        store.write(std::iter::empty(), std::iter::empty())?;
+        store.write(|_| Ok(()))?;
         Ok(store)
     }
 
@@ -119,35 +120,42 @@ impl SideStore {
 
     /// Put and remove values in one commit.
     pub fn apply<'a>(
-        &mut self,
-        puts: impl IntoIterator<Item = (u64, &'a [u8])>,
-        removes: impl IntoIterator<Item = u64>,
-    ) -> Result<(), StoreError> {
-        self.commits = self.commits.wrapping_add(1);
-        self.write(puts, removes)
-    }
-
-    fn write<'a>(
         &self,
         puts: impl IntoIterator<Item = (u64, &'a [u8])>,
         removes: impl IntoIterator<Item = u64>,
     ) -> Result<(), StoreError> {
+        self.write(|w| {
+            for slot in removes {
+                w.remove(slot)?;
+            }
+            for (slot, value) in puts {
+                w.put(slot, value)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One commit of whatever `fill` puts and removes.
+    pub fn write(
+        &self,
+        fill: impl FnOnce(&mut Puts<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let fail = |e: redb::Error| Self::failed(&self.path, e);
         let mut txn = self.db.begin_write().map_err(|e| fail(e.into()))?;
-        let durability = if self.commits.is_multiple_of(DURABLE_EVERY) {
+        let commits = self.commits.fetch_add(1, Ordering::Relaxed);
+        let durability = if commits.is_multiple_of(DURABLE_EVERY) {
             Durability::Immediate
         } else {
             Durability::None
         };
         txn.set_durability(durability).map_err(|e| fail(e.into()))?;
         {
-            let mut table = txn.open_table(VALUES).map_err(|e| fail(e.into()))?;
-            for slot in removes {
-                table.remove(slot).map_err(|e| fail(e.into()))?;
-            }
-            for (slot, value) in puts {
-                table.insert(slot, value).map_err(|e| fail(e.into()))?;
-            }
+            let table = txn.open_table(VALUES).map_err(|e| fail(e.into()))?;
+            let mut puts = Puts {
+                table,
+                path: &self.path,
+            };
+            fill(&mut puts)?;
         }
         txn.commit().map_err(|e| fail(e.into()))
     }
@@ -171,6 +179,31 @@ impl Drop for SideStore {
         // Best effort: the file is a cache, and a leftover one is only
         // disk space in a temporary directory.
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What one commit of a [`SideStore`] changes.
+#[allow(missing_debug_implementations)]
+pub struct Puts<'t> {
+    table: redb::Table<'t, u64, &'static [u8]>,
+    path: &'t Path,
+}
+
+impl Puts<'_> {
+    /// Set a slot's value.
+    pub fn put(&mut self, slot: u64, value: &[u8]) -> Result<(), StoreError> {
+        self.table
+            .insert(slot, value)
+            .map(|_| ())
+            .map_err(|e| SideStore::failed(self.path, e))
+    }
+
+    /// Empty a slot.
+    pub fn remove(&mut self, slot: u64) -> Result<(), StoreError> {
+        self.table
+            .remove(slot)
+            .map(|_| ())
+            .map_err(|e| SideStore::failed(self.path, e))
     }
 }
 
@@ -199,7 +232,7 @@ mod tests {
     #[test]
     fn puts_removes_and_reads_back_and_cleans_up() {
         let dir = std::env::temp_dir().join(format!("side-store-test-{}", std::process::id()));
-        let mut store = SideStore::create(&dir, "a/b c", 1 << 20).unwrap();
+        let store = SideStore::create(&dir, "a/b c", 1 << 20).unwrap();
         let path = store.path().to_owned();
         assert!(path.exists());
         assert!(path

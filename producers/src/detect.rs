@@ -54,9 +54,9 @@ pub struct Version {
     pub hash: Hash,
     /// The entity's Avro encoding, `meta` included.
     pub image: Vec<u8>,
-    /// When the entity's time lies, in minutes since the epoch (see
-    /// [`Version::aged`]); `i32::MAX` for entities that have none.
-    pub age: i32,
+    /// The UTC day of the entity's time, in days since the epoch (see
+    /// [`Version::aged`]); [`NEVER`] for entities that have none.
+    pub age: u16,
 }
 
 impl Version {
@@ -81,7 +81,7 @@ impl Version {
     /// the producer's read window once it is older than the window: a
     /// lesson's start, an attendance record's creation.
     pub fn aged(mut self, at: Option<i64>) -> Self {
-        self.age = age_minutes(at);
+        self.age = age_days(at);
         self
     }
 
@@ -93,14 +93,15 @@ impl Version {
 }
 
 /// An age for entities that never leave the read window.
-pub const NEVER: i32 = i32::MAX;
+pub const NEVER: u16 = u16::MAX;
 
-/// The age kept for an instant (UTC milliseconds): whole minutes since
-/// the epoch, `None` meaning [`NEVER`].
-pub fn age_minutes(millis: Option<i64>) -> i32 {
+/// The age kept for an instant (UTC milliseconds): its UTC day, in days
+/// since the epoch (1970 to 2149), `None` meaning [`NEVER`]. The read
+/// window's ends are UTC midnights, so a day says on which side of them an
+/// instant lies.
+pub fn age_days(millis: Option<i64>) -> u16 {
     millis.map_or(NEVER, |m| {
-        m.div_euclid(60_000)
-            .clamp(i64::from(i32::MIN), i64::from(NEVER) - 1) as i32
+        m.div_euclid(86_400_000).clamp(0, i64::from(NEVER) - 1) as u16
     })
 }
 
@@ -129,7 +130,7 @@ pub struct Held {
     /// the ids a full read saw spares a set of every id per full read.
     pub seen_in: u32,
     /// [`Version::age`]; not stored (read again from the image).
-    pub age: i32,
+    pub age: u16,
 }
 
 impl Held {

@@ -3,28 +3,40 @@
 //!
 //! Comparing what a vendor shows with what was published needs, per
 //! entity, only its id and its version's fingerprint; that, with a few
-//! small fields, is all that stays in memory (an [`Entry`], 40 bytes).
+//! small fields, is all that stays in memory (an [`Entry`], 32 bytes).
 //! Everything else — the full content hash, the encoded image that becomes
 //! the next event's `before`, the findings' digest, the id's text — lives
 //! in a [`SideStore`] on disk, read only for an update, a delete or a
 //! change of findings. The store is a cache of the state topic: rebuilt
-//! from it at every start, written after every commit.
+//! from it at every start, written with every commit.
 //!
-//! Entries live in 64 hash tables chosen by the id's hash, so that a table
-//! growing doubles one sixty-fourth of the memory, not all of it at once.
+//! A commit's images are written to the store while Kafka commits the
+//! transaction ([`Holding::stage`], [`write`], then [`Holding::commit`] or
+//! [`Holding::discard`]): always to free slots, so that an image still
+//! referenced is never overwritten before the commit is known; a slot is
+//! freed when its entry no longer points at it.
+//!
+//! Entries live in 64 hash tables chosen by the id's hash. A table growing
+//! doubles one sixty-fourth of the memory, not all of it at once; and the
+//! tables take shares of the ids from one to two sixty-fourths, so that
+//! they grow at different sizes and the average load stays near 2/3
+//! whatever the number of entities (equal shares would all sit at half
+//! load just after growing together).
+
+use std::sync::{Arc, OnceLock};
 
 use hashbrown::HashTable;
-use skolflode_kafka::{SideStore, StoreReader};
+use skolflode_kafka::{SideStore, StoreError, StoreReader};
 
-use super::id_map::{CompactId, IdMap, Key};
+use super::id_map::{CompactId, IdMap};
 use super::RunError;
 use crate::detect::{fingerprint, Held};
 use crate::endpoint::Endpoint;
 
 const SHARDS: usize = 64;
-const PLACEHOLDER: u64 = 1 << 63;
-const REPORTED: u64 = 1 << 62;
-const SLOT: u64 = REPORTED - 1;
+const PLACEHOLDER: u32 = 1 << 31;
+const REPORTED: u32 = 1 << 30;
+const SLOT: u32 = REPORTED - 1;
 
 /// What stays in memory of one entity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,13 +46,15 @@ pub(super) struct Entry {
     fingerprint: u64,
     /// The side store's slot, with two flags above it: a placeholder (an
     /// item never understood, no version) and an entity with findings.
-    slot: u64,
-    /// Minutes since the epoch when the entity's time lies (a lesson's
-    /// start, an attendance record's creation): what leaves the read
-    /// window; [`crate::detect::NEVER`] for the rest.
-    pub(super) age: i32,
-    /// The last full read that saw it (not stored).
-    pub(super) seen_in: u32,
+    slot: u32,
+    /// The UTC day of the entity's time (a lesson's start, an attendance
+    /// record's creation): what leaves the read window;
+    /// [`crate::detect::NEVER`] for the rest.
+    pub(super) age: u16,
+    /// The last full read that saw it, modulo 2^16 (not stored). Every
+    /// full read marks or deletes what it covers, so an old number can
+    /// only meet the current one again 65 536 full reads later.
+    seen_in: u16,
 }
 
 impl Entry {
@@ -63,9 +77,22 @@ impl Entry {
         self.slot & REPORTED != 0
     }
 
-    fn slot(&self) -> u64 {
+    pub(super) fn seen_in(&self) -> u16 {
+        self.seen_in
+    }
+
+    pub(super) fn mark_seen(&mut self, number: u32) {
+        self.seen_in = number as u16;
+    }
+
+    fn slot(&self) -> u32 {
         self.slot & SLOT
     }
+}
+
+/// Whether full read `number` saw an entity marked `seen_in`.
+pub(super) fn seen_by(seen_in: u32, number: u32) -> bool {
+    seen_in as u16 == number as u16
 }
 
 /// The side store's record of an entity: full hash, observation time,
@@ -94,20 +121,43 @@ fn decode_record(bytes: &[u8], entry: &Entry) -> Option<(String, Held)> {
             image: image.into(),
             observed_at,
             report,
-            seen_in: entry.seen_in,
+            seen_in: u32::from(entry.seen_in),
             age: entry.age,
         },
     ))
 }
 
-/// The table hash of an id hash: the top six bits chose the shard, so the
+/// The table hash of an id hash: the top bits chose the shard, so the
 /// table gets a mix in which every bit varies.
 fn table_hash(hash: u64) -> u64 {
     hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The shard of every value of an id hash's top 16 bits: shard `i` takes a
+/// share proportional to 2^(i/64).
 fn shard_of(hash: u64) -> usize {
-    (hash >> 58) as usize
+    static MAP: OnceLock<Vec<u8>> = OnceLock::new();
+    let map = MAP.get_or_init(|| {
+        let weights: Vec<f64> = (0..SHARDS)
+            .map(|i| (i as f64 / SHARDS as f64).exp2())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut map = Vec::with_capacity(1 << 16);
+        let mut bound = 0.0;
+        for (i, w) in weights.iter().enumerate() {
+            bound += w / total * 65_536.0;
+            while (map.len() as f64) < bound.round() && map.len() < 1 << 16 {
+                map.push(i as u8);
+            }
+        }
+        map.resize(1 << 16, (SHARDS - 1) as u8);
+        map
+    });
+    usize::from(map[(hash >> 48) as usize])
+}
+
+fn hash_of(entry: &Entry) -> u64 {
+    super::id_map::Key::hash_compact(&entry.id)
 }
 
 #[derive(Default)]
@@ -117,10 +167,6 @@ struct Table {
 }
 
 impl Table {
-    fn shard(&self, hash: u64) -> Option<&HashTable<Entry>> {
-        self.shards.get(shard_of(hash))
-    }
-
     fn shard_mut(&mut self, hash: u64) -> &mut HashTable<Entry> {
         if self.shards.is_empty() {
             self.shards = (0..SHARDS).map(|_| HashTable::new()).collect();
@@ -128,16 +174,15 @@ impl Table {
         &mut self.shards[shard_of(hash)]
     }
 
-    fn get(&self, key: &Key<'_>) -> Option<&Entry> {
-        let id = key.compact();
-        self.shard(key.hash())?
-            .find(table_hash(key.hash()), |e| e.id == *id)
+    fn get(&self, hash: u64, id: &CompactId) -> Option<&Entry> {
+        self.shards
+            .get(shard_of(hash))?
+            .find(table_hash(hash), |e| e.id == *id)
     }
 
-    fn get_mut(&mut self, key: &Key<'_>) -> Option<&mut Entry> {
-        let id = *key.compact();
-        self.shard_mut(key.hash())
-            .find_mut(table_hash(key.hash()), |e| e.id == id)
+    fn get_mut(&mut self, hash: u64, id: &CompactId) -> Option<&mut Entry> {
+        self.shard_mut(hash)
+            .find_mut(table_hash(hash), |e| e.id == *id)
     }
 
     /// Set an entry; returns the one it replaced.
@@ -146,9 +191,7 @@ impl Table {
         match shard.find_mut(table_hash(hash), |e| e.id == entry.id) {
             Some(old) => Some(std::mem::replace(old, entry)),
             None => {
-                shard.insert_unique(table_hash(hash), entry, |e| {
-                    table_hash(Key::hash_compact(&e.id))
-                });
+                shard.insert_unique(table_hash(hash), entry, |e| table_hash(hash_of(e)));
                 self.len += 1;
                 None
             }
@@ -172,23 +215,47 @@ impl Table {
     }
 }
 
+/// Images to write to the side store: slot, id, state.
+pub(super) type Writes = Vec<(u32, Box<str>, Held)>;
+
+/// Entries to set (`Some`) or forget once the commit is known.
+pub(super) struct Updates(Vec<(Endpoint, u64, CompactId, Option<Entry>)>);
+
+/// Write staged images to the store: one commit of the side store, run
+/// beside Kafka's commit.
+pub(super) fn write(store: &SideStore, writes: &Writes) -> Result<(), StoreError> {
+    let mut record = Vec::new();
+    store.write(|puts| {
+        for (slot, id, held) in writes {
+            encode_record(id, held, &mut record);
+            puts.put(u64::from(*slot), &record)?;
+        }
+        Ok(())
+    })
+}
+
 /// Every endpoint's entries, and the side store behind them.
 pub(super) struct Holding {
     tables: foldhash::HashMap<Endpoint, Table>,
-    store: SideStore,
-    next_slot: u64,
-    /// Reused for encoding records.
-    scratch: Vec<Vec<u8>>,
+    store: Arc<SideStore>,
+    /// Slots never used so far begin here.
+    next_slot: u32,
+    /// Slots no entry points at.
+    free: Vec<u32>,
 }
 
 impl Holding {
     pub(super) fn new(store: SideStore) -> Self {
         Self {
             tables: Default::default(),
-            store,
+            store: Arc::new(store),
             next_slot: 0,
-            scratch: Vec::new(),
+            free: Vec::new(),
         }
+    }
+
+    pub(super) fn store(&self) -> Arc<SideStore> {
+        Arc::clone(&self.store)
     }
 
     pub(super) fn len(&self, endpoint: Endpoint) -> usize {
@@ -203,12 +270,17 @@ impl Holding {
         self.tables.iter().map(|(e, t)| (*e, t.len))
     }
 
-    pub(super) fn get(&self, endpoint: Endpoint, key: &Key<'_>) -> Option<&Entry> {
-        self.tables.get(&endpoint)?.get(key)
+    pub(super) fn get(&self, endpoint: Endpoint, hash: u64, id: &CompactId) -> Option<&Entry> {
+        self.tables.get(&endpoint)?.get(hash, id)
     }
 
-    pub(super) fn get_mut(&mut self, endpoint: Endpoint, key: &Key<'_>) -> Option<&mut Entry> {
-        self.tables.get_mut(&endpoint)?.get_mut(key)
+    pub(super) fn get_mut(
+        &mut self,
+        endpoint: Endpoint,
+        hash: u64,
+        id: &CompactId,
+    ) -> Option<&mut Entry> {
+        self.tables.get_mut(&endpoint)?.get_mut(hash, id)
     }
 
     pub(super) fn entries(&self, endpoint: Endpoint) -> impl Iterator<Item = &Entry> {
@@ -225,62 +297,90 @@ impl Holding {
         self.reader()?.load(entry)
     }
 
-    /// Apply a committed transaction's state of an endpoint: `Some` sets,
-    /// `None` forgets; `pending` is left empty. The images go to disk in
-    /// one commit of the side store.
-    pub(super) fn apply(
+    fn take_slot(&mut self) -> Result<u32, RunError> {
+        if let Some(slot) = self.free.pop() {
+            return Ok(slot);
+        }
+        if self.next_slot >= SLOT {
+            return Err(RunError::Store(format!(
+                "more than {SLOT} entities held by one connection"
+            )));
+        }
+        self.next_slot += 1;
+        Ok(self.next_slot)
+    }
+
+    /// Take a transaction's states out of `pending`: the images to write
+    /// (each to a free slot) and the entries to update once the
+    /// transaction's fate is known.
+    pub(super) fn stage(
         &mut self,
-        endpoint: Endpoint,
-        pending: &mut IdMap<Option<Held>>,
-    ) -> Result<(), RunError> {
-        let table = self.tables.entry(endpoint).or_default();
-        let mut puts: Vec<(u64, usize)> = Vec::new();
-        let mut removes = Vec::new();
-        let mut used = 0;
-        for (id, state) in pending.drain() {
-            let key = Key::new(&id);
-            match state {
-                Some(held) => {
-                    let placeholder = held.is_placeholder();
-                    let mut entry = Entry {
-                        id: *key.compact(),
-                        fingerprint: fingerprint(&held.hash),
-                        slot: 0,
-                        age: held.age,
-                        seen_in: held.seen_in,
-                    };
-                    let slot = match table.get(&key) {
-                        Some(old) => old.slot(),
-                        None => {
-                            self.next_slot += 1;
-                            self.next_slot
-                        }
-                    };
-                    entry.slot = slot
-                        | if placeholder { PLACEHOLDER } else { 0 }
-                        | if held.report != 0 { REPORTED } else { 0 };
-                    table.put(key.hash(), entry);
-                    if self.scratch.len() <= used {
-                        self.scratch.push(Vec::new());
+        pending: &mut foldhash::HashMap<Endpoint, IdMap<Option<Held>>>,
+    ) -> Result<(Writes, Updates), RunError> {
+        let mut writes = Vec::new();
+        let mut updates = Vec::new();
+        for (&endpoint, states) in pending.iter_mut() {
+            for (hash, id, text, state) in states.drain() {
+                let entry = match state {
+                    Some(held) => {
+                        let slot = self.take_slot()?;
+                        let flags = if held.is_placeholder() {
+                            PLACEHOLDER
+                        } else {
+                            0
+                        } | if held.report != 0 { REPORTED } else { 0 };
+                        let entry = Entry {
+                            id,
+                            fingerprint: fingerprint(&held.hash),
+                            slot: slot | flags,
+                            age: held.age,
+                            seen_in: held.seen_in as u16,
+                        };
+                        writes.push((slot, text, held));
+                        Some(entry)
                     }
-                    encode_record(&id, &held, &mut self.scratch[used]);
-                    puts.push((slot, used));
-                    used += 1;
-                }
-                None => {
-                    if let Some(old) = table.remove(key.hash(), key.compact()) {
-                        removes.push(old.slot());
-                    }
-                }
+                    None => None,
+                };
+                updates.push((endpoint, hash, id, entry));
             }
         }
-        let scratch = &self.scratch;
-        self.store.apply(
-            puts.iter().map(|&(slot, i)| (slot, scratch[i].as_slice())),
-            removes,
-        )?;
-        // A burst of large images should not stay allocated.
-        self.scratch.truncate(1024);
+        pending.clear();
+        Ok((writes, Updates(updates)))
+    }
+
+    /// The transaction committed and its images were written: the entries
+    /// point at them, and the slots they replace are free.
+    pub(super) fn commit(&mut self, updates: Updates) {
+        for (endpoint, hash, id, entry) in updates.0 {
+            let table = self.tables.entry(endpoint).or_default();
+            let old = match entry {
+                Some(entry) => table.put(hash, entry),
+                None => table.remove(hash, &id),
+            };
+            if let Some(old) = old {
+                self.free.push(old.slot());
+            }
+        }
+    }
+
+    /// The transaction did not commit: the slots written for it are free.
+    pub(super) fn discard(&mut self, updates: Updates) {
+        self.free.extend(
+            updates
+                .0
+                .iter()
+                .filter_map(|(_, _, _, e)| e.map(|e| e.slot())),
+        );
+    }
+
+    /// Stage, write and commit at once (restoring the state at start).
+    pub(super) fn apply(
+        &mut self,
+        pending: &mut foldhash::HashMap<Endpoint, IdMap<Option<Held>>>,
+    ) -> Result<(), RunError> {
+        let (writes, updates) = self.stage(pending)?;
+        write(&self.store, &writes)?;
+        self.commit(updates);
         Ok(())
     }
 }
@@ -293,7 +393,7 @@ impl Loader<'_> {
         let missing = |what: &str| RunError::Store(format!("slot {}: {what}", entry.slot()));
         let bytes = self
             .0
-            .get(entry.slot())?
+            .get(u64::from(entry.slot()))?
             .ok_or_else(|| missing("no record"))?;
         decode_record(&bytes, entry).ok_or_else(|| missing("a record that cannot be read"))
     }
@@ -302,8 +402,8 @@ impl Loader<'_> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::id_map::Key;
     use super::*;
-    use crate::detect::{age_minutes, NEVER};
 
     fn held(n: u8, report: u64) -> Held {
         Held {
@@ -312,13 +412,18 @@ mod tests {
             observed_at: i64::from(n) * 1000,
             report,
             seen_in: 3,
-            age: i32::from(n),
+            age: u16::from(n),
         }
     }
 
+    fn get<'a>(holding: &'a Holding, id: &str) -> Option<&'a Entry> {
+        let key = Key::new(id);
+        holding.get(Endpoint::Persons, key.hash(), key.compact())
+    }
+
     #[test]
-    fn holds_compactly_and_loads_what_was_applied() {
-        assert_eq!(std::mem::size_of::<Entry>(), 40);
+    fn holds_compactly_and_loads_what_was_committed() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
         let dir = std::env::temp_dir().join(format!("holding-test-{}", std::process::id()));
         let store = SideStore::create(&dir, "holding", 1 << 20).unwrap();
         let mut holding = Holding::new(store);
@@ -331,52 +436,67 @@ mod tests {
                 }
             })
             .collect();
-        let mut pending: IdMap<Option<Held>> = IdMap::default();
+        let mut pending: foldhash::HashMap<Endpoint, IdMap<Option<Held>>> = Default::default();
+        let persons = pending.entry(Endpoint::Persons).or_default();
         for (n, id) in ids.iter().enumerate() {
-            pending.insert(Key::new(id), Some(held((n % 200) as u8, (n % 3) as u64)));
+            persons.insert(Key::new(id), Some(held((n % 200) as u8, (n % 3) as u64)));
         }
-        holding.apply(Endpoint::Persons, &mut pending).unwrap();
-        assert_eq!(pending.len(), 0);
+        holding.apply(&mut pending).unwrap();
+        assert!(pending.is_empty());
         assert_eq!(holding.len(Endpoint::Persons), 1000);
         assert_eq!(holding.len(Endpoint::Groups), 0);
-        let entry = *holding.get(Endpoint::Persons, &Key::new(&ids[7])).unwrap();
+        let entry = *get(&holding, &ids[7]).unwrap();
         assert_eq!(entry.fingerprint(), Some(fingerprint(&[7; 32])));
         assert!(entry.reported() && !entry.is_placeholder());
         let (id, back) = holding.load(&entry).unwrap();
         assert_eq!((id.as_str(), back), (ids[7].as_str(), held(7, 1)));
 
-        // An update keeps the slot; a forgotten entity frees it.
-        pending.insert(Key::new(&ids[7]), Some(held(9, 0)));
-        pending.insert(Key::new(&ids[8]), None);
-        pending.insert(Key::new(&ids[9]), Some(Held::placeholder(5, 77, 1)));
-        holding.apply(Endpoint::Persons, &mut pending).unwrap();
-        let updated = *holding.get(Endpoint::Persons, &Key::new(&ids[7])).unwrap();
-        assert_eq!(updated.slot(), entry.slot());
+        // An update goes to another slot, and the old one is freed only
+        // once the commit is known; a discarded stage frees its own.
+        let stage = |holding: &mut Holding, n: u8| {
+            let mut pending: foldhash::HashMap<Endpoint, IdMap<Option<Held>>> = Default::default();
+            let persons = pending.entry(Endpoint::Persons).or_default();
+            persons.insert(Key::new(&ids[7]), Some(held(n, 0)));
+            persons.insert(Key::new(&ids[8]), None);
+            persons.insert(Key::new(&ids[9]), Some(Held::placeholder(5, 77, 1)));
+            holding.stage(&mut pending).unwrap()
+        };
+        let (writes, updates) = stage(&mut holding, 9);
+        assert_eq!(writes.len(), 2);
+        write(&holding.store, &writes).unwrap();
+        holding.discard(updates);
+        assert_eq!(get(&holding, &ids[7]), Some(&entry), "nothing changed");
+        assert_eq!(holding.load(&entry).unwrap().1, held(7, 1));
+        let (writes, updates) = stage(&mut holding, 9);
+        assert!(writes.iter().all(|(slot, _, _)| *slot != entry.slot()));
+        write(&holding.store, &writes).unwrap();
+        holding.commit(updates);
+        let updated = *get(&holding, &ids[7]).unwrap();
         assert!(!updated.reported());
         assert_eq!(holding.load(&updated).unwrap().1, held(9, 0));
-        assert!(holding.get(Endpoint::Persons, &Key::new(&ids[8])).is_none());
+        assert!(get(&holding, &ids[8]).is_none());
         assert_eq!(holding.len(Endpoint::Persons), 999);
-        let placeholder = *holding.get(Endpoint::Persons, &Key::new(&ids[9])).unwrap();
+        let placeholder = *get(&holding, &ids[9]).unwrap();
         assert!(placeholder.is_placeholder() && placeholder.fingerprint().is_none());
         assert_eq!(holding.load(&placeholder).unwrap().1.report, 77);
         assert_eq!(holding.entries(Endpoint::Persons).count(), 999);
-        if let Some(e) = holding.get_mut(Endpoint::Persons, &Key::new(&ids[0])) {
-            e.seen_in = 42;
+        let key = Key::new(&ids[0]);
+        if let Some(e) = holding.get_mut(Endpoint::Persons, key.hash(), key.compact()) {
+            e.mark_seen(42);
         }
-        assert_eq!(
-            holding
-                .get(Endpoint::Persons, &Key::new(&ids[0]))
-                .map(|e| e.seen_in),
-            Some(42)
-        );
+        assert_eq!(get(&holding, &ids[0]).map(Entry::seen_in), Some(42));
+        assert!(seen_by(42 + 65_536, 42));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn ages_are_minutes() {
-        assert_eq!(age_minutes(None), NEVER);
-        assert_eq!(age_minutes(Some(120_000)), 2);
-        assert_eq!(age_minutes(Some(-1)), -1);
-        assert!(age_minutes(Some(i64::MAX)) < NEVER);
+    fn shards_take_shares_from_one_to_two_sixty_fourths() {
+        let mut counts = [0usize; SHARDS];
+        for top in 0..(1u64 << 16) {
+            counts[shard_of(top << 48)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 0));
+        let (small, large) = (counts[0] as f64, counts[SHARDS - 1] as f64);
+        assert!((1.9..2.1).contains(&(large / small)), "{small} {large}");
     }
 }

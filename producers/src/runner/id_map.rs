@@ -21,40 +21,41 @@ use hashbrown::HashTable;
 /// An id in 16 bytes.
 pub(super) type CompactId = [u8; 16];
 
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Lowercase hex digits' values; 0x10 marks anything else.
+const HEX: [u8; 256] = {
+    let mut table = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Where each byte's two digits begin in a canonical UUID.
+const DIGITS_AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
 
 /// The UUID's bytes when `id` is one written in canonical form (lowercase,
 /// hyphens at 8, 13, 18 and 23): only then does the same UUID have one
 /// text, so that two distinct ids never share bytes.
 fn canonical_uuid(id: &str) -> Option<CompactId> {
-    let bytes = id.as_bytes();
-    if bytes.len() != 36 {
+    let bytes: &[u8; 36] = id.as_bytes().try_into().ok()?;
+    if bytes[8] != b'-' || bytes[13] != b'-' || bytes[18] != b'-' || bytes[23] != b'-' {
         return None;
     }
     let mut out = [0u8; 16];
-    let mut n = 0;
-    let mut i = 0;
-    while i < 36 {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if bytes[i] != b'-' {
-                return None;
-            }
-            i += 1;
-            continue;
-        }
-        let high = hex_value(bytes[i])?;
-        let low = hex_value(bytes[i + 1])?;
-        out[n] = high << 4 | low;
-        n += 1;
-        i += 2;
+    let mut invalid = 0u8;
+    for (byte, &at) in out.iter_mut().zip(&DIGITS_AT) {
+        let (high, low) = (HEX[usize::from(bytes[at])], HEX[usize::from(bytes[at + 1])]);
+        invalid |= high | low;
+        *byte = high << 4 | (low & 0xf);
     }
-    Some(out)
+    (invalid & 0x10 == 0).then_some(out)
 }
 
 /// An id's [`CompactId`].
@@ -109,6 +110,7 @@ impl<'a> Key<'a> {
 
 struct Slot<V> {
     hash: u64,
+    compact: CompactId,
     id: Box<str>,
     value: V,
 }
@@ -144,19 +146,18 @@ impl<V> IdMap<V> {
             .map(|s| &mut s.value)
     }
 
+    /// Set the value of the key's id; the id is boxed only when it is new.
     pub(super) fn insert(&mut self, key: Key<'_>, value: V) {
-        self.put(key.hash, key.id, value);
-    }
-
-    /// Set the value of the id whose hash is `hash`; the id is boxed only
-    /// when it is new.
-    fn put(&mut self, hash: u64, id: &str, value: V) {
-        match self.table.find_mut(hash, |s| *s.id == *id) {
+        match self.table.find_mut(key.hash, |s| *s.id == *key.id) {
             Some(slot) => slot.value = value,
             None => {
-                let id = id.into();
-                self.table
-                    .insert_unique(hash, Slot { hash, id, value }, |s| s.hash);
+                let slot = Slot {
+                    hash: key.hash,
+                    compact: key.compact,
+                    id: key.id.into(),
+                    value,
+                };
+                self.table.insert_unique(key.hash, slot, |s| s.hash);
             }
         }
     }
@@ -165,9 +166,12 @@ impl<V> IdMap<V> {
         self.table.iter().map(|s| (&*s.id, &s.value))
     }
 
-    /// Every id and value, leaving the map empty.
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = (Box<str>, V)> + '_ {
-        self.table.drain().map(|s| (s.id, s.value))
+    /// Every id (with its hash and compact id) and value, leaving the map
+    /// empty.
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (u64, CompactId, Box<str>, V)> + '_ {
+        self.table
+            .drain()
+            .map(|s| (s.hash, s.compact, s.id, s.value))
     }
 }
 

@@ -62,7 +62,7 @@ use skolflode_schemas::records::{Cursor, DeadLetter, Heartbeat, ProducerState, Q
 use skolflode_schemas::state_key::{self, StateKey};
 use skolflode_schemas::{wire, AvroType, Bytes, Op, Source, TimestampMillis};
 
-use crate::detect::{self, age_minutes, report_digest, Held, Version};
+use crate::detect::{self, age_days, report_digest, Held, Version};
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::pseudonym::Pseudonymiser;
@@ -70,8 +70,8 @@ use crate::seal::{Sealed, Sealer};
 use crate::ss12000::client::{FetchError, Filters, Ss12000Client};
 use crate::ss12000::map::{field_shape, DutyIndex, Finding, FindingKind, Ss12000Entity};
 use crate::ss12000::time;
-use holding::{Entry, Holding};
-use id_map::{compact_id, CompactId, IdMap, Key};
+use holding::{seen_by, Entry, Holding};
+use id_map::{CompactId, IdMap, Key};
 use prepare::{fetch_ahead, now_millis, Prepared, Preparer};
 use txn::{Record, Tally, Transactions, Txn};
 
@@ -325,7 +325,9 @@ fn known<'a>(
 ) -> Option<Known<'a>> {
     match txn.state_of(endpoint, *key) {
         Some(pending) => pending.map(Known::Pending),
-        None => holding.get(endpoint, key).map(Known::Committed),
+        None => holding
+            .get(endpoint, key.hash(), key.compact())
+            .map(Known::Committed),
     }
 }
 
@@ -454,9 +456,9 @@ struct Read {
     /// read reconciles only what starts inside it.
     window: Option<(i64, i64)>,
     /// For lessons and attendance records: the read window's start, as an
-    /// age ([`detect::age_minutes`]). One older that is not held is not
+    /// age ([`detect::age_days`]). One older that is not held is not
     /// published.
-    retire_before: Option<i32>,
+    retire_before: Option<u16>,
     /// Dialect findings (kind, field as found) already handled in this
     /// read: a zone-less vendor repeats the same few on every item, and a
     /// short scan spares building a key for each of them.
@@ -591,17 +593,13 @@ impl Runner {
                 self.restore(&text, value, &mut pending)?;
                 count += 1;
                 if count % RESTORE_BATCH == 0 {
-                    for (endpoint, states) in &mut pending {
-                        self.holding.apply(*endpoint, states)?;
-                    }
+                    self.holding.apply(&mut pending)?;
                 }
             }
             Ok(())
         })
         .await?;
-        for (endpoint, states) in &mut pending {
-            self.holding.apply(*endpoint, states)?;
-        }
+        self.holding.apply(&mut pending)?;
         self.stats.restore = began.elapsed();
         self.stats.restored = self.holding.total() as u64;
         tracing::info!(
@@ -640,7 +638,7 @@ impl Runner {
                             key: text.to_owned(),
                             reason,
                         })?;
-                        held.age = age_minutes(window_time(endpoint, &held.image));
+                        held.age = age_days(window_time(endpoint, &held.image));
                         Some(held)
                     }
                 };
@@ -908,7 +906,7 @@ impl Runner {
         let retire_before = match endpoint {
             Endpoint::CalendarEvents | Endpoint::Attendances => {
                 let now = self.vendor_now().await;
-                let before = age_minutes(Some(self.config.calendar_events.start(now)));
+                let before = age_days(Some(self.config.calendar_events.start(now)));
                 self.retire(endpoint, before, &mut txn).await?;
                 Some(before)
             }
@@ -950,7 +948,7 @@ impl Runner {
     async fn retire(
         &mut self,
         endpoint: Endpoint,
-        before: i32,
+        before: u16,
         txn: &mut Txn,
     ) -> Result<(), RunError> {
         let old: Vec<Entry> = self
@@ -1021,14 +1019,14 @@ impl Runner {
         &mut self,
         endpoint: Endpoint,
         modified_after: Option<String>,
-        retire_before: Option<i32>,
+        retire_before: Option<u16>,
     ) -> (Vec<Filters>, Option<(i64, i64)>) {
         if endpoint != Endpoint::CalendarEvents {
             // Attendance records created before the window are final: not
             // asked for (`meta.created.after` is exclusive, to the second).
             let created_after = retire_before
                 .filter(|_| endpoint == Endpoint::Attendances && !self.created_after_refused)
-                .map(|age| rfc3339(i64::from(age) * 60_000 - 1000));
+                .map(|day| rfc3339(i64::from(day) * 86_400_000 - 1000));
             return (
                 vec![Filters {
                     modified_after,
@@ -1056,7 +1054,7 @@ impl Runner {
     async fn read_pages(
         &mut self,
         endpoint: Endpoint,
-        retire_before: Option<i32>,
+        retire_before: Option<u16>,
         txn: &mut Txn,
     ) -> Result<(), RunError> {
         let cursor = self.cursors.get(endpoint.name()).cloned();
@@ -1076,7 +1074,9 @@ impl Runner {
         // creation: a full read reconciles only those whose creation is
         // known to lie inside it.
         let window = match endpoint {
-            Endpoint::Attendances => retire_before.map(|age| (i64::from(age) * 60_000, i64::MAX)),
+            Endpoint::Attendances => {
+                retire_before.map(|day| (i64::from(day) * 86_400_000, i64::MAX))
+            }
             _ => window,
         };
         let initial = cursor.as_ref().is_none_or(|c| c.full_reads == 0);
@@ -1669,8 +1669,8 @@ impl Runner {
     fn mark_seen(&mut self, txn: &mut Txn, endpoint: Endpoint, key: Key<'_>, number: u32) {
         if let Some(pending) = txn.pending_mut(endpoint, key) {
             pending.seen_in = number;
-        } else if let Some(entry) = self.holding.get_mut(endpoint, &key) {
-            entry.seen_in = number;
+        } else if let Some(entry) = self.holding.get_mut(endpoint, key.hash(), key.compact()) {
+            entry.mark_seen(number);
         }
     }
 
@@ -1689,7 +1689,7 @@ impl Runner {
         // harmless. (The window's ends are UTC midnights, whole minutes.)
         let window = read
             .window
-            .map(|(from, to)| (age_minutes(Some(from)), age_minutes(Some(to))));
+            .map(|(from, to)| (age_days(Some(from)), age_days(Some(to))));
         let in_window = |e: &Entry| match window {
             None => true,
             Some((from, to)) => e.is_placeholder() || (from..to).contains(&e.age),
@@ -1701,7 +1701,7 @@ impl Runner {
             .get(&endpoint)
             .map(|m| {
                 m.iter()
-                    .map(|(id, s)| (compact_id(id), s.as_ref().map(|h| h.seen_in)))
+                    .map(|(id, s)| (*Key::new(id).compact(), s.as_ref().map(|h| h.seen_in)))
                     .collect()
             })
             .unwrap_or_default();
@@ -1709,9 +1709,9 @@ impl Runner {
             .holding
             .entries(endpoint)
             .filter(|e| match pending.get(e.id()) {
-                Some(Some(seen_in)) => *seen_in != number,
+                Some(Some(seen_in)) => !seen_by(*seen_in, number),
                 Some(None) => false,
-                None => e.seen_in != number,
+                None => !seen_by(u32::from(e.seen_in()), number),
             })
             .filter(|e| in_window(e))
             .copied()
@@ -1847,9 +1847,27 @@ impl Runner {
             txn.push(record);
         }
         let records = txn.len() as u64;
+        // The images go to the side store while Kafka commits; the entries
+        // follow only a commit.
+        let (writes, updates) = self.holding.stage(&mut txn.state)?;
+        let store = self.holding.store();
+        let writing = tokio::task::spawn_blocking(move || holding::write(&store, &writes));
         let waiting = Instant::now();
         let committed = self.txns.commit(txn).await;
+        let written = writing.await;
         self.waited(Wait::Commit, waiting);
+        match written {
+            Ok(Ok(())) => {}
+            // Kafka has, or may have, the transaction: only a restart,
+            // which rebuilds the state from Kafka, is sure to be right.
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
+        }
+        if committed.is_err() {
+            self.holding.discard(updates);
+        } else {
+            self.holding.commit(updates);
+        }
         match committed {
             Ok(None) => {}
             Ok(Some(open)) => {
@@ -1870,11 +1888,6 @@ impl Runner {
             }
         }
         self.count_committed(std::mem::take(&mut txn.tally));
-        // Kafka has the transaction; should the side store fail now, the
-        // error is fatal and a restart rebuilds the state from Kafka.
-        for (endpoint, mut states) in txn.state.drain() {
-            self.holding.apply(endpoint, &mut states)?;
-        }
         self.cursors.extend(txn.cursors.drain());
         self.dialects.extend(txn.dialects.drain(..));
         Ok(())
