@@ -16,6 +16,8 @@
 //!   the stages of an instance, each with its own offsets.
 //! - [`partition`]: Kafka's default partitioner (murmur2), as Java computes it.
 //! - [`read`]: reading a topic to its end (state rebuilds, checks).
+//! - [`store`]: [`SideStore`], a disk-backed slot store for state that
+//!   is restored from a topic but too large to hold in memory.
 //! - [`writer`]: [`TransactionalWriter`], the producing half of every
 //!   exactly-once stage (async and blocking), with delivery-failure counts.
 //! - [`txn`]: classification of transaction errors into retriable,
@@ -29,6 +31,7 @@ pub mod error;
 pub mod fanout;
 pub mod partition;
 pub mod read;
+pub mod store;
 pub mod txn;
 pub mod writer;
 
@@ -39,5 +42,6 @@ pub use error::KafkaError;
 pub use fanout::{Delivery, FanOut, FanOutHandle, Offsets, Record, Route, Tagged};
 pub use partition::partition_for;
 pub use read::{read_partitions_to_end, read_to_end, Partitions};
+pub use store::{Puts, SideStore, StoreError, StoreReader};
 pub use txn::{classify, TxnErrorClass};
 pub use writer::{TransactionalWriter, WriteError};

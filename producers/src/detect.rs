@@ -54,6 +54,9 @@ pub struct Version {
     pub hash: Hash,
     /// The entity's Avro encoding, `meta` included.
     pub image: Vec<u8>,
+    /// The UTC day of the entity's time, in days since the epoch (see
+    /// [`Version::aged`]); [`NEVER`] for entities that have none.
+    pub age: u16,
 }
 
 impl Version {
@@ -70,8 +73,43 @@ impl Version {
             modified,
             hash: hash_without_meta(entity),
             image,
+            age: NEVER,
         }
     }
+
+    /// With the instant (UTC milliseconds) after which the entity leaves
+    /// the producer's read window once it is older than the window: a
+    /// lesson's start, an attendance record's creation.
+    pub fn aged(mut self, at: Option<i64>) -> Self {
+        self.age = age_days(at);
+        self
+    }
+
+    /// The first eight bytes of the content hash: what the producer keeps
+    /// in memory to compare versions.
+    pub fn fingerprint(&self) -> u64 {
+        fingerprint(&self.hash)
+    }
+}
+
+/// An age for entities that never leave the read window.
+pub const NEVER: u16 = u16::MAX;
+
+/// The age kept for an instant (UTC milliseconds): its UTC day, in days
+/// since the epoch (1970 to 2149), `None` meaning [`NEVER`]. The read
+/// window's ends are UTC midnights, so a day says on which side of them an
+/// instant lies.
+pub fn age_days(millis: Option<i64>) -> u16 {
+    millis.map_or(NEVER, |m| {
+        m.div_euclid(86_400_000).clamp(0, i64::from(NEVER) - 1) as u16
+    })
+}
+
+/// The first eight bytes of a content hash.
+pub fn fingerprint(hash: &Hash) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// What the producer holds of an entity: the last version's hash and
@@ -91,6 +129,8 @@ pub struct Held {
     /// since the start); not stored. Marking entries instead of collecting
     /// the ids a full read saw spares a set of every id per full read.
     pub seen_in: u32,
+    /// [`Version::age`]; not stored (read again from the image).
+    pub age: u16,
 }
 
 impl Held {
@@ -102,6 +142,7 @@ impl Held {
             observed_at,
             report,
             seen_in,
+            age: NEVER,
         }
     }
 
@@ -115,7 +156,12 @@ impl Held {
         (!self.is_placeholder()).then_some(self)
     }
 
-    /// From the state topic's record.
+    /// The held version's [`fingerprint`], unless this is a placeholder.
+    pub fn fingerprint(&self) -> Option<u64> {
+        self.version().map(|v| fingerprint(&v.hash))
+    }
+
+    /// From the state topic's record; its age is the caller's to set.
     pub fn from_state(state: EntityState) -> Result<Self, String> {
         let mut hash = [0u8; 32];
         hex::decode_to_slice(&state.content_hash, &mut hash)
@@ -126,6 +172,7 @@ impl Held {
             observed_at: state.observed_at.0,
             report: state.report as u64,
             seen_in: 0,
+            age: NEVER,
         })
     }
 
@@ -183,11 +230,16 @@ pub fn event_id(
 }
 
 /// What observing a version amounts to: `None` when it is the version
-/// held, otherwise the operation. `initial` marks the first full read of
-/// an endpoint, whose new entities are snapshot reads, not creations.
-pub fn classify(known: Option<&Held>, hash: &Hash, initial: bool) -> Option<Op> {
-    match (known.and_then(Held::version), initial) {
-        (Some(held), _) if held.hash == *hash => None,
+/// held (`known`: the held version's [`fingerprint`], none for a
+/// placeholder or an entity not held), otherwise the operation. `initial`
+/// marks the first full read of an endpoint, whose new entities are
+/// snapshot reads, not creations.
+///
+/// Comparing 64 bits of SHA-256 instead of 256 takes a change for no
+/// change with probability 2^-64 per update.
+pub fn classify(known: Option<u64>, hash: &Hash, initial: bool) -> Option<Op> {
+    match (known, initial) {
+        (Some(held), _) if held == fingerprint(hash) => None,
         (Some(_), _) => Some(Op::Update),
         (None, true) => Some(Op::SnapshotRead),
         (None, false) => Some(Op::Create),
@@ -199,7 +251,7 @@ pub fn classify(known: Option<&Held>, hash: &Hash, initial: bool) -> Option<Op> 
 pub fn encode_change(
     out: &mut Vec<u8>,
     op: Op,
-    before: Option<&Held>,
+    before: Option<&[u8]>,
     after: &Version,
     source: &Source,
     observed_at: TimestampMillis,
@@ -208,7 +260,7 @@ pub fn encode_change(
     EncodedChange {
         event_id: &event_id(&source.connection, &after.id, op, &hash, observed_at),
         op,
-        before: before.map(|b| &*b.image),
+        before,
         after: Some(&after.image),
         source,
         observed_at,
@@ -283,11 +335,13 @@ mod tests {
             observed_at: at,
             report: 0,
             seen_in: 0,
+            age: NEVER,
         }
     }
 
     fn change(op: Op, before: Option<&Held>, after: &Version) -> ChangeEvent<Activity> {
         let mut out = Vec::new();
+        let before = before.map(|b| &*b.image);
         encode_change(&mut out, op, before, after, &source(), TimestampMillis(7));
         ChangeEvent::decode_all(&out).expect("our own event decodes")
     }
@@ -309,13 +363,13 @@ mod tests {
 
         // Only meta changed: nothing happened.
         let touched = Version::of(activity("d1", 2));
-        assert_eq!(classify(Some(&state), &touched.hash, false), None);
+        assert_eq!(classify(state.fingerprint(), &touched.hash, false), None);
 
         // The teacher list was overwritten: an update whose before image
         // holds the old teacher.
         let overwritten = Version::of(activity("d2", 3));
         assert_eq!(
-            classify(Some(&state), &overwritten.hash, false),
+            classify(state.fingerprint(), &overwritten.hash, false),
             Some(Op::Update)
         );
         let update = change(Op::Update, Some(&state), &overwritten);
@@ -352,7 +406,7 @@ mod tests {
             encode_change(
                 &mut out,
                 Op::Update,
-                Some(&held),
+                Some(&held.image),
                 to,
                 &source(),
                 TimestampMillis(at as i64 + 10),
@@ -401,11 +455,11 @@ mod tests {
         let placeholder = Held::placeholder(5, 77, 1);
         assert!(placeholder.is_placeholder());
         assert_eq!(
-            classify(Some(&placeholder), &version.hash, false),
+            classify(placeholder.fingerprint(), &version.hash, false),
             Some(Op::Create)
         );
         assert_eq!(
-            classify(Some(&placeholder), &version.hash, true),
+            classify(placeholder.fingerprint(), &version.hash, true),
             Some(Op::SnapshotRead)
         );
         assert!(!held(&version, 1).is_placeholder());

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub lag_seconds: IntGaugeVec,
     pub held_entities: IntGaugeVec,
+    pub retired: IntCounterVec,
     pub polls: IntCounterVec,
     /// Where a connection's loop spends the time it does not compute:
     /// `pages` (the vendor and the mapping ahead of it), `commit` (Kafka
@@ -87,6 +88,7 @@ impl Metrics {
             requests: counter(&registry, "skolflode_producer_requests_total", "Vendor API requests by outcome (ok, retry, rate_limited, server_error, malformed, transport_error, token_refresh)", &["connection", "outcome"])?,
             lag_seconds: gauge(&registry, "skolflode_producer_lag_seconds", "Vendor's clock minus the newest meta.modified seen, after the last read", &["connection", "endpoint"])?,
             held_entities: gauge(&registry, "skolflode_producer_held_entities", "Entities whose last version the producer holds", &["connection", "endpoint"])?,
+            retired: counter(&registry, "skolflode_producer_retired_total", "Lessons and attendance records forgotten (state tombstoned, no event) because they left the read window", &["connection", "endpoint"])?,
             polls: counter(&registry, "skolflode_producer_polls_total", "Completed polls (the connection's heartbeat)", &["connection", "outcome"])?,
             up: gauge(&registry, "skolflode_producer_connection_up", "1 while a connection runs, 0 while it waits to be restarted after failing", &["connection"])?,
             restarts: counter(&registry, "skolflode_producer_restarts_total", "Restarts of a connection after it failed", &["connection"])?,

@@ -295,6 +295,8 @@ struct Filters {
     start_from: Option<i64>,
     /// `startTime.onOrBefore`.
     start_to: Option<i64>,
+    /// `meta.created.after`.
+    created_after: Option<i64>,
 }
 
 /// A page token: the endpoint, where its next page starts, and the first
@@ -303,10 +305,11 @@ struct Filters {
 fn encode_token(endpoint: &str, cursor: usize, filters: Filters) -> String {
     let part = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     let text = format!(
-        "{endpoint}:{cursor}:{}:{}:{}",
+        "{endpoint}:{cursor}:{}:{}:{}:{}",
         part(filters.after),
         part(filters.start_from),
-        part(filters.start_to)
+        part(filters.start_to),
+        part(filters.created_after)
     );
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -321,7 +324,7 @@ fn decode_token(token: &str) -> Option<(String, usize, Filters)> {
         .collect();
     let text = String::from_utf8(bytes?).ok()?;
     let parts: Vec<&str> = text.split(':').collect();
-    let [endpoint, cursor, after, from, to] = parts[..] else {
+    let [endpoint, cursor, after, from, to, created] = parts[..] else {
         return None;
     };
     let part = |p: &str| -> Option<Option<i64>> {
@@ -334,6 +337,7 @@ fn decode_token(token: &str) -> Option<(String, usize, Filters)> {
         after: part(after)?,
         start_from: part(from)?,
         start_to: part(to)?,
+        created_after: part(created)?,
     };
     Some((endpoint.to_owned(), cursor.parse().ok()?, filters))
 }
@@ -439,6 +443,7 @@ fn page_request(
             after: instant(Param::ModifiedAfter)?.or(instant(Param::DeletedAfter)?),
             start_from: instant(Param::StartTimeOnOrAfter)?,
             start_to: instant(Param::StartTimeOnOrBefore)?,
+            created_after: instant(Param::CreatedAfter)?,
         })
     };
     if let Some(token) = value(Param::PageToken) {
@@ -668,6 +673,7 @@ async fn entities(
         limit: request.limit.unwrap_or(100),
         cursor: request.cursor,
         modified_after: filters.after,
+        created_after: filters.created_after,
         window: filters.start_from.zip(filters.start_to),
         repeat_last: fault == Some(Fault::RepeatedItem),
     };
@@ -806,6 +812,7 @@ mod tests {
             after: Some(1_700_000_000_000),
             start_from: Some(-5),
             start_to: None,
+            created_after: Some(7),
         };
         assert_eq!(
             decode_token(&encode_token("persons", 42, filters)),
@@ -891,7 +898,7 @@ mod tests {
         let token = encode_token("persons", 7, Filters::default());
         assert_eq!(
             check("persons", &[("pageToken", &token), ("limit", "3")]),
-            "accepted PageRequest { limit: Some(3), cursor: 7, filters: Filters { after: None, start_from: None, start_to: None } }"
+            "accepted PageRequest { limit: Some(3), cursor: 7, filters: Filters { after: None, start_from: None, start_to: None, created_after: None } }"
         );
         assert_eq!(
             check(

@@ -40,6 +40,9 @@ pub enum Param {
     PageToken,
     /// `meta.modified.after`: items modified after an instant (exclusive).
     ModifiedAfter,
+    /// `meta.created.after`: items created after an instant (exclusive);
+    /// implemented for attendance records.
+    CreatedAfter,
     /// `startTime.onOrAfter` of calendar events (inclusive; required).
     StartTimeOnOrAfter,
     /// `startTime.onOrBefore` of calendar events (inclusive; required).
@@ -59,6 +62,7 @@ impl Param {
             Self::Limit => "limit",
             Self::PageToken => "pageToken",
             Self::ModifiedAfter => "meta.modified.after",
+            Self::CreatedAfter => "meta.created.after",
             Self::StartTimeOnOrAfter => "startTime.onOrAfter",
             Self::StartTimeOnOrBefore => "startTime.onOrBefore",
             Self::DeletedAfter => "after",
@@ -90,8 +94,8 @@ impl Param {
 /// holds this table to the specification.
 pub const QUERY_PARAMETERS: &[(&str, &[Param])] = {
     use Param::{
-        DeletedAfter, Limit, ModifiedAfter, PageToken, StartTimeOnOrAfter, StartTimeOnOrBefore,
-        Unsupported as U,
+        CreatedAfter, DeletedAfter, Limit, ModifiedAfter, PageToken, StartTimeOnOrAfter,
+        StartTimeOnOrBefore, Unsupported as U,
     };
     &[
         (
@@ -245,7 +249,7 @@ pub const QUERY_PARAMETERS: &[(&str, &[Param])] = {
                 U("organisation"),
                 U("calendarEvent"),
                 U("meta.created.before"),
-                U("meta.created.after"),
+                CreatedAfter,
                 U("meta.modified.before"),
                 ModifiedAfter,
                 U("expandReferenceNames"),
@@ -395,6 +399,8 @@ pub struct Query {
     /// Where the previous page stopped, in storage order.
     pub cursor: usize,
     pub modified_after: Option<i64>,
+    /// Attendance records only: `meta.created.after`.
+    pub created_after: Option<i64>,
     /// Calendar events only: the `startTime` window, both ends inclusive
     /// (`startTime.onOrAfter`, `startTime.onOrBefore`).
     pub window: Option<(i64, i64)>,
@@ -480,6 +486,10 @@ impl Simulation {
         if let (Some(after), 0) = (query.modified_after, query.cursor) {
             start = start.max(self.first_possibly_modified_after(endpoint, after - SETTLE_MILLIS));
         }
+        let created_after = query.created_after.filter(|_| endpoint == "attendances");
+        if let (Some(after), 0) = (created_after, query.cursor) {
+            start = start.max(self.records.partition_point(|r| r.reported <= after));
+        }
         // Lessons are stored day by day: a window's lessons lie between
         // the first lesson of its first local day and the last of its last.
         let window = match (endpoint, query.window) {
@@ -502,7 +512,10 @@ impl Simulation {
                     let t = local_to_epoch_millis(self.lessons[i].start_local());
                     from <= t && t <= to
                 });
-                if in_window && query.modified_after.is_none_or(|after| modified > after) {
+                let created = created_after
+                    .is_none_or(|after| self.records.get(i).is_some_and(|r| r.reported > after));
+                if in_window && created && query.modified_after.is_none_or(|after| modified > after)
+                {
                     emit(i);
                     emitted += 1;
                 }

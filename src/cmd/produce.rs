@@ -68,7 +68,7 @@ pub struct PartialFailure {
 fn print_stats(name: &str, stats: &runner::RunStats, seconds: f64) {
     let events: u64 = stats.events.values().sum();
     println!(
-        "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} dead_letters={} findings={} seconds={seconds:.3} waited_for_pages={:.3} waited_for_kafka={:.3} handing_over={:.3}",
+        "connection={name} events={events} event_bytes={} records={} items={} pages={} transactions={} dead_letters={} findings={} retired={} restored={} restore_seconds={:.3} seconds={seconds:.3} waited_for_pages={:.3} waited_for_kafka={:.3} handing_over={:.3}",
         stats.event_bytes,
         stats.records,
         stats.items,
@@ -76,6 +76,9 @@ fn print_stats(name: &str, stats: &runner::RunStats, seconds: f64) {
         stats.transactions,
         stats.dead_letters,
         stats.findings,
+        stats.retired,
+        stats.restored,
+        stats.restore.as_secs_f64(),
         stats.waited_for_pages.as_secs_f64(),
         stats.waited_for_kafka.as_secs_f64(),
         stats.handing_over.as_secs_f64()

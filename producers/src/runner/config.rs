@@ -75,9 +75,17 @@ pub struct ConnectionConfig {
     #[serde(default)]
     pub timestamps_without_zone: Zone,
     /// Which lessons are read: the standard requires a `startTime` window
-    /// on `/calendarEvents`.
+    /// on `/calendarEvents`. Its `past_weeks` also bounds attendance
+    /// records, by their creation: older ones are retired.
     #[serde(default)]
     pub calendar_events: CalendarWindow,
+    /// Directory of the connection's side store: the images of the
+    /// entities held, which become the `before` of the next event (default:
+    /// the system's temporary directory). The store is rebuilt from the
+    /// state topic at every start and deleted at stop; it takes about the
+    /// size of the images held (roughly 0.4 KiB an entity).
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
     pub client: ClientConfig,
 }
 
@@ -113,6 +121,15 @@ impl Default for CalendarWindow {
 const DAY_MILLIS: i64 = 86_400_000;
 
 impl CalendarWindow {
+    /// The window's start around `now` (UTC milliseconds): the UTC
+    /// midnight `past_weeks` weeks before today's. Lessons that started,
+    /// and attendance records created, before it are final for the
+    /// producer.
+    pub fn start(&self, now: i64) -> i64 {
+        let today = now.div_euclid(DAY_MILLIS) * DAY_MILLIS;
+        today - i64::from(self.past_weeks) * 7 * DAY_MILLIS
+    }
+
     /// The window around the instant `now` (UTC milliseconds): from the
     /// start of the UTC day `past_weeks` weeks back to the end of the UTC
     /// day `future_weeks` weeks ahead, as half-open millisecond ranges of
@@ -177,6 +194,7 @@ impl ConnectionConfig {
             max_item_bytes: Self::default_item_bytes(),
             timestamps_without_zone: Zone::default(),
             calendar_events: CalendarWindow::default(),
+            state_dir: None,
             client,
         }
     }

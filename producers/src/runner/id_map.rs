@@ -7,13 +7,67 @@
 //! together a fifth of the connection loop's CPU in the producer
 //! benchmark. Here an id is hashed once, into a [`Key`], when the runner
 //! first looks it up; the same key serves the transaction's state and the
-//! committed state, the hash travels with the id into the committed state
-//! and is what every resize uses.
+//! committed state ([`super::holding`]).
+//!
+//! The committed state keeps an id in 16 bytes, its [`CompactId`]: the
+//! UUID itself when the id is one in canonical form (as the standard's ids
+//! are), otherwise the first 16 bytes of the id's SHA-256.
 
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
 use hashbrown::HashTable;
+
+/// An id in 16 bytes.
+pub(super) type CompactId = [u8; 16];
+
+/// Lowercase hex digits' values; 0x10 marks anything else.
+const HEX: [u8; 256] = {
+    let mut table = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Where each byte's two digits begin in a canonical UUID.
+const DIGITS_AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// The UUID's bytes when `id` is one written in canonical form (lowercase,
+/// hyphens at 8, 13, 18 and 23): only then does the same UUID have one
+/// text, so that two distinct ids never share bytes.
+fn canonical_uuid(id: &str) -> Option<CompactId> {
+    let bytes: &[u8; 36] = id.as_bytes().try_into().ok()?;
+    if bytes[8] != b'-' || bytes[13] != b'-' || bytes[18] != b'-' || bytes[23] != b'-' {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut invalid = 0u8;
+    for (byte, &at) in out.iter_mut().zip(&DIGITS_AT) {
+        let (high, low) = (HEX[usize::from(bytes[at])], HEX[usize::from(bytes[at + 1])]);
+        invalid |= high | low;
+        *byte = high << 4 | (low & 0xf);
+    }
+    (invalid & 0x10 == 0).then_some(out)
+}
+
+/// An id's [`CompactId`].
+pub(super) fn compact_id(id: &str) -> CompactId {
+    canonical_uuid(id).unwrap_or_else(|| {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    })
+}
 
 /// An id with its hash, computed once where the id enters the runner
 /// and passed to every map that is asked about it.
@@ -21,26 +75,42 @@ use hashbrown::HashTable;
 pub(super) struct Key<'a> {
     hash: u64,
     id: &'a str,
+    compact: CompactId,
 }
 
 impl<'a> Key<'a> {
-    /// The seed is random per process, as `HashMap`'s is, so a vendor
-    /// cannot choose ids that collide.
     pub(super) fn new(id: &'a str) -> Self {
-        static SEED: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+        let compact = compact_id(id);
         Key {
-            hash: SEED.get_or_init(Default::default).hash_one(id),
+            hash: Self::hash_compact(&compact),
             id,
+            compact,
         }
+    }
+
+    /// The hash of a compact id. The seed is random per process, as
+    /// `HashMap`'s is, so a vendor cannot choose ids that collide.
+    pub(super) fn hash_compact(compact: &CompactId) -> u64 {
+        static SEED: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+        SEED.get_or_init(Default::default).hash_one(compact)
     }
 
     pub(super) fn id(&self) -> &'a str {
         self.id
     }
+
+    pub(super) fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    pub(super) fn compact(&self) -> &CompactId {
+        &self.compact
+    }
 }
 
 struct Slot<V> {
     hash: u64,
+    compact: CompactId,
     id: Box<str>,
     value: V,
 }
@@ -59,6 +129,7 @@ impl<V> Default for IdMap<V> {
 }
 
 impl<V> IdMap<V> {
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.table.len()
     }
@@ -75,50 +146,32 @@ impl<V> IdMap<V> {
             .map(|s| &mut s.value)
     }
 
+    /// Set the value of the key's id; the id is boxed only when it is new.
     pub(super) fn insert(&mut self, key: Key<'_>, value: V) {
-        self.put(key.hash, key.id, value);
-    }
-
-    /// Set the value of the id whose hash is `hash`; the id is boxed only
-    /// when it is new (it comes boxed out of a transaction's map).
-    fn put(&mut self, hash: u64, id: impl AsRef<str> + Into<Box<str>>, value: V) {
-        match self.table.find_mut(hash, |s| *s.id == *id.as_ref()) {
+        match self.table.find_mut(key.hash, |s| *s.id == *key.id) {
             Some(slot) => slot.value = value,
             None => {
-                let id = id.into();
-                self.table
-                    .insert_unique(hash, Slot { hash, id, value }, |s| s.hash);
+                let slot = Slot {
+                    hash: key.hash,
+                    compact: key.compact,
+                    id: key.id.into(),
+                    value,
+                };
+                self.table.insert_unique(key.hash, slot, |s| s.hash);
             }
         }
-    }
-
-    pub(super) fn remove(&mut self, key: Key<'_>) -> Option<V> {
-        self.table
-            .find_entry(key.hash, |s| &*s.id == key.id)
-            .ok()
-            .map(|e| e.remove().0.value)
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         self.table.iter().map(|s| (&*s.id, &s.value))
     }
-}
 
-impl<V> IdMap<Option<V>> {
-    /// Apply a transaction's state: `Some` sets, `None` removes; the
-    /// transaction's map is left empty.
-    pub(super) fn apply_to(&mut self, committed: &mut IdMap<V>) {
-        // No `reserve(self.len())`: most of an incremental read's entities
-        // are held already, and reserving for them could double a city's
-        // table (hundreds of MiB) for nothing.
-        for Slot { hash, id, value } in self.table.drain() {
-            match value {
-                Some(v) => committed.put(hash, id, v),
-                None => {
-                    committed.remove(Key { hash, id: &id });
-                }
-            }
-        }
+    /// Every id (with its hash and compact id) and value, leaving the map
+    /// empty.
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (u64, CompactId, Box<str>, V)> + '_ {
+        self.table
+            .drain()
+            .map(|s| (s.hash, s.compact, s.id, s.value))
     }
 }
 
@@ -128,34 +181,47 @@ mod tests {
 
     #[test]
     fn behaves_as_a_map() {
-        let mut pending: IdMap<Option<u32>> = IdMap::default();
-        let mut held: IdMap<u32> = IdMap::default();
+        let mut map: IdMap<Option<u32>> = IdMap::default();
         for n in 0..10_000_u32 {
             let id = format!("id-{n}");
-            held.insert(Key::new(&id), n);
+            map.insert(Key::new(&id), Some(n));
         }
-        held.insert(Key::new("id-7"), 70);
-        assert_eq!(held.len(), 10_000);
-        assert_eq!(held.get(Key::new("id-7")), Some(&70));
-        if let Some(v) = held.get_mut(Key::new("id-8")) {
-            *v = 80;
+        map.insert(Key::new("id-7"), Some(70));
+        assert_eq!(map.len(), 10_000);
+        assert_eq!(map.get(Key::new("id-7")), Some(&Some(70)));
+        if let Some(v) = map.get_mut(Key::new("id-8")) {
+            *v = None;
         }
-        pending.insert(Key::new("id-8"), None);
-        pending.insert(Key::new("id-9"), Some(90));
-        pending.insert(Key::new("new"), Some(1));
-        pending.apply_to(&mut held);
-        assert_eq!(pending.len(), 0);
-        assert_eq!(held.len(), 10_000);
-        assert_eq!(held.get(Key::new("id-8")), None);
-        assert_eq!(held.get(Key::new("id-9")), Some(&90));
-        assert_eq!(held.get(Key::new("new")), Some(&1));
-        assert_eq!(held.remove(Key::new("new")), Some(1));
-        assert_eq!(held.remove(Key::new("new")), None);
+        assert_eq!(map.get(Key::new("id-8")), Some(&None));
+        assert_eq!(map.get(Key::new("new")), None);
         assert_eq!(
-            held.iter().filter(|(id, _)| id.starts_with("id-")).count(),
-            9_999
+            map.iter().filter(|(id, _)| id.starts_with("id-")).count(),
+            10_000
         );
+        let drained: Vec<_> = map.drain().collect();
+        assert_eq!((drained.len(), map.len()), (10_000, 0));
         assert_eq!(Key::new("a").hash, Key::new("a").hash);
         assert_ne!(Key::new("a").hash, Key::new("b").hash);
+    }
+
+    #[test]
+    fn compact_ids_are_uuids_in_canonical_form_else_hashes() {
+        let uuid = "0123abcd-4567-89ab-cdef-0123456789ab";
+        assert_eq!(
+            compact_id(uuid),
+            [
+                0x01, 0x23, 0xab, 0xcd, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67,
+                0x89, 0xab
+            ]
+        );
+        // The same UUID in capitals is another id to the vendor: hashed.
+        let upper = uuid.to_uppercase();
+        assert_ne!(compact_id(&upper), compact_id(uuid));
+        assert_eq!(compact_id(&upper), compact_id(&upper));
+        assert_ne!(compact_id("a1"), compact_id("a2"));
+        assert_eq!(canonical_uuid("0123abcd-4567-89ab-cdef-0123456789a"), None);
+        assert_eq!(canonical_uuid("0123abcd_4567-89ab-cdef-0123456789ab"), None);
+        assert_eq!(canonical_uuid("0123abcg-4567-89ab-cdef-0123456789ab"), None);
+        assert_eq!(Key::new(uuid).compact(), &compact_id(uuid));
     }
 }

@@ -25,14 +25,22 @@
 //! after a commit. A producer killed at any point restarts from the last
 //! committed cursor; what it reads again is absorbed by the content hashes.
 //!
+//! Memory is bounded by what is live, not by history: lessons that started
+//! and attendance records created before the read window (`past_weeks`)
+//! are final for the producer. They are retired — forgotten, their state
+//! records tombstoned, no event published — and one older than the window
+//! that is not held is not published when a vendor shows it again. What is
+//! held stays in memory as a compact entry; images live on disk.
+//!
 //! Modules: [`config`] is a connection's configuration; [`prepare`]
 //! fetches and maps pages ahead on other threads; [`txn`] hands records to
 //! librdkafka as pages are processed and commits; [`state`] rebuilds the
-//! state from the state topic; [`id_map`] holds what is known of each
-//! entity, keyed by id, with the id's hash kept so that it is computed
-//! once.
+//! state from the state topic; [`holding`] keeps what is held of each
+//! entity, compactly in memory and on disk; [`id_map`] keys entities by
+//! id, with the id's hash kept so that it is computed once.
 
 mod config;
+mod holding;
 mod id_map;
 mod prepare;
 mod state;
@@ -43,26 +51,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError as ClientError;
-use skolflode_kafka::{Admin, KafkaConfig, TopicSpec};
+use skolflode_kafka::{Admin, KafkaConfig, SideStore, TopicSpec};
 use skolflode_schemas::catalogue::{
     self, Cleanup, DEAD_LETTERS, HEARTBEATS, PRODUCER_STATE, QUALITY_FINDINGS, TOPICS,
 };
 use skolflode_schemas::codec::write_str;
-use skolflode_schemas::entities::{CalendarEvent, Duty};
+use skolflode_schemas::entities::Duty;
 use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::records::{Cursor, DeadLetter, Heartbeat, ProducerState, QualityFinding};
 use skolflode_schemas::state_key::{self, StateKey};
 use skolflode_schemas::{wire, AvroType, Bytes, Op, Source, TimestampMillis};
 
-use crate::detect::{self, report_digest, Held, Version};
+use crate::detect::{self, age_days, report_digest, Held, Version};
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::pseudonym::Pseudonymiser;
 use crate::seal::{Sealed, Sealer};
 use crate::ss12000::client::{FetchError, Filters, Ss12000Client};
-use crate::ss12000::map::{field_shape, DutyIndex, Finding, FindingKind};
+use crate::ss12000::map::{field_shape, DutyIndex, Finding, FindingKind, Ss12000Entity};
 use crate::ss12000::time;
-use id_map::{IdMap, Key};
+use holding::{seen_by, Entry, Holding};
+use id_map::{CompactId, IdMap, Key};
 use prepare::{fetch_ahead, now_millis, Prepared, Preparer};
 use txn::{Record, Tally, Transactions, Txn};
 
@@ -82,6 +91,13 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 
 /// The deletion feed's name among cursors and findings.
 const FEED: &str = "deletedEntities";
+
+/// Bytes of redb's page cache for a connection's side store.
+const STORE_CACHE_BYTES: usize = 16 << 20;
+
+/// State records restored before their images are written to the side
+/// store in one commit.
+const RESTORE_BATCH: usize = 20_000;
 
 /// Why a runner stopped or a poll failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +134,10 @@ pub enum RunError {
     },
     #[error("the state topic holds a record that cannot be read ({key}): {reason}")]
     State { key: String, reason: String },
+    #[error("the side store of entity images: {0}")]
+    Store(String),
+    #[error(transparent)]
+    SideStore(#[from] skolflode_kafka::StoreError),
     #[error("{} of the poll failed: {}", .0.len(), summary(.0))]
     Partial(Vec<RunError>),
 }
@@ -127,7 +147,12 @@ impl RunError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Self::Fatal(_) | Self::AbortFailed { .. } | Self::Task(_) | Self::State { .. }
+            Self::Fatal(_)
+                | Self::AbortFailed { .. }
+                | Self::Task(_)
+                | Self::State { .. }
+                | Self::Store(_)
+                | Self::SideStore(_)
         )
     }
 
@@ -194,6 +219,12 @@ pub struct RunStats {
     /// Time spent handing records to librdkafka: copying them into its
     /// queue, and waiting when the queue is full.
     pub handing_over: Duration,
+    /// Time the start took to rebuild the state from the state topic.
+    pub restore: Duration,
+    /// Entities restored from the state topic at the start.
+    pub restored: u64,
+    /// Lessons and attendance records retired: they left the read window.
+    pub retired: u64,
 }
 
 /// The schema ids used in the Confluent framing.
@@ -262,16 +293,75 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), RunError> {
 }
 
 /// What is held of an entity: the state a pending transaction gives it,
-/// else the committed state.
-fn held<'a>(
-    state: &'a foldhash::HashMap<Endpoint, IdMap<Held>>,
+/// else the committed entry.
+#[derive(Clone, Copy, Debug)]
+enum Known<'a> {
+    Pending(&'a Held),
+    Committed(&'a Entry),
+}
+
+impl Known<'_> {
+    /// The held version's fingerprint, unless this is a placeholder.
+    fn fingerprint(&self) -> Option<u64> {
+        match self {
+            Self::Pending(h) => h.fingerprint(),
+            Self::Committed(e) => e.fingerprint(),
+        }
+    }
+
+    fn is_placeholder(&self) -> bool {
+        match self {
+            Self::Pending(h) => h.is_placeholder(),
+            Self::Committed(e) => e.is_placeholder(),
+        }
+    }
+}
+
+fn known<'a>(
+    holding: &'a Holding,
     txn: &'a Txn,
     endpoint: Endpoint,
-    key: Key<'_>,
-) -> Option<&'a Held> {
-    match txn.state_of(endpoint, key) {
-        Some(pending) => pending,
-        None => state.get(&endpoint).and_then(|m| m.get(key)),
+    key: &Key<'_>,
+) -> Option<Known<'a>> {
+    match txn.state_of(endpoint, *key) {
+        Some(pending) => pending.map(Known::Pending),
+        None => holding
+            .get(endpoint, key.hash(), key.compact())
+            .map(Known::Committed),
+    }
+}
+
+/// The digest of the findings published for what is held (0: none); read
+/// from disk only for an entity that has some.
+fn known_report(holding: &Holding, known: Option<Known<'_>>) -> Result<u64, RunError> {
+    Ok(match known {
+        None => 0,
+        Some(Known::Pending(h)) => h.report,
+        Some(Known::Committed(e)) if e.reported() => holding.load(e)?.1.report,
+        Some(Known::Committed(_)) => 0,
+    })
+}
+
+/// Everything held of an entity, from disk for a committed one.
+fn full(holding: &Holding, known: Known<'_>) -> Result<Held, RunError> {
+    match known {
+        Known::Pending(h) => Ok(h.clone()),
+        Known::Committed(e) => Ok(holding.load(e)?.1),
+    }
+}
+
+/// The instant by which a restored entity leaves the read window; only
+/// lessons and attendance records have one.
+fn window_time(endpoint: Endpoint, image: &[u8]) -> Option<i64> {
+    use skolflode_schemas::entities::{Attendance, CalendarEvent};
+    match endpoint {
+        Endpoint::CalendarEvents => CalendarEvent::decode_all(image)
+            .ok()
+            .and_then(|e| e.window_time()),
+        Endpoint::Attendances => Attendance::decode_all(image)
+            .ok()
+            .and_then(|e| e.window_time()),
+        _ => None,
     }
 }
 
@@ -309,8 +399,8 @@ pub struct Runner {
     txns: Transactions,
     pseudonymiser: Arc<Pseudonymiser>,
     sealer: Arc<Sealer>,
-    /// endpoint → entity id → what was last seen.
-    state: foldhash::HashMap<Endpoint, IdMap<Held>>,
+    /// Endpoint → entity → what was last seen.
+    holding: Holding,
     /// Endpoint name (or the deletion feed's) → where reading stands.
     cursors: HashMap<String, Cursor>,
     /// Dialect findings already published.
@@ -321,6 +411,9 @@ pub struct Runner {
     unsupported: HashMap<String, u64>,
     /// The vendor's need for filters beside page tokens was reported.
     filters_reported: bool,
+    /// The vendor refused `meta.created.after` on attendance records: the
+    /// producer reads them all and leaves out the old ones itself.
+    created_after_refused: bool,
     /// Entities held per endpoint after its last read that ended: what a
     /// runaway read is measured against, so that the part of one committed
     /// on its way does not raise the bound of the next.
@@ -362,6 +455,10 @@ struct Read {
     /// The span of lesson start times read, for calendar events: a full
     /// read reconciles only what starts inside it.
     window: Option<(i64, i64)>,
+    /// For lessons and attendance records: the read window's start, as an
+    /// age ([`detect::age_days`]). One older that is not held is not
+    /// published.
+    retire_before: Option<u16>,
     /// Dialect findings (kind, field as found) already handled in this
     /// read: a zone-less vendor repeats the same few on every item, and a
     /// short scan spares building a key for each of them.
@@ -433,6 +530,8 @@ impl Runner {
             }
         }
         let txns = Transactions::create(&producer_config, state_partition(&config.name)?)?;
+        let store_dir = config.state_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let store = SideStore::create(&store_dir, &config.name, STORE_CACHE_BYTES)?;
         // Fences a predecessor and aborts what it left open, so that the
         // state topic's end can be read under read_committed.
         txns.init().await?;
@@ -442,11 +541,12 @@ impl Runner {
             txns,
             pseudonymiser,
             sealer,
-            state: Default::default(),
+            holding: Holding::new(store),
             cursors: HashMap::new(),
             dialects: HashSet::new(),
             unsupported: HashMap::new(),
             filters_reported: false,
+            created_after_refused: false,
             held_after_read: HashMap::new(),
             cancelled: false,
             ids: HotIds::new(),
@@ -480,70 +580,98 @@ impl Runner {
 
     /// Entities held for an endpoint.
     pub fn held(&self, endpoint: Endpoint) -> usize {
-        self.state.get(&endpoint).map_or(0, |m| m.len())
+        self.holding.len(endpoint)
     }
 
     async fn load_state(&mut self, kafka: &KafkaConfig) -> Result<(), RunError> {
-        for (text, value) in state::load(kafka, &self.config.name).await? {
-            let Some(key) = StateKey::parse(&text) else {
-                continue;
-            };
-            match key {
-                StateKey::Entity { endpoint, id, .. } => {
-                    let Some(endpoint) = Endpoint::from_name(endpoint) else {
-                        continue;
-                    };
-                    match value.and_then(|v| v.entity) {
-                        None => {
-                            if let Some(m) = self.state.get_mut(&endpoint) {
-                                m.remove(Key::new(id));
-                            }
-                        }
-                        Some(e) => {
-                            let held = Held::from_state(e).map_err(|reason| RunError::State {
-                                key: text.clone(),
-                                reason,
-                            })?;
-                            self.state
-                                .entry(endpoint)
-                                .or_default()
-                                .insert(Key::new(id), held);
-                        }
-                    }
-                }
-                StateKey::Cursor { endpoint, .. } => {
-                    if let Some(cursor) = value.and_then(|v| v.cursor) {
-                        // Cursors written before the deletion feed had its
-                        // own endpoint name were keyed `#deletedEntities`.
-                        let endpoint = endpoint.trim_start_matches('#');
-                        self.cursors.insert(endpoint.to_owned(), cursor);
-                    }
-                }
-                StateKey::Finding {
-                    endpoint,
-                    kind,
-                    field,
-                    ..
-                } => {
-                    let dialect = DialectKey {
-                        endpoint: endpoint.to_owned(),
-                        kind: kind.to_owned(),
-                        field: field.to_owned(),
-                    };
-                    match value {
-                        Some(_) => self.dialects.insert(dialect),
-                        None => self.dialects.remove(&dialect),
-                    };
+        let began = Instant::now();
+        let connection = self.config.name.clone();
+        let mut pending: foldhash::HashMap<Endpoint, IdMap<Option<Held>>> = Default::default();
+        let mut count = 0;
+        state::load(kafka, &connection, |records| {
+            for (text, value) in records {
+                self.restore(&text, value, &mut pending)?;
+                count += 1;
+                if count % RESTORE_BATCH == 0 {
+                    self.holding.apply(&mut pending)?;
                 }
             }
-        }
+            Ok(())
+        })
+        .await?;
+        self.holding.apply(&mut pending)?;
+        self.stats.restore = began.elapsed();
+        self.stats.restored = self.holding.total() as u64;
         tracing::info!(
             connection = %self.config.name,
-            entities = self.state.values().map(|m| m.len()).sum::<usize>(),
+            entities = self.holding.total(),
+            records = count,
             cursors = self.cursors.len(),
             dialect_findings = self.dialects.len(),
+            seconds = self.stats.restore.as_secs_f64(),
             "state loaded"
         );
+        Ok(())
+    }
+
+    /// One record of the state topic, in order: an entity's state goes to
+    /// `pending` (applied to the holding in batches), cursors and dialect
+    /// findings to their maps.
+    fn restore(
+        &mut self,
+        text: &str,
+        value: Option<ProducerState>,
+        pending: &mut foldhash::HashMap<Endpoint, IdMap<Option<Held>>>,
+    ) -> Result<(), RunError> {
+        let Some(key) = StateKey::parse(text) else {
+            return Ok(());
+        };
+        match key {
+            StateKey::Entity { endpoint, id, .. } => {
+                let Some(endpoint) = Endpoint::from_name(endpoint) else {
+                    return Ok(());
+                };
+                let state = match value.and_then(|v| v.entity) {
+                    None => None,
+                    Some(e) => {
+                        let mut held = Held::from_state(e).map_err(|reason| RunError::State {
+                            key: text.to_owned(),
+                            reason,
+                        })?;
+                        held.age = age_days(window_time(endpoint, &held.image));
+                        Some(held)
+                    }
+                };
+                pending
+                    .entry(endpoint)
+                    .or_default()
+                    .insert(Key::new(id), state);
+            }
+            StateKey::Cursor { endpoint, .. } => {
+                if let Some(cursor) = value.and_then(|v| v.cursor) {
+                    // Cursors written before the deletion feed had its
+                    // own endpoint name were keyed `#deletedEntities`.
+                    let endpoint = endpoint.trim_start_matches('#');
+                    self.cursors.insert(endpoint.to_owned(), cursor);
+                }
+            }
+            StateKey::Finding {
+                endpoint,
+                kind,
+                field,
+                ..
+            } => {
+                let dialect = DialectKey {
+                    endpoint: endpoint.to_owned(),
+                    kind: kind.to_owned(),
+                    field: field.to_owned(),
+                };
+                match value {
+                    Some(_) => self.dialects.insert(dialect),
+                    None => self.dialects.remove(&dialect),
+                };
+            }
+        }
         Ok(())
     }
 
@@ -679,11 +807,11 @@ impl Runner {
         let now = self.client.stats();
         self.metrics.client_stats(name, &now, &self.client_seen);
         self.client_seen = now;
-        for (endpoint, held) in &self.state {
+        for (endpoint, held) in self.holding.endpoints() {
             self.metrics
                 .held_entities
                 .with_label_values(&[name, endpoint.name()])
-                .set(held.len() as i64);
+                .set(held as i64);
         }
         let failed = self.txns.failed_deliveries();
         if failed > 0 {
@@ -775,7 +903,21 @@ impl Runner {
     /// next poll reads it again and the hashes absorb the repeats).
     async fn read_endpoint(&mut self, endpoint: Endpoint) -> Result<(), RunError> {
         let mut txn = Txn::default();
-        let read = self.read_pages(endpoint, &mut txn).await;
+        let retire_before = match endpoint {
+            Endpoint::CalendarEvents | Endpoint::Attendances => {
+                let now = self.vendor_now().await;
+                let before = age_days(Some(self.config.calendar_events.start(now)));
+                self.retire(endpoint, before, &mut txn).await?;
+                Some(before)
+            }
+            _ => None,
+        };
+        let refused = self.created_after_refused;
+        let mut read = self.read_pages(endpoint, retire_before, &mut txn).await;
+        if self.created_after_refused && !refused && read.is_err() {
+            // Asked again without the filter the vendor refused.
+            read = self.read_pages(endpoint, retire_before, &mut txn).await;
+        }
         if read.as_ref().is_err_and(RunError::is_fatal) {
             return read;
         }
@@ -799,6 +941,48 @@ impl Runner {
         read.and(committed)
     }
 
+    /// Forget the entities of `endpoint` older than `before` (an age):
+    /// they left the read window and are final. Their state records become
+    /// tombstones, so that the state topic — and a restart — stop growing
+    /// with history; no event is published, for nothing was deleted.
+    async fn retire(
+        &mut self,
+        endpoint: Endpoint,
+        before: u16,
+        txn: &mut Txn,
+    ) -> Result<(), RunError> {
+        let old: Vec<Entry> = self
+            .holding
+            .entries(endpoint)
+            .filter(|e| e.age < before)
+            .copied()
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let ids = {
+            let loader = self.holding.reader()?;
+            old.iter()
+                .map(|e| loader.load(e).map(|(id, _)| id))
+                .collect::<Result<Vec<String>, RunError>>()?
+        };
+        drop(old);
+        for id in &ids {
+            self.put_state(endpoint, Key::new(id), None, txn);
+            txn.tally.retire(endpoint);
+            if txn.len() >= self.config.max_transaction_records {
+                self.commit(txn).await?;
+            }
+        }
+        tracing::info!(
+            connection = %self.config.name,
+            endpoint = endpoint.name(),
+            retired = ids.len(),
+            "entities older than the read window retired"
+        );
+        Ok(())
+    }
+
     /// The vendor's clock: from its last answer, else asked for.
     async fn vendor_now(&mut self) -> i64 {
         if let Some(t) = self.last_server_time {
@@ -815,18 +999,18 @@ impl Runner {
 
     /// The duties held, indexed by person and organisation, for activities
     /// whose teachers are given as persons.
-    fn duty_index(&self) -> DutyIndex {
-        let duties: Vec<Duty> = self
-            .state
-            .get(&Endpoint::Duties)
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, h)| !h.is_placeholder())
-                    .filter_map(|(_, h)| Duty::decode_all(&h.image).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        DutyIndex::new(&duties)
+    fn duty_index(&self) -> Result<DutyIndex, RunError> {
+        let loader = self.holding.reader()?;
+        let mut duties = Vec::new();
+        for entry in self.holding.entries(Endpoint::Duties) {
+            if entry.is_placeholder() {
+                continue;
+            }
+            if let Ok(duty) = Duty::decode_all(&loader.load(entry)?.1.image) {
+                duties.push(duty);
+            }
+        }
+        Ok(DutyIndex::new(&duties))
     }
 
     /// The queries of one read: the filters of each, in order. Calendar
@@ -835,11 +1019,18 @@ impl Runner {
         &mut self,
         endpoint: Endpoint,
         modified_after: Option<String>,
+        retire_before: Option<u16>,
     ) -> (Vec<Filters>, Option<(i64, i64)>) {
         if endpoint != Endpoint::CalendarEvents {
+            // Attendance records created before the window are final: not
+            // asked for (`meta.created.after` is exclusive, to the second).
+            let created_after = retire_before
+                .filter(|_| endpoint == Endpoint::Attendances && !self.created_after_refused)
+                .map(|day| rfc3339(i64::from(day) * 86_400_000 - 1000));
             return (
                 vec![Filters {
                     modified_after,
+                    created_after,
                     start_time: None,
                 }],
                 None,
@@ -852,6 +1043,7 @@ impl Runner {
             .into_iter()
             .map(|(from, to)| Filters {
                 modified_after: modified_after.clone(),
+                created_after: None,
                 // onOrBefore is inclusive: the last second of the slice.
                 start_time: Some((rfc3339(from), rfc3339(to - 1000))),
             })
@@ -859,7 +1051,12 @@ impl Runner {
         (filters, window)
     }
 
-    async fn read_pages(&mut self, endpoint: Endpoint, txn: &mut Txn) -> Result<(), RunError> {
+    async fn read_pages(
+        &mut self,
+        endpoint: Endpoint,
+        retire_before: Option<u16>,
+        txn: &mut Txn,
+    ) -> Result<(), RunError> {
         let cursor = self.cursors.get(endpoint.name()).cloned();
         let polls = cursor.as_ref().map_or(0, |c| c.polls);
         let full = cursor
@@ -870,7 +1067,18 @@ impl Runner {
         } else {
             cursor.as_ref().and_then(|c| c.modified_after.clone())
         };
-        let (queries, window) = self.queries(endpoint, modified_after.clone()).await;
+        let (queries, window) = self
+            .queries(endpoint, modified_after.clone(), retire_before)
+            .await;
+        // Attendance records are read from the window's start on, by
+        // creation: a full read reconciles only those whose creation is
+        // known to lie inside it.
+        let window = match endpoint {
+            Endpoint::Attendances => {
+                retire_before.map(|day| (i64::from(day) * 86_400_000, i64::MAX))
+            }
+            _ => window,
+        };
         let initial = cursor.as_ref().is_none_or(|c| c.full_reads == 0);
         let mut read = Read {
             endpoint,
@@ -882,6 +1090,7 @@ impl Runner {
             }),
             newest: None,
             window,
+            retire_before,
             dialects_seen: Vec::new(),
             items: 0,
             max_items: (!initial).then(|| {
@@ -899,7 +1108,10 @@ impl Runner {
             sealer: Arc::clone(&self.sealer),
             connection: Arc::from(self.config.name.as_str()),
             zone: self.config.timestamps_without_zone,
-            duties: (endpoint == Endpoint::Activities).then(|| Arc::new(self.duty_index())),
+            duties: match endpoint {
+                Endpoint::Activities => Some(Arc::new(self.duty_index()?)),
+                _ => None,
+            },
             max_item_bytes: self.config.max_item_bytes,
         };
         let last_query = queries.len().saturating_sub(1);
@@ -960,6 +1172,26 @@ impl Runner {
                             },
                         });
                     }
+                    Err(FetchError::Status { status: 400, .. })
+                        if first_page && filters.created_after.is_some() =>
+                    {
+                        // A vendor that does not filter by creation: read
+                        // in full, old records left out by the producer.
+                        self.created_after_refused = true;
+                        self.dialect(
+                            txn,
+                            endpoint.name(),
+                            "CREATED_AFTER_REFUSED",
+                            "meta.created.after",
+                            TimestampMillis(now_millis()),
+                        );
+                        return Err(RunError::Fetch {
+                            endpoint: endpoint.name().into(),
+                            source: FetchError::Config(
+                                "the vendor refused meta.created.after".into(),
+                            ),
+                        });
+                    }
                     Err(source) if first_page && q == 0 && source.is_unsupported() => {
                         return Err(RunError::Unsupported {
                             endpoint: endpoint.name().into(),
@@ -1018,14 +1250,14 @@ impl Runner {
                 for item in page.items {
                     match item {
                         Prepared::Version(version, findings) => {
-                            self.version(&mut read, version, findings, &source, observed_at, txn)
+                            self.version(&mut read, version, findings, &source, observed_at, txn)?
                         }
                         Prepared::Rejected {
                             id,
                             reason,
                             digest,
                             sealed,
-                        } => self.rejected(&read, id, &reason, digest, sealed, observed_at, txn),
+                        } => self.rejected(&read, id, &reason, digest, sealed, observed_at, txn)?,
                     }
                 }
                 if self.client.repeats_filters() && !self.filters_reported {
@@ -1059,7 +1291,7 @@ impl Runner {
                     break;
                 }
                 if let Some(number) = read.full {
-                    self.reconcile(&read, number, &source, observed_at, txn);
+                    self.reconcile(&read, number, &source, observed_at, txn)?;
                 }
                 let previous = cursor.as_ref().and_then(|c| c.modified_after.clone());
                 let modified_after = read
@@ -1091,8 +1323,24 @@ impl Runner {
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
-    ) {
+    ) -> Result<(), RunError> {
         let endpoint = read.endpoint;
+        if let Some(m) = version.modified {
+            read.newest = Some(read.newest.map_or(m, |n| n.max(m)));
+        }
+        let key = Key::new(&version.id);
+        let k = known(&self.holding, txn, endpoint, &key);
+        if k.is_none()
+            && read
+                .retire_before
+                .is_some_and(|before| version.age < before)
+        {
+            // Older than the read window and not held: retired, or never
+            // inside the window while the producer read. Final either way.
+            return Ok(());
+        }
+        let op = detect::classify(k.and_then(|k| k.fingerprint()), &version.hash, read.initial);
+        let report_was = known_report(&self.holding, k)?;
         let mut item_findings = Vec::new();
         for f in findings {
             if f.kind.is_dialect() {
@@ -1123,17 +1371,7 @@ impl Runner {
                     .flat_map(|f| [f.kind.name().as_bytes(), f.field.as_bytes()]),
             )
         };
-        if let Some(m) = version.modified {
-            read.newest = Some(read.newest.map_or(m, |n| n.max(m)));
-        }
-        let key = Key::new(&version.id);
-        let (op, report_changed) = {
-            let known = held(&self.state, txn, endpoint, key);
-            (
-                detect::classify(known, &version.hash, read.initial),
-                known.map_or(0, |h| h.report) != report,
-            )
-        };
+        let report_changed = report_was != report;
         if report_changed && report != 0 {
             for f in item_findings {
                 self.finding(
@@ -1147,11 +1385,14 @@ impl Runner {
             }
         }
         let Some(op) = op else {
-            // Cloned only in the rare case that the findings changed.
-            let known = report_changed
-                .then(|| held(&self.state, txn, endpoint, key).cloned())
-                .flatten();
-            match known {
+            // Loaded only in the rare case that the findings changed.
+            let k = match report_changed {
+                true => known(&self.holding, txn, endpoint, &key)
+                    .map(|k| full(&self.holding, k))
+                    .transpose()?,
+                false => None,
+            };
+            match k {
                 Some(k) => {
                     // The same version with other findings: only the state
                     // changes.
@@ -1169,12 +1410,22 @@ impl Runner {
                     }
                 }
             }
-            return;
+            return Ok(());
         };
         let mut value = Vec::with_capacity(version.image.len() * 2 + 256);
         wire::header_into(read.target.schema_id, &mut value);
         {
-            let before = held(&self.state, txn, endpoint, key).and_then(Held::version);
+            // Only an update has a before image: the held version, from
+            // the pending transaction or from disk.
+            let loaded;
+            let before = match known(&self.holding, txn, endpoint, &key) {
+                Some(Known::Pending(h)) => h.version().map(|h| &*h.image),
+                Some(Known::Committed(e)) if !e.is_placeholder() => {
+                    loaded = self.holding.load(e)?.1;
+                    Some(&*loaded.image)
+                }
+                _ => None,
+            };
             detect::encode_change(&mut value, op, before, &version, source, observed_at);
         }
         let held = Held {
@@ -1183,9 +1434,11 @@ impl Runner {
             observed_at: observed_at.0,
             report,
             seen_in: read.full.unwrap_or(0),
+            age: version.age,
         };
         self.emit(read.target, key, op, value, txn);
         self.put_state(endpoint, key, Some(held), txn);
+        Ok(())
     }
 
     /// An item that could not be understood: a dead letter, unless the same
@@ -1201,7 +1454,7 @@ impl Runner {
         sealed: Sealed,
         observed_at: TimestampMillis,
         txn: &mut Txn,
-    ) {
+    ) -> Result<(), RunError> {
         let endpoint = read.endpoint;
         let Some(id) = id else {
             self.dead_letter_once(
@@ -1212,23 +1465,26 @@ impl Runner {
                 digest,
                 sealed,
             );
-            return;
+            return Ok(());
         };
         let key = Key::new(&id);
-        let known = held(&self.state, txn, endpoint, key);
-        if known.is_some_and(|h| h.report == digest) {
+        let k = known(&self.holding, txn, endpoint, &key);
+        if k.is_some() && known_report(&self.holding, k)? == digest {
             if let Some(number) = read.full {
                 self.mark_seen(txn, endpoint, key, number);
             }
-            return;
+            return Ok(());
         }
         let seen_in = read.full.unwrap_or(0);
-        let state = match known {
-            Some(k) => Held {
-                report: digest,
-                seen_in: read.full.unwrap_or(k.seen_in),
-                ..k.clone()
-            },
+        let state = match k {
+            Some(k) => {
+                let k = full(&self.holding, k)?;
+                Held {
+                    report: digest,
+                    seen_in: read.full.unwrap_or(k.seen_in),
+                    ..k
+                }
+            }
             None => Held::placeholder(observed_at.0, digest, seen_in),
         };
         self.dead_letter(
@@ -1239,6 +1495,7 @@ impl Runner {
             sealed,
         );
         self.put_state(endpoint, key, Some(state), txn);
+        Ok(())
     }
 
     /// Whether `key` is new to the connection; if so it is recorded, in
@@ -1412,8 +1669,8 @@ impl Runner {
     fn mark_seen(&mut self, txn: &mut Txn, endpoint: Endpoint, key: Key<'_>, number: u32) {
         if let Some(pending) = txn.pending_mut(endpoint, key) {
             pending.seen_in = number;
-        } else if let Some(held) = self.state.get_mut(&endpoint).and_then(|m| m.get_mut(key)) {
-            held.seen_in = number;
+        } else if let Some(entry) = self.holding.get_mut(endpoint, key.hash(), key.compact()) {
+            entry.mark_seen(number);
         }
     }
 
@@ -1426,38 +1683,49 @@ impl Runner {
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
-    ) {
+    ) -> Result<(), RunError> {
         let endpoint = read.endpoint;
-        let in_window = |held: &Held| match read.window {
+        // A placeholder is no lesson anyone was told of: forgetting it is
+        // harmless. (The window's ends are UTC midnights, whole minutes.)
+        let window = read
+            .window
+            .map(|(from, to)| (age_days(Some(from)), age_days(Some(to))));
+        let in_window = |e: &Entry| match window {
             None => true,
-            Some((from, to)) => match CalendarEvent::decode_all(&held.image) {
-                Ok(lesson) => (from..to).contains(&lesson.start_time.0),
-                // A placeholder is no lesson anyone was told of:
-                // forgetting it is harmless. A version that cannot be read
-                // is kept rather than deleted on a guess.
-                Err(_) => held.is_placeholder(),
-            },
+            Some((from, to)) => e.is_placeholder() || (from..to).contains(&e.age),
         };
         // What this read changed is pending in `txn` (or committed by it,
         // marked); what it left alone is marked in the committed state.
-        let gone: Vec<String> = self
+        let pending: foldhash::HashMap<CompactId, Option<u32>> = txn
             .state
             .get(&endpoint)
             .map(|m| {
                 m.iter()
-                    .filter(|(id, held)| match txn.state_of(endpoint, Key::new(id)) {
-                        Some(Some(pending)) => pending.seen_in != number,
-                        Some(None) => false,
-                        None => held.seen_in != number,
-                    })
-                    .filter(|(_, held)| in_window(held))
-                    .map(|(id, _)| id.to_owned())
+                    .map(|(id, s)| (*Key::new(id).compact(), s.as_ref().map(|h| h.seen_in)))
                     .collect()
             })
             .unwrap_or_default();
-        for id in gone {
-            self.delete(endpoint, &id, source, observed_at, txn);
+        let gone: Vec<Entry> = self
+            .holding
+            .entries(endpoint)
+            .filter(|e| match pending.get(e.id()) {
+                Some(Some(seen_in)) => !seen_by(*seen_in, number),
+                Some(None) => false,
+                None => !seen_by(u32::from(e.seen_in()), number),
+            })
+            .filter(|e| in_window(e))
+            .copied()
+            .collect();
+        let ids = {
+            let loader = self.holding.reader()?;
+            gone.iter()
+                .map(|e| loader.load(e).map(|(id, _)| id))
+                .collect::<Result<Vec<String>, RunError>>()?
+        };
+        for id in ids {
+            self.delete(endpoint, &id, source, observed_at, txn)?;
         }
+        Ok(())
     }
 
     /// The entity is gone: a delete event with its last image, or, for an
@@ -1469,23 +1737,23 @@ impl Runner {
         source: &Source,
         observed_at: TimestampMillis,
         txn: &mut Txn,
-    ) {
+    ) -> Result<(), RunError> {
         let key = Key::new(id);
-        let Some(known) = held(&self.state, txn, endpoint, key) else {
-            return;
+        let Some(k) = known(&self.holding, txn, endpoint, &key) else {
+            return Ok(());
         };
-        if known.is_placeholder() {
+        if k.is_placeholder() {
             self.put_state(endpoint, key, None, txn);
-            return;
+            return Ok(());
         }
-        let Ok(target) = target(endpoint) else {
-            return;
-        };
+        let known = full(&self.holding, k)?;
+        let target = target(endpoint)?;
         let mut value = Vec::with_capacity(known.image.len() + 256);
         wire::header_into(target.schema_id, &mut value);
-        detect::encode_delete(&mut value, known, id, source, observed_at);
+        detect::encode_delete(&mut value, &known, id, source, observed_at);
         self.emit(target, key, Op::Delete, value, txn);
         self.put_state(endpoint, key, None, txn);
+        Ok(())
     }
 
     async fn read_deletions(&mut self) -> Result<(), RunError> {
@@ -1523,7 +1791,7 @@ impl Runner {
                 continue;
             }
             for id in ids {
-                self.delete(endpoint, &id, &source, observed_at, &mut txn);
+                self.delete(endpoint, &id, &source, observed_at, &mut txn)?;
             }
         }
         txn.cursors.insert(
@@ -1579,9 +1847,27 @@ impl Runner {
             txn.push(record);
         }
         let records = txn.len() as u64;
+        // The images go to the side store while Kafka commits; the entries
+        // follow only a commit.
+        let (writes, updates) = self.holding.stage(&mut txn.state)?;
+        let store = self.holding.store();
+        let writing = tokio::task::spawn_blocking(move || holding::write(&store, &writes));
         let waiting = Instant::now();
         let committed = self.txns.commit(txn).await;
+        let written = writing.await;
         self.waited(Wait::Commit, waiting);
+        match written {
+            Ok(Ok(())) => {}
+            // Kafka has, or may have, the transaction: only a restart,
+            // which rebuilds the state from Kafka, is sure to be right.
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
+        }
+        if committed.is_err() {
+            self.holding.discard(updates);
+        } else {
+            self.holding.commit(updates);
+        }
         match committed {
             Ok(None) => {}
             Ok(Some(open)) => {
@@ -1602,9 +1888,6 @@ impl Runner {
             }
         }
         self.count_committed(std::mem::take(&mut txn.tally));
-        for (endpoint, mut states) in txn.state.drain() {
-            states.apply_to(self.state.entry(endpoint).or_default());
-        }
         self.cursors.extend(txn.cursors.drain());
         self.dialects.extend(txn.dialects.drain(..));
         Ok(())
@@ -1633,6 +1916,13 @@ impl Runner {
             self.metrics
                 .findings
                 .with_label_values(&[name, kind])
+                .inc_by(*n);
+        }
+        for (endpoint, n) in &tally.retired {
+            self.stats.retired += n;
+            self.metrics
+                .retired
+                .with_label_values(&[name, endpoint.name()])
                 .inc_by(*n);
         }
         if tally.dead_letters > 0 {

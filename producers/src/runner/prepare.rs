@@ -183,7 +183,10 @@ fn prepare_item<E: Ss12000Entity>(
             None,
             "the id begins with '#', which skolflode cannot key".into(),
         ),
-        Ok(mapped) => Prepared::Version(Version::of(mapped.entity), mapped.findings),
+        Ok(mapped) => {
+            let time = mapped.entity.window_time();
+            Prepared::Version(Version::of(mapped.entity).aged(time), mapped.findings)
+        }
         Err(e) => rejected(item.get("id").and_then(Json::as_str), e.to_string()),
     }
 }

@@ -35,12 +35,18 @@ pub fn state_partition(connection: &str) -> Result<i32, RunError> {
 /// its value (`None`: a tombstone).
 pub(super) type StateRecord = (String, Option<ProducerState>);
 
+/// Records handed to the caller at a time while the state is read.
+const BATCH: usize = 4096;
+
 /// Read the connection's partition of the state topic to its end under
-/// read_committed: every record of `connection`, in order.
+/// read_committed: every record of `connection`, in order, handed to
+/// `apply` in batches as they are read (a city's state does not fit in
+/// memory twice).
 pub(super) async fn load(
     kafka: &KafkaConfig,
     connection: &str,
-) -> Result<Vec<StateRecord>, RunError> {
+    mut apply: impl FnMut(Vec<StateRecord>) -> Result<(), RunError>,
+) -> Result<(), RunError> {
     let mut client = kafka.build()?;
     client
         .set(
@@ -52,7 +58,14 @@ pub(super) async fn load(
     let partition = state_partition(connection)?;
     let expected = state_partitions()?;
     let connection = connection.to_owned();
-    tokio::task::spawn_blocking(move || read(client, &connection, partition, expected)).await?
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let reader =
+        tokio::task::spawn_blocking(move || read(client, &connection, partition, expected, tx));
+    while let Some(batch) = rx.recv().await {
+        // On failure the receiver is dropped, which stops the reader.
+        apply(batch)?;
+    }
+    reader.await?
 }
 
 fn decode_state(key: &str, bytes: &[u8]) -> Result<ProducerState, RunError> {
@@ -78,8 +91,10 @@ fn read(
     connection: &str,
     partition: i32,
     expected: i32,
-) -> Result<Vec<StateRecord>, RunError> {
-    let mut out = Vec::new();
+    tx: tokio::sync::mpsc::Sender<Vec<StateRecord>>,
+) -> Result<(), RunError> {
+    let stopped = || RunError::Config("the state's reader was stopped".into());
+    let mut out = Vec::with_capacity(BATCH);
     let found = std::cell::Cell::new(expected);
     let wanted = |p: skolflode_kafka::Partitions| {
         found.set(p.count);
@@ -108,6 +123,10 @@ fn read(
                 Some(bytes) => Some(decode_state(&key, bytes)?),
             };
             out.push((key, value));
+            if out.len() >= BATCH {
+                let batch = std::mem::replace(&mut out, Vec::with_capacity(BATCH));
+                tx.blocking_send(batch).map_err(|_| stopped())?;
+            }
             Ok::<(), RunError>(())
         },
     )?;
@@ -118,7 +137,10 @@ fn read(
             found.get()
         )));
     }
-    Ok(out)
+    if !out.is_empty() {
+        tx.blocking_send(out).map_err(|_| stopped())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

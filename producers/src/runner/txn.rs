@@ -54,9 +54,18 @@ pub(super) struct Tally {
     /// Findings by kind.
     pub(super) findings: Vec<(String, u64)>,
     pub(super) dead_letters: u64,
+    /// Entities retired, by endpoint.
+    pub(super) retired: Vec<(Endpoint, u64)>,
 }
 
 impl Tally {
+    pub(super) fn retire(&mut self, endpoint: Endpoint) {
+        match self.retired.iter_mut().find(|(e, _)| *e == endpoint) {
+            Some((_, n)) => *n += 1,
+            None => self.retired.push((endpoint, 1)),
+        }
+    }
+
     pub(super) fn finding(&mut self, kind: &str) {
         match self.findings.iter_mut().find(|(k, _)| k == kind) {
             Some((_, n)) => *n += 1,

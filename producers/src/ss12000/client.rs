@@ -187,6 +187,9 @@ fn status_hint(status: u16) -> &'static str {
 pub struct Filters {
     /// `meta.modified.after` (RFC 3339).
     pub modified_after: Option<String>,
+    /// `meta.created.after` (RFC 3339): attendance records are read from
+    /// the start of the read window.
+    pub created_after: Option<String>,
     /// `startTime.onOrAfter` and `startTime.onOrBefore` (RFC 3339), which
     /// the standard requires on `/calendarEvents`.
     pub start_time: Option<(String, String)>,
@@ -204,6 +207,9 @@ impl Filters {
         }
         if let Some(after) = &self.modified_after {
             q.push_str(&format!("&meta.modified.after={}", form_encode(after)));
+        }
+        if let Some(after) = &self.created_after {
+            q.push_str(&format!("&meta.created.after={}", form_encode(after)));
         }
         q
     }

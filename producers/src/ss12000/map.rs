@@ -849,6 +849,13 @@ pub fn syllabus(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Syllabus>, M
 pub trait Ss12000Entity: Entity {
     /// Map one item of the endpoint.
     fn map(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Self>, MapError>;
+
+    /// The instant (UTC milliseconds) by which the entity leaves the
+    /// producer's read window: a lesson's start, an attendance record's
+    /// creation (else its report). `None`: it never leaves.
+    fn window_time(&self) -> Option<i64> {
+        None
+    }
 }
 
 macro_rules! ss12000_entity {
@@ -856,6 +863,18 @@ macro_rules! ss12000_entity {
         impl Ss12000Entity for $ty {
             fn map(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Self>, MapError> {
                 $map(item, cx)
+            }
+        }
+    };
+    ($ty:ty, $map:ident, |$e:ident| $time:expr) => {
+        impl Ss12000Entity for $ty {
+            fn map(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Self>, MapError> {
+                $map(item, cx)
+            }
+
+            fn window_time(&self) -> Option<i64> {
+                let $e = self;
+                $time
             }
         }
     };
@@ -867,8 +886,13 @@ ss12000_entity!(Duty, duty);
 ss12000_entity!(Group, group);
 ss12000_entity!(Syllabus, syllabus);
 ss12000_entity!(Activity, activity);
-ss12000_entity!(CalendarEvent, calendar_event);
-ss12000_entity!(Attendance, attendance);
+ss12000_entity!(CalendarEvent, calendar_event, |e| Some(e.start_time.0));
+ss12000_entity!(Attendance, attendance, |e| e
+    .meta
+    .as_ref()
+    .and_then(|m| m.created)
+    .or(e.reported_timestamp)
+    .map(|t| t.0));
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::IntoResponse;
+
 use skolflode_producers::detect::content_hash;
 use skolflode_producers::endpoint::Endpoint;
 use skolflode_producers::pseudonym::Pseudonymiser;
@@ -99,16 +101,41 @@ pub fn lesson(id: &str) -> serde_json::Value {
     })
 }
 
+/// The clock of vendors written by tests, in their `Date` header unless
+/// a route sets its own: the week of their lessons ([`lesson`]), so that
+/// the producer's read window around the vendor's today holds them.
+pub const TEST_VENDOR_DATE: &str = "Wed, 10 Sep 2025 10:00:00 GMT";
+
 /// A vendor written by a test: `routes` (its SS 12000 endpoints) behind an
 /// OAuth2 token endpoint that grants any client, on 127.0.0.1 until the
-/// runtime ends. Returns its base URL.
+/// runtime ends; its clock says [`TEST_VENDOR_DATE`]. Returns its base URL.
 pub async fn serve_vendor(routes: axum::Router) -> Result<String, HarnessError> {
-    let app = routes.route(
-        "/oauth2/token",
-        axum::routing::post(|| async {
-            axum::Json(serde_json::json!({ "access_token": "t", "expires_in": 3600 }))
-        }),
-    );
+    let app = routes
+        .route(
+            "/oauth2/token",
+            axum::routing::post(|| async {
+                axum::Json(serde_json::json!({ "access_token": "t", "expires_in": 3600 }))
+            }),
+        )
+        // The producer asks `/organisations` for the vendor's clock: a test
+        // that does not serve it answers with an empty page, anything else
+        // it does not serve is not found.
+        .fallback(|uri: axum::http::Uri| async move {
+            if uri.path().ends_with("/organisations") {
+                axum::Json(serde_json::json!({ "data": [] })).into_response()
+            } else {
+                axum::http::StatusCode::NOT_FOUND.into_response()
+            }
+        })
+        .layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                response
+                    .headers_mut()
+                    .entry(axum::http::header::DATE)
+                    .or_insert(axum::http::HeaderValue::from_static(TEST_VENDOR_DATE));
+                response
+            },
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| HarnessError::Environment(format!("binding a test vendor: {e}")))?;
@@ -195,15 +222,12 @@ fn hashed<E: Entity>(e: E) -> (String, String) {
     (e.id().to_owned(), content_hash(&e))
 }
 
-/// Replay one change topic for a connection, checking every event against
-/// what came before it: an update's before image is the last version, no
-/// update changes nothing, nothing is created twice or deleted unseen.
-async fn replay<E: Entity>(
+/// Every committed change event of `connection` for entities `E`, in
+/// order, with its entity id.
+pub async fn change_events<E: Entity>(
     kafka: &TestKafka,
     connection: &str,
-    event_ids: &mut Vec<String>,
-    history: &mut HashMap<String, Vec<Option<String>>>,
-) -> Result<HashMap<String, String>, HarnessError> {
+) -> Result<Vec<(String, ChangeEvent<E>)>, HarnessError> {
     let bad = |what: String| HarnessError::Environment(what);
     let topic = catalogue::change_topic::<E>()
         .ok_or_else(|| bad("no change topic".into()))?
@@ -211,7 +235,7 @@ async fn replay<E: Entity>(
     let records = kafka
         .drain(topic, Isolation::ReadCommitted, Duration::from_secs(120))
         .await?;
-    let mut state = HashMap::new();
+    let mut out = Vec::new();
     for r in records {
         let key = r
             .key
@@ -228,8 +252,27 @@ async fn replay<E: Entity>(
             .ok_or_else(|| bad(format!("{topic}: a tombstone")))?;
         let (_, body) = wire::split(value).map_err(|e| bad(e.to_string()))?;
         let event = ChangeEvent::<E>::decode_all(body).map_err(|e| bad(e.to_string()))?;
+        out.push((key.entity_id, event));
+    }
+    Ok(out)
+}
+
+/// Replay one change topic for a connection, checking every event against
+/// what came before it: an update's before image is the last version, no
+/// update changes nothing, nothing is created twice or deleted unseen.
+async fn replay<E: Entity>(
+    kafka: &TestKafka,
+    connection: &str,
+    event_ids: &mut Vec<String>,
+    history: &mut HashMap<String, Vec<Option<String>>>,
+) -> Result<HashMap<String, String>, HarnessError> {
+    let bad = |what: String| HarnessError::Environment(what);
+    let topic = catalogue::change_topic::<E>()
+        .ok_or_else(|| bad("no change topic".into()))?
+        .name;
+    let mut state = HashMap::new();
+    for (id, event) in change_events::<E>(kafka, connection).await? {
         event_ids.push(event.event_id.clone());
-        let id = key.entity_id;
         match event.op {
             Op::Delete => {
                 if state.remove(&id).is_none() {
