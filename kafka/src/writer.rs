@@ -159,11 +159,24 @@ impl TransactionalWriter {
         Ok(())
     }
 
+    /// Abort the open transaction, after its records were answered.
+    ///
+    /// An abort sent while the transaction's first records are still in
+    /// flight can reach the coordinator before it registered their
+    /// partitions; the coordinator then sees no transaction to end and
+    /// answers INVALID_TXN_STATE, which librdkafka makes fatal
+    /// (librdkafka#4849). Once a record is answered its partition is
+    /// registered, so waiting for the answers first avoids that; the
+    /// records are written as part of the aborted transaction, which
+    /// read-committed consumers never see. A wait that runs out (a broker
+    /// down) is no reason not to try the abort.
     pub fn abort_blocking(&self) -> Result<(), ClientError> {
+        let _ = self.producer.flush(self.timeout);
         self.producer.abort_transaction(self.timeout)
     }
 
     pub async fn abort(&self) -> Result<(), WriteError> {
+        let _ = self.delivered().await;
         let w = self.clone();
         tokio::task::spawn_blocking(move || w.abort_blocking()).await??;
         Ok(())
