@@ -10,11 +10,15 @@
 //! change of findings. The store is a cache of the state topic: rebuilt
 //! from it at every start, written with every commit.
 //!
-//! A commit's images are written to the store while Kafka commits the
-//! transaction ([`Holding::stage`], [`write`], then [`Holding::commit`] or
-//! [`Holding::discard`]): always to free slots, so that an image still
-//! referenced is never overwritten before the commit is known; a slot is
-//! freed when its entry no longer points at it.
+//! A commit's images are written to the store behind the connection's
+//! loop ([`Holding::stage`], [`Holding::write_behind`], then
+//! [`Holding::commit`] or [`Holding::discard`]): the write runs on a
+//! blocking thread through Kafka's commit and the next transaction's work,
+//! and until it is done the images are read from memory. One write at a
+//! time: the next commit first waits for the last ([`Holding::settle`]).
+//! Images go always to free slots, so that an image still referenced is
+//! never overwritten before the commit is known; a slot is freed when its
+//! entry no longer points at it, and written again only by a later write.
 //!
 //! Entries live in 64 hash tables chosen by the id's hash. A table growing
 //! doubles one sixty-fourth of the memory, not all of it at once; and the
@@ -221,9 +225,8 @@ pub(super) type Writes = Vec<(u32, Box<str>, Held)>;
 /// Entries to set (`Some`) or forget once the commit is known.
 pub(super) struct Updates(Vec<(Endpoint, u64, CompactId, Option<Entry>)>);
 
-/// Write staged images to the store: one commit of the side store, run
-/// beside Kafka's commit.
-pub(super) fn write(store: &SideStore, writes: &Writes) -> Result<(), StoreError> {
+/// Write staged images to the store: one commit of the side store.
+fn write(store: &SideStore, writes: &Writes) -> Result<(), StoreError> {
     let mut record = Vec::new();
     store.write(|puts| {
         for (slot, id, held) in writes {
@@ -234,10 +237,25 @@ pub(super) fn write(store: &SideStore, writes: &Writes) -> Result<(), StoreError
     })
 }
 
+/// A commit's images on their way to the store, readable meanwhile.
+struct InFlight {
+    writes: Arc<Writes>,
+    /// Slot → index in `writes`.
+    slots: foldhash::HashMap<u32, usize>,
+    writing: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+impl InFlight {
+    fn get(&self, slot: u32) -> Option<&(u32, Box<str>, Held)> {
+        self.slots.get(&slot).and_then(|&i| self.writes.get(i))
+    }
+}
+
 /// Every endpoint's entries, and the side store behind them.
 pub(super) struct Holding {
     tables: foldhash::HashMap<Endpoint, Table>,
     store: Arc<SideStore>,
+    in_flight: Option<InFlight>,
     /// Slots never used so far begin here.
     next_slot: u32,
     /// Slots no entry points at.
@@ -249,13 +267,10 @@ impl Holding {
         Self {
             tables: Default::default(),
             store: Arc::new(store),
+            in_flight: None,
             next_slot: 0,
             free: Vec::new(),
         }
-    }
-
-    pub(super) fn store(&self) -> Arc<SideStore> {
-        Arc::clone(&self.store)
     }
 
     pub(super) fn len(&self, endpoint: Endpoint) -> usize {
@@ -289,7 +304,43 @@ impl Holding {
 
     /// A reader of the entities' full records.
     pub(super) fn reader(&self) -> Result<Loader<'_>, RunError> {
-        Ok(Loader(self.store.reader()?))
+        Ok(Loader {
+            store: self.store.reader()?,
+            in_flight: self.in_flight.as_ref(),
+        })
+    }
+
+    /// Start writing a staged commit's images behind the loop; they are
+    /// read from memory until the write is done. The last write must be
+    /// settled.
+    pub(super) fn write_behind(&mut self, writes: Writes) {
+        debug_assert!(self.in_flight.is_none());
+        let writes = Arc::new(writes);
+        let slots = writes
+            .iter()
+            .enumerate()
+            .map(|(i, (slot, _, _))| (*slot, i))
+            .collect();
+        let store = Arc::clone(&self.store);
+        let batch = Arc::clone(&writes);
+        let writing = tokio::task::spawn_blocking(move || write(&store, &batch));
+        self.in_flight = Some(InFlight {
+            writes,
+            slots,
+            writing,
+        });
+    }
+
+    /// Wait for the write in flight, if any. A failed write leaves the
+    /// store behind what Kafka has: only a restart, which rebuilds it
+    /// from Kafka, is sure to be right.
+    pub(super) async fn settle(&mut self) -> Result<(), RunError> {
+        if let Some(in_flight) = self.in_flight.as_mut() {
+            let written = (&mut in_flight.writing).await;
+            self.in_flight = None;
+            written??;
+        }
+        Ok(())
     }
 
     /// One entity's id and full state, from disk.
@@ -373,11 +424,13 @@ impl Holding {
         );
     }
 
-    /// Stage, write and commit at once (restoring the state at start).
+    /// Stage, write and commit at once (restoring the state at start,
+    /// with no write in flight).
     pub(super) fn apply(
         &mut self,
         pending: &mut foldhash::HashMap<Endpoint, IdMap<Option<Held>>>,
     ) -> Result<(), RunError> {
+        debug_assert!(self.in_flight.is_none());
         let (writes, updates) = self.stage(pending)?;
         write(&self.store, &writes)?;
         self.commit(updates);
@@ -385,14 +438,24 @@ impl Holding {
     }
 }
 
-/// Reads entities' full records from one snapshot of the side store.
-pub(super) struct Loader<'s>(StoreReader<'s>);
+/// Reads entities' full records from one snapshot of the side store and
+/// the write in flight.
+pub(super) struct Loader<'s> {
+    store: StoreReader<'s>,
+    in_flight: Option<&'s InFlight>,
+}
 
 impl Loader<'_> {
     pub(super) fn load(&self, entry: &Entry) -> Result<(String, Held), RunError> {
+        if let Some((_, id, held)) = self.in_flight.and_then(|f| f.get(entry.slot())) {
+            let mut held = held.clone();
+            held.seen_in = u32::from(entry.seen_in);
+            held.age = entry.age;
+            return Ok((id.to_string(), held));
+        }
         let missing = |what: &str| RunError::Store(format!("slot {}: {what}", entry.slot()));
         let bytes = self
-            .0
+            .store
             .get(u64::from(entry.slot()))?
             .ok_or_else(|| missing("no record"))?;
         decode_record(&bytes, entry).ok_or_else(|| missing("a record that cannot be read"))
@@ -486,6 +549,49 @@ mod tests {
         }
         assert_eq!(get(&holding, &ids[0]).map(Entry::seen_in), Some(42));
         assert!(seen_by(42 + 65_536, 42));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn images_written_behind_are_read_from_memory_until_on_disk() {
+        let dir = std::env::temp_dir().join(format!("holding-behind-{}", std::process::id()));
+        let store = SideStore::create(&dir, "holding", 1 << 20).unwrap();
+        let mut holding = Holding::new(store);
+        let ids: Vec<String> = (0..300).map(|n| format!("id {n}")).collect();
+        let commit = |holding: &mut Holding, n: u8| {
+            let mut pending: foldhash::HashMap<Endpoint, IdMap<Option<Held>>> = Default::default();
+            let persons = pending.entry(Endpoint::Persons).or_default();
+            for id in &ids {
+                persons.insert(Key::new(id), Some(held(n, 0)));
+            }
+            let (writes, updates) = holding.stage(&mut pending).unwrap();
+            holding.write_behind(writes);
+            holding.commit(updates);
+        };
+        for n in 1..=20u8 {
+            if n > 1 {
+                holding.settle().await.unwrap();
+            }
+            commit(&mut holding, n);
+            // Whether or not the write is done, each entity reads as its
+            // last commit left it, and the slots freed by the previous
+            // commit were reused.
+            let loader = holding.reader().unwrap();
+            for id in &ids {
+                let entry = get(&holding, id).unwrap();
+                let (back, state) = loader.load(entry).unwrap();
+                assert_eq!(
+                    (back.as_str(), state.image),
+                    (id.as_str(), held(n, 0).image)
+                );
+            }
+            drop(loader);
+            assert!(holding.next_slot <= 2 * ids.len() as u32);
+        }
+        holding.settle().await.unwrap();
+        assert!(holding.in_flight.is_none());
+        let entry = *get(&holding, &ids[5]).unwrap();
+        assert_eq!(holding.load(&entry).unwrap().1.image, held(20, 0).image);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

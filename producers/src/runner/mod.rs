@@ -801,6 +801,9 @@ impl Runner {
             self.failed("heartbeat", &e);
             failures.push(e);
         }
+        // The poll's last images are on disk before it ends, and a failure
+        // to write them is this poll's.
+        self.holding.settle().await?;
         let name = self.config.name.as_str();
         let outcome = if failures.is_empty() { "ok" } else { "failed" };
         self.metrics.polls.with_label_values(&[name, outcome]).inc();
@@ -1847,22 +1850,15 @@ impl Runner {
             txn.push(record);
         }
         let records = txn.len() as u64;
-        // The images go to the side store while Kafka commits; the entries
-        // follow only a commit.
+        // The images go to the side store behind the loop, through Kafka's
+        // commit and the next transaction's work (the last commit's write
+        // is done first); the entries follow only a commit.
         let (writes, updates) = self.holding.stage(&mut txn.state)?;
-        let store = self.holding.store();
-        let writing = tokio::task::spawn_blocking(move || holding::write(&store, &writes));
         let waiting = Instant::now();
+        self.holding.settle().await?;
+        self.holding.write_behind(writes);
         let committed = self.txns.commit(txn).await;
-        let written = writing.await;
         self.waited(Wait::Commit, waiting);
-        match written {
-            Ok(Ok(())) => {}
-            // Kafka has, or may have, the transaction: only a restart,
-            // which rebuilds the state from Kafka, is sure to be right.
-            Ok(Err(e)) => return Err(e.into()),
-            Err(e) => return Err(e.into()),
-        }
         if committed.is_err() {
             self.holding.discard(updates);
         } else {
