@@ -131,17 +131,27 @@ backoff_max_ms = 50
     // The kills did land inside transactions: aborted records sit in the log.
     let topic = catalogue::change_topic::<Attendance>().unwrap().name;
     let raw = kafka
-        .drain(topic, Isolation::ReadUncommitted, Duration::from_secs(120))
+        .drain_keyed(
+            topic,
+            Isolation::ReadUncommitted,
+            Duration::from_secs(120),
+            &name,
+        )
         .await
         .unwrap()
         .len();
     let committed = kafka
-        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(120))
+        .drain_keyed(
+            topic,
+            Isolation::ReadCommitted,
+            Duration::from_secs(120),
+            &name,
+        )
         .await
         .unwrap()
         .len();
     eprintln!(
-        "{KILLS} kills; {} events; attendance topic: {raw} records written, {committed} committed",
+        "{KILLS} kills; {} events; attendance topic: {raw} records of this connection written, {committed} committed",
         ids.len()
     );
     let _ = std::fs::remove_dir_all(&dir);

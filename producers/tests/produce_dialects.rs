@@ -85,7 +85,12 @@ async fn versions<E: Blank>(kafka: &TestKafka, connection: &str, missing: &Missi
     let topic = catalogue::change_topic::<E>().unwrap().name;
     let mut out = Versions::new();
     for r in kafka
-        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(120))
+        .drain_keyed(
+            topic,
+            Isolation::ReadCommitted,
+            Duration::from_secs(120),
+            connection,
+        )
         .await
         .unwrap()
     {

@@ -105,7 +105,12 @@ fn lessons_at(name: &str, url: &str, prefix: &str) -> ConnectionConfig {
 /// Committed records of `topic` keyed by connection `name`.
 async fn committed_of(kafka: &TestKafka, topic: &str, name: &str) -> usize {
     let records = kafka
-        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
+        .drain_keyed(
+            topic,
+            Isolation::ReadCommitted,
+            Duration::from_secs(60),
+            name,
+        )
         .await
         .unwrap();
     let needle = name.as_bytes();

@@ -299,7 +299,12 @@ async fn broken_items_leak_nothing_are_not_deleted_and_are_reported_once() {
     let mut scanned = 0;
     for topic in topics {
         for record in kafka
-            .drain(topic, Isolation::ReadUncommitted, Duration::from_secs(60))
+            .drain_keyed(
+                topic,
+                Isolation::ReadUncommitted,
+                Duration::from_secs(60),
+                &name,
+            )
             .await
             .unwrap()
         {

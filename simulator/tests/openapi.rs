@@ -230,8 +230,9 @@ fn the_parameter_table_is_the_specifications() {
         }
     }
     // limit, pageToken and meta.modified.after on the 8 entity endpoints,
-    // the window on calendarEvents, after/limit/pageToken on deletions.
-    assert_eq!(implemented, 8 * 3 + 2 + 3);
+    // the window on calendarEvents, meta.created.after on attendances,
+    // after/limit/pageToken on deletions.
+    assert_eq!(implemented, 8 * 3 + 2 + 1 + 3);
     assert_eq!(
         query_parameters("calendarEvents")
             .unwrap()

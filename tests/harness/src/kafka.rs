@@ -110,7 +110,12 @@ impl TestKafka {
         };
         let mut out = Vec::new();
         for r in self
-            .drain(topic, Isolation::ReadCommitted, Duration::from_secs(60))
+            .drain_keyed(
+                topic,
+                Isolation::ReadCommitted,
+                Duration::from_secs(60),
+                connection,
+            )
             .await?
         {
             let (Some(key), Some(payload)) = (r.key, r.payload) else {
@@ -148,6 +153,33 @@ impl TestKafka {
         isolation: Isolation,
         timeout: Duration,
     ) -> Result<Vec<Record>, HarnessError> {
+        self.drain_filtered(topic, isolation, timeout, None).await
+    }
+
+    /// [`Self::drain`], keeping only the records whose key contains
+    /// `needle` (every skolflode key names its connection): a test holds
+    /// what its connection wrote, not what every earlier run on the same
+    /// broker left in a shared topic (a benchmark's millions of records
+    /// held in memory got test processes killed). Callers still compare
+    /// the decoded key exactly.
+    pub async fn drain_keyed(
+        &self,
+        topic: &str,
+        isolation: Isolation,
+        timeout: Duration,
+        needle: &str,
+    ) -> Result<Vec<Record>, HarnessError> {
+        self.drain_filtered(topic, isolation, timeout, Some(needle.as_bytes().to_vec()))
+            .await
+    }
+
+    async fn drain_filtered(
+        &self,
+        topic: &str,
+        isolation: Isolation,
+        timeout: Duration,
+        needle: Option<Vec<u8>>,
+    ) -> Result<Vec<Record>, HarnessError> {
         let mut client = self.config.build()?;
         client
             .set("group.id", names::unique("drain"))
@@ -163,7 +195,7 @@ impl TestKafka {
             // fills, which made draining a large topic take minutes.
             .set("fetch.queue.backoff.ms", "10");
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || drain_blocking(client, &topic, timeout))
+        tokio::task::spawn_blocking(move || drain_blocking(client, &topic, timeout, needle))
             .await
             .map_err(|e| HarnessError::Environment(format!("drain task failed: {e}")))?
     }
@@ -215,9 +247,18 @@ fn drain_blocking(
     client: rdkafka::ClientConfig,
     topic: &str,
     timeout: Duration,
+    needle: Option<Vec<u8>>,
 ) -> Result<Vec<Record>, HarnessError> {
     let mut records = Vec::new();
     skolflode_kafka::read_to_end(client, topic, timeout, |m| {
+        if let Some(needle) = &needle {
+            let keyed = m
+                .key()
+                .is_some_and(|k| k.windows(needle.len()).any(|w| w == needle.as_slice()));
+            if !keyed {
+                return Ok(());
+            }
+        }
         records.push(Record {
             partition: m.partition(),
             offset: m.offset(),

@@ -233,7 +233,12 @@ pub async fn change_events<E: Entity>(
         .ok_or_else(|| bad("no change topic".into()))?
         .name;
     let records = kafka
-        .drain(topic, Isolation::ReadCommitted, Duration::from_secs(120))
+        .drain_keyed(
+            topic,
+            Isolation::ReadCommitted,
+            Duration::from_secs(120),
+            connection,
+        )
         .await?;
     let mut out = Vec::new();
     for r in records {
