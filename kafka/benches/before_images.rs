@@ -50,7 +50,7 @@ fn image(n: u64) -> Vec<u8> {
 
 fn side_store(records: u64, wanted: &[u64]) -> Result<(f64, f64), Failure> {
     let dir = std::env::temp_dir().join("skolflode-bench-before-images");
-    let store = SideStore::create(&dir, "bench", 16 << 20)?;
+    let store = SideStore::create(&dir, "bench")?;
     let started = Instant::now();
     let batch = 10_000;
     let mut n = 0;
@@ -154,7 +154,7 @@ fn main() -> Result<(), Failure> {
         wanted.len()
     );
     println!(
-        "side store (redb, on disk):   write {:8.2} us/image, read {:8.2} us/image",
+        "side store (log, on disk):    write {:8.2} us/image, read {:8.2} us/image",
         micros(store_write),
         micros(store_read)
     );

@@ -5,50 +5,115 @@
 //! The store is a cache, never the truth. It is created empty when a stage
 //! starts, filled while the stage restores its state from the compacted
 //! topic, written after each Kafka commit, and deleted when the stage
-//! stops. So nothing in it needs to survive a crash: commits are not
-//! synced to disk (`Durability::None`), except every
-//! [`DURABLE_EVERY`]th, which lets redb reuse the pages that earlier
-//! commits freed instead of growing the file.
+//! stops. So nothing in it needs to survive a crash, and nothing is synced
+//! to disk.
 //!
-//! redb keeps its page cache within the configured size; the operating
-//! system's page cache does the rest, and it does not count towards the
-//! process's resident memory.
+//! It is a log: each write appends its values to one file, in one system
+//! call per megabyte, and an index in memory (8 bytes a slot) says where
+//! each slot's value lies. A value written again, or removed, leaves its
+//! old bytes behind; once those outweigh the live values (and the file is
+//! past [`COMPACT_FROM`]), the next write copies the live values into a
+//! new file. A B-tree (redb) did the same job at three times the CPU a
+//! value, which on a city's first read was an eighth of the producer's
+//! CPU (`docs/performance.md`); the caller's slots are dense, which is
+//! what lets a plain array index them.
+//!
+//! The operating system's page cache keeps what is read often; it does
+//! not count towards the process's resident memory.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+/// A log smaller than this is never compacted.
+pub const COMPACT_FROM: u64 = 64 << 20;
 
-const VALUES: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("values");
+/// Bytes gathered before they are written.
+const WRITE_CHUNK: usize = 1 << 20;
 
-/// One commit in this many is durable: redb frees the pages that
-/// non-durable commits replaced only at a durable one.
-pub const DURABLE_EVERY: u32 = 32;
+/// Each value is preceded by its length.
+const HEADER: u64 = 4;
 
-/// A failure of the side store. The caller's state is then unusable: the
-/// stage must restart and restore it from Kafka.
+/// An index entry: the value's offset in the log (40 bits) and its
+/// length (24 bits, saturated: the header has the real one); 0 is empty.
+const LEN_BITS: u32 = 24;
+const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+
+/// Why the store could not be used. The caller's state is then unusable:
+/// the stage must restart and restore it from Kafka.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the side store at {path}: {source}")]
-    Db {
-        path: PathBuf,
-        #[source]
-        source: Box<redb::Error>,
-    },
-    #[error("the side store at {path} could not be prepared: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("the side store at {path} is corrupt: {what}")]
+    Corrupt { path: PathBuf, what: String },
 }
 
 /// Slot → bytes, on disk, for one stage instance. Writes may run on
-/// another thread than reads (redb readers see the last commit).
+/// another thread than reads; a reader sees every write that returned.
 pub struct SideStore {
-    db: Database,
     path: PathBuf,
-    commits: AtomicU32,
+    /// One writer at a time: appends and compaction.
+    writer: Mutex<Writer>,
+    shared: RwLock<Shared>,
+}
+
+/// What readers need.
+struct Shared {
+    file: Arc<File>,
+    index: Index,
+}
+
+/// Slot → entry (see [`LEN_BITS`]), in chunks: growing never copies
+/// the index or holds it twice.
+#[derive(Default)]
+struct Index {
+    chunks: Vec<Box<[u64]>>,
+}
+
+const CHUNK: usize = 1 << 16;
+
+impl Index {
+    fn get(&self, slot: u64) -> u64 {
+        let Ok(i) = usize::try_from(slot) else {
+            return 0;
+        };
+        self.chunks
+            .get(i / CHUNK)
+            .map_or(0, |c| c.get(i % CHUNK).copied().unwrap_or(0))
+    }
+
+    fn entry_mut(&mut self, slot: u64) -> Option<&mut u64> {
+        let i = usize::try_from(slot).ok()?;
+        self.chunks.get_mut(i / CHUNK)?.get_mut(i % CHUNK)
+    }
+
+    fn grow_to(&mut self, slot: u64) {
+        let Ok(i) = usize::try_from(slot) else {
+            return;
+        };
+        while self.chunks.len() <= i / CHUNK {
+            self.chunks.push(vec![0; CHUNK].into_boxed_slice());
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = u64> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter().copied())
+    }
+}
+
+struct Writer {
+    /// Bytes in the log.
+    end: u64,
+    /// Bytes of values the index points at, headers included.
+    live: u64,
+    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for SideStore {
@@ -75,41 +140,60 @@ fn unique_name(name: &str) -> String {
         .take(80)
         .collect();
     format!(
-        "skolflode-{safe}-{}-{}.redb",
+        "skolflode-{safe}-{}-{}.log",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
 
+fn entry(offset: u64, len: usize) -> u64 {
+    (offset << LEN_BITS) | (len as u64).min(LEN_MASK)
+}
+
+fn open_new(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 impl SideStore {
     /// An empty store in a new file in `dir` (created if missing), named
-    /// after `name`, with at most `cache_bytes` of redb's page cache. The
-    /// file is removed when the store is dropped.
-    pub fn create(dir: &Path, name: &str, cache_bytes: usize) -> Result<Self, StoreError> {
+    /// after `name`. The file is removed when the store is dropped.
+    pub fn create(dir: &Path, name: &str) -> Result<Self, StoreError> {
         let path = dir.join(unique_name(name));
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_owned(),
             source,
         })?;
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(|e| Self::failed(&path, e))?;
-        let store = Self {
-            db,
+        let file = open_new(&path).map_err(io)?;
+        // Offset 0 marks an empty entry: the log starts with a byte of
+        // its own.
+        file.write_all_at(&[0], 0).map_err(io)?;
+        Ok(Self {
+            writer: Mutex::new(Writer {
+                end: 1,
+                live: 0,
+                buf: Vec::new(),
+            }),
+            shared: RwLock::new(Shared {
+                file: Arc::new(file),
+                index: Index::default(),
+            }),
             path,
-            commits: AtomicU32::new(0),
-        };
-        // The table exists from the start, so that reads never meet its
-        // absence.
-        store.write(|_| Ok(()))?;
-        Ok(store)
+        })
     }
 
-    fn failed(path: &Path, e: impl Into<redb::Error>) -> StoreError {
-        StoreError::Db {
-            path: path.to_owned(),
-            source: Box::new(e.into()),
+    fn io(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source,
         }
     }
 
@@ -118,7 +202,7 @@ impl SideStore {
         &self.path
     }
 
-    /// Put and remove values in one commit.
+    /// Put values in slots and empty others, in one write.
     pub fn apply<'a>(
         &self,
         puts: impl IntoIterator<Item = (u64, &'a [u8])>,
@@ -135,40 +219,151 @@ impl SideStore {
         })
     }
 
-    /// One commit of whatever `fill` puts and removes.
+    /// One write of whatever `fill` puts and removes. Readers see all of
+    /// it once it returns, none of it before; a failed write leaves the
+    /// slots it touched as they were.
     pub fn write(
         &self,
         fill: impl FnOnce(&mut Puts<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let fail = |e: redb::Error| Self::failed(&self.path, e);
-        let mut txn = self.db.begin_write().map_err(|e| fail(e.into()))?;
-        let commits = self.commits.fetch_add(1, Ordering::Relaxed);
-        let durability = if commits.is_multiple_of(DURABLE_EVERY) {
-            Durability::Immediate
-        } else {
-            Durability::None
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let file = Arc::clone(
+            &self
+                .shared
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .file,
+        );
+        let start = writer.end;
+        let mut puts = Puts {
+            store: self,
+            file: &file,
+            buf: std::mem::take(&mut writer.buf),
+            flushed: start,
+            changes: Vec::new(),
         };
-        txn.set_durability(durability).map_err(|e| fail(e.into()))?;
-        {
-            let table = txn.open_table(VALUES).map_err(|e| fail(e.into()))?;
-            let mut puts = Puts {
-                table,
-                path: &self.path,
-            };
-            fill(&mut puts)?;
+        let filled = fill(&mut puts).and_then(|()| puts.flush());
+        let Puts {
+            mut buf,
+            changes,
+            flushed,
+            ..
+        } = puts;
+        buf.clear();
+        if buf.capacity() > WRITE_CHUNK * 2 {
+            buf.shrink_to(WRITE_CHUNK * 2);
         }
-        txn.commit().map_err(|e| fail(e.into()))
+        writer.buf = buf;
+        // What was appended before a failure is left as garbage.
+        writer.end = flushed;
+        filled?;
+        {
+            let mut shared = self.shared.write().unwrap_or_else(PoisonError::into_inner);
+            for (slot, new) in changes {
+                let old = match shared.index.entry_mut(slot) {
+                    Some(e) => std::mem::replace(e, new),
+                    None if new == 0 => 0,
+                    None => {
+                        shared.index.grow_to(slot);
+                        match shared.index.entry_mut(slot) {
+                            Some(e) => std::mem::replace(e, new),
+                            None => 0,
+                        }
+                    }
+                };
+                writer.live = writer.live.saturating_sub(if old == 0 {
+                    0
+                } else {
+                    (old & LEN_MASK) + HEADER
+                });
+                writer.live += if new == 0 {
+                    0
+                } else {
+                    (new & LEN_MASK) + HEADER
+                };
+            }
+        }
+        if writer.end > COMPACT_FROM && writer.end > 2 * writer.live.max(1) {
+            self.compact(&mut writer)?;
+        }
+        Ok(())
     }
 
-    /// A consistent view for reading many values.
+    /// Copy the live values into a new log and put it in the old one's
+    /// place. Readers go on reading the old file until the swap.
+    fn compact(&self, writer: &mut Writer) -> Result<(), StoreError> {
+        let fresh = self.path.with_extension("compacting");
+        let out = open_new(&fresh).map_err(|e| self.io(e))?;
+        // Only this writer changes `shared`: reading under its lock keeps
+        // readers going and spares a copy of the index.
+        let current = self.shared.read().unwrap_or_else(PoisonError::into_inner);
+        let mut moved = Index::default();
+        let mut buf = Vec::with_capacity(WRITE_CHUNK * 2);
+        buf.push(0);
+        let mut end = 0u64;
+        let mut value = Vec::new();
+        for (slot, e) in current.index.entries().enumerate() {
+            if e == 0 {
+                continue;
+            }
+            self.read_value(&current.file, e, &mut value)?;
+            moved.grow_to(slot as u64);
+            if let Some(m) = moved.entry_mut(slot as u64) {
+                *m = entry(end + buf.len() as u64, value.len());
+            }
+            buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&value);
+            if buf.len() >= WRITE_CHUNK {
+                out.write_all_at(&buf, end).map_err(|e| self.io(e))?;
+                end += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        out.write_all_at(&buf, end).map_err(|e| self.io(e))?;
+        end += buf.len() as u64;
+        drop(current);
+        std::fs::rename(&fresh, &self.path).map_err(|e| self.io(e))?;
+        let mut shared = self.shared.write().unwrap_or_else(PoisonError::into_inner);
+        shared.file = Arc::new(out);
+        shared.index = moved;
+        writer.end = end;
+        writer.live = end - 1;
+        Ok(())
+    }
+
+    /// The value at index entry `e` of `file`, into `out`.
+    fn read_value(&self, file: &File, e: u64, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        let offset = e >> LEN_BITS;
+        let mut len = (e & LEN_MASK) as usize;
+        let mut header = [0u8; HEADER as usize];
+        if len == LEN_MASK as usize {
+            file.read_exact_at(&mut header, offset)
+                .map_err(|e| self.io(e))?;
+            len = u32::from_le_bytes(header) as usize;
+        }
+        out.clear();
+        out.resize(len, 0);
+        file.read_exact_at(out, offset + HEADER)
+            .map_err(|e| self.io(e))?;
+        if len < LEN_MASK as usize {
+            file.read_exact_at(&mut header, offset)
+                .map_err(|e| self.io(e))?;
+            if u32::from_le_bytes(header) as usize != len {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("the value at offset {offset} is not {len} bytes long"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A reader of what has been written.
     pub fn reader(&self) -> Result<StoreReader<'_>, StoreError> {
-        let fail = |e: redb::Error| Self::failed(&self.path, e);
-        let txn = self.db.begin_read().map_err(|e| fail(e.into()))?;
-        let table = txn.open_table(VALUES).map_err(|e| fail(e.into()))?;
-        Ok(StoreReader { table, store: self })
+        Ok(StoreReader { store: self })
     }
 
-    /// One value.
+    /// The value in `slot`, if any.
     pub fn get(&self, slot: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.reader()?.get(slot)
     }
@@ -176,51 +371,83 @@ impl SideStore {
 
 impl Drop for SideStore {
     fn drop(&mut self) {
-        // Best effort: the file is a cache, and a leftover one is only
-        // disk space in a temporary directory.
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.path.with_extension("compacting"));
     }
 }
 
-/// What one commit of a [`SideStore`] changes.
+/// The puts and removes of one [`SideStore::write`].
 #[allow(missing_debug_implementations)]
 pub struct Puts<'t> {
-    table: redb::Table<'t, u64, &'static [u8]>,
-    path: &'t Path,
+    store: &'t SideStore,
+    file: &'t File,
+    buf: Vec<u8>,
+    /// Where `buf` goes in the log.
+    flushed: u64,
+    /// Slot → new index entry, applied when the write is whole.
+    changes: Vec<(u64, u64)>,
 }
 
 impl Puts<'_> {
-    /// Set a slot's value.
+    /// Put `value` in `slot`.
     pub fn put(&mut self, slot: u64, value: &[u8]) -> Result<(), StoreError> {
-        self.table
-            .insert(slot, value)
-            .map(|_| ())
-            .map_err(|e| SideStore::failed(self.path, e))
+        let len = u32::try_from(value.len()).map_err(|_| StoreError::Corrupt {
+            path: self.store.path.clone(),
+            what: format!("a value of {} bytes, more than 4 GiB", value.len()),
+        })?;
+        let offset = self.flushed + self.buf.len() as u64;
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(value);
+        self.changes.push((slot, entry(offset, value.len())));
+        if self.buf.len() >= WRITE_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Empty a slot.
     pub fn remove(&mut self, slot: u64) -> Result<(), StoreError> {
-        self.table
-            .remove(slot)
-            .map(|_| ())
-            .map_err(|e| SideStore::failed(self.path, e))
+        self.changes.push((slot, 0));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(&self.buf, self.flushed)
+            .map_err(|e| self.store.io(e))?;
+        self.flushed += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
     }
 }
 
-/// Reads from one snapshot of a [`SideStore`].
+/// Reads what a [`SideStore`] holds.
 #[allow(missing_debug_implementations)]
 pub struct StoreReader<'s> {
-    table: redb::ReadOnlyTable<u64, &'static [u8]>,
     store: &'s SideStore,
 }
 
 impl StoreReader<'_> {
     /// The value in `slot`, if any.
     pub fn get(&self, slot: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.table
-            .get(slot)
-            .map(|v| v.map(|v| v.value().to_vec()))
-            .map_err(|e| SideStore::failed(&self.store.path, e))
+        let (file, e) = {
+            let shared = self
+                .store
+                .shared
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let e = shared.index.get(slot);
+            if e == 0 {
+                return Ok(None);
+            }
+            (Arc::clone(&shared.file), e)
+        };
+        let mut out = Vec::new();
+        self.store.read_value(&file, e, &mut out)?;
+        Ok(Some(out))
     }
 }
 
@@ -229,10 +456,14 @@ impl StoreReader<'_> {
 mod tests {
     use super::*;
 
+    fn dir() -> PathBuf {
+        std::env::temp_dir().join(format!("side-store-test-{}", std::process::id()))
+    }
+
     #[test]
     fn puts_removes_and_reads_back_and_cleans_up() {
-        let dir = std::env::temp_dir().join(format!("side-store-test-{}", std::process::id()));
-        let store = SideStore::create(&dir, "a/b c", 1 << 20).unwrap();
+        let dir = dir();
+        let store = SideStore::create(&dir, "a/b c").unwrap();
         let path = store.path().to_owned();
         assert!(path.exists());
         assert!(path
@@ -241,7 +472,7 @@ mod tests {
             .to_string_lossy()
             .starts_with("skolflode-a_b_c-"));
         let big = vec![7u8; 100_000];
-        for round in 0..(DURABLE_EVERY as u64 * 2 + 3) {
+        for round in 0..40u64 {
             store
                 .apply(
                     [(round, big.as_slice()), (1_000 + round, b"x".as_slice())],
@@ -252,18 +483,97 @@ mod tests {
         assert_eq!(store.get(5).unwrap().as_deref(), Some(big.as_slice()));
         let reader = store.reader().unwrap();
         assert_eq!(reader.get(1_000).unwrap(), None);
-        assert_eq!(
-            reader.get(1_000 + DURABLE_EVERY as u64 * 2 + 2).unwrap(),
-            Some(b"x".to_vec())
-        );
-        drop(reader);
+        assert_eq!(reader.get(1_039).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(reader.get(99_999_999).unwrap(), None);
+        // An empty value is a value.
+        store.apply([(7, b"".as_slice())], []).unwrap();
+        assert_eq!(store.get(7).unwrap(), Some(Vec::new()));
         // A second store of the same name in the same process is its own.
-        let other = SideStore::create(&dir, "a/b c", 1 << 20).unwrap();
+        let other = SideStore::create(&dir, "a/b c").unwrap();
         assert_ne!(other.path(), path);
         assert_eq!(other.get(5).unwrap(), None);
         drop(store);
         assert!(!path.exists());
         drop(other);
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn values_longer_than_the_index_can_say_are_read_whole() {
+        let store = SideStore::create(&dir(), "long").unwrap();
+        let long: Vec<u8> = (0..(LEN_MASK as usize + 10)).map(|i| i as u8).collect();
+        store.apply([(3, long.as_slice())], []).unwrap();
+        assert_eq!(store.get(3).unwrap().as_deref(), Some(long.as_slice()));
+    }
+
+    #[test]
+    fn a_failed_write_changes_no_slot() {
+        let store = SideStore::create(&dir(), "failed").unwrap();
+        store.apply([(1, b"one".as_slice())], []).unwrap();
+        let failed = store.write(|w| {
+            w.put(1, b"uno")?;
+            w.put(2, b"two")?;
+            Err(StoreError::Corrupt {
+                path: PathBuf::new(),
+                what: "stopped".into(),
+            })
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.get(1).unwrap(), Some(b"one".to_vec()));
+        assert_eq!(store.get(2).unwrap(), None);
+        store.apply([(2, b"two".as_slice())], []).unwrap();
+        assert_eq!(store.get(2).unwrap(), Some(b"two".to_vec()));
+    }
+
+    #[test]
+    fn overwritten_values_are_compacted_away_and_the_rest_kept() {
+        let store = SideStore::create(&dir(), "compact").unwrap();
+        let value = |slot: u64, round: u64| -> Vec<u8> {
+            let mut v = vec![(slot + round) as u8; 1_000 + (slot % 7) as usize];
+            v.extend_from_slice(&round.to_le_bytes());
+            v
+        };
+        // 1 000 slots of about 1 kB written 100 times: 100 MB written,
+        // 1 MB live.
+        for round in 0..100u64 {
+            let values: Vec<(u64, Vec<u8>)> = (0..1_000).map(|s| (s, value(s, round))).collect();
+            store
+                .apply(values.iter().map(|(s, v)| (*s, v.as_slice())), [])
+                .unwrap();
+            // A reader keeps working across compactions.
+            assert_eq!(store.get(17).unwrap(), Some(value(17, round)));
+        }
+        let len = std::fs::metadata(store.path()).unwrap().len();
+        assert!(len < COMPACT_FROM + (2 << 20), "the log is {len} bytes");
+        for s in 0..1_000 {
+            assert_eq!(store.get(s).unwrap(), Some(value(s, 99)), "slot {s}");
+        }
+        store.apply([], [5]).unwrap();
+        assert_eq!(store.get(5).unwrap(), None);
+        assert_eq!(store.get(6).unwrap(), Some(value(6, 99)));
+    }
+
+    #[test]
+    fn reads_on_another_thread_see_each_write_whole() {
+        let store = Arc::new(SideStore::create(&dir(), "threads").unwrap());
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for round in 0..200u64 {
+                    let v = vec![round as u8; 50_000];
+                    store.apply([(round % 10, v.as_slice())], []).unwrap();
+                }
+            })
+        };
+        while !writer.is_finished() {
+            for s in 0..10 {
+                if let Some(v) = store.get(s).unwrap() {
+                    assert_eq!(v.len(), 50_000);
+                    assert!(v.iter().all(|&b| b == v[0]));
+                    assert_eq!(u64::from(v[0]) % 10, s);
+                }
+            }
+        }
+        writer.join().unwrap();
     }
 }

@@ -488,7 +488,7 @@ mod tests {
     fn holds_compactly_and_loads_what_was_committed() {
         assert_eq!(std::mem::size_of::<Entry>(), 32);
         let dir = std::env::temp_dir().join(format!("holding-test-{}", std::process::id()));
-        let store = SideStore::create(&dir, "holding", 1 << 20).unwrap();
+        let store = SideStore::create(&dir, "holding").unwrap();
         let mut holding = Holding::new(store);
         let ids: Vec<String> = (0..1000)
             .map(|n| {
@@ -555,7 +555,7 @@ mod tests {
     #[tokio::test]
     async fn images_written_behind_are_read_from_memory_until_on_disk() {
         let dir = std::env::temp_dir().join(format!("holding-behind-{}", std::process::id()));
-        let store = SideStore::create(&dir, "holding", 1 << 20).unwrap();
+        let store = SideStore::create(&dir, "holding").unwrap();
         let mut holding = Holding::new(store);
         let ids: Vec<String> = (0..300).map(|n| format!("id {n}")).collect();
         let commit = |holding: &mut Holding, n: u8| {

@@ -92,9 +92,6 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 /// The deletion feed's name among cursors and findings.
 const FEED: &str = "deletedEntities";
 
-/// Bytes of redb's page cache for a connection's side store.
-const STORE_CACHE_BYTES: usize = 16 << 20;
-
 /// State records restored before their images are written to the side
 /// store in one commit.
 const RESTORE_BATCH: usize = 20_000;
@@ -531,7 +528,7 @@ impl Runner {
         }
         let txns = Transactions::create(&producer_config, state_partition(&config.name)?)?;
         let store_dir = config.state_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let store = SideStore::create(&store_dir, &config.name, STORE_CACHE_BYTES)?;
+        let store = SideStore::create(&store_dir, &config.name)?;
         // Fences a predecessor and aborts what it left open, so that the
         // state topic's end can be read under read_committed.
         txns.init().await?;
