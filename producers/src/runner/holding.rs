@@ -585,7 +585,6 @@ mod tests {
                     (id.as_str(), held(n, 0).image)
                 );
             }
-            drop(loader);
             assert!(holding.next_slot <= 2 * ids.len() as u32);
         }
         holding.settle().await.unwrap();
