@@ -71,7 +71,7 @@ struct Shared {
 }
 
 /// Slot → entry (see [`LEN_BITS`]), in chunks: growing never copies
-/// the index or holds it twice.
+/// the index (only a compaction builds a second one).
 #[derive(Default)]
 struct Index {
     chunks: Vec<Box<[u64]>>,
@@ -113,6 +113,9 @@ struct Writer {
     end: u64,
     /// Bytes of values the index points at, headers included.
     live: u64,
+    /// No compaction before the log is this long: after one failed, it
+    /// is tried again once the log has grown by a quarter.
+    compact_after: u64,
     buf: Vec<u8>,
 }
 
@@ -175,11 +178,15 @@ impl SideStore {
         let file = open_new(&path).map_err(io)?;
         // Offset 0 marks an empty entry: the log starts with a byte of
         // its own.
-        file.write_all_at(&[0], 0).map_err(io)?;
+        if let Err(e) = file.write_all_at(&[0], 0) {
+            let _ = std::fs::remove_file(&path);
+            return Err(io(e));
+        }
         Ok(Self {
             writer: Mutex::new(Writer {
                 end: 1,
                 live: 0,
+                compact_after: COMPACT_FROM,
                 buf: Vec::new(),
             }),
             shared: RwLock::new(Shared {
@@ -283,8 +290,13 @@ impl SideStore {
                 };
             }
         }
-        if writer.end > COMPACT_FROM && writer.end > 2 * writer.live.max(1) {
-            self.compact(&mut writer)?;
+        if writer.end > writer.compact_after && writer.end > 2 * writer.live.max(1) {
+            // The write has taken effect: a failed compaction leaves the
+            // log as it was, to be compacted later.
+            if let Err(e) = self.compact(&mut writer) {
+                writer.compact_after = writer.end + writer.end / 4;
+                tracing::warn!(error = %e, "the side store could not be compacted; it goes on in the longer log");
+            }
         }
         Ok(())
     }
@@ -293,7 +305,32 @@ impl SideStore {
     /// place. Readers go on reading the old file until the swap.
     fn compact(&self, writer: &mut Writer) -> Result<(), StoreError> {
         let fresh = self.path.with_extension("compacting");
-        let out = open_new(&fresh).map_err(|e| self.io(e))?;
+        let copied = self.copy_live(&fresh);
+        let (out, moved, end) = match copied {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = std::fs::remove_file(&fresh);
+                return Err(e);
+            }
+        };
+        let old = {
+            let mut shared = self.shared.write().unwrap_or_else(PoisonError::into_inner);
+            let old_file = std::mem::replace(&mut shared.file, Arc::new(out));
+            let old_index = std::mem::replace(&mut shared.index, moved);
+            (old_file, old_index)
+        };
+        // Freed (and the old file closed) outside the lock.
+        drop(old);
+        writer.end = end;
+        writer.live = end - 1;
+        writer.compact_after = COMPACT_FROM;
+        Ok(())
+    }
+
+    /// The live values copied into a new log at `fresh`, renamed over the
+    /// store's file; the new file, its index and its length.
+    fn copy_live(&self, fresh: &Path) -> Result<(File, Index, u64), StoreError> {
+        let out = open_new(fresh).map_err(|e| self.io(e))?;
         // Only this writer changes `shared`: reading under its lock keeps
         // readers going and spares a copy of the index.
         let current = self.shared.read().unwrap_or_else(PoisonError::into_inner);
@@ -322,13 +359,8 @@ impl SideStore {
         out.write_all_at(&buf, end).map_err(|e| self.io(e))?;
         end += buf.len() as u64;
         drop(current);
-        std::fs::rename(&fresh, &self.path).map_err(|e| self.io(e))?;
-        let mut shared = self.shared.write().unwrap_or_else(PoisonError::into_inner);
-        shared.file = Arc::new(out);
-        shared.index = moved;
-        writer.end = end;
-        writer.live = end - 1;
-        Ok(())
+        std::fs::rename(fresh, &self.path).map_err(|e| self.io(e))?;
+        Ok((out, moved, end))
     }
 
     /// The value at index entry `e` of `file`, into `out`.
@@ -340,6 +372,12 @@ impl SideStore {
             file.read_exact_at(&mut header, offset)
                 .map_err(|e| self.io(e))?;
             len = u32::from_le_bytes(header) as usize;
+            if len < LEN_MASK as usize {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("the value at offset {offset} is only {len} bytes long"),
+                });
+            }
         }
         out.clear();
         out.resize(len, 0);
@@ -396,6 +434,12 @@ impl Puts<'_> {
             what: format!("a value of {} bytes, more than 4 GiB", value.len()),
         })?;
         let offset = self.flushed + self.buf.len() as u64;
+        if offset >= 1 << (64 - LEN_BITS) {
+            return Err(StoreError::Corrupt {
+                path: self.store.path.clone(),
+                what: format!("the log is {offset} bytes long, more than its index can point into"),
+            });
+        }
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf.extend_from_slice(value);
         self.changes.push((slot, entry(offset, value.len())));
@@ -456,13 +500,13 @@ impl StoreReader<'_> {
 mod tests {
     use super::*;
 
-    fn dir() -> PathBuf {
-        std::env::temp_dir().join(format!("side-store-test-{}", std::process::id()))
+    fn dir(test: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("side-store-test-{}-{test}", std::process::id()))
     }
 
     #[test]
     fn puts_removes_and_reads_back_and_cleans_up() {
-        let dir = dir();
+        let dir = dir("basic");
         let store = SideStore::create(&dir, "a/b c").unwrap();
         let path = store.path().to_owned();
         assert!(path.exists());
@@ -500,7 +544,7 @@ mod tests {
 
     #[test]
     fn values_longer_than_the_index_can_say_are_read_whole() {
-        let store = SideStore::create(&dir(), "long").unwrap();
+        let store = SideStore::create(&dir("long"), "long").unwrap();
         let long: Vec<u8> = (0..(LEN_MASK as usize + 10)).map(|i| i as u8).collect();
         store.apply([(3, long.as_slice())], []).unwrap();
         assert_eq!(store.get(3).unwrap().as_deref(), Some(long.as_slice()));
@@ -508,7 +552,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_changes_no_slot() {
-        let store = SideStore::create(&dir(), "failed").unwrap();
+        let store = SideStore::create(&dir("failed"), "failed").unwrap();
         store.apply([(1, b"one".as_slice())], []).unwrap();
         let failed = store.write(|w| {
             w.put(1, b"uno")?;
@@ -527,7 +571,7 @@ mod tests {
 
     #[test]
     fn overwritten_values_are_compacted_away_and_the_rest_kept() {
-        let store = SideStore::create(&dir(), "compact").unwrap();
+        let store = SideStore::create(&dir("compact"), "compact").unwrap();
         let value = |slot: u64, round: u64| -> Vec<u8> {
             let mut v = vec![(slot + round) as u8; 1_000 + (slot % 7) as usize];
             v.extend_from_slice(&round.to_le_bytes());
@@ -555,7 +599,7 @@ mod tests {
 
     #[test]
     fn reads_on_another_thread_see_each_write_whole() {
-        let store = Arc::new(SideStore::create(&dir(), "threads").unwrap());
+        let store = Arc::new(SideStore::create(&dir("threads"), "threads").unwrap());
         let writer = {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
@@ -575,5 +619,69 @@ mod tests {
             }
         }
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn readers_during_compactions_see_whole_values() {
+        let store = Arc::new(SideStore::create(&dir("compacting"), "compacting").unwrap());
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                // 10 slots of 1 MB rewritten 200 times: 200 MB through a
+                // log compacted from 64 MB on.
+                for round in 0..200u64 {
+                    let v = vec![round as u8; 1 << 20];
+                    store.apply([(round % 10, v.as_slice())], []).unwrap();
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() {
+            for s in 0..10 {
+                if let Some(v) = store.get(s).unwrap() {
+                    assert_eq!(v.len(), 1 << 20);
+                    assert!(v.iter().all(|&b| b == v[0]));
+                    assert_eq!(u64::from(v[0]) % 10, s);
+                    reads += 1;
+                }
+            }
+        }
+        writer.join().unwrap();
+        assert!(reads > 0);
+        let len = std::fs::metadata(store.path()).unwrap().len();
+        assert!(len < COMPACT_FROM + (4 << 20), "the log is {len} bytes");
+    }
+
+    #[test]
+    fn a_failed_compaction_fails_no_write_and_is_tried_again_later() {
+        let store = SideStore::create(&dir("blocked"), "blocked").unwrap();
+        // A directory where the compaction's new file would go.
+        let blocker = store.path().with_extension("compacting");
+        std::fs::create_dir_all(&blocker).unwrap();
+        let value = |round: u64| vec![round as u8; 1 << 20];
+        for round in 0..80u64 {
+            store
+                .apply([(round % 4, value(round).as_slice())], [])
+                .unwrap();
+        }
+        let long = std::fs::metadata(store.path()).unwrap().len();
+        assert!(
+            long > COMPACT_FROM,
+            "no compaction could happen: {long} bytes"
+        );
+        for slot in 0..4 {
+            assert_eq!(store.get(slot).unwrap(), Some(value(76 + slot)));
+        }
+        std::fs::remove_dir(&blocker).unwrap();
+        for round in 80..120u64 {
+            store
+                .apply([(round % 4, value(round).as_slice())], [])
+                .unwrap();
+        }
+        let len = std::fs::metadata(store.path()).unwrap().len();
+        assert!(len < long, "not compacted: {len} bytes");
+        for slot in 0..4 {
+            assert_eq!(store.get(slot).unwrap(), Some(value(116 + slot)));
+        }
     }
 }

@@ -438,8 +438,8 @@ impl Holding {
     }
 }
 
-/// Reads entities' full records from one snapshot of the side store and
-/// the write in flight.
+/// Reads entities' full records from the side store and the write in
+/// flight (whose slots no entry on disk shares until it commits).
 pub(super) struct Loader<'s> {
     store: StoreReader<'s>,
     in_flight: Option<&'s InFlight>,
