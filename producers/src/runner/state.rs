@@ -47,14 +47,10 @@ pub(super) async fn load(
     connection: &str,
     mut apply: impl FnMut(Vec<StateRecord>) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
-    let mut client = kafka.build()?;
-    client
-        .set(
-            "group.id",
-            format!("skolflode-produce-{connection}-state-load"),
-        )
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest");
+    // A consumer like every stage's (read_committed, no commits, a short
+    // fetch-queue backoff): with librdkafka's default backoff of 1 s, the
+    // read idled each time its prefetch queue filled.
+    let client = kafka.consumer(&format!("skolflode-produce-{connection}-state-load"))?;
     let partition = state_partition(connection)?;
     let expected = state_partitions()?;
     let connection = connection.to_owned();
