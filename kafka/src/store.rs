@@ -89,18 +89,21 @@ impl Index {
             .map_or(0, |c| c.get(i % CHUNK).copied().unwrap_or(0))
     }
 
-    fn entry_mut(&mut self, slot: u64) -> Option<&mut u64> {
-        let i = usize::try_from(slot).ok()?;
-        self.chunks.get_mut(i / CHUNK)?.get_mut(i % CHUNK)
-    }
-
-    fn grow_to(&mut self, slot: u64) {
+    /// Set a slot's entry, growing the index for a non-empty one;
+    /// returns the entry it had.
+    fn set(&mut self, slot: u64, new: u64) -> u64 {
         let Ok(i) = usize::try_from(slot) else {
-            return;
+            return 0;
         };
-        while self.chunks.len() <= i / CHUNK {
-            self.chunks.push(vec![0; CHUNK].into_boxed_slice());
+        if new != 0 {
+            while self.chunks.len() <= i / CHUNK {
+                self.chunks.push(vec![0; CHUNK].into_boxed_slice());
+            }
         }
+        self.chunks
+            .get_mut(i / CHUNK)
+            .and_then(|c| c.get_mut(i % CHUNK))
+            .map_or(0, |e| std::mem::replace(e, new))
     }
 
     fn entries(&self) -> impl Iterator<Item = u64> + '_ {
@@ -151,6 +154,16 @@ fn unique_name(name: &str) -> String {
 
 fn entry(offset: u64, len: usize) -> u64 {
     (offset << LEN_BITS) | (len as u64).min(LEN_MASK)
+}
+
+/// The bytes an entry's value takes in the log, header included (capped
+/// with the length), for the count of live bytes.
+fn footprint(e: u64) -> u64 {
+    if e == 0 {
+        0
+    } else {
+        (e & LEN_MASK) + HEADER
+    }
 }
 
 fn open_new(path: &Path) -> std::io::Result<File> {
@@ -241,53 +254,31 @@ impl SideStore {
                 .unwrap_or_else(PoisonError::into_inner)
                 .file,
         );
-        let start = writer.end;
         let mut puts = Puts {
-            store: self,
-            file: &file,
-            buf: std::mem::take(&mut writer.buf),
-            flushed: start,
+            log: Appender {
+                store: self,
+                file: &file,
+                buf: std::mem::take(&mut writer.buf),
+                end: writer.end,
+            },
             changes: Vec::new(),
         };
-        let filled = fill(&mut puts).and_then(|()| puts.flush());
-        let Puts {
-            mut buf,
-            changes,
-            flushed,
-            ..
-        } = puts;
+        let filled = fill(&mut puts).and_then(|()| puts.log.flush());
+        let Puts { log, changes } = puts;
+        let Appender { mut buf, end, .. } = log;
         buf.clear();
         if buf.capacity() > WRITE_CHUNK * 2 {
             buf.shrink_to(WRITE_CHUNK * 2);
         }
         writer.buf = buf;
         // What was appended before a failure is left as garbage.
-        writer.end = flushed;
+        writer.end = end;
         filled?;
         {
             let mut shared = self.shared.write().unwrap_or_else(PoisonError::into_inner);
             for (slot, new) in changes {
-                let old = match shared.index.entry_mut(slot) {
-                    Some(e) => std::mem::replace(e, new),
-                    None if new == 0 => 0,
-                    None => {
-                        shared.index.grow_to(slot);
-                        match shared.index.entry_mut(slot) {
-                            Some(e) => std::mem::replace(e, new),
-                            None => 0,
-                        }
-                    }
-                };
-                writer.live = writer.live.saturating_sub(if old == 0 {
-                    0
-                } else {
-                    (old & LEN_MASK) + HEADER
-                });
-                writer.live += if new == 0 {
-                    0
-                } else {
-                    (new & LEN_MASK) + HEADER
-                };
+                let old = shared.index.set(slot, new);
+                writer.live = writer.live.saturating_sub(footprint(old)) + footprint(new);
             }
         }
         if writer.end > writer.compact_after && writer.end > 2 * writer.live.max(1) {
@@ -335,29 +326,23 @@ impl SideStore {
         // readers going and spares a copy of the index.
         let current = self.shared.read().unwrap_or_else(PoisonError::into_inner);
         let mut moved = Index::default();
-        let mut buf = Vec::with_capacity(WRITE_CHUNK * 2);
-        buf.push(0);
-        let mut end = 0u64;
+        // The new log starts with its own empty-marking byte too.
+        let mut log = Appender {
+            store: self,
+            file: &out,
+            buf: vec![0],
+            end: 0,
+        };
         let mut value = Vec::new();
         for (slot, e) in current.index.entries().enumerate() {
             if e == 0 {
                 continue;
             }
             self.read_value(&current.file, e, &mut value)?;
-            moved.grow_to(slot as u64);
-            if let Some(m) = moved.entry_mut(slot as u64) {
-                *m = entry(end + buf.len() as u64, value.len());
-            }
-            buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&value);
-            if buf.len() >= WRITE_CHUNK {
-                out.write_all_at(&buf, end).map_err(|e| self.io(e))?;
-                end += buf.len() as u64;
-                buf.clear();
-            }
+            moved.set(slot as u64, log.append(&value)?);
         }
-        out.write_all_at(&buf, end).map_err(|e| self.io(e))?;
-        end += buf.len() as u64;
+        log.flush()?;
+        let end = log.end;
         drop(current);
         std::fs::rename(fresh, &self.path).map_err(|e| self.io(e))?;
         Ok((out, moved, end))
@@ -414,45 +399,36 @@ impl Drop for SideStore {
     }
 }
 
-/// The puts and removes of one [`SideStore::write`].
-#[allow(missing_debug_implementations)]
-pub struct Puts<'t> {
+/// Values appended to a log, gathered and written a chunk at a time.
+struct Appender<'t> {
     store: &'t SideStore,
     file: &'t File,
     buf: Vec<u8>,
-    /// Where `buf` goes in the log.
-    flushed: u64,
-    /// Slot → new index entry, applied when the write is whole.
-    changes: Vec<(u64, u64)>,
+    /// Where `buf` goes in the log: the bytes written so far.
+    end: u64,
 }
 
-impl Puts<'_> {
-    /// Put `value` in `slot`.
-    pub fn put(&mut self, slot: u64, value: &[u8]) -> Result<(), StoreError> {
-        let len = u32::try_from(value.len()).map_err(|_| StoreError::Corrupt {
+impl Appender<'_> {
+    /// Append `value` with its header; its index entry.
+    fn append(&mut self, value: &[u8]) -> Result<u64, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt {
             path: self.store.path.clone(),
-            what: format!("a value of {} bytes, more than 4 GiB", value.len()),
-        })?;
-        let offset = self.flushed + self.buf.len() as u64;
+            what,
+        };
+        let len = u32::try_from(value.len())
+            .map_err(|_| corrupt(format!("a value of {} bytes, more than 4 GiB", value.len())))?;
+        let offset = self.end + self.buf.len() as u64;
         if offset >= 1 << (64 - LEN_BITS) {
-            return Err(StoreError::Corrupt {
-                path: self.store.path.clone(),
-                what: format!("the log is {offset} bytes long, more than its index can point into"),
-            });
+            return Err(corrupt(format!(
+                "the log is {offset} bytes long, more than its index can point into"
+            )));
         }
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf.extend_from_slice(value);
-        self.changes.push((slot, entry(offset, value.len())));
         if self.buf.len() >= WRITE_CHUNK {
             self.flush()?;
         }
-        Ok(())
-    }
-
-    /// Empty a slot.
-    pub fn remove(&mut self, slot: u64) -> Result<(), StoreError> {
-        self.changes.push((slot, 0));
-        Ok(())
+        Ok(entry(offset, value.len()))
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
@@ -460,10 +436,33 @@ impl Puts<'_> {
             return Ok(());
         }
         self.file
-            .write_all_at(&self.buf, self.flushed)
+            .write_all_at(&self.buf, self.end)
             .map_err(|e| self.store.io(e))?;
-        self.flushed += self.buf.len() as u64;
+        self.end += self.buf.len() as u64;
         self.buf.clear();
+        Ok(())
+    }
+}
+
+/// The puts and removes of one [`SideStore::write`].
+#[allow(missing_debug_implementations)]
+pub struct Puts<'t> {
+    log: Appender<'t>,
+    /// Slot → new index entry, applied when the write is whole.
+    changes: Vec<(u64, u64)>,
+}
+
+impl Puts<'_> {
+    /// Put `value` in `slot`.
+    pub fn put(&mut self, slot: u64, value: &[u8]) -> Result<(), StoreError> {
+        let e = self.log.append(value)?;
+        self.changes.push((slot, e));
+        Ok(())
+    }
+
+    /// Empty a slot.
+    pub fn remove(&mut self, slot: u64) -> Result<(), StoreError> {
+        self.changes.push((slot, 0));
         Ok(())
     }
 }
@@ -597,40 +596,16 @@ mod tests {
         assert_eq!(store.get(6).unwrap(), Some(value(6, 99)));
     }
 
-    #[test]
-    fn reads_on_another_thread_see_each_write_whole() {
-        let store = Arc::new(SideStore::create(&dir("threads"), "threads").unwrap());
+    /// 10 slots rewritten 200 times with values of `len` bytes on one
+    /// thread, read on this one meanwhile: each value read must be one
+    /// whole write. The store, and how many values were read.
+    fn write_while_reading(name: &str, len: usize) -> (Arc<SideStore>, usize) {
+        let store = Arc::new(SideStore::create(&dir(name), name).unwrap());
         let writer = {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 for round in 0..200u64 {
-                    let v = vec![round as u8; 50_000];
-                    store.apply([(round % 10, v.as_slice())], []).unwrap();
-                }
-            })
-        };
-        while !writer.is_finished() {
-            for s in 0..10 {
-                if let Some(v) = store.get(s).unwrap() {
-                    assert_eq!(v.len(), 50_000);
-                    assert!(v.iter().all(|&b| b == v[0]));
-                    assert_eq!(u64::from(v[0]) % 10, s);
-                }
-            }
-        }
-        writer.join().unwrap();
-    }
-
-    #[test]
-    fn readers_during_compactions_see_whole_values() {
-        let store = Arc::new(SideStore::create(&dir("compacting"), "compacting").unwrap());
-        let writer = {
-            let store = Arc::clone(&store);
-            std::thread::spawn(move || {
-                // 10 slots of 1 MB rewritten 200 times: 200 MB through a
-                // log compacted from 64 MB on.
-                for round in 0..200u64 {
-                    let v = vec![round as u8; 1 << 20];
+                    let v = vec![round as u8; len];
                     store.apply([(round % 10, v.as_slice())], []).unwrap();
                 }
             })
@@ -639,7 +614,7 @@ mod tests {
         while !writer.is_finished() {
             for s in 0..10 {
                 if let Some(v) = store.get(s).unwrap() {
-                    assert_eq!(v.len(), 1 << 20);
+                    assert_eq!(v.len(), len);
                     assert!(v.iter().all(|&b| b == v[0]));
                     assert_eq!(u64::from(v[0]) % 10, s);
                     reads += 1;
@@ -647,6 +622,18 @@ mod tests {
             }
         }
         writer.join().unwrap();
+        (store, reads)
+    }
+
+    #[test]
+    fn reads_on_another_thread_see_each_write_whole() {
+        write_while_reading("threads", 50_000);
+    }
+
+    #[test]
+    fn readers_during_compactions_see_whole_values() {
+        // 1 MB values: 200 MB through a log compacted from 64 MB on.
+        let (store, reads) = write_while_reading("compacting", 1 << 20);
         assert!(reads > 0);
         let len = std::fs::metadata(store.path()).unwrap().len();
         assert!(len < COMPACT_FROM + (4 << 20), "the log is {len} bytes");

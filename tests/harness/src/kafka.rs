@@ -180,20 +180,13 @@ impl TestKafka {
         timeout: Duration,
         needle: Option<Vec<u8>>,
     ) -> Result<Vec<Record>, HarnessError> {
-        let mut client = self.config.build()?;
-        client
-            .set("group.id", names::unique("drain"))
-            .set(
-                "isolation.level",
-                match isolation {
-                    Isolation::ReadCommitted => "read_committed",
-                    Isolation::ReadUncommitted => "read_uncommitted",
-                },
-            )
-            // As skolflode's own consumers: librdkafka's default pauses a
-            // partition's fetching for 1 s each time its prefetch queue
-            // fills, which made draining a large topic take minutes.
-            .set("fetch.queue.backoff.ms", "10");
+        // skolflode's own consumer settings (the short fetch-queue backoff
+        // among them: librdkafka's default of 1 s made draining a large
+        // topic take minutes), at the isolation level asked for.
+        let mut client = self.config.consumer(&names::unique("drain"))?;
+        if isolation == Isolation::ReadUncommitted {
+            client.set("isolation.level", "read_uncommitted");
+        }
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || drain_blocking(client, &topic, timeout, needle))
             .await
