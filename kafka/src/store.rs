@@ -45,7 +45,8 @@ const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
 /// the stage must restart and restore it from Kafka.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the side store at {path}: {source}")]
+    /// Its cause is the source, which error chains print after it.
+    #[error("the side store at {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -286,7 +287,8 @@ impl SideStore {
             // log as it was, to be compacted later.
             if let Err(e) = self.compact(&mut writer) {
                 writer.compact_after = writer.end + writer.end / 4;
-                tracing::warn!(error = %e, "the side store could not be compacted; it goes on in the longer log");
+                let cause = std::error::Error::source(&e).map(ToString::to_string);
+                tracing::warn!(error = %e, cause = cause.as_deref().unwrap_or(""), "the side store could not be compacted; it goes on in the longer log");
             }
         }
         Ok(())
