@@ -10,12 +10,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use skolflode_schemas::codec::Reader;
-use skolflode_schemas::processed::{AttendanceRow, TeacherStudentRow};
-use skolflode_schemas::{catalogue, wire, AvroType};
+use skolflode_schemas::{catalogue, wire, AvroType, DecodeError};
 
 use crate::block::{Block, RowsBuilder};
 use crate::period::Week;
-use crate::table::Table;
+use crate::table::{Kind, Table};
 
 /// Why a snapshot record cannot be used. Carries no field values: a row
 /// holds pseudonyms only, but a broken record may hold anything.
@@ -47,56 +46,66 @@ pub struct Header<'a> {
     pub rows_in_revision: i32,
 }
 
-/// Decodes snapshot records into values it reuses, so that reading a
-/// record allocates nothing once the strings have grown.
+/// A cell of a snapshot record as read. Text is not yet checked for
+/// UTF-8: a revision's text columns are checked whole once it is complete
+/// ([`RowsBuilder::finish`]), one check per column instead of one per
+/// value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell<'a> {
+    Text(&'a [u8]),
+    Int(i32),
+    Flag(bool),
+}
+
+/// The most columns a register table has.
+const MAX_COLUMNS: usize = 10;
+
+/// A snapshot record, read: its header and its row's cells, in the
+/// table's column order, borrowed from the record's payload.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    pub table: Table,
+    pub header: Header<'a>,
+    cells: [Cell<'a>; MAX_COLUMNS],
+    columns: usize,
+}
+
+impl<'a> Record<'a> {
+    /// The row's cells, one per column of [`Table::columns`].
+    pub fn cells(&self) -> &[Cell<'a>] {
+        &self.cells[..self.columns]
+    }
+}
+
+/// Reads snapshot records straight into cells that borrow the payload:
+/// the rows are copied once, into the revision's columns. The snapshot
+/// schemas hold the header (`connection`, `week`, `revision`,
+/// `rows_in_revision`) and then the table's columns, in order (a test
+/// checks it against the schemas).
 #[derive(Debug, Default)]
 pub struct Decoder {
-    teacher_student: TeacherStudentRow,
-    attendance: AttendanceRow,
-    week: Option<Week>,
-    /// The last week label parsed, and its week: a revision's rows all
-    /// carry the same label.
-    last_week: Option<(String, Week)>,
+    /// The last week label read, and its week: a revision's rows all carry
+    /// the same label.
+    last_week: Option<(Vec<u8>, Week)>,
 }
 
-fn counts_in_range(counts: &[i32]) -> Result<(), BadRecord> {
-    // A week has 10 080 minutes; a count beyond that is broken input, and
-    // would overflow the yearly sums.
-    match counts
-        .iter()
-        .find(|&&n| !(0..=MAX_COUNT).contains(&i64::from(n)))
-    {
-        Some(&n) => Err(BadRecord::BadCount(i64::from(n))),
-        None => Ok(()),
-    }
+fn undecodable(e: DecodeError) -> BadRecord {
+    BadRecord::Undecodable(e.to_string())
 }
 
-fn decode_whole<T: AvroType>(value: &mut T, body: &[u8]) -> Result<(), BadRecord> {
-    let undecodable = |e: skolflode_schemas::DecodeError| BadRecord::Undecodable(e.to_string());
-    let mut reader = Reader::new(body);
-    value.decode_into(&mut reader).map_err(undecodable)?;
-    match reader.remaining() {
-        0 => Ok(()),
-        n => Err(BadRecord::Undecodable(format!("{n} bytes after the row"))),
-    }
+/// An Avro string's bytes, not checked for UTF-8.
+fn raw_text<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], BadRecord> {
+    let len = reader.length(1).map_err(undecodable)?;
+    reader.take(len).map_err(undecodable)
 }
 
 impl Decoder {
-    /// Decode a record of `table`'s snapshot topic and return its header;
-    /// its row is kept until the next call, for [`Decoder::append_to`].
-    pub fn decode(
+    /// Read a record of `table`'s snapshot topic.
+    pub fn read<'a>(
         &mut self,
         table: Table,
-        payload: Option<&[u8]>,
-    ) -> Result<Header<'_>, BadRecord> {
-        self.read(table, payload)?;
-        self.header(table).ok_or(BadRecord::BadWeek)
-    }
-
-    /// Decode a record of `table`'s snapshot topic; [`Decoder::header`]
-    /// then describes it.
-    pub fn read(&mut self, table: Table, payload: Option<&[u8]>) -> Result<(), BadRecord> {
-        self.week = None;
+        payload: Option<&'a [u8]>,
+    ) -> Result<Record<'a>, BadRecord> {
         let payload = payload.ok_or(BadRecord::Empty)?;
         let (id, body) = wire::split(payload).map_err(|e| BadRecord::Undecodable(e.to_string()))?;
         let subject = match table {
@@ -107,33 +116,43 @@ impl Decoder {
         if !known {
             return Err(BadRecord::UnknownSchema(id));
         }
-        let (connection, week, revision, rows_in_revision) = match table {
-            Table::TeacherStudent => {
-                let r = &mut self.teacher_student;
-                decode_whole(r, body)?;
-                counts_in_range(&[r.lessons, r.minutes])?;
-                (&r.connection, &r.week, r.revision, r.rows_in_revision)
-            }
-            Table::Attendance => {
-                let r = &mut self.attendance;
-                decode_whole(r, body)?;
-                counts_in_range(&[
-                    r.lessons,
-                    r.minutes_scheduled,
-                    r.minutes_present,
-                    r.minutes_valid_absence,
-                    r.minutes_invalid_absence,
-                    r.lessons_unreported,
-                ])?;
-                (&r.connection, &r.week, r.revision, r.rows_in_revision)
-            }
-        };
-        let _ = connection;
+        let mut reader = Reader::new(body);
+        let at = reader.position();
+        let connection = std::str::from_utf8(raw_text(&mut reader)?)
+            .map_err(|_| undecodable(DecodeError::InvalidUtf8(at)))?;
+        let week = raw_text(&mut reader)?;
+        let revision = reader.int().map_err(undecodable)?;
+        let rows_in_revision = reader.int().map_err(undecodable)?;
+        let columns = table.columns();
+        let mut cells = [Cell::Int(0); MAX_COLUMNS];
+        for (cell, column) in cells.iter_mut().zip(columns) {
+            *cell = match column.kind {
+                Kind::Text => Cell::Text(raw_text(&mut reader)?),
+                Kind::Int => {
+                    // Every number of a weekly row is a count within a
+                    // week; beyond that is broken input, and would
+                    // overflow the yearly sums.
+                    let n = reader.int().map_err(undecodable)?;
+                    if !(0..=MAX_COUNT).contains(&i64::from(n)) {
+                        return Err(BadRecord::BadCount(i64::from(n)));
+                    }
+                    Cell::Int(n)
+                }
+                Kind::Flag => Cell::Flag(bool::decode(&mut reader).map_err(undecodable)?),
+            };
+        }
+        match reader.remaining() {
+            0 => {}
+            n => return Err(BadRecord::Undecodable(format!("{n} bytes after the row"))),
+        }
         let week = match &self.last_week {
-            Some((label, parsed)) if label == week => *parsed,
+            Some((label, parsed)) if label.as_slice() == week => *parsed,
             _ => {
-                let parsed = Week::parse(week).ok_or(BadRecord::BadWeek)?;
-                self.last_week = Some((week.clone(), parsed));
+                let parsed = std::str::from_utf8(week)
+                    .ok()
+                    .and_then(Week::parse)
+                    .ok_or(BadRecord::BadWeek)?;
+                self.last_week = Some((week.to_vec(), parsed));
                 parsed
             }
         };
@@ -143,37 +162,17 @@ impl Decoder {
                 rows: rows_in_revision,
             });
         }
-        self.week = Some(week);
-        Ok(())
-    }
-
-    /// The header of the record of `table` last read, if it was good.
-    pub fn header(&self, table: Table) -> Option<Header<'_>> {
-        let week = self.week?;
-        let (connection, revision, rows_in_revision) = match table {
-            Table::TeacherStudent => {
-                let r = &self.teacher_student;
-                (&r.connection, r.revision, r.rows_in_revision)
-            }
-            Table::Attendance => {
-                let r = &self.attendance;
-                (&r.connection, r.revision, r.rows_in_revision)
-            }
-        };
-        Some(Header {
-            connection,
-            week,
-            revision,
-            rows_in_revision,
+        Ok(Record {
+            table,
+            header: Header {
+                connection,
+                week,
+                revision,
+                rows_in_revision,
+            },
+            cells,
+            columns: columns.len(),
         })
-    }
-
-    /// Append the row last decoded for `table` to `rows`.
-    pub fn append_to(&self, table: Table, rows: &mut RowsBuilder) {
-        match table {
-            Table::TeacherStudent => rows.push_teacher_student(&self.teacher_student),
-            Table::Attendance => rows.push_attendance(&self.attendance),
-        }
     }
 }
 
@@ -251,15 +250,9 @@ impl Assembler {
         }
     }
 
-    /// Take the record of `table` read at `at` that `decoder` decoded last,
-    /// with its `header`.
-    pub fn offer(
-        &mut self,
-        table: Table,
-        header: Header<'_>,
-        at: At,
-        decoder: &Decoder,
-    ) -> Offered {
+    /// Take `record`, read at `at`.
+    pub fn offer(&mut self, record: &Record<'_>, at: At) -> Offered {
+        let (table, header) = (record.table, record.header);
         let week_slot = self.pending.entry((table, header.week)).or_default();
         let current = week_slot.get(header.connection).map(|p| p.revision);
         match current {
@@ -298,7 +291,7 @@ impl Assembler {
         };
         pending.seen += 1;
         if let Some(rows) = &mut pending.rows {
-            decoder.append_to(table, rows);
+            rows.push(record);
         }
         if pending.seen < pending.expected {
             return Offered::Held;
@@ -356,6 +349,8 @@ mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int32Type;
+    use skolflode_schemas::processed::{AttendanceRow, TeacherStudentRow};
+    use skolflode_schemas::AvroRecord;
 
     /// An attendance record of `connection`'s revision, told apart by
     /// its `lessons`.
@@ -397,12 +392,9 @@ mod tests {
         }
 
         fn offer(&mut self, table: Table, payload: Vec<u8>, at: At) -> Offered {
-            if let Err(e) = self.decoder.read(table, Some(&payload)) {
-                return Offered::Unusable(e.to_string());
-            }
-            match self.decoder.header(table) {
-                Some(header) => self.assembler.offer(table, header, at, &self.decoder),
-                None => Offered::Unusable("no header".into()),
+            match self.decoder.read(table, Some(&payload)) {
+                Ok(record) => self.assembler.offer(&record, at),
+                Err(e) => Offered::Unusable(e.to_string()),
             }
         }
     }
@@ -475,28 +467,109 @@ mod tests {
     }
 
     #[test]
+    fn the_snapshot_schemas_hold_the_header_then_the_columns() {
+        let header = ["connection", "week", "revision", "rows_in_revision"];
+        for (table, fields) in [
+            (Table::TeacherStudent, TeacherStudentRow::FIELDS),
+            (Table::Attendance, AttendanceRow::FIELDS),
+        ] {
+            let expected: Vec<&str> = header
+                .into_iter()
+                .chain(table.columns().iter().map(|c| c.name))
+                .collect();
+            assert_eq!(fields, expected.as_slice(), "{table:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_read_gives_the_row_it_was_written_from() -> Result<(), String> {
+        let teaching = TeacherStudentRow {
+            connection: "c".into(),
+            week: "2025-W36".into(),
+            revision: 1,
+            rows_in_revision: 1,
+            school_unit_code: "U1".into(),
+            teacher_key: "t".into(),
+            student_key: "s".into(),
+            activity_id: "a".into(),
+            group_id: "g".into(),
+            subject_code: "MA".into(),
+            lessons: 3,
+            minutes: 180,
+            is_grader: true,
+            source: "sim".into(),
+        };
+        let id = catalogue::local_schema_id("TeacherStudentRow").unwrap_or_default();
+        let payload = wire::encode(id, &teaching);
+        let mut decoder = Decoder::default();
+        let read_back = decoder
+            .read(Table::TeacherStudent, Some(&payload))
+            .map_err(|e| e.to_string())?;
+        let mut read = RowsBuilder::new(Table::TeacherStudent, 1);
+        read.push(&read_back);
+        let mut written = RowsBuilder::new(Table::TeacherStudent, 1);
+        written.push_teacher_student(&teaching);
+        let (read, written) = (read.finish(), written.finish());
+        assert_eq!(
+            read.map_err(|e| e.to_string())?,
+            written.map_err(|e| e.to_string())?
+        );
+        let attendance = record("c", 1, 1, 4);
+        let read_back = decoder
+            .read(T, Some(&attendance))
+            .map_err(|e| e.to_string())?;
+        assert_eq!(
+            read_back.cells(),
+            [
+                Cell::Text(b"U1"),
+                Cell::Text(b"s4"),
+                Cell::Text(b"MA"),
+                Cell::Int(4),
+                Cell::Int(0),
+                Cell::Int(0),
+                Cell::Int(0),
+                Cell::Int(0),
+                Cell::Int(0),
+                Cell::Text(b"sim"),
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_revision_with_text_that_is_not_utf8_is_unusable() {
+        let mut f = Feed::new();
+        let mut bad = record("c", 1, 1, 1);
+        // The last field, `source` ("sim"), ends the record.
+        let last = bad.len() - 1;
+        bad[last] = 0xff;
+        assert!(matches!(f.offer(T, bad, at(1)), Offered::Unusable(_)));
+        assert_eq!(f.assembler.incomplete(), 0);
+    }
+
+    #[test]
     fn garbage_is_a_bad_record_not_a_panic() {
         let mut d = Decoder::default();
-        assert_eq!(d.decode(T, None).err(), Some(BadRecord::Empty));
+        assert_eq!(d.read(T, None).err(), Some(BadRecord::Empty));
         assert!(matches!(
-            d.decode(T, Some(b"\0\0\0\0\x01xyz")),
+            d.read(T, Some(b"\0\0\0\0\x01xyz")),
             Err(BadRecord::UnknownSchema(1))
         ));
         assert!(matches!(
-            d.decode(T, Some(b"{json}")),
+            d.read(T, Some(b"{json}")),
             Err(BadRecord::Undecodable(_))
         ));
         // The attendance schema on the teacher-student topic.
         assert!(matches!(
-            d.decode(Table::TeacherStudent, Some(&record("c", 1, 1, 1))),
+            d.read(Table::TeacherStudent, Some(&record("c", 1, 1, 1))),
             Err(BadRecord::UnknownSchema(_))
         ));
         assert_eq!(
-            d.decode(T, Some(&record("c", 1, 1, 20_000))).err(),
+            d.read(T, Some(&record("c", 1, 1, 20_000))).err(),
             Some(BadRecord::BadCount(20_000))
         );
         assert!(matches!(
-            d.decode(T, Some(&record("c", 0, 1, 1))),
+            d.read(T, Some(&record("c", 0, 1, 1))),
             Err(BadRecord::BadRevision { .. })
         ));
     }

@@ -6,46 +6,45 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Int32Builder, StringBuilder};
-use arrow_array::{Array, ArrayRef, UInt32Array};
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Int32Builder};
+use arrow_array::{Array, ArrayRef, StringArray, UInt32Array};
 use arrow_ord::ord::{make_comparator, DynComparator};
 use arrow_schema::{ArrowError, SortOptions};
 use skolflode_schemas::processed::{AttendanceRow, TeacherStudentRow};
 
+use crate::assemble::{Cell, Record};
 use crate::table::{Kind, Role, Table};
 
+/// A column being gathered. Text is gathered as bytes and checked for
+/// UTF-8 once, when the column is finished.
 enum Builder {
-    Text(StringBuilder),
+    Text(BinaryBuilder),
     Int(Int32Builder),
     Flag(BooleanBuilder),
 }
 
 impl Builder {
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Builder::Text(b) => Arc::new(b.finish()),
+    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        Ok(match self {
+            Builder::Text(b) => Arc::new(StringArray::try_from_binary(b.finish())?),
             Builder::Int(b) => Arc::new(b.finish()),
             Builder::Flag(b) => Arc::new(b.finish()),
-        }
+        })
     }
 
-    fn text(&mut self, value: &str) {
-        if let Builder::Text(b) = self {
-            b.append_value(value);
+    fn push(&mut self, cell: Cell<'_>) {
+        match (self, cell) {
+            (Builder::Text(b), Cell::Text(v)) => b.append_value(v),
+            (Builder::Int(b), Cell::Int(v)) => b.append_value(v),
+            (Builder::Flag(b), Cell::Flag(v)) => b.append_value(v),
+            // Cells and builders both follow the table's columns.
+            _ => {}
         }
     }
+}
 
-    fn int(&mut self, value: i32) {
-        if let Builder::Int(b) = self {
-            b.append_value(value);
-        }
-    }
-
-    fn flag(&mut self, value: bool) {
-        if let Builder::Flag(b) = self {
-            b.append_value(value);
-        }
-    }
+fn text(s: &str) -> Cell<'_> {
+    Cell::Text(s.as_bytes())
 }
 
 /// Rows of a table being gathered, column by column.
@@ -71,7 +70,7 @@ impl RowsBuilder {
             .columns()
             .iter()
             .map(|c| match c.kind {
-                Kind::Text => Builder::Text(StringBuilder::with_capacity(capacity, capacity * 16)),
+                Kind::Text => Builder::Text(BinaryBuilder::with_capacity(capacity, capacity * 16)),
                 Kind::Int => Builder::Int(Int32Builder::with_capacity(capacity)),
                 Kind::Flag => Builder::Flag(BooleanBuilder::with_capacity(capacity)),
             })
@@ -91,24 +90,40 @@ impl RowsBuilder {
         self.rows == 0
     }
 
+    /// Append the row of `record` (ignored by a builder of another
+    /// table).
+    pub fn push(&mut self, record: &Record<'_>) {
+        if record.table != self.table {
+            return;
+        }
+        self.push_cells(record.cells());
+    }
+
+    fn push_cells(&mut self, cells: &[Cell<'_>]) {
+        for (column, &cell) in self.columns.iter_mut().zip(cells) {
+            column.push(cell);
+        }
+        self.rows += 1;
+    }
+
     /// Append a `teacher_student` row (ignored by a builder of another
     /// table).
     pub fn push_teacher_student(&mut self, r: &TeacherStudentRow) {
         if self.table != Table::TeacherStudent {
             return;
         }
-        let c = &mut self.columns;
-        c[0].text(&r.school_unit_code);
-        c[1].text(&r.teacher_key);
-        c[2].text(&r.student_key);
-        c[3].text(&r.activity_id);
-        c[4].text(&r.group_id);
-        c[5].text(&r.subject_code);
-        c[6].int(r.lessons);
-        c[7].int(r.minutes);
-        c[8].flag(r.is_grader);
-        c[9].text(&r.source);
-        self.rows += 1;
+        self.push_cells(&[
+            text(&r.school_unit_code),
+            text(&r.teacher_key),
+            text(&r.student_key),
+            text(&r.activity_id),
+            text(&r.group_id),
+            text(&r.subject_code),
+            Cell::Int(r.lessons),
+            Cell::Int(r.minutes),
+            Cell::Flag(r.is_grader),
+            text(&r.source),
+        ]);
     }
 
     /// Append an `attendance` row (ignored by a builder of another table).
@@ -116,23 +131,27 @@ impl RowsBuilder {
         if self.table != Table::Attendance {
             return;
         }
-        let c = &mut self.columns;
-        c[0].text(&r.school_unit_code);
-        c[1].text(&r.student_key);
-        c[2].text(&r.subject_code);
-        c[3].int(r.lessons);
-        c[4].int(r.minutes_scheduled);
-        c[5].int(r.minutes_present);
-        c[6].int(r.minutes_valid_absence);
-        c[7].int(r.minutes_invalid_absence);
-        c[8].int(r.lessons_unreported);
-        c[9].text(&r.source);
-        self.rows += 1;
+        self.push_cells(&[
+            text(&r.school_unit_code),
+            text(&r.student_key),
+            text(&r.subject_code),
+            Cell::Int(r.lessons),
+            Cell::Int(r.minutes_scheduled),
+            Cell::Int(r.minutes_present),
+            Cell::Int(r.minutes_valid_absence),
+            Cell::Int(r.minutes_invalid_absence),
+            Cell::Int(r.lessons_unreported),
+            text(&r.source),
+        ]);
     }
 
     /// The rows as a block, sorted.
     pub fn finish(mut self) -> Result<Block, ArrowError> {
-        let columns = self.columns.iter_mut().map(Builder::finish).collect();
+        let columns = self
+            .columns
+            .iter_mut()
+            .map(Builder::finish)
+            .collect::<Result<_, _>>()?;
         Block::sorted(self.table, columns)
     }
 }

@@ -22,6 +22,7 @@ pub mod parquet;
 pub mod period;
 pub mod postgres;
 pub mod pupil_register;
+pub mod read;
 pub mod registers;
 pub mod run;
 pub mod table;

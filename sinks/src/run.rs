@@ -1,24 +1,24 @@
-//! The sink's loop: read both snapshot topics, assemble whole
-//! revisions, write them, then record the offsets they cover.
+//! The sink's writing loop: whole revisions come from a reading thread
+//! per table ([`crate::read`]); the loop stages them, writes them, then
+//! records the offsets they cover.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
 use skolflode_kafka::eos::StageContext;
 use skolflode_kafka::KafkaConfig;
-use skolflode_schemas::catalogue;
 
-use crate::assemble::{Assembler, At, Decoder, Offered};
+use crate::assemble::{Assembler, BlockId};
 use crate::checkpoint::Checkpoint;
 use crate::config::OutputKind;
 use crate::metrics::Metrics;
 use crate::output::Output;
 use crate::postgres::Postgres;
+use crate::read::{self, Input, Report};
 use crate::registers::{Integration, Registers};
 use crate::table::Table;
 use crate::{SinkConfig, SinkError};
@@ -47,87 +47,10 @@ pub struct Progress {
     pub flushes: u64,
 }
 
-/// The snapshot topic a table is read from.
-pub fn topic_of(config: &SinkConfig, table: Table) -> String {
-    config.topic(match table {
-        Table::TeacherStudent => catalogue::SNAPSHOT_TEACHER_STUDENT,
-        Table::Attendance => catalogue::SNAPSHOT_ATTENDANCE,
-    })
-}
-
-/// One table's topic: its consumer, and per partition the next offset and
-/// whether its end was reached.
-struct Input {
-    table: Table,
-    topic: String,
-    consumer: BaseConsumer<StageContext>,
-    next: BTreeMap<i32, i64>,
-    at_end: HashSet<i32>,
-    /// Partitions assigned, fixed at open.
-    partitions: usize,
-}
-
-impl Input {
-    fn open(
-        kafka: &KafkaConfig,
-        config: &SinkConfig,
-        table: Table,
-        checkpoint: &Checkpoint,
-    ) -> Result<Input, SinkError> {
-        let topic = topic_of(config, table);
-        let mut client = kafka.consumer(&config.application_id)?;
-        client.set("enable.partition.eof", "true");
-        // End-of-partition events are how the sink knows it has caught up,
-        // not errors to log.
-        let consumer: BaseConsumer<StageContext> = client.create_with_context(StageContext)?;
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), kafka.request_timeout())
-            .map_err(|e| SinkError::Unreachable {
-                bootstrap: kafka.bootstrap_servers.clone(),
-                seconds: kafka.request_timeout().as_secs(),
-                cause: e
-                    .rdkafka_error_code()
-                    .map_or_else(|| e.to_string(), |c| c.to_string()),
-            })?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(SinkError::Config(format!(
-                "topic {topic} does not exist: the processor creates it (skolflode process)"
-            )));
-        }
-        let mut assignment = TopicPartitionList::new();
-        let mut next = BTreeMap::new();
-        let count = partitions.len();
-        for p in partitions {
-            let offset = match checkpoint.get(&topic, p) {
-                Some(o) => {
-                    next.insert(p, o);
-                    Offset::Offset(o)
-                }
-                None => Offset::Beginning,
-            };
-            assignment.add_partition_offset(&topic, p, offset)?;
-        }
-        consumer.assign(&assignment)?;
-        Ok(Input {
-            table,
-            topic,
-            consumer,
-            next,
-            at_end: HashSet::new(),
-            partitions: count,
-        })
-    }
-
-    fn caught_up(&self) -> bool {
-        self.at_end.len() == self.partitions
-    }
-}
+/// Reports in the channel from the reading threads: few, since a whole
+/// revision may be large and the writing loop's budget (`flush_bytes`)
+/// does not count them.
+const IN_TRANSIT: usize = 2;
 
 /// Run the sink (Parquet or PostgreSQL). Blocking: call it from a blocking
 /// task.
@@ -170,11 +93,19 @@ pub fn run(
             (Box::new(postgres), done, checkpoint)
         }
     };
-    let mut assembler = Assembler::new(done);
+    // Each table's reading thread knows the revisions of its own table.
+    let mut known: BTreeMap<Table, HashMap<BlockId, i32>> = BTreeMap::new();
+    for (id, revision) in done {
+        known.entry(id.table).or_default().insert(id, revision);
+    }
     let mut inputs = Vec::new();
     for table in Table::ALL {
         inputs.push(Input::open(kafka, config, table, &checkpoint)?);
     }
+    let consumers: Vec<(String, Arc<BaseConsumer<StageContext>>)> = inputs
+        .iter()
+        .map(|i| (i.topic.clone(), Arc::clone(&i.consumer)))
+        .collect();
     let topics: BTreeMap<Table, String> =
         inputs.iter().map(|i| (i.table, i.topic.clone())).collect();
     tracing::info!(
@@ -182,110 +113,121 @@ pub fn run(
         topics = ?topics.values().collect::<Vec<_>>(),
         "sink started"
     );
+    let (sender, reports) = sync_channel(IN_TRANSIT);
+    let quit = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let mut readers = Vec::new();
+        for input in inputs {
+            let assembler = Assembler::new(known.remove(&input.table).unwrap_or_default());
+            let (sender, quit) = (sender.clone(), &quit);
+            let reader = std::thread::Builder::new()
+                .name(format!("sink-read-{}", input.table.name()))
+                .spawn_scoped(scope, move || {
+                    read::read(input, assembler, &sender, metrics, quit)
+                })
+                .map_err(|e| SinkError::Worker(e.to_string()));
+            match reader {
+                Ok(r) => readers.push(r),
+                Err(e) => {
+                    quit.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        drop(sender);
+        let written = write(
+            &reports,
+            &mut *output,
+            &mut checkpoint,
+            &topics,
+            &consumers,
+            config,
+            metrics,
+            until,
+            stop,
+        );
+        // A reading thread may wait on a full channel: empty it until
+        // every thread has seen the flag and gone.
+        quit.store(true, Ordering::Relaxed);
+        while reports.recv().is_ok() {}
+        for reader in readers {
+            reader
+                .join()
+                .map_err(|_| SinkError::Worker("a reading thread panicked".into()))?;
+        }
+        written
+    })
+}
+
+/// The writing loop: stage what the reading threads report whole, write
+/// it when due, then record the positions reported after it.
+#[allow(clippy::too_many_arguments)]
+fn write(
+    reports: &Receiver<Report>,
+    output: &mut dyn Output,
+    checkpoint: &mut Checkpoint,
+    topics: &BTreeMap<Table, String>,
+    consumers: &[(String, Arc<BaseConsumer<StageContext>>)],
+    config: &SinkConfig,
+    metrics: &Metrics,
+    until: Until,
+    stop: &AtomicBool,
+) -> Result<Progress, SinkError> {
     let mut progress = Progress::default();
-    let mut decoder = Decoder::default();
+    // The latest position of each table's thread.
+    let mut positions: BTreeMap<Table, read::Read> = BTreeMap::new();
     // Revisions staged since the last commit, and when the first was.
     let mut staged = 0usize;
     let mut first_staged: Option<Instant> = None;
     let flush_interval = Duration::from_millis(config.flush_interval_ms);
     let mut last_report = Instant::now();
     let started = Instant::now();
-    let mut idle = false;
-    // Records by table (teacher_student, attendance) and outcome.
-    let mut outcomes = [[0u64; 4]; 2];
     loop {
         let stopping = stop.load(Ordering::Relaxed);
-        let mut read_any = false;
-        'inputs: for input in &mut inputs {
-            for n in 0..4096 {
-                // When the last round found nothing, wait a little for
-                // input rather than spin.
-                let wait = if idle && n == 0 {
-                    Duration::from_millis(10)
-                } else {
-                    Duration::ZERO
-                };
-                let Some(message) = input.consumer.poll(wait) else {
-                    break;
-                };
-                read_any = true;
-                let message = match message {
-                    Ok(m) => m,
-                    Err(ClientError::PartitionEOF(p)) => {
-                        input.at_end.insert(p);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic = %input.topic, error = %e, "reading");
-                        continue;
-                    }
-                };
-                let (partition, offset) = (message.partition(), message.offset());
-                input.at_end.remove(&partition);
-                input.next.insert(partition, offset + 1);
-                progress.records += 1;
-                let table = input.table;
-                let read = decoder.read(table, message.payload());
-                let outcome = match (read, decoder.header(table)) {
-                    (Err(reason), _) => {
-                        // No payload in the log: a broken record may hold anything.
-                        tracing::warn!(topic = %input.topic, partition, offset, %reason, "snapshot record skipped");
-                        progress.bad_records += 1;
-                        BAD
-                    }
-                    (Ok(()), None) => BAD,
-                    (Ok(()), Some(header)) => {
-                        match assembler.offer(table, header, At { partition, offset }, &decoder) {
-                            Offered::Held => HELD,
-                            Offered::Stale => STALE,
-                            Offered::Unusable(reason) => {
-                                tracing::error!(topic = %input.topic, partition, offset, %reason, "a whole revision could not be used");
-                                progress.bad_records += 1;
-                                BAD
-                            }
-                            Offered::Completed(c) => {
-                                let kind = if c.content.is_some() {
-                                    progress.revisions += 1;
-                                    "new"
-                                } else {
-                                    progress.redelivered += 1;
-                                    "redelivered"
-                                };
-                                metrics
-                                    .revisions
-                                    .with_label_values(&[table.name(), kind])
-                                    .inc();
-                                output.stage(c, &input.topic)?;
-                                staged += 1;
-                                first_staged.get_or_insert_with(Instant::now);
-                                COMPLETED
-                            }
-                        }
-                    }
-                };
-                let t = usize::from(table == Table::Attendance);
-                outcomes[t][outcome] += 1;
-                if output.staged_bytes() >= config.flush_bytes {
-                    // Enough is whole: write it before reading on.
-                    break 'inputs;
-                }
+        // Wait a little for the first report, then take those waiting
+        // until enough is whole to write.
+        let mut next = match reports.recv_timeout(Duration::from_millis(10)) {
+            Ok(report) => Some(report),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(SinkError::Worker("the reading threads stopped".into()))
             }
-        }
-        // Counted per record, reported per round: a labelled counter's
-        // lookup costs more than reading a record.
-        for (table, counts) in Table::ALL.into_iter().zip(&mut outcomes) {
-            for (name, n) in OUTCOMES.iter().zip(counts.iter_mut()) {
-                if *n > 0 {
+        };
+        while let Some(report) = next.take() {
+            match report {
+                Report::Completed(table, c) => {
+                    let kind = if c.content.is_some() {
+                        progress.revisions += 1;
+                        "new"
+                    } else {
+                        progress.redelivered += 1;
+                        "redelivered"
+                    };
                     metrics
-                        .records
-                        .with_label_values(&[table.name(), name])
-                        .inc_by(*n);
-                    *n = 0;
+                        .revisions
+                        .with_label_values(&[table.name(), kind])
+                        .inc();
+                    output.stage(c, &topics[&table])?;
+                    staged += 1;
+                    first_staged.get_or_insert_with(Instant::now);
+                }
+                Report::Read(read) => {
+                    progress.records += read.records;
+                    progress.bad_records += read.bad_records;
+                    positions.insert(read.table, read);
                 }
             }
+            if output.staged_bytes() >= config.flush_bytes {
+                // Enough is whole: write it before taking more.
+                break;
+            }
+            next = reports.try_recv().ok();
         }
-        metrics.incomplete.set(assembler.incomplete() as i64);
-        let caught_up = inputs.iter().all(Input::caught_up);
+        let incomplete: usize = positions.values().map(|r| r.incomplete).sum();
+        metrics.incomplete.set(incomplete as i64);
+        let caught_up = Table::ALL
+            .iter()
+            .all(|t| positions.get(t).is_some_and(|r| r.caught_up));
         let settled = caught_up || stopping;
         // During a backlog the sink writes when its memory budget is
         // reached (each week once per commit); once caught up, at once; and
@@ -298,18 +240,15 @@ pub fn run(
             let timer = metrics.flush_seconds.start_timer();
             staged = 0;
             first_staged = None;
-            for input in &inputs {
-                let offsets = checkpoint.offsets.entry(input.topic.clone()).or_default();
-                for (&p, &next) in &input.next {
-                    let from = assembler
-                        .needs_from(input.table, p)
-                        .map_or(next, |n| n.min(next));
-                    offsets.insert(p, from);
-                }
+            for (table, read) in &positions {
+                let offsets = checkpoint.offsets.entry(topics[table].clone()).or_default();
+                offsets.extend(&read.resume);
             }
-            let applied = output.commit(&checkpoint, settled)?;
+            let applied = output.commit(checkpoint, settled)?;
             timer.observe_duration();
-            commit_positions(&inputs, &checkpoint);
+            for (topic, consumer) in consumers {
+                read::commit_positions(consumer, topic, checkpoint);
+            }
             progress.flushes += 1;
             tracing::debug!(
                 weekly = applied.weekly_files,
@@ -340,7 +279,7 @@ pub fn run(
                 revisions = progress.revisions,
                 weekly_files = progress.weekly_files,
                 yearly_files = progress.yearly_files,
-                incomplete = assembler.incomplete(),
+                incomplete,
                 elapsed_s = started.elapsed().as_secs(),
                 "sink progress"
             );
@@ -349,15 +288,14 @@ pub fn run(
             && !(settled && output.behind())
             && (stopping || (until == Until::CaughtUp && caught_up))
         {
-            if assembler.incomplete() > 0 {
+            if incomplete > 0 {
                 tracing::warn!(
-                    incomplete = assembler.incomplete(),
+                    incomplete,
                     "stopping with revisions not yet whole: a restart reads them again"
                 );
             }
             break;
         }
-        idle = !read_any;
     }
     tracing::info!(
         ?progress,
@@ -365,29 +303,4 @@ pub fn run(
         "sink stopped"
     );
     Ok(progress)
-}
-
-/// Outcomes of a snapshot record, as the `records` metric labels them.
-const OUTCOMES: [&str; 4] = ["held", "completed", "stale", "bad"];
-const HELD: usize = 0;
-const COMPLETED: usize = 1;
-const STALE: usize = 2;
-const BAD: usize = 3;
-
-/// Report the checkpoint to the consumer group, for lag monitoring. The
-/// checkpoint file is what the sink resumes from; this may fail harmlessly.
-fn commit_positions(inputs: &[Input], checkpoint: &Checkpoint) {
-    for input in inputs {
-        let mut list = TopicPartitionList::new();
-        if let Some(offsets) = checkpoint.offsets.get(&input.topic) {
-            for (&p, &o) in offsets {
-                let _ = list.add_partition_offset(&input.topic, p, Offset::Offset(o));
-            }
-        }
-        if list.count() > 0 {
-            if let Err(e) = input.consumer.commit(&list, CommitMode::Async) {
-                tracing::debug!(error = %e, "reporting positions to the consumer group");
-            }
-        }
-    }
 }
