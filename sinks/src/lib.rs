@@ -1,8 +1,9 @@
 //! Sinks: the weekly and yearly registers, built from the processors'
 //! snapshot topics.
 //!
-//! The Parquet sink (`parquet`) assembles each connection's revisions of a
-//! week from the snapshot topics ([`assemble`]), writes them into the
+//! The Parquet sink (`parquet`) reads each snapshot topic on a thread of
+//! its own ([`read`]), assembles each connection's revisions of a week
+//! ([`assemble`]), and in one writing loop ([`run`]) writes them into the
 //! register directory ([`registers`]) — every file written whole under a
 //! temporary name and renamed into place, with a manifest per partition —
 //! aggregates the weeks of a school year into the yearly register
