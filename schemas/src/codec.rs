@@ -135,6 +135,19 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    /// The bytes of an Avro `bytes` or `string` value, as they are (a
+    /// string's not checked for UTF-8).
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.length(1)?;
+        self.take(len)
+    }
+
+    /// An Avro `string`, checked for UTF-8.
+    pub fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let at = self.pos;
+        std::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::InvalidUtf8(at))
+    }
+
     /// A union branch index, checked against the number of branches.
     pub fn union_index(&mut self, branches: i64) -> Result<i64, DecodeError> {
         let at = self.pos;
@@ -202,21 +215,14 @@ impl AvroType for String {
         write_str(out, self);
     }
     fn decode(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        read_str(input).map(str::to_owned)
+        input.str().map(str::to_owned)
     }
     fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), DecodeError> {
-        let s = read_str(input)?;
+        let s = input.str()?;
         self.clear();
         self.push_str(s);
         Ok(())
     }
-}
-
-fn read_str<'a>(input: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
-    let at = input.position();
-    let len = input.length(1)?;
-    let bytes = input.take(len)?;
-    std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8(at))
 }
 
 /// `["null", T]`: the only union shape skolflode's schemas use.
@@ -309,12 +315,10 @@ impl AvroType for Bytes {
         out.extend_from_slice(&self.0);
     }
     fn decode(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let len = input.length(1)?;
-        input.take(len).map(|b| Bytes(b.to_vec()))
+        input.bytes().map(|b| Bytes(b.to_vec()))
     }
     fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), DecodeError> {
-        let len = input.length(1)?;
-        let bytes = input.take(len)?;
+        let bytes = input.bytes()?;
         self.0.clear();
         self.0.extend_from_slice(bytes);
         Ok(())

@@ -14,7 +14,7 @@ use skolflode_schemas::{catalogue, wire, AvroType, DecodeError};
 
 use crate::block::{Block, RowsBuilder};
 use crate::period::Week;
-use crate::table::{Kind, Table};
+use crate::table::{Kind, Table, MAX_COLUMNS};
 
 /// Why a snapshot record cannot be used. Carries no field values: a row
 /// holds pseudonyms only, but a broken record may hold anything.
@@ -57,9 +57,6 @@ pub enum Cell<'a> {
     Flag(bool),
 }
 
-/// The most columns a register table has.
-const MAX_COLUMNS: usize = 10;
-
 /// A snapshot record, read: its header and its row's cells, in the
 /// table's column order, borrowed from the record's payload.
 #[derive(Clone, Copy, Debug)]
@@ -93,12 +90,6 @@ fn undecodable(e: DecodeError) -> BadRecord {
     BadRecord::Undecodable(e.to_string())
 }
 
-/// An Avro string's bytes, not checked for UTF-8.
-fn raw_text<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], BadRecord> {
-    let len = reader.length(1).map_err(undecodable)?;
-    reader.take(len).map_err(undecodable)
-}
-
 impl Decoder {
     /// Read a record of `table`'s snapshot topic.
     pub fn read<'a>(
@@ -117,17 +108,15 @@ impl Decoder {
             return Err(BadRecord::UnknownSchema(id));
         }
         let mut reader = Reader::new(body);
-        let at = reader.position();
-        let connection = std::str::from_utf8(raw_text(&mut reader)?)
-            .map_err(|_| undecodable(DecodeError::InvalidUtf8(at)))?;
-        let week = raw_text(&mut reader)?;
+        let connection = reader.str().map_err(undecodable)?;
+        let week = reader.bytes().map_err(undecodable)?;
         let revision = reader.int().map_err(undecodable)?;
         let rows_in_revision = reader.int().map_err(undecodable)?;
         let columns = table.columns();
         let mut cells = [Cell::Int(0); MAX_COLUMNS];
         for (cell, column) in cells.iter_mut().zip(columns) {
             *cell = match column.kind {
-                Kind::Text => Cell::Text(raw_text(&mut reader)?),
+                Kind::Text => Cell::Text(reader.bytes().map_err(undecodable)?),
                 Kind::Int => {
                     // Every number of a weekly row is a count within a
                     // week; beyond that is broken input, and would

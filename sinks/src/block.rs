@@ -10,6 +10,7 @@ use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Int32Builder};
 use arrow_array::{Array, ArrayRef, StringArray, UInt32Array};
 use arrow_ord::ord::{make_comparator, DynComparator};
 use arrow_schema::{ArrowError, SortOptions};
+#[cfg(test)]
 use skolflode_schemas::processed::{AttendanceRow, TeacherStudentRow};
 
 use crate::assemble::{Cell, Record};
@@ -43,6 +44,7 @@ impl Builder {
     }
 }
 
+#[cfg(test)]
 fn text(s: &str) -> Cell<'_> {
     Cell::Text(s.as_bytes())
 }
@@ -107,7 +109,8 @@ impl RowsBuilder {
     }
 
     /// Append a `teacher_student` row (ignored by a builder of another
-    /// table).
+    /// table): the tests' way to build a revision from rows.
+    #[cfg(test)]
     pub fn push_teacher_student(&mut self, r: &TeacherStudentRow) {
         if self.table != Table::TeacherStudent {
             return;
@@ -126,7 +129,9 @@ impl RowsBuilder {
         ]);
     }
 
-    /// Append an `attendance` row (ignored by a builder of another table).
+    /// Append an `attendance` row (ignored by a builder of another table):
+    /// the tests' way to build a revision from rows.
+    #[cfg(test)]
     pub fn push_attendance(&mut self, r: &AttendanceRow) {
         if self.table != Table::Attendance {
             return;

@@ -80,6 +80,13 @@ const ATTENDANCE: &[Column] = &[
     key("source"),
 ];
 
+/// The most columns a table has.
+pub const MAX_COLUMNS: usize = if TEACHER_STUDENT.len() > ATTENDANCE.len() {
+    TEACHER_STUDENT.len()
+} else {
+    ATTENDANCE.len()
+};
+
 impl Table {
     pub const ALL: [Table; 2] = [Table::TeacherStudent, Table::Attendance];
 
