@@ -117,6 +117,7 @@ pub fn run(
     let quit = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let mut readers = Vec::new();
+        let mut spawned = Ok(());
         for input in inputs {
             let assembler = Assembler::new(known.remove(&input.table).unwrap_or_default());
             let (sender, quit) = (sender.clone(), &quit);
@@ -124,30 +125,32 @@ pub fn run(
                 .name(format!("sink-read-{}", input.table.name()))
                 .spawn_scoped(scope, move || {
                     read::read(input, assembler, &sender, metrics, quit)
-                })
-                .map_err(|e| SinkError::Worker(e.to_string()));
+                });
             match reader {
                 Ok(r) => readers.push(r),
                 Err(e) => {
-                    quit.store(true, Ordering::Relaxed);
-                    return Err(e);
+                    spawned = Err(SinkError::Worker(e.to_string()));
+                    break;
                 }
             }
         }
         drop(sender);
-        let written = write(
-            &reports,
-            &mut *output,
-            &mut checkpoint,
-            &topics,
-            &consumers,
-            config,
-            metrics,
-            until,
-            stop,
-        );
-        // A reading thread may wait on a full channel: empty it until
-        // every thread has seen the flag and gone.
+        let written = spawned.and_then(|()| {
+            write(
+                &reports,
+                &mut *output,
+                &mut checkpoint,
+                &topics,
+                &consumers,
+                config,
+                metrics,
+                until,
+                stop,
+            )
+        });
+        // A reading thread may wait on a full channel (also when the other
+        // could not be started): empty it until every thread has seen the
+        // flag and gone.
         quit.store(true, Ordering::Relaxed);
         while reports.recv().is_ok() {}
         for reader in readers {
