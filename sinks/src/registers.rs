@@ -943,25 +943,54 @@ fn write_yearly(
         ranges = ranges.len(),
         "summing a school year by ranges of school units"
     );
-    let mut out = parquet::Streaming::create(path, table, Period::SchoolYear, year, zstd_level)?;
-    for range in &ranges {
-        let mut weeks_read = Vec::new();
-        for (week, file) in files {
-            let columns = file.read(range)?;
-            if columns.first().is_some_and(|c| !c.is_empty()) {
-                weeks_read.push((*week, columns));
+    let out = parquet::Streaming::create(path, table, Period::SchoolYear, year, zstd_level)?;
+    // Summing a range and encoding the one before run on two threads: with
+    // the other table's pair, both cores stay busy until the larger table
+    // is done. The encoder takes the ranges in order, so the file is the
+    // same bytes as when one thread did both.
+    let out = std::thread::scope(|scope| -> Result<parquet::Streaming, SinkError> {
+        let (sums, summed) = std::sync::mpsc::sync_channel::<Vec<ArrayRef>>(0);
+        let encoder = std::thread::Builder::new()
+            .name("sink-yearly-encode".into())
+            .spawn_scoped(scope, move || -> Result<parquet::Streaming, SinkError> {
+                let mut out = out;
+                for columns in summed {
+                    out.write(&columns)?;
+                }
+                Ok(out)
+            })
+            .map_err(|e| SinkError::Worker(e.to_string()))?;
+        let summing = (|| -> Result<(), SinkError> {
+            for range in &ranges {
+                let mut weeks_read = Vec::new();
+                for (week, file) in files {
+                    let columns = file.read(range)?;
+                    if columns.first().is_some_and(|c| !c.is_empty()) {
+                        weeks_read.push((*week, columns));
+                    }
+                }
+                if weeks_read.is_empty() {
+                    continue;
+                }
+                let mut columns = yearly::aggregate(table, weeks_read)?;
+                if register.is_some() {
+                    add_pupils(&mut pupils, table, &columns);
+                }
+                annotate(table, &mut columns, register);
+                if sums.send(columns).is_err() {
+                    // The encoder failed: its error is the one to report.
+                    break;
+                }
             }
-        }
-        if weeks_read.is_empty() {
-            continue;
-        }
-        let mut columns = yearly::aggregate(table, weeks_read)?;
-        if register.is_some() {
-            add_pupils(&mut pupils, table, &columns);
-        }
-        annotate(table, &mut columns, register);
-        out.write(&columns)?;
-    }
+            Ok(())
+        })();
+        drop(sums);
+        let encoded = encoder
+            .join()
+            .map_err(|_| SinkError::Worker("encoding a yearly table panicked".into()))?;
+        summing?;
+        encoded
+    })?;
     if out.rows() == 0 {
         drop(out);
         if path.exists() {
