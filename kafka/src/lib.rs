@@ -10,6 +10,8 @@
 //!   transactional producers.
 //! - [`admin`]: a reachability probe with a hard timeout and idempotent topic
 //!   creation, so that a wrong address fails fast with a clear message.
+//! - [`batch`]: [`batch::Batch`], the messages waiting in a consumer's
+//!   queue taken many at a time, for readers of large topics.
 //! - [`eos`]: [`Stage`], the consume → process → produce loop's Kafka side:
 //!   outputs and consumed offsets in one transaction.
 //! - [`fanout`]: [`FanOut`], one read of the input partitions shared by
@@ -25,6 +27,10 @@
 //! - [`error`]: this crate's error enum.
 
 pub mod admin;
+// The one place with `unsafe`: calls into librdkafka that rust-rdkafka
+// does not wrap, each with its reason it is sound.
+#[allow(unsafe_code)]
+pub mod batch;
 pub mod config;
 pub mod eos;
 pub mod error;

@@ -16,9 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use skolflode_kafka::batch::{Batch, Taken};
 use skolflode_kafka::eos::StageContext;
 use skolflode_kafka::KafkaConfig;
 
@@ -28,7 +27,8 @@ use crate::metrics::Metrics;
 use crate::table::Table;
 use crate::{SinkConfig, SinkError};
 
-/// Records read before a thread reports where it stands.
+/// Records taken from the queue at a time; a thread reports where it
+/// stands after each take.
 const BATCH: usize = 4096;
 
 /// Outcomes of a snapshot record, as the `records` metric labels them.
@@ -172,37 +172,45 @@ pub fn read(
     let mut decoder = Decoder::default();
     let mut outcomes = [0u64; 4];
     let mut idle = false;
+    let consumer = Arc::clone(&input.consumer);
+    let mut batch = match Batch::new(&consumer, BATCH) {
+        Ok(batch) => batch,
+        Err(e) => {
+            // The writing loop sees the thread gone and stops.
+            tracing::error!(topic = %input.topic, error = %e, "reading");
+            return;
+        }
+    };
     while !quit.load(Ordering::Relaxed) {
         let (mut records, mut bad_records) = (0u64, 0u64);
-        let mut polled = false;
-        for n in 0..BATCH {
-            // When the last batch found nothing, wait a little for input
-            // rather than spin.
-            let wait = if idle && n == 0 {
-                Duration::from_millis(10)
-            } else {
-                Duration::ZERO
-            };
-            let Some(message) = input.consumer.poll(wait) else {
-                break;
-            };
-            polled = true;
-            let message = match message {
-                Ok(m) => m,
-                Err(ClientError::PartitionEOF(p)) => {
-                    input.at_end.insert(p);
+        // When the last batch found nothing, wait a little for input
+        // rather than spin.
+        let wait = if idle {
+            Duration::from_millis(10)
+        } else {
+            Duration::ZERO
+        };
+        let polled = batch.take(wait) > 0;
+        for taken in batch.messages() {
+            let (partition, offset, payload) = match taken {
+                Taken::Message {
+                    partition,
+                    offset,
+                    payload,
+                } => (partition, offset, payload),
+                Taken::End { partition } => {
+                    input.at_end.insert(partition);
                     continue;
                 }
-                Err(e) => {
-                    tracing::warn!(topic = %input.topic, error = %e, "reading");
+                Taken::Error { partition, error } => {
+                    tracing::warn!(topic = %input.topic, partition, %error, "reading");
                     continue;
                 }
             };
-            let (partition, offset) = (message.partition(), message.offset());
             input.at_end.remove(&partition);
             input.next.insert(partition, offset + 1);
             records += 1;
-            let outcome = match decoder.read(table, message.payload()) {
+            let outcome = match decoder.read(table, payload) {
                 Err(reason) => {
                     // No payload in the log: a broken record may hold anything.
                     tracing::warn!(topic = %input.topic, partition, offset, %reason, "snapshot record skipped");
