@@ -8,6 +8,8 @@
 
 use clap::{Parser, Subcommand};
 
+#[allow(unsafe_code)]
+mod allocator;
 mod cmd;
 mod job;
 mod logging;
@@ -63,6 +65,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
