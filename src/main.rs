@@ -65,7 +65,6 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    allocator::tune();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -86,7 +85,10 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => cmd::produce::run(args).await,
             Command::Process(args) => cmd::process::run(args).await,
             Command::Replay(args) => cmd::process::replay(args).await,
-            Command::Sink(args) => cmd::sink::run(args).await,
+            Command::Sink(args) => {
+                allocator::keep_freed_memory();
+                cmd::sink::run(args).await
+            }
             Command::Demo(args) => cmd::demo::run(args).await,
         }
     });
