@@ -1,12 +1,13 @@
 //! The PostgreSQL registers: the same tables as the Parquet ones, in one
 //! schema, created and migrated by the sink, loaded with `COPY`.
 //!
-//! Exactly once: a commit is one database transaction that replaces the
-//! rows of each new revision (a connection's week), records the
-//! revisions, marks the school years touched as pending, and stores the
-//! input offsets the sink resumes from. A sink killed at any point leaves
-//! the tables as the last committed transaction left them, and reads
-//! again from the offsets stored with them.
+//! Exactly once: a commit is a database transaction per table, on the
+//! table's own connection and all at once, that replaces the rows of each
+//! new revision (a connection's week), records the revisions, marks the
+//! school years touched as pending, and stores the offsets of the table's
+//! topic, from which the sink resumes reading it. A sink killed at any
+//! point leaves each table as its last committed transaction left it, and
+//! reads each topic again from the offsets stored with its rows.
 //!
 //! A whole revision is encoded in `COPY`'s binary format as soon as it
 //! arrives; a commit streams every staged revision of a table in one
@@ -163,9 +164,12 @@ struct Staged {
 /// The PostgreSQL output of the sink.
 pub struct Postgres {
     client: Client,
-    /// A connection per table, that reads the weekly rows a yearly
-    /// rebuild sums while `client` writes the yearly ones.
-    readers: Vec<Client>,
+    /// A connection per table: it writes the table's weekly rows, and
+    /// reads them back for a yearly rebuild while `client` writes the
+    /// yearly ones.
+    tables: Vec<Client>,
+    /// Each table's snapshot topic: its offsets are stored with its rows.
+    topics: BTreeMap<Table, String>,
     schema: String,
     handle: Handle,
     /// Every whole revision read since the last commit, per block and
@@ -193,6 +197,7 @@ impl Postgres {
     pub fn open(
         url: &str,
         schema: &str,
+        topics: BTreeMap<Table, String>,
         integration: Option<Integration>,
     ) -> Result<(Postgres, HashMap<BlockId, i32>, Checkpoint), SinkError> {
         let handle = Handle::try_current()
@@ -211,7 +216,8 @@ impl Postgres {
         let client = connect()?;
         let mut output = Postgres {
             client,
-            readers: Vec::new(),
+            tables: Vec::new(),
+            topics,
             schema: schema.to_owned(),
             handle: handle.clone(),
             staged: BTreeMap::new(),
@@ -222,7 +228,7 @@ impl Postgres {
         output.block(output.setup())?;
         // Only once the schema's lock is held: a sink waiting for it holds
         // one connection.
-        output.readers = Table::ALL
+        output.tables = Table::ALL
             .iter()
             .map(|_| connect())
             .collect::<Result<_, _>>()?;
@@ -415,156 +421,40 @@ impl Postgres {
         Ok(changed)
     }
 
-    /// One transaction: the staged revisions' rows in place of their
-    /// blocks' old ones, the revisions, the school years now pending, and
-    /// the offsets.
+    /// A transaction per table, on the table's own connection, all at
+    /// once: the staged revisions' rows in place of their blocks' old
+    /// ones, the revisions, the school years now pending, and the offsets
+    /// of the table's topic. A table's offsets cover only its own rows, so
+    /// each transaction is exactly once on its own; the server loads the
+    /// two tables on two backends at the same time.
     async fn write_staged(
         &mut self,
         staged: BTreeMap<(BlockId, i32), Staged>,
         checkpoint: &Checkpoint,
     ) -> Result<(Applied, BTreeSet<String>), SinkError> {
-        let s = self.schema.clone();
-        let tx = self.client.transaction().await.map_err(db)?;
+        let mut by_table: BTreeMap<Table, BTreeMap<(BlockId, i32), Staged>> = BTreeMap::new();
+        for (key, st) in staged {
+            by_table.entry(key.0.table).or_default().insert(key, st);
+        }
+        let schema = self.schema.as_str();
+        let writes = Table::ALL
+            .into_iter()
+            .zip(self.tables.iter_mut())
+            .map(|(table, client)| {
+                let staged = by_table.remove(&table).unwrap_or_default();
+                let offsets = self
+                    .topics
+                    .get(&table)
+                    .and_then(|topic| checkpoint.offsets.get_key_value(topic));
+                write_table(client, schema, table, staged, offsets)
+            });
         let mut applied = Applied::default();
-        let mut years: BTreeSet<String> = BTreeSet::new();
-        // Every revision read, in one statement.
-        let n = staged.len();
-        let mut tables: Vec<&str> = Vec::with_capacity(n);
-        let mut weeks: Vec<String> = Vec::with_capacity(n);
-        let mut connections: Vec<&str> = Vec::with_capacity(n);
-        let mut revisions: Vec<i32> = Vec::with_capacity(n);
-        let mut row_counts: Vec<i32> = Vec::with_capacity(n);
-        let mut topics: Vec<&str> = Vec::with_capacity(n);
-        let mut partitions: Vec<i32> = Vec::with_capacity(n);
-        let mut firsts: Vec<i64> = Vec::with_capacity(n);
-        let mut lasts: Vec<i64> = Vec::with_capacity(n);
-        for ((id, revision), st) in &staged {
-            tables.push(id.table.name());
-            weeks.push(id.week.label());
-            connections.push(&id.connection);
-            revisions.push(*revision);
-            row_counts.push(i32::try_from(st.read.rows).unwrap_or(i32::MAX));
-            topics.push(&st.read.topic);
-            partitions.push(st.read.partition);
-            firsts.push(st.read.first_offset);
-            lasts.push(st.read.last_offset);
+        let mut years = BTreeSet::new();
+        for (written, table_years) in futures_util::future::try_join_all(writes).await? {
+            applied.rows += written.rows;
+            applied.weekly_files += written.weekly_files;
+            years.extend(table_years);
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO {s}.revisions \
-                 SELECT *, false FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], \
-                 $5::int4[], $6::text[], $7::int4[], $8::int8[], $9::int8[]) \
-                 ON CONFLICT DO NOTHING"
-            ),
-            &[
-                &tables,
-                &weeks,
-                &connections,
-                &revisions,
-                &row_counts,
-                &topics,
-                &partitions,
-                &firsts,
-                &lasts,
-            ],
-        )
-        .await
-        .map_err(db)?;
-        // The newest revision with rows per block replaces the block's rows.
-        let mut newest: BTreeMap<&BlockId, (i32, &Bytes, usize)> = BTreeMap::new();
-        for ((id, revision), st) in &staged {
-            if let Some(tuples) = &st.tuples {
-                newest.insert(id, (*revision, tuples, st.read.rows));
-            }
-        }
-        for table in Table::ALL {
-            let blocks: Vec<(&BlockId, &(i32, &Bytes, usize))> = newest
-                .iter()
-                .filter(|(id, _)| id.table == table)
-                .map(|(id, v)| (*id, v))
-                .collect();
-            if blocks.is_empty() {
-                continue;
-            }
-            let name = table.name();
-            let weeks: Vec<String> = blocks.iter().map(|(id, _)| id.week.label()).collect();
-            let connections: Vec<&str> = blocks
-                .iter()
-                .map(|(id, _)| id.connection.as_str())
-                .collect();
-            let revisions: Vec<i32> = blocks.iter().map(|(_, v)| v.0).collect();
-            // Only blocks already held have rows to replace: a new week
-            // costs no scan.
-            let held = tx
-                .query(
-                    &format!(
-                        "SELECT r.week, r.connection FROM {s}.revisions r \
-                         JOIN unnest($2::text[], $3::text[]) AS b(week, connection) \
-                         ON r.week = b.week AND r.connection = b.connection \
-                         WHERE r.table_name = $1 AND r.current"
-                    ),
-                    &[&name, &weeks, &connections],
-                )
-                .await
-                .map_err(db)?;
-            if !held.is_empty() {
-                let held_weeks: Vec<&str> = held.iter().map(|r| r.get(0)).collect();
-                let held_connections: Vec<&str> = held.iter().map(|r| r.get(1)).collect();
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {s}.weekly_{name} w \
-                         USING unnest($1::text[], $2::text[]) AS b(week, connection) \
-                         WHERE w.week = b.week AND w.connection = b.connection"
-                    ),
-                    &[&held_weeks, &held_connections],
-                )
-                .await
-                .map_err(db)?;
-            }
-            copy_blocks(&tx, &s, table, blocks.iter().map(|(_, v)| v.1)).await?;
-            tx.execute(
-                &format!(
-                    "UPDATE {s}.revisions r SET current = (r.revision = b.revision) \
-                     FROM unnest($2::text[], $3::text[], $4::int4[]) AS b(week, connection, revision) \
-                     WHERE r.table_name = $1 AND r.week = b.week AND r.connection = b.connection"
-                ),
-                &[&name, &weeks, &connections, &revisions],
-            )
-            .await
-            .map_err(db)?;
-            for (id, v) in &blocks {
-                applied.rows += v.2;
-                applied.weekly_files += 1;
-                years.insert(id.week.school_year());
-            }
-        }
-        let years_list: Vec<&String> = years.iter().collect();
-        tx.execute(
-            &format!(
-                "INSERT INTO {s}.yearly_pending SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
-            ),
-            &[&years_list],
-        )
-        .await
-        .map_err(db)?;
-        let mut offsets: (Vec<&str>, Vec<i32>, Vec<i64>) = Default::default();
-        for (topic, partitions) in &checkpoint.offsets {
-            for (partition, next) in partitions {
-                offsets.0.push(topic);
-                offsets.1.push(*partition);
-                offsets.2.push(*next);
-            }
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO {s}.sink_offsets SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[]) \
-                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
-            ),
-            &[&offsets.0, &offsets.1, &offsets.2],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
         Ok((applied, years))
     }
 
@@ -588,7 +478,7 @@ impl Postgres {
             // Every table's weekly rows are asked for at once: the server
             // sorts the next table's while the sink sums the one before.
             let mut inputs = Vec::with_capacity(Table::ALL.len());
-            for (table, read) in Table::ALL.into_iter().zip(&self.readers) {
+            for (table, read) in Table::ALL.into_iter().zip(&self.tables) {
                 inputs.push((table, yearly::read_weeks(read, &s, table, year).await?));
             }
             let mut pipeline = PupilsByUnit::new();
@@ -619,6 +509,152 @@ impl Postgres {
         self.pending_years.clear();
         Ok(rebuilt)
     }
+}
+
+/// One table's part of a commit (`Postgres::write_staged`), in one
+/// transaction on `client`: its staged revisions and its topic's offsets.
+async fn write_table(
+    client: &mut Client,
+    s: &str,
+    table: Table,
+    staged: BTreeMap<(BlockId, i32), Staged>,
+    offsets: Option<(&String, &BTreeMap<i32, i64>)>,
+) -> Result<(Applied, BTreeSet<String>), SinkError> {
+    let mut applied = Applied::default();
+    let mut years: BTreeSet<String> = BTreeSet::new();
+    if staged.is_empty() && offsets.is_none() {
+        return Ok((applied, years));
+    }
+    let tx = client.transaction().await.map_err(db)?;
+    let name = table.name();
+    // Every revision read, in one statement.
+    let n = staged.len();
+    let mut weeks: Vec<String> = Vec::with_capacity(n);
+    let mut connections: Vec<&str> = Vec::with_capacity(n);
+    let mut revisions: Vec<i32> = Vec::with_capacity(n);
+    let mut row_counts: Vec<i32> = Vec::with_capacity(n);
+    let mut topics: Vec<&str> = Vec::with_capacity(n);
+    let mut partitions: Vec<i32> = Vec::with_capacity(n);
+    let mut firsts: Vec<i64> = Vec::with_capacity(n);
+    let mut lasts: Vec<i64> = Vec::with_capacity(n);
+    for ((id, revision), st) in &staged {
+        weeks.push(id.week.label());
+        connections.push(&id.connection);
+        revisions.push(*revision);
+        row_counts.push(i32::try_from(st.read.rows).unwrap_or(i32::MAX));
+        topics.push(&st.read.topic);
+        partitions.push(st.read.partition);
+        firsts.push(st.read.first_offset);
+        lasts.push(st.read.last_offset);
+    }
+    if n > 0 {
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.revisions \
+                 SELECT $1::text, *, false FROM unnest($2::text[], $3::text[], $4::int4[], \
+                 $5::int4[], $6::text[], $7::int4[], $8::int8[], $9::int8[]) \
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[
+                &name,
+                &weeks,
+                &connections,
+                &revisions,
+                &row_counts,
+                &topics,
+                &partitions,
+                &firsts,
+                &lasts,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    }
+    // The newest revision with rows per block replaces the block's rows.
+    let mut newest: BTreeMap<&BlockId, (i32, &Bytes, usize)> = BTreeMap::new();
+    for ((id, revision), st) in &staged {
+        if let Some(tuples) = &st.tuples {
+            newest.insert(id, (*revision, tuples, st.read.rows));
+        }
+    }
+    if !newest.is_empty() {
+        let weeks: Vec<String> = newest.keys().map(|id| id.week.label()).collect();
+        let connections: Vec<&str> = newest.keys().map(|id| id.connection.as_str()).collect();
+        let revisions: Vec<i32> = newest.values().map(|v| v.0).collect();
+        // Only blocks already held have rows to replace: a new week
+        // costs no scan.
+        let held = tx
+            .query(
+                &format!(
+                    "SELECT r.week, r.connection FROM {s}.revisions r \
+                     JOIN unnest($2::text[], $3::text[]) AS b(week, connection) \
+                     ON r.week = b.week AND r.connection = b.connection \
+                     WHERE r.table_name = $1 AND r.current"
+                ),
+                &[&name, &weeks, &connections],
+            )
+            .await
+            .map_err(db)?;
+        if !held.is_empty() {
+            let held_weeks: Vec<&str> = held.iter().map(|r| r.get(0)).collect();
+            let held_connections: Vec<&str> = held.iter().map(|r| r.get(1)).collect();
+            tx.execute(
+                &format!(
+                    "DELETE FROM {s}.weekly_{name} w \
+                     USING unnest($1::text[], $2::text[]) AS b(week, connection) \
+                     WHERE w.week = b.week AND w.connection = b.connection"
+                ),
+                &[&held_weeks, &held_connections],
+            )
+            .await
+            .map_err(db)?;
+        }
+        copy_blocks(&tx, s, table, newest.values().map(|v| v.1)).await?;
+        tx.execute(
+            &format!(
+                "UPDATE {s}.revisions r SET current = (r.revision = b.revision) \
+                 FROM unnest($2::text[], $3::text[], $4::int4[]) AS b(week, connection, revision) \
+                 WHERE r.table_name = $1 AND r.week = b.week AND r.connection = b.connection"
+            ),
+            &[&name, &weeks, &connections, &revisions],
+        )
+        .await
+        .map_err(db)?;
+        for (id, v) in &newest {
+            applied.rows += v.2;
+            applied.weekly_files += 1;
+            years.insert(id.week.school_year());
+        }
+    }
+    if let Some((topic, partitions)) = offsets {
+        let topics: Vec<&str> = partitions.keys().map(|_| topic.as_str()).collect();
+        let numbers: Vec<i32> = partitions.keys().copied().collect();
+        let next: Vec<i64> = partitions.values().copied().collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.sink_offsets SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[]) \
+                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
+            ),
+            &[&topics, &numbers, &next],
+        )
+        .await
+        .map_err(db)?;
+    }
+    // Last, as the other table's transaction may mark the same years and
+    // one waits for the other's commit there.
+    if !years.is_empty() {
+        let years_list: Vec<&String> = years.iter().collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.yearly_pending SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
+            ),
+            &[&years_list],
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok((applied, years))
 }
 
 /// `COPY`'s binary header: signature, flags, header extension length.

@@ -88,8 +88,12 @@ pub fn run(
                     config.postgres.url_env
                 ))
             })?;
+            let topics = Table::ALL
+                .into_iter()
+                .map(|table| (table, read::topic_of(config, table)))
+                .collect();
             let (postgres, done, checkpoint) =
-                Postgres::open(&url, &config.postgres.schema, integration)?;
+                Postgres::open(&url, &config.postgres.schema, topics, integration)?;
             (Box::new(postgres), done, checkpoint)
         }
     };
