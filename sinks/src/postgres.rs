@@ -32,6 +32,7 @@ use tokio_postgres::{Client, NoTls, Transaction};
 use crate::assemble::{BlockId, Completed};
 use crate::block::Block;
 use crate::checkpoint::Checkpoint;
+use crate::config::PostgresConfig;
 use crate::output::{Applied, Output};
 use crate::period::{school_year_bounds, Week};
 use crate::pupil_register::{self, file_sha256, Coverage, PupilRegister, PupilsByUnit};
@@ -196,7 +197,7 @@ impl Postgres {
     /// Blocking: call it from a blocking task of a Tokio runtime.
     pub fn open(
         url: &str,
-        schema: &str,
+        config: &PostgresConfig,
         topics: BTreeMap<Table, String>,
         integration: Option<Integration>,
     ) -> Result<(Postgres, HashMap<BlockId, i32>, Checkpoint), SinkError> {
@@ -218,7 +219,7 @@ impl Postgres {
             client,
             tables: Vec::new(),
             topics,
-            schema: schema.to_owned(),
+            schema: config.schema.clone(),
             handle: handle.clone(),
             staged: BTreeMap::new(),
             staged_bytes: 0,
@@ -232,6 +233,10 @@ impl Postgres {
             .iter()
             .map(|_| connect())
             .collect::<Result<_, _>>()?;
+        let sort_memory = format!("SET work_mem = '{}MB'", config.sort_memory_mib);
+        for client in &output.tables {
+            output.block(async { client.batch_execute(&sort_memory).await.map_err(db) })?;
+        }
         output.pending_years = output.block(output.pending())?;
         let changed = output.block(output.registers_changed())?;
         output.pending_years.extend(changed);

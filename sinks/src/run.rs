@@ -93,7 +93,7 @@ pub fn run(
                 .map(|table| (table, read::topic_of(config, table)))
                 .collect();
             let (postgres, done, checkpoint) =
-                Postgres::open(&url, &config.postgres.schema, topics, integration)?;
+                Postgres::open(&url, &config.postgres, topics, integration)?;
             (Box::new(postgres), done, checkpoint)
         }
     };
