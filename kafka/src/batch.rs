@@ -9,7 +9,7 @@
 //!
 //! Only for consumers that are assigned their partitions (no subscription,
 //! so no rebalance to serve) and that commit without asking for the
-//! result: the batch call returns messages and serves librdkafka's own
+//! result, or not at all: the batch call returns messages and serves librdkafka's own
 //! callbacks, but has no place for the events of rust-rdkafka's poll.
 
 use std::marker::PhantomData;
@@ -27,8 +27,11 @@ use crate::KafkaError;
 pub enum Taken<'a> {
     /// A record.
     Message {
+        /// Its topic's name (empty if librdkafka's is not UTF-8).
+        topic: &'a str,
         partition: i32,
         offset: i64,
+        key: Option<&'a [u8]>,
         payload: Option<&'a [u8]>,
     },
     /// The partition's end was reached (`enable.partition.eof`).
@@ -125,9 +128,26 @@ impl<'c> Batch<'c> {
                     // `payload`, alive as long as the message.
                     Some(unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) })
                 };
+                let key = if m.key.is_null() {
+                    None
+                } else {
+                    // SAFETY: as for the payload, `key_len` bytes.
+                    Some(unsafe { std::slice::from_raw_parts(m.key as *const u8, m.key_len) })
+                };
+                let topic = if m.rkt.is_null() {
+                    ""
+                } else {
+                    // SAFETY: a message's topic handle outlives it, and
+                    // its name is a NUL-terminated string it owns.
+                    unsafe { std::ffi::CStr::from_ptr(rdsys::rd_kafka_topic_name(m.rkt)) }
+                        .to_str()
+                        .unwrap_or_default()
+                };
                 Taken::Message {
+                    topic,
                     partition,
                     offset: m.offset,
+                    key,
                     payload,
                 }
             }

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::batch::{Batch, Taken};
 use crate::eos::StageContext;
 use crate::{KafkaConfig, KafkaError};
 
@@ -227,6 +227,9 @@ struct Reader {
     assigned: Vec<Option<i64>>,
 }
 
+/// Messages taken from the consumer's queue at a time.
+const BATCH: usize = 1024;
+
 /// How often idle tasks are told their positions.
 const MARK_EVERY: Duration = Duration::from_millis(50);
 /// … and how many records may pass between two markers.
@@ -277,56 +280,69 @@ impl Reader {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
-            match self.consumer.poll(Duration::from_millis(20)) {
-                None | Some(Err(ClientError::PartitionEOF(_))) => {}
-                Some(Err(e)) => return Err(KafkaError::Client(e)),
-                Some(Ok(m)) => {
-                    // Every assigned partition has its slot (made on join).
-                    let Some(slot) = self
-                        .slots
-                        .get(m.topic())
-                        .and_then(|p| p.get(&m.partition()))
-                        .copied()
-                    else {
+            // A batch per turn: the consumer is replaced on reassignment,
+            // and its queue with it.
+            let mut batch = Batch::new(&self.consumer, BATCH)?;
+            batch.take(Duration::from_millis(20));
+            for taken in batch.messages() {
+                let (topic, partition, offset, key, payload) = match taken {
+                    Taken::Message {
+                        topic,
+                        partition,
+                        offset,
+                        key,
+                        payload,
+                    } => (topic, partition, offset, key, payload),
+                    Taken::End { .. } => continue,
+                    Taken::Error { error, .. } => {
+                        return Err(KafkaError::Client(ClientError::MessageConsumption(error)))
+                    }
+                };
+                // Every assigned partition has its slot (made on join).
+                let Some(slot) = self
+                    .slots
+                    .get(topic)
+                    .and_then(|p| p.get(&partition))
+                    .copied()
+                else {
+                    continue;
+                };
+                let target = (self.route)(topic, partition, key);
+                let mut record = None;
+                let mut gone = Vec::new();
+                for (task, joined) in &mut self.tasks {
+                    let Some(Some(next)) = joined.next.get_mut(slot) else {
                         continue;
                     };
-                    let offset = m.offset();
-                    let target = (self.route)(m.topic(), m.partition(), m.key());
-                    let mut record = None;
-                    let mut gone = Vec::new();
-                    for (task, joined) in &mut self.tasks {
-                        let Some(Some(next)) = joined.next.get_mut(slot) else {
-                            continue;
-                        };
-                        if offset < *next {
-                            continue;
-                        }
-                        *next = offset + 1;
-                        if target != Some(*task) {
-                            continue;
-                        }
-                        let (topic, partition) = &self.names[slot];
-                        let r = record.get_or_insert_with(|| Record {
-                            topic: Arc::clone(topic),
-                            partition: *partition,
-                            offset,
-                            key: m.key().map(<[u8]>::to_vec),
-                            payload: m.payload().map(<[u8]>::to_vec),
-                        });
-                        let tagged = Tagged {
-                            epoch: joined.epoch,
-                            delivery: Delivery::Record(r.clone()),
-                        };
-                        if joined.deliveries.send(tagged).is_err() {
-                            gone.push(*task);
-                        }
+                    if offset < *next {
+                        continue;
                     }
-                    for task in gone {
-                        self.tasks.remove(&task);
+                    *next = offset + 1;
+                    if target != Some(*task) {
+                        continue;
                     }
-                    since_mark += 1;
+                    let (topic, partition) = &self.names[slot];
+                    let r = record.get_or_insert_with(|| Record {
+                        topic: Arc::clone(topic),
+                        partition: *partition,
+                        offset,
+                        key: key.map(<[u8]>::to_vec),
+                        payload: payload.map(<[u8]>::to_vec),
+                    });
+                    let tagged = Tagged {
+                        epoch: joined.epoch,
+                        delivery: Delivery::Record(r.clone()),
+                    };
+                    if joined.deliveries.send(tagged).is_err() {
+                        gone.push(*task);
+                    }
                 }
+                for task in gone {
+                    self.tasks.remove(&task);
+                }
+                since_mark += 1;
             }
+            drop(batch);
             if since_mark >= MARK_RECORDS || last_mark.elapsed() >= MARK_EVERY {
                 self.mark(false)?;
                 since_mark = 0;

@@ -197,6 +197,7 @@ pub fn read(
                     partition,
                     offset,
                     payload,
+                    ..
                 } => (partition, offset, payload),
                 Taken::End { partition } => {
                     input.at_end.insert(partition);
