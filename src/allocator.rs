@@ -1,15 +1,16 @@
 //! The allocator: mimalloc, for Rust and, through `override`, for the C
 //! libraries (librdkafka, zstd).
 //!
-//! The sink changes one setting: freed memory is kept for reuse rather
-//! than handed back to the system after a delay. parquet-rs compresses
-//! each page through a new zstd stream, whose buffers are allocated and
-//! freed again for every page; handed back, that memory came again from
-//! the kernel, zeroed, page after page. What keeping it saves, and costs
-//! at the peak, is in `docs/performance.md`. The other jobs keep
-//! mimalloc's default, which returns memory: the producer's memory bounds
-//! were measured with it. `MIMALLOC_PURGE_DELAY` in the environment
-//! overrides this.
+//! The sink and the processors change one setting: freed memory is kept
+//! for reuse rather than handed back to the system after a delay.
+//! parquet-rs compresses each page through a new zstd stream, whose
+//! buffers are allocated and freed again for every page, and a processor's
+//! state grows while its transactions' buffers come and go; handed back,
+//! that memory came again from the kernel, zeroed, page after page. What
+//! keeping it saves, and costs at the peak, is in `docs/performance.md`.
+//! The producer keeps mimalloc's default, which returns memory: its
+//! memory bounds were measured with it. `MIMALLOC_PURGE_DELAY` in the
+//! environment overrides this.
 
 /// `mi_option_purge_delay` in mimalloc's `mimalloc.h` (v2 and v3); the
 /// `libmimalloc-sys` bindings do not name it.

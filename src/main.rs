@@ -83,8 +83,14 @@ fn main() -> std::process::ExitCode {
             Command::Schemas(args) => cmd::schemas::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,
             Command::Produce(args) => cmd::produce::run(args).await,
-            Command::Process(args) => cmd::process::run(args).await,
-            Command::Replay(args) => cmd::process::replay(args).await,
+            Command::Process(args) => {
+                allocator::keep_freed_memory();
+                cmd::process::run(args).await
+            }
+            Command::Replay(args) => {
+                allocator::keep_freed_memory();
+                cmd::process::replay(args).await
+            }
             Command::Sink(args) => {
                 allocator::keep_freed_memory();
                 cmd::sink::run(args).await
