@@ -63,9 +63,14 @@ pub fn read_partitions_to_end<E: From<KafkaError>>(
     mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
 ) -> Result<usize, E> {
     let deadline = Instant::now() + timeout;
+    // An empty partition's end is known only from a fetch answered
+    // empty, which the broker holds back for `fetch.wait.max.ms` (500 ms
+    // by default) hoping for records: every stage's start waited that
+    // long for an empty changelog or state partition.
     client
         .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false");
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer<ReadContext> = client
         .create_with_context(ReadContext)
         .map_err(KafkaError::from)?;
