@@ -9,8 +9,9 @@
 //!
 //! Only for consumers that are assigned their partitions (no subscription,
 //! so no rebalance to serve) and that commit without asking for the
-//! result, or not at all: the batch call returns messages and serves librdkafka's own
-//! callbacks, but has no place for the events of rust-rdkafka's poll.
+//! result, or not at all: the batch call returns messages and serves
+//! librdkafka's own callbacks, but has no place for the events of
+//! rust-rdkafka's poll.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -108,7 +109,10 @@ impl<'c> Batch<'c> {
 
     /// The messages of the last take, in queue order.
     pub fn messages(&self) -> impl Iterator<Item = Taken<'_>> + '_ {
-        self.taken.iter().map(|&message| {
+        // A topic's name is looked up once per run of its messages, not
+        // once per message: a sink's consumer reads one topic.
+        let mut last_topic: (*mut rdsys::rd_kafka_topic_t, &str) = (std::ptr::null_mut(), "");
+        self.taken.iter().map(move |&message| {
             // SAFETY: every pointer in `taken` is a message librdkafka
             // returned and that is not destroyed before the next take.
             let m = unsafe { &*message };
@@ -134,15 +138,21 @@ impl<'c> Batch<'c> {
                     // SAFETY: as for the payload, `key_len` bytes.
                     Some(unsafe { std::slice::from_raw_parts(m.key as *const u8, m.key_len) })
                 };
-                let topic = if m.rkt.is_null() {
-                    ""
-                } else {
-                    // SAFETY: a message's topic handle outlives it, and
-                    // its name is a NUL-terminated string it owns.
-                    unsafe { std::ffi::CStr::from_ptr(rdsys::rd_kafka_topic_name(m.rkt)) }
-                        .to_str()
-                        .unwrap_or_default()
-                };
+                if m.rkt != last_topic.0 {
+                    let name = if m.rkt.is_null() {
+                        ""
+                    } else {
+                        // SAFETY: a message's topic handle outlives it
+                        // (the batch holds the message until the next
+                        // take), and its name is a NUL-terminated string
+                        // it owns.
+                        unsafe { std::ffi::CStr::from_ptr(rdsys::rd_kafka_topic_name(m.rkt)) }
+                            .to_str()
+                            .unwrap_or_default()
+                    };
+                    last_topic = (m.rkt, name);
+                }
+                let topic = last_topic.1;
                 Taken::Message {
                     topic,
                     partition,
