@@ -7,6 +7,8 @@
 //! commit_every_records = 200000
 //! commit_interval_ms = 5000
 //! connections = []                     # only these (default: all)
+//! memory_per_task_mib = 256              # beyond it, entities go to a disk store
+//! # state_dir = "/var/lib/skolflode"     # the disk stores (default: temp dir)
 //!
 //! [process.sources]                      # connection → the registers' `source`
 //! "municipality-a" = "ss12000-sim"
@@ -51,6 +53,16 @@ pub struct ProcessConfig {
     /// (`docs/performance.md`). A crash redoes at most one transaction.
     #[serde(default = "ProcessConfig::default_commit_interval_ms")]
     pub commit_interval_ms: u64,
+    /// Memory for entities per task, in MiB. Default 256. Beyond it, after
+    /// a commit, a task writes its entities to its disk store and empties
+    /// memory, so a task's memory is bounded whatever the length of the
+    /// history. 0 keeps everything in memory (no disk store).
+    #[serde(default = "ProcessConfig::default_memory_per_task_mib")]
+    pub memory_per_task_mib: usize,
+    /// Where the tasks' disk stores go (each a directory, deleted when its
+    /// task stops). Default: the system's temporary directory.
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ProcessConfig {
@@ -62,6 +74,8 @@ impl Default for ProcessConfig {
             connections: Vec::new(),
             commit_every_records: Self::default_commit_every_records(),
             commit_interval_ms: Self::default_commit_interval_ms(),
+            memory_per_task_mib: Self::default_memory_per_task_mib(),
+            state_dir: None,
         }
     }
 }
@@ -83,6 +97,14 @@ impl ProcessConfig {
     }
     fn default_commit_interval_ms() -> u64 {
         5_000
+    }
+    fn default_memory_per_task_mib() -> usize {
+        256
+    }
+
+    /// The directory of the tasks' disk stores.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.state_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 
     /// The commit interval.

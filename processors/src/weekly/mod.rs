@@ -26,6 +26,7 @@ pub mod model;
 pub mod operator;
 pub mod rows;
 pub mod run;
+pub mod store;
 pub mod time;
 
 pub use config::ProcessConfig;

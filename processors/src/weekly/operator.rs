@@ -6,8 +6,9 @@
 //! time or of map order.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,6 +21,7 @@ use skolflode_schemas::TimestampMillis;
 use super::input::Incoming;
 use super::model::{Entity, Fact, Kind, Repeat, Version};
 use super::rows::{self, WeekRows};
+use super::store::{self, Disk, Entities, StoreError};
 use super::time;
 
 /// What the operator needs to know of the configuration.
@@ -114,9 +116,7 @@ pub struct TenantMeta {
 #[derive(Debug, Default)]
 pub struct Tenant {
     pub meta: TenantMeta,
-    entities: [FxHashMap<String, Entity>; 8],
-    lessons_by_week: BTreeMap<String, BTreeSet<String>>,
-    attendance_by_lesson: FxHashMap<String, BTreeSet<String>>,
+    entities: Entities,
     /// Entities changed since the state was last written out, and whether
     /// `meta` did.
     changed: FxHashSet<(Kind, String)>,
@@ -128,79 +128,34 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    pub fn entities(&self, kind: Kind) -> &FxHashMap<String, Entity> {
-        &self.entities[kind.index()]
-    }
-
-    /// Every lesson ever recorded in `week`.
-    pub fn lessons_in(&self, week: &str) -> Option<&BTreeSet<String>> {
-        self.lessons_by_week.get(week)
-    }
-
-    /// Every attendance record ever recorded for a lesson, by id.
-    pub fn attendance_of(&self, lesson: &str) -> impl Iterator<Item = &str> {
-        self.attendance_by_lesson
-            .get(lesson)
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-    }
-
-    /// Where a version is indexed: a lesson under its week, a report under
-    /// its lesson.
-    fn index_of(kind: Kind, fact: Option<&Fact>) -> Option<Indexed> {
-        match (kind, fact) {
-            (Kind::Lesson, Some(Fact::Lesson { start, .. })) => {
-                time::week_of(*start).map(Indexed::Week)
-            }
-            (Kind::Attendance, Some(Fact::Attendance { lesson, .. })) => {
-                Some(Indexed::Lesson(lesson.clone()))
-            }
-            _ => None,
+    fn new(connection: &str, disk: Option<Arc<Disk>>) -> Self {
+        Self {
+            entities: Entities::new(connection, disk),
+            ..Self::default()
         }
     }
 
-    fn add_index(&mut self, indexed: Option<Indexed>, id: &str) {
-        match indexed {
-            Some(Indexed::Week(week)) => {
-                self.lessons_by_week
-                    .entry(week)
-                    .or_default()
-                    .insert(id.to_owned());
-            }
-            Some(Indexed::Lesson(lesson)) => {
-                self.attendance_by_lesson
-                    .entry(lesson)
-                    .or_default()
-                    .insert(id.to_owned());
-            }
-            None => {}
-        }
-    }
-
-    fn index(&mut self, kind: Kind, id: &str, fact: Option<&Fact>) {
-        self.add_index(Self::index_of(kind, fact), id);
+    /// The connection's entities.
+    pub fn store(&self) -> &Entities {
+        &self.entities
     }
 
     /// The week of a lesson as recorded by `known`.
     fn week_of_lesson(&self, lesson: &str, known: i64) -> Option<String> {
-        let entity = self.entities(Kind::Lesson).get(lesson)?;
-        entity
-            .versions
-            .iter()
-            .rev()
-            .filter(|v| v.recorded <= known)
-            .find_map(|v| match &v.fact {
-                Some(Fact::Lesson { start, .. }) => time::week_of(*start),
-                _ => None,
+        self.entities
+            .read(Kind::Lesson, lesson, |entity| {
+                entity
+                    .versions
+                    .iter()
+                    .rev()
+                    .filter(|v| v.recorded <= known)
+                    .find_map(|v| match &v.fact {
+                        Some(Fact::Lesson { start, .. }) => time::week_of(*start),
+                        _ => None,
+                    })
             })
+            .flatten()
     }
-}
-
-/// An index entry of a version.
-enum Indexed {
-    Week(String),
-    Lesson(String),
 }
 
 /// A key of the state store.
@@ -298,6 +253,10 @@ pub enum Applied {
 pub struct Operator {
     settings: Settings,
     tenants: BTreeMap<String, Tenant>,
+    /// Where entities go once memory holds more than `budget` bytes of
+    /// them; without one, everything stays in memory.
+    disk: Option<Arc<Disk>>,
+    budget: usize,
 }
 
 fn edge(relation: Relation, target: &str) -> HistoryEdge {
@@ -448,12 +407,54 @@ impl Operator {
         }
     }
 
+    /// An operator whose entities beyond `budget` bytes of memory go to
+    /// `disk`.
+    pub fn with_disk(settings: Settings, disk: Disk, budget: usize) -> Self {
+        Self {
+            settings,
+            disk: Some(Arc::new(disk)),
+            budget,
+            ..Self::default()
+        }
+    }
+
     /// Entities held, for the state-size metric.
     pub fn entities(&self) -> usize {
+        self.tenants.values().map(|t| t.entities.count()).sum()
+    }
+
+    /// Estimated bytes of state in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.tenants.values().map(|t| t.entities.bytes()).sum()
+    }
+
+    /// Why a read of the disk store failed since the last trim: what was
+    /// computed since may lack entities, so it must not be committed.
+    pub fn failure(&self) -> Option<String> {
         self.tenants
             .values()
-            .map(|t| t.entities.iter().map(FxHashMap::len).sum::<usize>())
-            .sum()
+            .find_map(|t| t.entities.failure())
+            .map(str::to_owned)
+    }
+
+    /// After a commit: when the state in memory is over budget, write it
+    /// to disk and empty memory. Gives whether it did.
+    pub fn trim(&mut self) -> Result<bool, StoreError> {
+        if self.disk.is_none() {
+            return Ok(false);
+        }
+        if let Some(failure) = self.failure() {
+            return Err(StoreError::Corrupt(failure));
+        }
+        if self.memory_bytes() <= self.budget
+            || self.tenants.values().any(|t| !t.changed.is_empty())
+        {
+            return Ok(false);
+        }
+        for tenant in self.tenants.values_mut() {
+            tenant.entities.trim(0)?;
+        }
+        Ok(true)
     }
 
     /// The watermark of each connection.
@@ -469,20 +470,28 @@ impl Operator {
     }
 
     /// Apply one change event of `kind` for `connection`'s entity `id`.
-    pub fn apply(&mut self, kind: Kind, connection: &str, id: &str, incoming: Incoming) -> Applied {
+    pub fn apply(
+        &mut self,
+        kind: Kind,
+        connection: &str,
+        id: &str,
+        incoming: Incoming,
+    ) -> Result<Applied, StoreError> {
         if !self.wants(connection) {
-            return Applied::Skipped;
+            return Ok(Applied::Skipped);
         }
-        let tenant = self.tenants.entry(connection.to_owned()).or_default();
+        let disk = &self.disk;
+        let tenant = self
+            .tenants
+            .entry(connection.to_owned())
+            .or_insert_with(|| Tenant::new(connection, disk.clone()));
         if tenant.meta.vendor.is_empty() {
             tenant.meta.vendor = incoming.vendor.clone();
             tenant.meta_changed = true;
         }
-        let entity = tenant.entities[kind.index()]
-            .entry(id.to_owned())
-            .or_default();
+        let entity = tenant.entities.entry(kind, id)?;
         if let Some(repeat) = entity.repeat(&incoming.event_id, incoming.content_hash.as_deref()) {
-            return Applied::Repeat(repeat);
+            return Ok(Applied::Repeat(repeat));
         }
         // Recorded intervals never run backwards, even when the vendor's
         // clock does.
@@ -499,9 +508,12 @@ impl Operator {
         };
         let scopes = scope(kind, entity.versions.last(), &version);
         let index = entity.versions.len();
-        let indexed = Tenant::index_of(kind, version.fact.as_ref());
+        let first = entity.versions.first().map_or(recorded, |v| v.recorded);
+        let indexed = Entities::indexed(kind, version.fact.as_ref());
+        let weight = store::weight(&version);
         entity.versions.push(version);
-        tenant.add_index(indexed, id);
+        tenant.entities.grew(weight);
+        tenant.entities.index(indexed, id, first);
         if !scopes.is_empty() {
             let dirty = tenant.meta.dirty.entry(recorded).or_default();
             for scope in scopes {
@@ -519,7 +531,7 @@ impl Operator {
             .or_default()
             .push((kind, id.to_owned(), index));
         tenant.changed.insert((kind, id.to_owned()));
-        Applied::Kept
+        Ok(Applied::Kept)
     }
 
     /// The vendor's clock for `connection` has passed `now`, and every
@@ -550,7 +562,7 @@ impl Operator {
         }
         let grace = self.settings.grace_millis;
         let mut weeks: BTreeSet<String> = BTreeSet::new();
-        for (week, lessons) in &tenant.lessons_by_week {
+        for (week, first_recorded) in tenant.entities.weeks() {
             let Some(end) = time::week_end(week) else {
                 continue;
             };
@@ -564,15 +576,7 @@ impl Operator {
             // A week none of whose lessons was recorded by now is not
             // there yet (only read ahead of the clock): computing it would
             // depend on how far ahead the input was read.
-            let known = || {
-                lessons.iter().any(|l| {
-                    tenant.entities[Kind::Lesson.index()]
-                        .get(l)
-                        .and_then(|e| e.versions.first())
-                        .is_some_and(|v| v.recorded <= now)
-                })
-            };
-            if touched && known() {
+            if touched && first_recorded <= now {
                 weeks.insert(week.clone());
             }
         }
@@ -631,7 +635,7 @@ impl Operator {
             let mut changed: Vec<(Kind, String)> = tenant.changed.drain().collect();
             changed.sort_unstable();
             for (kind, id) in changed {
-                if let Some(entity) = tenant.entities[kind.index()].get(&id) {
+                if let Some(entity) = tenant.entities.changed(kind, &id) {
                     let key = StoreKey::Entity {
                         connection: connection.clone(),
                         kind,
@@ -662,21 +666,26 @@ impl Operator {
                 id,
             } => {
                 let entity: Entity = read_state(format, value)?;
-                let tenant = self.tenants.entry(connection).or_default();
-                for v in &entity.versions {
-                    tenant.index(kind, &id, v.fact.as_ref());
-                }
-                tenant.entities[kind.index()].insert(id, entity);
+                let disk = &self.disk;
+                let tenant = self
+                    .tenants
+                    .entry(connection.clone())
+                    .or_insert_with(|| Tenant::new(&connection, disk.clone()));
+                tenant.entities.restore(kind, &id, entity)?;
             }
             StoreKey::Tenant { connection } => {
-                self.tenants.entry(connection).or_default().meta = read_state(format, value)?;
+                let disk = &self.disk;
+                self.tenants
+                    .entry(connection.clone())
+                    .or_insert_with(|| Tenant::new(&connection, disk.clone()))
+                    .meta = read_state(format, value)?;
             }
         }
         Ok(())
     }
 
     /// Every changelog entry is back: note the versions still to publish.
-    pub fn restored(&mut self) {
+    pub fn restored(&mut self) -> Result<(), StoreError> {
         for tenant in self.tenants.values_mut() {
             let Tenant {
                 meta,
@@ -684,20 +693,19 @@ impl Operator {
                 pending,
                 ..
             } = tenant;
-            for kind in Kind::ALL {
-                for (id, entity) in &entities[kind.index()] {
-                    for (i, v) in entity.versions.iter().enumerate() {
-                        if v.recorded > meta.watermark || meta.late.contains(&(kind, id.clone(), i))
-                        {
-                            pending
-                                .entry(v.recorded)
-                                .or_default()
-                                .push((kind, id.clone(), i));
-                        }
+            entities.for_each(|kind, id, entity| {
+                for (i, v) in entity.versions.iter().enumerate() {
+                    if v.recorded > meta.watermark || meta.late.contains(&(kind, id.to_owned(), i))
+                    {
+                        pending
+                            .entry(v.recorded)
+                            .or_default()
+                            .push((kind, id.to_owned(), i));
                     }
                 }
-            }
+            })?;
         }
+        Ok(())
     }
 }
 
@@ -757,7 +765,7 @@ fn publish_version(
     out: &mut impl Emit,
 ) {
     {
-        let Some(entity) = tenant.entities[kind.index()].get(id) else {
+        let Some(entity) = tenant.entities.get(kind, id) else {
             return;
         };
         let history = |v: &Version, index: usize, recorded_to: Option<i64>| HistoryVersion {
@@ -805,6 +813,8 @@ pub enum RestoreError {
     Binary(#[from] postcard::Error),
     #[error("state written in an unknown format {0}")]
     Format(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 fn digest(rows: &WeekRows) -> String {
@@ -1058,7 +1068,7 @@ mod tests {
             ..Settings::default()
         });
         for (kind, id, incoming) in events {
-            operator.apply(*kind, "c", id, incoming.clone());
+            operator.apply(*kind, "c", id, incoming.clone()).unwrap();
         }
         let mut snapshots = Vec::new();
         operator.advance("c", MONDAY + 9 * 24 * HOUR, &mut snapshots);
@@ -1120,7 +1130,7 @@ mod tests {
         });
         let mut out = Vec::new();
         for (kind, id, incoming) in events() {
-            operator.apply(kind, "c", &id, incoming);
+            operator.apply(kind, "c", &id, incoming).unwrap();
         }
         let closed = MONDAY + 9 * 24 * HOUR;
         out.clear();
@@ -1139,7 +1149,7 @@ mod tests {
                 invalid_absence: 0,
             }),
         );
-        operator.apply(Kind::Attendance, "c", &id, late);
+        operator.apply(Kind::Attendance, "c", &id, late).unwrap();
         out.clear();
         // Not before the clock has passed the correction's recording.
         operator.advance("c", closed + HOUR - 1, &mut out);
@@ -1159,19 +1169,28 @@ mod tests {
             ..Settings::default()
         });
         for (kind, id, incoming) in events() {
-            operator.apply(kind, "c", &id, incoming);
+            operator.apply(kind, "c", &id, incoming).unwrap();
         }
         // Nothing is published before the clock passes; the state written
         // so far carries the versions still to publish.
         let mut restored = Operator::new(operator.settings.clone());
+        let dir = std::env::temp_dir().join("skolflode-operator-test");
+        let disk = Disk::create(&dir, "restored", 1 << 20).unwrap();
+        // Restored onto disk: nothing of it in memory.
+        let mut on_disk = Operator::with_disk(operator.settings.clone(), disk, 0);
         for (key, value) in operator.take_changed().unwrap() {
             restored.restore(&key, STATE_FORMAT, &value).unwrap();
+            on_disk.restore(&key, STATE_FORMAT, &value).unwrap();
         }
-        restored.restored();
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        restored.restored().unwrap();
+        on_disk.restored().unwrap();
+        assert_eq!(on_disk.entities(), restored.entities());
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
         operator.advance("c", MONDAY + 9 * 24 * HOUR, &mut a);
         restored.advance("c", MONDAY + 9 * 24 * HOUR, &mut b);
+        on_disk.advance("c", MONDAY + 9 * 24 * HOUR, &mut c);
         assert_eq!(a, b);
+        assert_eq!(a, c);
         let history: Vec<(i64, String, i32)> = a
             .iter()
             .filter_map(|o| match o {
@@ -1223,10 +1242,26 @@ mod tests {
     /// more have (read ahead of the clock, as a reader of many partitions
     /// does).
     fn staged(arrivals: &[(Kind, String, Incoming)], ahead: usize) -> Vec<Output> {
-        let mut operator = Operator::new(Settings {
+        staged_in(arrivals, ahead, false)
+    }
+
+    /// The same, with the state written to a disk store and memory emptied
+    /// after every step (`on_disk`).
+    fn staged_in(
+        arrivals: &[(Kind, String, Incoming)],
+        ahead: usize,
+        on_disk: bool,
+    ) -> Vec<Output> {
+        let settings = Settings {
             grace_millis: 24 * HOUR,
             ..Settings::default()
-        });
+        };
+        let mut operator = if on_disk {
+            let dir = std::env::temp_dir().join("skolflode-operator-test");
+            Operator::with_disk(settings, Disk::create(&dir, "staged", 1 << 20).unwrap(), 0)
+        } else {
+            Operator::new(settings)
+        };
         let mut out = Vec::new();
         let mut next = 0;
         for step in 0..=24 {
@@ -1237,10 +1272,14 @@ mod tests {
                 .map_or(0, |i| i + 1);
             let until = (needed + ahead).min(arrivals.len()).max(next);
             for (kind, id, incoming) in &arrivals[next..until] {
-                operator.apply(*kind, "c", id, incoming.clone());
+                operator.apply(*kind, "c", id, incoming.clone()).unwrap();
             }
             next = until;
             operator.advance("c", clock, &mut out);
+            if on_disk {
+                operator.take_changed().unwrap();
+                assert!(operator.trim().unwrap() || operator.entities() == 0);
+            }
         }
         out
     }
@@ -1273,7 +1312,9 @@ mod tests {
             let all = late_events();
             let expected = staged(&all, 0);
             prop_assert!(expected.iter().any(|o| matches!(o, Output::Snapshot(s) if s.revision == 2)));
-            prop_assert_eq!(staged(&interleave(&all, order), ahead), expected);
+            let shuffled = interleave(&all, order);
+            prop_assert_eq!(staged_in(&shuffled, ahead, true), staged(&shuffled, ahead));
+            prop_assert_eq!(staged(&shuffled, ahead), expected);
         }
 
         /// The outputs (history and snapshots) depend on each entity's own

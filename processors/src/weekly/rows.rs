@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::model::{covers, Entity, Fact, Kind, Version};
+use super::model::{covers, Entity, Fact, Kind};
 use super::operator::Tenant;
 use super::time;
 
@@ -42,7 +42,7 @@ pub struct WeekRows {
 }
 
 fn lookup<'a>(tenant: &'a Tenant, kind: Kind, id: &str) -> Option<&'a Entity> {
-    tenant.entities(kind).get(id)
+    tenant.store().get(kind, id)
 }
 
 fn last_known<'a>(tenant: &'a Tenant, kind: Kind, id: &str, known: i64) -> Option<&'a Fact> {
@@ -65,26 +65,25 @@ impl WeekRows {
 /// The rows of `week` as known at `known`.
 pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
     let mut rows = WeekRows::default();
-    let Some(lessons) = tenant.lessons_in(week) else {
-        return rows;
-    };
-    for lesson_id in lessons {
-        let Some(Version {
-            fact:
-                Some(Fact::Lesson {
-                    activity,
-                    start,
-                    cancelled,
-                    minutes,
-                    absent,
-                    ..
-                }),
+    let store = tenant.store();
+    for lesson_id in &store.lessons_in(week) {
+        // Lessons and reports grow with history: they are read without
+        // being kept in memory.
+        let Some(Some(Fact::Lesson {
+            activity,
+            start,
+            cancelled,
+            minutes,
+            absent,
             ..
-        }) = lookup(tenant, Kind::Lesson, lesson_id).and_then(|e| e.as_of(known))
+        })) = store.read(Kind::Lesson, lesson_id, |e| {
+            e.as_of(known).and_then(|v| v.fact.clone())
+        })
         else {
             continue;
         };
-        if *cancelled || time::week_of(*start).as_deref() != Some(week) {
+        let (activity, start, minutes, absent) = (&activity, &start, &minutes, &absent);
+        if cancelled || time::week_of(*start).as_deref() != Some(week) {
             continue;
         }
         let Some(Fact::Activity {
@@ -154,12 +153,29 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 }
             }
         }
-        let reports: HashMap<&str, &Fact> = tenant
+        // A pupil's report: its minutes when reported. The last by id wins.
+        let reports: HashMap<String, Option<(i32, i32, i32)>> = store
             .attendance_of(lesson_id)
-            .filter_map(|id| last_known_live(tenant, id, known))
-            .filter_map(|f| match f {
-                Fact::Attendance { student, .. } => Some((student.as_str(), f)),
-                _ => None,
+            .iter()
+            .filter_map(|id| {
+                store
+                    .read(Kind::Attendance, id, |e| {
+                        match e.as_of(known).and_then(|v| v.fact.as_ref()) {
+                            Some(Fact::Attendance {
+                                student,
+                                reported,
+                                present,
+                                valid_absence,
+                                invalid_absence,
+                                ..
+                            }) => Some((
+                                student.clone(),
+                                reported.then_some((*present, *valid_absence, *invalid_absence)),
+                            )),
+                            _ => None,
+                        }
+                    })
+                    .flatten()
             })
             .collect();
         for (pupil, group) in pupils {
@@ -193,13 +209,7 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             totals.lessons += 1;
             totals.minutes_scheduled += minutes;
             match reports.get(pupil) {
-                Some(Fact::Attendance {
-                    reported: true,
-                    present,
-                    valid_absence,
-                    invalid_absence,
-                    ..
-                }) => {
+                Some(Some((present, valid_absence, invalid_absence))) => {
                     totals.minutes_present += present;
                     totals.minutes_valid_absence += valid_absence;
                     totals.minutes_invalid_absence += invalid_absence;
@@ -210,11 +220,4 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
     }
     rows.dangling.sort();
     rows
-}
-
-/// An attendance record as last recorded by `known`, unless deleted.
-fn last_known_live<'a>(tenant: &'a Tenant, id: &str, known: i64) -> Option<&'a Fact> {
-    lookup(tenant, Kind::Attendance, id)
-        .and_then(|e| e.as_of(known))
-        .and_then(|v| v.fact.as_ref())
 }

@@ -37,6 +37,7 @@ use super::input::{decoder, Decoders};
 use super::metrics::Metrics;
 use super::model::Kind;
 use super::operator::{Applied, Emit, Operator, Output, RestoreError, STATE_FORMAT};
+use super::store::{Disk, StoreError};
 
 /// Why the processor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,8 @@ pub enum ProcessError {
     Restore(#[from] RestoreError),
     #[error("encoding the state")]
     Encode(#[from] postcard::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Counts of one run.
@@ -632,14 +635,31 @@ pub fn task_of(connection: &str, tasks: i32) -> i32 {
 }
 
 impl Process<'_> {
-    /// Read the changelog into a fresh operator.
+    /// A fresh operator, with a new disk store unless everything is to
+    /// stay in memory.
+    fn fresh_operator(&self) -> Result<Operator, ProcessError> {
+        let settings = self.config.build()?;
+        let budget = self.config.memory_per_task_mib;
+        if budget == 0 {
+            return Ok(Operator::new(settings));
+        }
+        let name = format!("{}-{}", self.config.application_id, self.task);
+        // A block cache of a sixteenth of the budget: entities read again
+        // soon are mostly in memory already.
+        let disk = Disk::create(&self.config.state_dir(), &name, (budget as u64) << 16)?;
+        Ok(Operator::with_disk(settings, disk, budget << 20))
+    }
+
+    /// Read the changelog into a fresh operator, entry by entry (a key's
+    /// later entry replaces its earlier one).
     fn restore(&mut self) -> Result<(), ProcessError> {
         let started = Instant::now();
-        let settings = self.config.build()?;
-        let mut operator = Operator::new(settings);
+        // The old disk store (and its directory) goes before the new one.
+        self.operator = Operator::default();
+        let mut operator = self.fresh_operator()?;
         let values: Decoder<ProcessorState> = decoder("ProcessorState")?;
         let keys: Decoder<String> = decoder("StringKey")?;
-        let mut entries: BTreeMap<String, ProcessorState> = BTreeMap::new();
+        let mut entries = 0u64;
         let client = self
             .kafka
             .consumer(&format!("{}-restore", self.config.application_id))?;
@@ -660,15 +680,13 @@ impl Process<'_> {
                 let value = values
                     .decode(value)
                     .map_err(|e| RestoreError::Key(e.to_string()))?;
-                entries.insert(key, value);
+                operator.restore(&key, &value.format, &value.body.0)?;
+                entries += 1;
                 Ok(())
             },
         )?;
-        self.progress.restored = entries.len() as u64;
-        for (key, value) in &entries {
-            operator.restore(key, &value.format, &value.body.0)?;
-        }
-        operator.restored();
+        self.progress.restored = entries;
+        operator.restored()?;
         self.operator = operator;
         self.metrics
             .restore_milliseconds
@@ -680,7 +698,8 @@ impl Process<'_> {
             .set(self.operator.entities() as i64);
         tracing::info!(
             task = self.task,
-            entries = entries.len(),
+            entries,
+            entities = self.operator.entities(),
             seconds = started.elapsed().as_secs_f64(),
             "state restored from the changelog"
         );
@@ -890,7 +909,7 @@ impl Process<'_> {
                 let topic = change_topic(kind);
                 match self
                     .operator
-                    .apply(kind, &key.connection, &key.entity_id, incoming)
+                    .apply(kind, &key.connection, &key.entity_id, incoming)?
                 {
                     Applied::Kept => {
                         self.progress.kept += 1;
@@ -1048,6 +1067,12 @@ impl Process<'_> {
 
     fn commit(&mut self) -> Result<(), ProcessError> {
         let started = Instant::now();
+        // A disk read that failed left something out: stop before any of
+        // it is committed (the open transaction is aborted when the task's
+        // producer goes).
+        if let Some(failure) = self.operator.failure() {
+            return Err(StoreError::Corrupt(failure).into());
+        }
         let changelog = self.outputs.changelog(&self.config.application_id);
         for (key, body) in self.operator.take_changed()? {
             let key = wire::encode(schema_id("StringKey"), &key);
@@ -1079,6 +1104,12 @@ impl Process<'_> {
             .transaction_seconds
             .with_label_values(&[&self.label])
             .observe(started.elapsed().as_secs_f64());
+        if self.operator.trim()? {
+            tracing::debug!(
+                task = self.task,
+                "state beyond the memory budget written to the disk store"
+            );
+        }
         self.metrics
             .state_entities
             .with_label_values(&[&self.label])

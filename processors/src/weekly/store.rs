@@ -1,0 +1,689 @@
+//! Where a connection's entities and their indexes are kept: in memory up
+//! to a budget, the rest in an embedded LSM tree on disk (fjall), so that a
+//! task's memory is bounded whatever the length of the history.
+//!
+//! The disk store is a cache of the changelog topic, never the truth: it is
+//! created empty when a task starts, filled while the task restores its
+//! state, and dropped (its directory deleted) when the task stops or goes
+//! back to its last commit. Nothing in it needs to survive a crash, so
+//! nothing is synced.
+//!
+//! Memory holds the entities changed since they were last written to disk
+//! and those read since. After a commit, once their estimated size passes
+//! the budget, the changed ones and the new index entries are written to
+//! disk in one batch and memory is emptied: a generational cache, which
+//! costs nothing while a connection's state fits the budget.
+//!
+//! Reads that only look (a week's computation, history publishing) take
+//! an entity from memory or, failing that, from disk into a read cache
+//! that grows only by insertion ([`elsa::FrozenMap`]), so that they can
+//! hand out references while holding `&self`. Lessons and attendance
+//! records, which grow with history, are read without being cached.
+
+use std::cell::{Cell, OnceCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::model::{Entity, Fact, Kind, Version};
+use super::time;
+
+/// The separator of key parts (ids never hold it).
+const SEP: u8 = 0x1f;
+
+/// Why the disk store could not be used. The task's state is then
+/// unusable: the transaction must abort and the state be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state store at {path}")]
+    Disk {
+        path: PathBuf,
+        #[source]
+        source: fjall::Error,
+    },
+    #[error("the state store at {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state store holds an entry that cannot be read: {0}")]
+    Corrupt(String),
+}
+
+/// One task's disk store.
+pub struct Disk {
+    path: PathBuf,
+    // Dropped after the keyspace: the database deletes its directory.
+    kv: fjall::Keyspace,
+    db: fjall::Database,
+}
+
+impl std::fmt::Debug for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Disk")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Disk {
+    /// An empty store in a new directory under `dir`, named after `name`,
+    /// with a block cache of `cache_bytes`. The directory is deleted when
+    /// the store is dropped.
+    pub fn create(dir: &Path, name: &str, cache_bytes: u64) -> Result<Self, StoreError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(80)
+            .collect();
+        let path = dir.join(format!(
+            "skolflode-{safe}-{}-{}.state",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let disk = |source| StoreError::Disk {
+            path: path.clone(),
+            source,
+        };
+        // A directory left by a process that died under the same pid.
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let db = fjall::Database::builder(&path)
+            .temporary(true)
+            .manual_journal_persist(true)
+            .cache_size(cache_bytes)
+            .worker_threads(1)
+            .open()
+            .map_err(disk)?;
+        let kv = db
+            .keyspace("state", || {
+                fjall::KeyspaceCreateOptions::default().manual_journal_persist(true)
+            })
+            .map_err(disk)?;
+        Ok(Self { path, kv, db })
+    }
+
+    fn error(&self, source: fjall::Error) -> StoreError {
+        StoreError::Disk {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<fjall::Slice>, StoreError> {
+        self.kv.get(key).map_err(|e| self.error(e))
+    }
+
+    fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.kv.contains_key(key).map_err(|e| self.error(e))
+    }
+
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+        self.kv.insert(key, value).map_err(|e| self.error(e))
+    }
+
+    fn write(&self, puts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for (k, v) in puts {
+            batch.insert(&self.kv, k, v);
+        }
+        batch.commit().map_err(|e| self.error(e))
+    }
+
+    /// Every key and value under `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<fjall::KvPair, StoreError>> + '_ {
+        self.kv
+            .prefix(prefix)
+            .map(|g| g.into_inner().map_err(|e| self.error(e)))
+    }
+
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.kv.disk_space()
+    }
+}
+
+fn kind_tag(kind: Kind) -> u8 {
+    b'0' + kind.index() as u8
+}
+
+/// `e SEP connection SEP kind SEP id`
+fn entity_key(connection: &str, kind: Kind, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(connection.len() + id.len() + 5);
+    k.push(b'e');
+    k.push(SEP);
+    k.extend_from_slice(connection.as_bytes());
+    k.push(SEP);
+    k.push(kind_tag(kind));
+    k.push(SEP);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// `tag SEP connection SEP parent SEP` (the prefix of an index's entries).
+fn index_prefix(tag: u8, connection: &str, parent: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(connection.len() + parent.len() + 48);
+    k.push(tag);
+    k.push(SEP);
+    k.extend_from_slice(connection.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(parent.as_bytes());
+    k.push(SEP);
+    k
+}
+
+const WEEK_INDEX: u8 = b'w';
+const LESSON_INDEX: u8 = b'a';
+
+/// An index entry of a version.
+#[derive(Debug)]
+pub enum Indexed {
+    Week(String),
+    Lesson(String),
+}
+
+/// The lessons of one ISO week.
+#[derive(Debug, Default)]
+pub struct Week {
+    /// The earliest first recording of any of its lessons: the week is
+    /// known once the clock has passed it.
+    pub first_recorded: i64,
+    /// Lessons indexed under the week and not yet on disk.
+    lessons: BTreeSet<String>,
+}
+
+/// A connection's entities.
+#[derive(Default)]
+pub struct Entities {
+    connection: String,
+    disk: Option<Arc<Disk>>,
+    /// Changed since memory was last emptied (or, without a disk, all).
+    hot: [FxHashMap<String, Entity>; 8],
+    /// Read from disk by a look-only read since memory was last emptied.
+    loaded: elsa::FrozenMap<(Kind, String), Box<Entity>>,
+    weeks: BTreeMap<String, Week>,
+    /// Attendance records by lesson, not yet on disk.
+    attendance_by_lesson: FxHashMap<String, BTreeSet<String>>,
+    /// Estimated bytes of `hot` and the indexes in memory.
+    bytes: usize,
+    /// Estimated bytes of `loaded`.
+    loaded_bytes: Cell<usize>,
+    /// Entities on disk and not in `hot`.
+    on_disk: usize,
+    /// The first disk failure of a look-only read, which treated the
+    /// entity as missing: the transaction must not commit.
+    failure: OnceCell<String>,
+}
+
+/// A rough size of a version in memory, for the budget.
+pub fn weight(v: &Version) -> usize {
+    let fact = match &v.fact {
+        None => 0,
+        Some(Fact::Organisation { school_unit_code }) => {
+            school_unit_code.as_ref().map_or(0, String::len)
+        }
+        Some(Fact::Person { person_key }) => person_key.len(),
+        Some(Fact::Duty { person, duty_at }) => {
+            person.as_ref().map_or(0, String::len) + duty_at.len()
+        }
+        Some(Fact::Group { members }) => members.iter().map(|m| 48 + m.person.len()).sum(),
+        Some(Fact::Activity {
+            organisation,
+            syllabus,
+            groups,
+            teachers,
+        }) => {
+            organisation.len()
+                + syllabus.as_ref().map_or(0, String::len)
+                + groups.iter().map(|g| 24 + g.len()).sum::<usize>()
+                + teachers.iter().map(|t| 48 + t.duty.len()).sum::<usize>()
+        }
+        Some(Fact::Lesson {
+            activity, absent, ..
+        }) => activity.len() + absent.iter().map(|a| 24 + a.len()).sum::<usize>(),
+        Some(Fact::Attendance {
+            lesson, student, ..
+        }) => lesson.len() + student.len(),
+        Some(Fact::Syllabus { subject_code }) => subject_code.len(),
+    };
+    std::mem::size_of::<Version>()
+        + v.event_id.len()
+        + v.content_hash.as_ref().map_or(0, String::len)
+        + fact
+}
+
+fn entity_weight(id: &str, entity: &Entity) -> usize {
+    // The map's slot, the id and the vector's header.
+    96 + id.len() + entity.versions.iter().map(weight).sum::<usize>()
+}
+
+fn decode(bytes: &[u8]) -> Result<Entity, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode(entity: &Entity) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(entity).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Entities {
+    pub fn new(connection: &str, disk: Option<Arc<Disk>>) -> Self {
+        Self {
+            connection: connection.to_owned(),
+            disk,
+            ..Self::default()
+        }
+    }
+
+    /// Entities held, in memory and on disk.
+    pub fn count(&self) -> usize {
+        self.on_disk + self.hot.iter().map(FxHashMap::len).sum::<usize>()
+    }
+
+    /// Estimated bytes in memory.
+    pub fn bytes(&self) -> usize {
+        self.bytes + self.loaded_bytes.get()
+    }
+
+    /// Why a look-only read failed, if one did since the last [`Entities::trim`].
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    fn fail(&self, error: &StoreError) {
+        let _ = self.failure.set(error_chain(error));
+    }
+
+    fn read_disk(&self, kind: Kind, id: &str) -> Result<Option<Entity>, StoreError> {
+        let Some(disk) = &self.disk else {
+            return Ok(None);
+        };
+        match disk.get(&entity_key(&self.connection, kind, id))? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An entity, for looking only; read from disk into the read cache
+    /// when not in memory.
+    pub fn get(&self, kind: Kind, id: &str) -> Option<&Entity> {
+        if let Some(entity) = self.hot[kind.index()].get(id) {
+            return Some(entity);
+        }
+        let key = (kind, id.to_owned());
+        if let Some(e) = self.loaded.get(&key) {
+            return Some(e);
+        }
+        match self.read_disk(kind, id) {
+            Ok(Some(entity)) => {
+                self.loaded_bytes
+                    .set(self.loaded_bytes.get() + entity_weight(id, &entity));
+                Some(self.loaded.insert(key, Box::new(entity)))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.fail(&e);
+                None
+            }
+        }
+    }
+
+    /// Look at an entity without caching it when it comes from disk.
+    pub fn read<R>(&self, kind: Kind, id: &str, f: impl FnOnce(&Entity) -> R) -> Option<R> {
+        if let Some(entity) = self.hot[kind.index()].get(id) {
+            return Some(f(entity));
+        }
+        if let Some(e) = self.loaded.get(&(kind, id.to_owned())) {
+            return Some(f(e));
+        }
+        match self.read_disk(kind, id) {
+            Ok(Some(entity)) => Some(f(&entity)),
+            Ok(None) => None,
+            Err(e) => {
+                self.fail(&e);
+                None
+            }
+        }
+    }
+
+    /// An entity in memory, for changing: from disk when it is there, new
+    /// when it is nowhere. It counts as changed.
+    pub fn entry(&mut self, kind: Kind, id: &str) -> Result<&mut Entity, StoreError> {
+        let map = kind.index();
+        if !self.hot[map].contains_key(id) {
+            let cached = self.loaded.as_mut().remove(&(kind, id.to_owned()));
+            let entity = match cached {
+                Some(e) => Some(*e),
+                None => self.read_disk(kind, id)?,
+            };
+            let entity = match entity {
+                Some(e) => {
+                    self.on_disk -= 1;
+                    e
+                }
+                None => Entity::default(),
+            };
+            self.bytes += entity_weight(id, &entity);
+            self.hot[map].insert(id.to_owned(), entity);
+        }
+        self.hot[map]
+            .get_mut(id)
+            .ok_or_else(|| StoreError::Corrupt(format!("entity {id} vanished")))
+    }
+
+    /// Count a version of `weight` bytes added to an entity.
+    pub fn grew(&mut self, weight: usize) {
+        self.bytes += weight;
+    }
+
+    /// An entity in memory that changed (what the changelog gets).
+    pub fn changed(&self, kind: Kind, id: &str) -> Option<&Entity> {
+        self.hot[kind.index()].get(id)
+    }
+
+    /// Where a version is indexed: a lesson under its week, a report
+    /// under its lesson.
+    pub fn indexed(kind: Kind, fact: Option<&Fact>) -> Option<Indexed> {
+        match (kind, fact) {
+            (Kind::Lesson, Some(Fact::Lesson { start, .. })) => {
+                time::week_of(*start).map(Indexed::Week)
+            }
+            (Kind::Attendance, Some(Fact::Attendance { lesson, .. })) => {
+                Some(Indexed::Lesson(lesson.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Index a version of an entity whose first recording was `first`.
+    pub fn index(&mut self, indexed: Option<Indexed>, id: &str, first: i64) {
+        match indexed {
+            Some(Indexed::Week(week)) => {
+                let entry = self.weeks.entry(week).or_insert_with(|| Week {
+                    first_recorded: first,
+                    lessons: BTreeSet::new(),
+                });
+                entry.first_recorded = entry.first_recorded.min(first);
+                if entry.lessons.insert(id.to_owned()) {
+                    self.bytes += 64 + id.len();
+                }
+            }
+            Some(Indexed::Lesson(lesson)) => {
+                let extra = 64 + id.len() + lesson.len();
+                if self
+                    .attendance_by_lesson
+                    .entry(lesson)
+                    .or_default()
+                    .insert(id.to_owned())
+                {
+                    self.bytes += extra;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The weeks that have lessons, with their first recording.
+    pub fn weeks(&self) -> impl Iterator<Item = (&String, i64)> {
+        self.weeks.iter().map(|(w, e)| (w, e.first_recorded))
+    }
+
+    fn children(&self, tag: u8, parent: &str, hot: Option<&BTreeSet<String>>) -> Vec<String> {
+        let mut out: BTreeSet<String> = hot.cloned().unwrap_or_default();
+        if let Some(disk) = &self.disk {
+            let prefix = index_prefix(tag, &self.connection, parent);
+            for item in disk.scan(&prefix) {
+                match item {
+                    Ok((key, _)) => match key.get(prefix.len()..).map(std::str::from_utf8) {
+                        Some(Ok(child)) => {
+                            out.insert(child.to_owned());
+                        }
+                        _ => self.fail(&StoreError::Corrupt(
+                            "an index key that is not UTF-8".into(),
+                        )),
+                    },
+                    Err(e) => {
+                        self.fail(&e);
+                        break;
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Every lesson ever recorded in `week`, by id.
+    pub fn lessons_in(&self, week: &str) -> Vec<String> {
+        self.children(WEEK_INDEX, week, self.weeks.get(week).map(|w| &w.lessons))
+    }
+
+    /// Every attendance record ever recorded for a lesson, by id.
+    pub fn attendance_of(&self, lesson: &str) -> Vec<String> {
+        self.children(LESSON_INDEX, lesson, self.attendance_by_lesson.get(lesson))
+    }
+
+    /// Put back an entity from the changelog: on disk when there is one,
+    /// else in memory.
+    pub fn restore(&mut self, kind: Kind, id: &str, entity: Entity) -> Result<(), StoreError> {
+        let first = entity.versions.first().map_or(i64::MAX, |v| v.recorded);
+        let Some(disk) = self.disk.clone() else {
+            for v in &entity.versions {
+                self.index(Self::indexed(kind, v.fact.as_ref()), id, first);
+            }
+            self.bytes += entity_weight(id, &entity);
+            self.hot[kind.index()].insert(id.to_owned(), entity);
+            return Ok(());
+        };
+        for v in &entity.versions {
+            match (kind, v.fact.as_ref()) {
+                (Kind::Lesson, Some(Fact::Lesson { start, .. })) => {
+                    if let Some(week) = time::week_of(*start) {
+                        let mut key = index_prefix(WEEK_INDEX, &self.connection, &week);
+                        key.extend_from_slice(id.as_bytes());
+                        disk.put(key, Vec::new())?;
+                        let entry = self.weeks.entry(week).or_insert_with(|| Week {
+                            first_recorded: first,
+                            lessons: BTreeSet::new(),
+                        });
+                        entry.first_recorded = entry.first_recorded.min(first);
+                    }
+                }
+                (Kind::Attendance, Some(Fact::Attendance { lesson, .. })) => {
+                    let mut key = index_prefix(LESSON_INDEX, &self.connection, lesson);
+                    key.extend_from_slice(id.as_bytes());
+                    disk.put(key, Vec::new())?;
+                }
+                _ => {}
+            }
+        }
+        let key = entity_key(&self.connection, kind, id);
+        if !disk.contains(&key)? {
+            self.on_disk += 1;
+        }
+        disk.put(key, encode(&entity)?)
+    }
+
+    /// Every entity, in memory or on disk, each once.
+    pub fn for_each(&self, mut f: impl FnMut(Kind, &str, &Entity)) -> Result<(), StoreError> {
+        for kind in Kind::ALL {
+            for (id, entity) in &self.hot[kind.index()] {
+                f(kind, id, entity);
+            }
+        }
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let mut prefix = vec![b'e', SEP];
+        prefix.extend_from_slice(self.connection.as_bytes());
+        prefix.push(SEP);
+        for item in disk.scan(&prefix) {
+            let (key, value) = item?;
+            let rest = key.get(prefix.len()..).unwrap_or_default();
+            let (Some(&tag), Some(id)) = (rest.first(), rest.get(2..)) else {
+                return Err(StoreError::Corrupt("a short entity key".into()));
+            };
+            let Some(kind) = Kind::ALL.into_iter().find(|k| kind_tag(*k) == tag) else {
+                return Err(StoreError::Corrupt("an entity key of no kind".into()));
+            };
+            let id = std::str::from_utf8(id)
+                .map_err(|_| StoreError::Corrupt("an entity id that is not UTF-8".into()))?;
+            if self.hot[kind.index()].contains_key(id) {
+                continue;
+            }
+            f(kind, id, &decode(&value)?);
+        }
+        Ok(())
+    }
+
+    /// After a commit: once memory is over `budget` bytes, write what
+    /// changed to disk and empty memory. Only when nothing is waiting for
+    /// the changelog (the caller's changed set is empty).
+    pub fn trim(&mut self, budget: usize) -> Result<bool, StoreError> {
+        let Some(disk) = self.disk.clone() else {
+            return Ok(false);
+        };
+        if let Some(failure) = self.failure.get() {
+            return Err(StoreError::Corrupt(failure.clone()));
+        }
+        if self.bytes() <= budget {
+            return Ok(false);
+        }
+        let mut puts = Vec::new();
+        for kind in Kind::ALL {
+            for (id, entity) in std::mem::take(&mut self.hot[kind.index()]) {
+                puts.push((entity_key(&self.connection, kind, &id), encode(&entity)?));
+                self.on_disk += 1;
+            }
+        }
+        for (week, entry) in &mut self.weeks {
+            for lesson in std::mem::take(&mut entry.lessons) {
+                let mut key = index_prefix(WEEK_INDEX, &self.connection, week);
+                key.extend_from_slice(lesson.as_bytes());
+                puts.push((key, Vec::new()));
+            }
+        }
+        for (lesson, records) in std::mem::take(&mut self.attendance_by_lesson) {
+            let prefix = index_prefix(LESSON_INDEX, &self.connection, &lesson);
+            for record in records {
+                let mut key = prefix.clone();
+                key.extend_from_slice(record.as_bytes());
+                puts.push((key, Vec::new()));
+            }
+        }
+        puts.sort_unstable();
+        disk.write(puts)?;
+        self.loaded = elsa::FrozenMap::new();
+        self.loaded_bytes.set(0);
+        self.bytes = self.weeks.len() * 96;
+        Ok(true)
+    }
+}
+
+impl std::fmt::Debug for Entities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entities")
+            .field("connection", &self.connection)
+            .field("count", &self.count())
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn version(recorded: i64, fact: Fact) -> Version {
+        Version {
+            recorded,
+            valid_from: recorded,
+            event_id: format!("e{recorded}"),
+            content_hash: Some(format!("h{recorded}")),
+            fact: Some(fact),
+        }
+    }
+
+    fn attendance(lesson: &str) -> Fact {
+        Fact::Attendance {
+            lesson: lesson.into(),
+            student: "s".into(),
+            reported: true,
+            present: 40,
+            valid_absence: 0,
+            invalid_absence: 0,
+        }
+    }
+
+    #[test]
+    fn what_was_trimmed_to_disk_is_read_back_and_changed_again() {
+        let dir = std::env::temp_dir().join("skolflode-store-test");
+        let disk = Arc::new(Disk::create(&dir, "t", 1 << 20).unwrap());
+        let mut store = Entities::new("c", Some(disk));
+        for i in 0..100 {
+            let id = format!("a{i}");
+            let v = version(i, attendance(&format!("l{}", i % 3)));
+            store.index(Entities::indexed(Kind::Attendance, v.fact.as_ref()), &id, i);
+            store.grew(weight(&v));
+            store.entry(Kind::Attendance, &id).unwrap().versions.push(v);
+        }
+        assert!(!store.trim(usize::MAX).unwrap());
+        assert!(store.trim(0).unwrap());
+        assert_eq!(store.count(), 100);
+        assert_eq!(store.attendance_of("l1").len(), 33);
+        assert_eq!(store.get(Kind::Attendance, "a7").unwrap().versions.len(), 1);
+        let v = version(500, attendance("l2"));
+        store.index(
+            Entities::indexed(Kind::Attendance, v.fact.as_ref()),
+            "a7",
+            7,
+        );
+        store
+            .entry(Kind::Attendance, "a7")
+            .unwrap()
+            .versions
+            .push(v);
+        assert_eq!(store.count(), 100);
+        assert_eq!(store.attendance_of("l2").len(), 34);
+        assert!(store.trim(0).unwrap());
+        assert_eq!(
+            store.read(Kind::Attendance, "a7", |e| e.versions.len()),
+            Some(2)
+        );
+        let mut seen = 0;
+        store.for_each(|_, _, _| seen += 1).unwrap();
+        assert_eq!(seen, 100);
+        assert!(store.get(Kind::Attendance, "nowhere").is_none());
+        assert!(store.failure().is_none());
+    }
+}
