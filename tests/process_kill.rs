@@ -82,6 +82,8 @@ connections = ["{name}"]
 # Small transactions: many commits for the kills to land between and in.
 commit_every_records = 300
 commit_interval_ms = 50
+# Entities written to the disk store and memory emptied at most commits.
+memory_per_task_mib = 1
 
 [process.sources]
 "{name}" = "{source}"

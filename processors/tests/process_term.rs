@@ -354,7 +354,8 @@ async fn check(term: Term) {
     if !term.replay {
         return;
     }
-    // Replay: same input, a new application id, copies of the outputs.
+    // Replay: same input, a new application id, copies of the outputs,
+    // and the state on disk rather than in memory.
     let replay_id = unique("process-replay");
     let replay_outputs = Outputs {
         suffix: Some(replay_id.clone()),
@@ -363,6 +364,10 @@ async fn check(term: Term) {
         &kafka,
         ProcessConfig {
             application_id: replay_id,
+            // Memory emptied to the disk store after nearly every commit:
+            // the disk store gives the same bytes as memory.
+            memory_per_task_mib: 1,
+            commit_every_records: 20_000,
             ..config
         },
         replay_outputs.clone(),
