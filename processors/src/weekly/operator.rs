@@ -452,7 +452,17 @@ impl Operator {
             return Ok(false);
         }
         for tenant in self.tenants.values_mut() {
-            tenant.entities.trim(0)?;
+            // Versions not yet published are read again when the clock
+            // passes them: their entities stay.
+            let pending: FxHashSet<(Kind, &str)> = tenant
+                .pending
+                .values()
+                .flatten()
+                .map(|(kind, id, _)| (*kind, id.as_str()))
+                .collect();
+            tenant
+                .entities
+                .trim(0, |kind, id| pending.contains(&(kind, id)))?;
         }
         Ok(true)
     }
@@ -511,6 +521,9 @@ impl Operator {
         let first = entity.versions.first().map_or(recorded, |v| v.recorded);
         let indexed = Entities::indexed(kind, version.fact.as_ref());
         let weight = store::weight(&version);
+        // Most entities have one version or a few: a vector's first growth
+        // makes room for four, which for a report doubled its memory.
+        entity.versions.reserve_exact(1);
         entity.versions.push(version);
         tenant.entities.grew(weight);
         tenant.entities.index(indexed, id, first);
@@ -672,6 +685,8 @@ impl Operator {
                     .entry(connection.clone())
                     .or_insert_with(|| Tenant::new(&connection, disk.clone()));
                 tenant.entities.restore(kind, &id, entity)?;
+                // A restore that outgrows memory goes on on disk.
+                self.trim()?;
             }
             StoreKey::Tenant { connection } => {
                 let disk = &self.disk;

@@ -644,9 +644,11 @@ impl Process<'_> {
             return Ok(Operator::new(settings));
         }
         let name = format!("{}-{}", self.config.application_id, self.task);
-        // A block cache of a sixteenth of the budget: entities read again
-        // soon are mostly in memory already.
-        let disk = Disk::create(&self.config.state_dir(), &name, (budget as u64) << 16)?;
+        // A quarter of the budget, and at least 32 MiB, for the disk
+        // store's block cache: with less, looking up each new entity read
+        // its tables' filters from the file again.
+        let cache = ((budget as u64) << 18).max(32 << 20);
+        let disk = Disk::create(&self.config.state_dir(), &name, cache)?;
         Ok(Operator::with_disk(settings, disk, budget << 20))
     }
 

@@ -57,9 +57,9 @@ pub enum StoreError {
 /// One task's disk store.
 pub struct Disk {
     path: PathBuf,
-    // Dropped after the keyspace: the database deletes its directory.
     kv: fjall::Keyspace,
-    db: fjall::Database,
+    // Held for its drop, after the keyspace's: it deletes the directory.
+    _db: fjall::Database,
 }
 
 impl std::fmt::Debug for Disk {
@@ -116,10 +116,14 @@ impl Disk {
             .map_err(disk)?;
         let kv = db
             .keyspace("state", || {
-                fjall::KeyspaceCreateOptions::default().manual_journal_persist(true)
+                // Everything is written by ingestion (`trim`), nothing
+                // through the write buffer.
+                fjall::KeyspaceCreateOptions::default()
+                    .manual_journal_persist(true)
+                    .max_memtable_size(1 << 20)
             })
             .map_err(disk)?;
-        Ok(Self { path, kv, db })
+        Ok(Self { path, kv, _db: db })
     }
 
     fn error(&self, source: fjall::Error) -> StoreError {
@@ -137,16 +141,21 @@ impl Disk {
         self.kv.contains_key(key).map_err(|e| self.error(e))
     }
 
-    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
-        self.kv.insert(key, value).map_err(|e| self.error(e))
-    }
-
-    fn write(&self, puts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
-        let mut batch = self.db.batch();
-        for (k, v) in puts {
-            batch.insert(&self.kv, k, v);
+    /// Write pairs given in ascending key order as a table of their own.
+    fn ingest(
+        &self,
+        pairs: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>,
+    ) -> Result<(), StoreError> {
+        let mut pairs = pairs.peekable();
+        if pairs.peek().is_none() {
+            return Ok(());
         }
-        batch.commit().map_err(|e| self.error(e))
+        let mut ingestion = self.kv.start_ingestion().map_err(|e| self.error(e))?;
+        for pair in pairs {
+            let (key, value) = pair?;
+            ingestion.write(key, value).map_err(|e| self.error(e))?;
+        }
+        ingestion.finish().map_err(|e| self.error(e))
     }
 
     /// Every key and value under `prefix`, in key order.
@@ -484,41 +493,21 @@ impl Entities {
     /// else in memory.
     pub fn restore(&mut self, kind: Kind, id: &str, entity: Entity) -> Result<(), StoreError> {
         let first = entity.versions.first().map_or(i64::MAX, |v| v.recorded);
-        let Some(disk) = self.disk.clone() else {
-            for v in &entity.versions {
-                self.index(Self::indexed(kind, v.fact.as_ref()), id, first);
+        if let Some(disk) = &self.disk {
+            // An earlier entry of the same key, already trimmed to disk:
+            // it comes back into memory.
+            if !self.hot[kind.index()].contains_key(id)
+                && disk.contains(&entity_key(&self.connection, kind, id))?
+            {
+                self.on_disk -= 1;
             }
-            self.bytes += entity_weight(id, &entity);
-            self.hot[kind.index()].insert(id.to_owned(), entity);
-            return Ok(());
-        };
+        }
         for v in &entity.versions {
-            match (kind, v.fact.as_ref()) {
-                (Kind::Lesson, Some(Fact::Lesson { start, .. })) => {
-                    if let Some(week) = time::week_of(*start) {
-                        let mut key = index_prefix(WEEK_INDEX, &self.connection, &week);
-                        key.extend_from_slice(id.as_bytes());
-                        disk.put(key, Vec::new())?;
-                        let entry = self.weeks.entry(week).or_insert_with(|| Week {
-                            first_recorded: first,
-                            lessons: BTreeSet::new(),
-                        });
-                        entry.first_recorded = entry.first_recorded.min(first);
-                    }
-                }
-                (Kind::Attendance, Some(Fact::Attendance { lesson, .. })) => {
-                    let mut key = index_prefix(LESSON_INDEX, &self.connection, lesson);
-                    key.extend_from_slice(id.as_bytes());
-                    disk.put(key, Vec::new())?;
-                }
-                _ => {}
-            }
+            self.index(Self::indexed(kind, v.fact.as_ref()), id, first);
         }
-        let key = entity_key(&self.connection, kind, id);
-        if !disk.contains(&key)? {
-            self.on_disk += 1;
-        }
-        disk.put(key, encode(&entity)?)
+        self.bytes += entity_weight(id, &entity);
+        self.hot[kind.index()].insert(id.to_owned(), entity);
+        Ok(())
     }
 
     /// Every entity, in memory or on disk, each once.
@@ -554,9 +543,14 @@ impl Entities {
     }
 
     /// After a commit: once memory is over `budget` bytes, write what
-    /// changed to disk and empty memory. Only when nothing is waiting for
+    /// changed to disk and empty memory, but for the entities `keep`
+    /// names (those soon needed again). Only when nothing is waiting for
     /// the changelog (the caller's changed set is empty).
-    pub fn trim(&mut self, budget: usize) -> Result<bool, StoreError> {
+    pub fn trim(
+        &mut self,
+        budget: usize,
+        keep: impl Fn(Kind, &str) -> bool,
+    ) -> Result<bool, StoreError> {
         let Some(disk) = self.disk.clone() else {
             return Ok(false);
         };
@@ -566,10 +560,26 @@ impl Entities {
         if self.bytes() <= budget {
             return Ok(false);
         }
-        let mut puts = Vec::new();
+        // Written as a sorted run straight into a table of the tree: no
+        // journal, no write buffer.
+        let mut hot: Vec<FxHashMap<String, Entity>> = Vec::with_capacity(Kind::ALL.len());
+        let mut kept_bytes = 0;
         for kind in Kind::ALL {
-            for (id, entity) in std::mem::take(&mut self.hot[kind.index()]) {
-                puts.push((entity_key(&self.connection, kind, &id), encode(&entity)?));
+            let map = &mut self.hot[kind.index()];
+            let (stay, go) = std::mem::take(map)
+                .into_iter()
+                .partition(|(id, _)| keep(kind, id));
+            *map = stay;
+            kept_bytes += map
+                .iter()
+                .map(|(id, e)| entity_weight(id, e))
+                .sum::<usize>();
+            hot.push(go);
+        }
+        let mut keys: Vec<(Vec<u8>, Option<&Entity>)> = Vec::new();
+        for (kind, map) in Kind::ALL.into_iter().zip(&hot) {
+            for (id, entity) in map {
+                keys.push((entity_key(&self.connection, kind, id), Some(entity)));
                 self.on_disk += 1;
             }
         }
@@ -577,7 +587,7 @@ impl Entities {
             for lesson in std::mem::take(&mut entry.lessons) {
                 let mut key = index_prefix(WEEK_INDEX, &self.connection, week);
                 key.extend_from_slice(lesson.as_bytes());
-                puts.push((key, Vec::new()));
+                keys.push((key, None));
             }
         }
         for (lesson, records) in std::mem::take(&mut self.attendance_by_lesson) {
@@ -585,14 +595,21 @@ impl Entities {
             for record in records {
                 let mut key = prefix.clone();
                 key.extend_from_slice(record.as_bytes());
-                puts.push((key, Vec::new()));
+                keys.push((key, None));
             }
         }
-        puts.sort_unstable();
-        disk.write(puts)?;
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        disk.ingest(keys.into_iter().map(|(key, entity)| {
+            let value = match entity {
+                Some(e) => encode(e)?,
+                None => Vec::new(),
+            };
+            Ok((key, value))
+        }))?;
         self.loaded = elsa::FrozenMap::new();
         self.loaded_bytes.set(0);
-        self.bytes = self.weeks.len() * 96;
+        self.bytes = self.weeks.len() * 96 + kept_bytes;
         Ok(true)
     }
 }
@@ -657,8 +674,10 @@ mod tests {
             store.grew(weight(&v));
             store.entry(Kind::Attendance, &id).unwrap().versions.push(v);
         }
-        assert!(!store.trim(usize::MAX).unwrap());
-        assert!(store.trim(0).unwrap());
+        assert!(!store.trim(usize::MAX, |_, _| false).unwrap());
+        assert!(store.trim(0, |_, id| id == "a9").unwrap());
+        assert_eq!(store.count(), 100);
+        assert!(store.trim(0, |_, _| false).unwrap());
         assert_eq!(store.count(), 100);
         assert_eq!(store.attendance_of("l1").len(), 33);
         assert_eq!(store.get(Kind::Attendance, "a7").unwrap().versions.len(), 1);
@@ -675,7 +694,7 @@ mod tests {
             .push(v);
         assert_eq!(store.count(), 100);
         assert_eq!(store.attendance_of("l2").len(), 34);
-        assert!(store.trim(0).unwrap());
+        assert!(store.trim(0, |_, _| false).unwrap());
         assert_eq!(
             store.read(Kind::Attendance, "a7", |e| e.versions.len()),
             Some(2)
