@@ -48,6 +48,6 @@ pub use error::KafkaError;
 pub use fanout::{Delivery, FanOut, FanOutHandle, Offsets, Record, Route, Tagged};
 pub use partition::partition_for;
 pub use read::{read_partitions_to_end, read_to_end, Partitions};
-pub use store::{Puts, SideStore, StoreError, StoreReader};
+pub use store::{unique_name, Puts, SideStore, StoreError, StoreReader};
 pub use txn::{classify, TxnErrorClass};
 pub use writer::{TransactionalWriter, WriteError};

@@ -133,7 +133,8 @@ impl std::fmt::Debug for SideStore {
 
 /// File names are unique per process and store, so that a stage restarted
 /// in the same process, or two instances in one test, never share a file.
-fn unique_name(name: &str) -> String {
+/// `extension` ends the name (`log` for a side store).
+pub fn unique_name(name: &str, extension: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let safe: String = name
         .chars()
@@ -147,7 +148,7 @@ fn unique_name(name: &str) -> String {
         .take(80)
         .collect();
     format!(
-        "skolflode-{safe}-{}-{}.log",
+        "skolflode-{safe}-{}-{}.{extension}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
@@ -180,7 +181,7 @@ impl SideStore {
     /// An empty store in a new file in `dir` (created if missing), named
     /// after `name`. The file is removed when the store is dropped.
     pub fn create(dir: &Path, name: &str) -> Result<Self, StoreError> {
-        let path = dir.join(unique_name(name));
+        let path = dir.join(unique_name(name, "log"));
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,

@@ -22,6 +22,11 @@ pub struct Metrics {
     pub lag: IntGaugeVec,
     /// Entities held in the state, by task.
     pub state_entities: IntGaugeVec,
+    /// Estimated bytes of state in memory (bounded by
+    /// `memory_per_task_mib`), by task.
+    pub state_memory_bytes: IntGaugeVec,
+    /// Bytes of the disk store, by task.
+    pub state_disk_bytes: IntGaugeVec,
     /// Milliseconds the last restore from the changelog took, by task.
     pub restore_milliseconds: IntGaugeVec,
     /// The vendors' clock as last applied (Unix seconds), by task: the
@@ -78,6 +83,14 @@ impl Metrics {
             state_entities: gauge(
                 "skolflode_process_state_entities",
                 "Entities held in the state",
+            )?,
+            state_memory_bytes: gauge(
+                "skolflode_process_state_memory_bytes",
+                "Estimated bytes of state held in memory",
+            )?,
+            state_disk_bytes: gauge(
+                "skolflode_process_state_disk_bytes",
+                "Bytes of state in the disk store",
             )?,
             restore_milliseconds: gauge(
                 "skolflode_process_restore_milliseconds",

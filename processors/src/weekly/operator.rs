@@ -428,13 +428,17 @@ impl Operator {
         self.tenants.values().map(|t| t.entities.bytes()).sum()
     }
 
-    /// Why a read of the disk store failed since the last trim: what was
-    /// computed since may lack entities, so it must not be committed.
-    pub fn failure(&self) -> Option<String> {
+    /// Bytes of the disk store.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.disk_bytes())
+    }
+
+    /// Why a read of the disk store failed, if one did: what was computed
+    /// since may lack entities, so it must not be committed.
+    pub fn take_failure(&mut self) -> Option<StoreError> {
         self.tenants
-            .values()
-            .find_map(|t| t.entities.failure())
-            .map(str::to_owned)
+            .values_mut()
+            .find_map(|t| t.entities.take_failure())
     }
 
     /// After a commit: when the state in memory is over budget, write it
@@ -443,8 +447,8 @@ impl Operator {
         if self.disk.is_none() {
             return Ok(false);
         }
-        if let Some(failure) = self.failure() {
-            return Err(StoreError::Corrupt(failure));
+        if let Some(failure) = self.take_failure() {
+            return Err(failure);
         }
         if self.memory_bytes() <= self.budget
             || self.tenants.values().any(|t| !t.changed.is_empty())

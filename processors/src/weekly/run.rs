@@ -635,6 +635,22 @@ pub fn task_of(connection: &str, tasks: i32) -> i32 {
 }
 
 impl Process<'_> {
+    fn state_metrics(&self) {
+        let label = [self.label.as_str()];
+        self.metrics
+            .state_entities
+            .with_label_values(&label)
+            .set(self.operator.entities() as i64);
+        self.metrics
+            .state_memory_bytes
+            .with_label_values(&label)
+            .set(self.operator.memory_bytes() as i64);
+        self.metrics
+            .state_disk_bytes
+            .with_label_values(&label)
+            .set(self.operator.disk_bytes() as i64);
+    }
+
     /// A fresh operator, with a new disk store unless everything is to
     /// stay in memory.
     fn fresh_operator(&self) -> Result<Operator, ProcessError> {
@@ -694,10 +710,7 @@ impl Process<'_> {
             .restore_milliseconds
             .with_label_values(&[&self.label])
             .set(started.elapsed().as_millis() as i64);
-        self.metrics
-            .state_entities
-            .with_label_values(&[&self.label])
-            .set(self.operator.entities() as i64);
+        self.state_metrics();
         tracing::info!(
             task = self.task,
             entries,
@@ -1072,8 +1085,8 @@ impl Process<'_> {
         // A disk read that failed left something out: stop before any of
         // it is committed (the open transaction is aborted when the task's
         // producer goes).
-        if let Some(failure) = self.operator.failure() {
-            return Err(StoreError::Corrupt(failure).into());
+        if let Some(failure) = self.operator.take_failure() {
+            return Err(failure.into());
         }
         let changelog = self.outputs.changelog(&self.config.application_id);
         for (key, body) in self.operator.take_changed()? {
@@ -1112,10 +1125,7 @@ impl Process<'_> {
                 "state beyond the memory budget written to the disk store"
             );
         }
-        self.metrics
-            .state_entities
-            .with_label_values(&[&self.label])
-            .set(self.operator.entities() as i64);
+        self.state_metrics();
         Ok(())
     }
 }

@@ -23,7 +23,6 @@
 use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -75,23 +74,7 @@ impl Disk {
     /// with a block cache of `cache_bytes`. The directory is deleted when
     /// the store is dropped.
     pub fn create(dir: &Path, name: &str, cache_bytes: u64) -> Result<Self, StoreError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(80)
-            .collect();
-        let path = dir.join(format!(
-            "skolflode-{safe}-{}-{}.state",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = dir.join(skolflode_kafka::unique_name(name, "state"));
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_owned(),
             source,
@@ -240,7 +223,7 @@ pub struct Entities {
     on_disk: usize,
     /// The first disk failure of a look-only read, which treated the
     /// entity as missing: the transaction must not commit.
-    failure: OnceCell<String>,
+    failure: OnceCell<StoreError>,
 }
 
 /// A rough size of a version in memory, for the budget.
@@ -312,13 +295,19 @@ impl Entities {
         self.bytes + self.loaded_bytes.get()
     }
 
-    /// Why a look-only read failed, if one did since the last [`Entities::trim`].
-    pub fn failure(&self) -> Option<&str> {
-        self.failure.get().map(String::as_str)
+    /// Whether a look-only read failed.
+    pub fn failed(&self) -> bool {
+        self.failure.get().is_some()
     }
 
-    fn fail(&self, error: &StoreError) {
-        let _ = self.failure.set(error_chain(error));
+    /// Why a look-only read failed, if one did.
+    pub fn take_failure(&mut self) -> Option<StoreError> {
+        self.failure.take()
+    }
+
+    fn fail(&self, error: StoreError) {
+        // The first failure is the one to report.
+        let _ = self.failure.set(error);
     }
 
     fn read_disk(&self, kind: Kind, id: &str) -> Result<Option<Entity>, StoreError> {
@@ -349,7 +338,7 @@ impl Entities {
             }
             Ok(None) => None,
             Err(e) => {
-                self.fail(&e);
+                self.fail(e);
                 None
             }
         }
@@ -367,7 +356,7 @@ impl Entities {
             Ok(Some(entity)) => Some(f(&entity)),
             Ok(None) => None,
             Err(e) => {
-                self.fail(&e);
+                self.fail(e);
                 None
             }
         }
@@ -465,12 +454,12 @@ impl Entities {
                         Some(Ok(child)) => {
                             out.insert(child.to_owned());
                         }
-                        _ => self.fail(&StoreError::Corrupt(
-                            "an index key that is not UTF-8".into(),
-                        )),
+                        _ => {
+                            self.fail(StoreError::Corrupt("an index key that is not UTF-8".into()))
+                        }
                     },
                     Err(e) => {
-                        self.fail(&e);
+                        self.fail(e);
                         break;
                     }
                 }
@@ -554,8 +543,8 @@ impl Entities {
         let Some(disk) = self.disk.clone() else {
             return Ok(false);
         };
-        if let Some(failure) = self.failure.get() {
-            return Err(StoreError::Corrupt(failure.clone()));
+        if let Some(failure) = self.take_failure() {
+            return Err(failure);
         }
         if self.bytes() <= budget {
             return Ok(false);
@@ -622,17 +611,6 @@ impl std::fmt::Debug for Entities {
             .field("bytes", &self.bytes())
             .finish_non_exhaustive()
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -703,6 +681,6 @@ mod tests {
         store.for_each(|_, _, _| seen += 1).unwrap();
         assert_eq!(seen, 100);
         assert!(store.get(Kind::Attendance, "nowhere").is_none());
-        assert!(store.failure().is_none());
+        assert!(!store.failed());
     }
 }
