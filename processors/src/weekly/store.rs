@@ -186,6 +186,9 @@ fn index_prefix(tag: u8, connection: &str, parent: &str) -> Vec<u8> {
 const WEEK_INDEX: u8 = b'w';
 const LESSON_INDEX: u8 = b'a';
 
+/// Which entities a trim leaves in memory.
+pub type Keep<'a> = dyn Fn(Kind, &str) -> bool + 'a;
+
 /// An index entry of a version.
 #[derive(Debug)]
 pub enum Indexed {
@@ -211,7 +214,7 @@ pub struct Entities {
     /// Changed since memory was last emptied (or, without a disk, all).
     hot: [FxHashMap<String, Entity>; 8],
     /// Read from disk by a look-only read since memory was last emptied.
-    loaded: elsa::FrozenMap<(Kind, String), Box<Entity>>,
+    loaded: elsa::FrozenMap<(Kind, String), Box<Entity>, rustc_hash::FxBuildHasher>,
     weeks: BTreeMap<String, Week>,
     /// Attendance records by lesson, not yet on disk.
     attendance_by_lesson: FxHashMap<String, BTreeSet<String>>,
@@ -221,6 +224,9 @@ pub struct Entities {
     loaded_bytes: Cell<usize>,
     /// Entities on disk and not in `hot`.
     on_disk: usize,
+    /// Encodings made for the changelog at the last commit, for a trim
+    /// right after it, in kind and id order.
+    stash: Vec<(Kind, String, Vec<u8>)>,
     /// The first disk failure of a look-only read, which treated the
     /// entity as missing: the transaction must not commit.
     failure: OnceCell<StoreError>,
@@ -288,6 +294,11 @@ impl Entities {
     /// Entities held, in memory and on disk.
     pub fn count(&self) -> usize {
         self.on_disk + self.hot.iter().map(FxHashMap::len).sum::<usize>()
+    }
+
+    /// Entities in memory (changed or kept since the last trim).
+    pub fn count_in_memory(&self) -> usize {
+        self.hot.iter().map(FxHashMap::len).sum()
     }
 
     /// Estimated bytes in memory.
@@ -538,7 +549,7 @@ impl Entities {
     pub fn trim(
         &mut self,
         budget: usize,
-        keep: impl Fn(Kind, &str) -> bool,
+        keep: Option<&Keep<'_>>,
     ) -> Result<bool, StoreError> {
         let Some(disk) = self.disk.clone() else {
             return Ok(false);
@@ -546,60 +557,88 @@ impl Entities {
         if let Some(failure) = self.take_failure() {
             return Err(failure);
         }
+        let stash = std::mem::take(&mut self.stash);
         if self.bytes() <= budget {
             return Ok(false);
         }
-        // Written as a sorted run straight into a table of the tree: no
-        // journal, no write buffer.
-        let mut hot: Vec<FxHashMap<String, Entity>> = Vec::with_capacity(Kind::ALL.len());
         let mut kept_bytes = 0;
+        let mut going: Vec<(Kind, String, Entity)> = Vec::with_capacity(self.count_in_memory());
         for kind in Kind::ALL {
             let map = &mut self.hot[kind.index()];
-            let (stay, go) = std::mem::take(map)
-                .into_iter()
-                .partition(|(id, _)| keep(kind, id));
-            *map = stay;
-            kept_bytes += map
-                .iter()
-                .map(|(id, e)| entity_weight(id, e))
-                .sum::<usize>();
-            hot.push(go);
-        }
-        let mut keys: Vec<(Vec<u8>, Option<&Entity>)> = Vec::new();
-        for (kind, map) in Kind::ALL.into_iter().zip(&hot) {
-            for (id, entity) in map {
-                keys.push((entity_key(&self.connection, kind, id), Some(entity)));
-                self.on_disk += 1;
+            match keep {
+                None => going.extend(std::mem::take(map).into_iter().map(|(id, e)| (kind, id, e))),
+                Some(keep) => {
+                    for (id, entity) in map.extract_if(|id, _| !keep(kind, id)) {
+                        going.push((kind, id, entity));
+                    }
+                    kept_bytes += map
+                        .iter()
+                        .map(|(id, e)| entity_weight(id, e))
+                        .sum::<usize>();
+                }
             }
         }
-        for (week, entry) in &mut self.weeks {
-            for lesson in std::mem::take(&mut entry.lessons) {
-                let mut key = index_prefix(WEEK_INDEX, &self.connection, week);
-                key.extend_from_slice(lesson.as_bytes());
-                keys.push((key, None));
-            }
-        }
+        self.on_disk += going.len();
+        // In one tenant every entity key starts alike and then orders by
+        // kind and id: sorting those is sorting the keys.
+        going.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut reports: Vec<Vec<u8>> = Vec::new();
         for (lesson, records) in std::mem::take(&mut self.attendance_by_lesson) {
             let prefix = index_prefix(LESSON_INDEX, &self.connection, &lesson);
             for record in records {
                 let mut key = prefix.clone();
                 key.extend_from_slice(record.as_bytes());
-                keys.push((key, None));
+                reports.push(key);
             }
         }
-        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        keys.dedup_by(|a, b| a.0 == b.0);
-        disk.ingest(keys.into_iter().map(|(key, entity)| {
-            let value = match entity {
-                Some(e) => encode(e)?,
-                None => Vec::new(),
+        let mut lessons: Vec<Vec<u8>> = Vec::new();
+        for (week, entry) in &mut self.weeks {
+            for lesson in std::mem::take(&mut entry.lessons) {
+                let mut key = index_prefix(WEEK_INDEX, &self.connection, week);
+                key.extend_from_slice(lesson.as_bytes());
+                lessons.push(key);
+            }
+        }
+        reports.sort_unstable();
+        lessons.sort_unstable();
+        // The entities' values as the changelog got them at the commit
+        // just made, when the transaction encoded them (`stash`), else
+        // encoded now; both lists are in kind and id order.
+        let mut stash = stash.into_iter().peekable();
+        let connection = self.connection.clone();
+        let entities = going.iter().map(move |(kind, id, entity)| {
+            while stash
+                .peek()
+                .is_some_and(|(k, i, _)| (*k, i.as_str()) < (*kind, id.as_str()))
+            {
+                stash.next();
+            }
+            let value = match stash.next_if(|(k, i, _)| *k == *kind && i == id) {
+                Some((_, _, bytes)) => bytes,
+                None => encode(entity)?,
             };
-            Ok((key, value))
-        }))?;
-        self.loaded = elsa::FrozenMap::new();
+            Ok((entity_key(&connection, *kind, id), value))
+        });
+        // Written as one sorted run straight into a table of the tree: no
+        // journal, no write buffer. Key order: reports (`a`), entities
+        // (`e`), lessons (`w`).
+        let index = |keys: Vec<Vec<u8>>| keys.into_iter().map(|k| Ok((k, Vec::new())));
+        disk.ingest(index(reports).chain(entities).chain(index(lessons)))?;
+        self.loaded = elsa::FrozenMap::default();
         self.loaded_bytes.set(0);
         self.bytes = self.weeks.len() * 96 + kept_bytes;
         Ok(true)
+    }
+
+    /// Keep an entity's encoding, made for the changelog, for a trim that
+    /// follows the commit (given in kind and id order).
+    pub fn stash(&mut self, kind: Kind, id: &str, value: &[u8]) {
+        self.stash.push((kind, id.to_owned(), value.to_vec()));
+    }
+
+    /// Forget the encodings kept for a trim.
+    pub fn clear_stash(&mut self) {
+        self.stash = Vec::new();
     }
 }
 
@@ -652,10 +691,11 @@ mod tests {
             store.grew(weight(&v));
             store.entry(Kind::Attendance, &id).unwrap().versions.push(v);
         }
-        assert!(!store.trim(usize::MAX, |_, _| false).unwrap());
-        assert!(store.trim(0, |_, id| id == "a9").unwrap());
+        assert!(!store.trim(usize::MAX, None).unwrap());
+        assert!(store.trim(0, Some(&|_, id| id == "a9")).unwrap());
         assert_eq!(store.count(), 100);
-        assert!(store.trim(0, |_, _| false).unwrap());
+        assert_eq!(store.count_in_memory(), 1);
+        assert!(store.trim(0, None).unwrap());
         assert_eq!(store.count(), 100);
         assert_eq!(store.attendance_of("l1").len(), 33);
         assert_eq!(store.get(Kind::Attendance, "a7").unwrap().versions.len(), 1);
@@ -672,7 +712,11 @@ mod tests {
             .push(v);
         assert_eq!(store.count(), 100);
         assert_eq!(store.attendance_of("l2").len(), 34);
-        assert!(store.trim(0, |_, _| false).unwrap());
+        // A stashed encoding is what goes to disk.
+        let stashed = encode(store.changed(Kind::Attendance, "a7").unwrap()).unwrap();
+        store.stash(Kind::Attendance, "a0", b"stale, for another entity");
+        store.stash(Kind::Attendance, "a7", &stashed);
+        assert!(store.trim(0, None).unwrap());
         assert_eq!(
             store.read(Kind::Attendance, "a7", |e| e.versions.len()),
             Some(2)

@@ -54,6 +54,11 @@ pub struct Args {
     #[arg(long)]
     pupils: Option<u32>,
 
+    /// The processor's memory for entities per task, in MiB; beyond it they
+    /// go to its disk store (0: all in memory). Default: the processor's.
+    #[arg(long)]
+    memory_per_task_mib: Option<usize>,
+
     /// The simulation's seed: the same seed gives the same registers, byte
     /// for byte.
     #[arg(long, default_value_t = 7)]
@@ -327,6 +332,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sources: [(CONNECTION.to_owned(), "ss12000-sim".to_owned())].into(),
         connections: vec![CONNECTION.to_owned()],
         grace_hours: 24 * SETTLE_DAYS as u32,
+        memory_per_task_mib: args
+            .memory_per_task_mib
+            .unwrap_or_else(|| ProcessConfig::default().memory_per_task_mib),
         ..ProcessConfig::default()
     };
     process_config.build()?;
