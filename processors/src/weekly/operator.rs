@@ -812,10 +812,9 @@ fn publish_version(
     reported: &mut BTreeSet<String>,
     out: &mut impl Emit,
 ) {
-    {
-        let Some(entity) = tenant.entities.get(kind, id) else {
-            return;
-        };
+    // Read without being cached: during a backlog every version of the
+    // input comes by here once, and a cache would hold them all.
+    tenant.entities.read(kind, id, |entity| {
         let history = |v: &Version, index: usize, recorded_to: Option<i64>| HistoryVersion {
             entity_type: kind.endpoint().to_owned(),
             connection: connection.to_owned(),
@@ -847,7 +846,7 @@ fn publish_version(
                 }
             }
         }
-    }
+    });
 }
 
 /// A changelog entry that could not be put back.

@@ -546,11 +546,7 @@ impl Entities {
     /// changed to disk and empty memory, but for the entities `keep`
     /// names (those soon needed again). Only when nothing is waiting for
     /// the changelog (the caller's changed set is empty).
-    pub fn trim(
-        &mut self,
-        budget: usize,
-        keep: Option<&Keep<'_>>,
-    ) -> Result<bool, StoreError> {
+    pub fn trim(&mut self, budget: usize, keep: Option<&Keep<'_>>) -> Result<bool, StoreError> {
         let Some(disk) = self.disk.clone() else {
             return Ok(false);
         };
