@@ -17,8 +17,10 @@
 //! Reads that only look (a week's computation, history publishing) take
 //! an entity from memory or, failing that, from disk into a read cache
 //! that grows only by insertion ([`elsa::FrozenMap`]), so that they can
-//! hand out references while holding `&self`. Lessons and attendance
-//! records, which grow with history, are read without being cached.
+//! hand out references while holding `&self`. Lessons, attendance records
+//! and the entities of history records, which grow with history, are read
+//! without being cached. Until a task's first trim the disk holds nothing
+//! of its connection and is not asked.
 
 use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -171,6 +173,13 @@ fn entity_key(connection: &str, kind: Kind, id: &str) -> Vec<u8> {
     k
 }
 
+/// `tag SEP connection SEP parent SEP child`: an index entry.
+fn index_key(tag: u8, connection: &str, parent: &str, child: &str) -> Vec<u8> {
+    let mut key = index_prefix(tag, connection, parent);
+    key.extend_from_slice(child.as_bytes());
+    key
+}
+
 /// `tag SEP connection SEP parent SEP` (the prefix of an index's entries).
 fn index_prefix(tag: u8, connection: &str, parent: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(connection.len() + parent.len() + 48);
@@ -224,6 +233,9 @@ pub struct Entities {
     loaded_bytes: Cell<usize>,
     /// Entities on disk and not in `hot`.
     on_disk: usize,
+    /// Something of this connection is on disk (a trim or a restore wrote
+    /// it): until then a miss in memory is a miss.
+    spilled: bool,
     /// Encodings made for the changelog at the last commit, for a trim
     /// right after it, in kind and id order.
     stash: Vec<(Kind, String, Vec<u8>)>,
@@ -307,6 +319,7 @@ impl Entities {
     }
 
     /// Whether a look-only read failed.
+    #[cfg(test)]
     pub fn failed(&self) -> bool {
         self.failure.get().is_some()
     }
@@ -322,7 +335,7 @@ impl Entities {
     }
 
     fn read_disk(&self, kind: Kind, id: &str) -> Result<Option<Entity>, StoreError> {
-        let Some(disk) = &self.disk else {
+        let Some(disk) = self.disk.as_ref().filter(|_| self.spilled) else {
             return Ok(None);
         };
         match disk.get(&entity_key(&self.connection, kind, id))? {
@@ -336,6 +349,9 @@ impl Entities {
     pub fn get(&self, kind: Kind, id: &str) -> Option<&Entity> {
         if let Some(entity) = self.hot[kind.index()].get(id) {
             return Some(entity);
+        }
+        if !self.spilled {
+            return None;
         }
         let key = (kind, id.to_owned());
         if let Some(e) = self.loaded.get(&key) {
@@ -360,6 +376,9 @@ impl Entities {
         if let Some(entity) = self.hot[kind.index()].get(id) {
             return Some(f(entity));
         }
+        if !self.spilled {
+            return None;
+        }
         if let Some(e) = self.loaded.get(&(kind, id.to_owned())) {
             return Some(f(e));
         }
@@ -378,10 +397,13 @@ impl Entities {
     pub fn entry(&mut self, kind: Kind, id: &str) -> Result<&mut Entity, StoreError> {
         let map = kind.index();
         if !self.hot[map].contains_key(id) {
-            let cached = self.loaded.as_mut().remove(&(kind, id.to_owned()));
-            let entity = match cached {
-                Some(e) => Some(*e),
-                None => self.read_disk(kind, id)?,
+            let entity = if self.spilled {
+                match self.loaded.as_mut().remove(&(kind, id.to_owned())) {
+                    Some(e) => Some(*e),
+                    None => self.read_disk(kind, id)?,
+                }
+            } else {
+                None
             };
             let entity = match entity {
                 Some(e) => {
@@ -456,23 +478,22 @@ impl Entities {
     }
 
     fn children(&self, tag: u8, parent: &str, hot: Option<&BTreeSet<String>>) -> Vec<String> {
+        let Some(disk) = self.disk.as_ref().filter(|_| self.spilled) else {
+            return hot.into_iter().flatten().cloned().collect();
+        };
         let mut out: BTreeSet<String> = hot.cloned().unwrap_or_default();
-        if let Some(disk) = &self.disk {
-            let prefix = index_prefix(tag, &self.connection, parent);
-            for item in disk.scan(&prefix) {
-                match item {
-                    Ok((key, _)) => match key.get(prefix.len()..).map(std::str::from_utf8) {
-                        Some(Ok(child)) => {
-                            out.insert(child.to_owned());
-                        }
-                        _ => {
-                            self.fail(StoreError::Corrupt("an index key that is not UTF-8".into()))
-                        }
-                    },
-                    Err(e) => {
-                        self.fail(e);
-                        break;
+        let prefix = index_prefix(tag, &self.connection, parent);
+        for item in disk.scan(&prefix) {
+            match item {
+                Ok((key, _)) => match key.get(prefix.len()..).map(std::str::from_utf8) {
+                    Some(Ok(child)) => {
+                        out.insert(child.to_owned());
                     }
+                    _ => self.fail(StoreError::Corrupt("an index key that is not UTF-8".into())),
+                },
+                Err(e) => {
+                    self.fail(e);
+                    break;
                 }
             }
         }
@@ -493,7 +514,7 @@ impl Entities {
     /// else in memory.
     pub fn restore(&mut self, kind: Kind, id: &str, entity: Entity) -> Result<(), StoreError> {
         let first = entity.versions.first().map_or(i64::MAX, |v| v.recorded);
-        if let Some(disk) = &self.disk {
+        if let Some(disk) = self.disk.as_ref().filter(|_| self.spilled) {
             // An earlier entry of the same key, already trimmed to disk:
             // it comes back into memory.
             if !self.hot[kind.index()].contains_key(id)
@@ -580,19 +601,14 @@ impl Entities {
         going.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let mut reports: Vec<Vec<u8>> = Vec::new();
         for (lesson, records) in std::mem::take(&mut self.attendance_by_lesson) {
-            let prefix = index_prefix(LESSON_INDEX, &self.connection, &lesson);
             for record in records {
-                let mut key = prefix.clone();
-                key.extend_from_slice(record.as_bytes());
-                reports.push(key);
+                reports.push(index_key(LESSON_INDEX, &self.connection, &lesson, &record));
             }
         }
         let mut lessons: Vec<Vec<u8>> = Vec::new();
         for (week, entry) in &mut self.weeks {
             for lesson in std::mem::take(&mut entry.lessons) {
-                let mut key = index_prefix(WEEK_INDEX, &self.connection, week);
-                key.extend_from_slice(lesson.as_bytes());
-                lessons.push(key);
+                lessons.push(index_key(WEEK_INDEX, &self.connection, week, &lesson));
             }
         }
         reports.sort_unstable();
@@ -620,6 +636,7 @@ impl Entities {
         // (`e`), lessons (`w`).
         let index = |keys: Vec<Vec<u8>>| keys.into_iter().map(|k| Ok((k, Vec::new())));
         disk.ingest(index(reports).chain(entities).chain(index(lessons)))?;
+        self.spilled = true;
         self.loaded = elsa::FrozenMap::default();
         self.loaded_bytes.set(0);
         self.bytes = self.weeks.len() * 96 + kept_bytes;
