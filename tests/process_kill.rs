@@ -22,7 +22,7 @@ use skolflode_schemas::{wire, AvroType};
 use skolflode_simulator::config::VendorBehaviour;
 use skolflode_testkit::kafka::Raw;
 use skolflode_testkit::term::produce_days;
-use skolflode_testkit::{unique, TestKafka};
+use skolflode_testkit::{unique, Scratch, TestKafka};
 
 const KILLS: usize = 20;
 
@@ -33,6 +33,8 @@ fn replay(binary: &str, config: &std::path::Path, id: &str) -> Command {
         .arg(config)
         .args(["--application-id", id])
         .env("RUST_LOG", "warn")
+        // What a SIGKILL leaves (state stores) goes with the test's dir.
+        .env("TMPDIR", config.parent().unwrap_or(config))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
@@ -67,8 +69,7 @@ async fn sigkill_and_a_takeover_give_the_same_bytes_as_an_undisturbed_run() {
     .await
     .unwrap();
 
-    let dir = std::env::temp_dir().join(unique("process-kill"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("process-kill").unwrap();
     let config = dir.join("process.toml");
     std::fs::write(
         &config,

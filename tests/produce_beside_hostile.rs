@@ -24,7 +24,7 @@ use skolflode_schemas::records::DeadLetter;
 use skolflode_simulator::sim::Simulation;
 use skolflode_simulator::SimConfig;
 use skolflode_testkit::pipeline::{differences, lesson, replay_all, serve_vendor, Vendor};
-use skolflode_testkit::{unique, TestKafka};
+use skolflode_testkit::{unique, Scratch, TestKafka};
 
 const KEY: &str = "a pseudonym key for the hostile-vendor test, long enough";
 /// What the process may hold at its peak, with a 50 MB item among its
@@ -211,8 +211,7 @@ async fn a_hostile_vendor_beside_the_simulator_harms_nothing() {
         };
         connections.push(connection(name, url, &token, true));
     }
-    let dir = std::env::temp_dir().join(unique("beside-hostile"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("beside-hostile").unwrap();
     std::fs::write(dir.join("key"), KEY).unwrap();
     let config = format!(
         "pseudonym_key_file = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n{}",
@@ -228,6 +227,7 @@ async fn a_hostile_vendor_beside_the_simulator_harms_nothing() {
         .arg(dir.join("produce.toml"))
         .env("KAFKA_BOOTSTRAP", &kafka.config().bootstrap_servers)
         .env("RUST_LOG", "info")
+        .env("TMPDIR", dir.path())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("produce.log")).unwrap())
         .spawn()
@@ -279,5 +279,4 @@ async fn a_hostile_vendor_beside_the_simulator_harms_nothing() {
         names.len(),
         peak / 1024
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

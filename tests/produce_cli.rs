@@ -11,7 +11,7 @@ use skolflode_producers::runner;
 use skolflode_simulator::sim::Simulation;
 use skolflode_simulator::SimConfig;
 use skolflode_testkit::pipeline::Vendor;
-use skolflode_testkit::{unique, TestKafka};
+use skolflode_testkit::{unique, Scratch, TestKafka};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misconfigured_vendor_is_a_partial_failure_that_says_what_to_fix() {
@@ -21,8 +21,7 @@ async fn a_misconfigured_vendor_is_a_partial_failure_that_says_what_to_fix() {
     sim.advance_to(chrono::NaiveDate::from_ymd_opt(2025, 9, 8).unwrap())
         .unwrap();
     let vendor = Vendor::serve(sim).await.unwrap();
-    let dir = std::env::temp_dir().join(unique("produce-cli"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("produce-cli").unwrap();
     std::fs::write(
         dir.join("key"),
         "a pseudonym key for the CLI test, long enough",
@@ -58,12 +57,13 @@ client_secret = "simulated-secret"
     std::fs::write(dir.join("produce.toml"), config).unwrap();
     let binary = env!("CARGO_BIN_EXE_skolflode");
     let run = || {
-        let dir = dir.clone();
+        let dir = dir.path().to_owned();
         tokio::task::spawn_blocking(move || {
             Command::new(binary)
                 .args(["produce", "--once", "--config"])
                 .arg(dir.join("produce.toml"))
                 .env("RUST_LOG", "info")
+                .env("TMPDIR", &dir)
                 .env_remove("KAFKA_BOOTSTRAP")
                 .output()
                 .unwrap()
@@ -110,5 +110,4 @@ client_secret = "simulated-secret"
         stdout.contains(&format!("connection={good} events=0 ")),
         "{stdout}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,7 +18,7 @@ use skolflode_simulator::sim::Simulation;
 use skolflode_simulator::SimConfig;
 use skolflode_testkit::kafka::Isolation;
 use skolflode_testkit::pipeline::{differences, replay_all, Vendor};
-use skolflode_testkit::{unique, TestKafka};
+use skolflode_testkit::{unique, Scratch, TestKafka};
 
 const KILLS: usize = 20;
 
@@ -43,8 +43,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         .unwrap();
     let vendor = Vendor::serve(sim).await.unwrap();
 
-    let dir = std::env::temp_dir().join(unique("produce-kill"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("produce-kill").unwrap();
     let key = "a pseudonym key for the kill test, long enough";
     std::fs::write(dir.join("key"), key).unwrap();
     let name = unique("kill");
@@ -86,6 +85,8 @@ backoff_max_ms = 50
             .args(["produce", "--config"])
             .arg(&config_path)
             .env("KAFKA_BOOTSTRAP", &kafka.config().bootstrap_servers)
+            // What a SIGKILL leaves (side stores) goes with the test's dir.
+            .env("TMPDIR", dir.path())
             .stdout(Stdio::null())
             .stderr(log(round))
             .spawn()
@@ -101,6 +102,7 @@ backoff_max_ms = 50
         .args(["produce", "--once", "--config"])
         .arg(&config_path)
         .env("KAFKA_BOOTSTRAP", &kafka.config().bootstrap_servers)
+        .env("TMPDIR", dir.path())
         .stdout(Stdio::null())
         .stderr(log(KILLS))
         .status()
@@ -108,7 +110,7 @@ backoff_max_ms = 50
     assert!(
         status.success(),
         "the final run failed; logs in {}",
-        dir.display()
+        dir.path().display()
     );
 
     let pseudonymiser = Pseudonymiser::new(key.as_bytes().to_vec()).unwrap();
@@ -154,5 +156,4 @@ backoff_max_ms = 50
         "{KILLS} kills; {} events; attendance topic: {raw} records of this connection written, {committed} committed",
         ids.len()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,7 +20,7 @@ use skolflode_schemas::records::Heartbeat;
 use skolflode_simulator::sim::Simulation;
 use skolflode_simulator::SimConfig;
 use skolflode_testkit::pipeline::{differences, replay_all, serve_vendor, Vendor};
-use skolflode_testkit::{unique, TestKafka};
+use skolflode_testkit::{unique, Scratch, TestKafka};
 
 const KEY: &str = "a pseudonym key for the outage tests, long enough";
 
@@ -93,6 +93,8 @@ fn produce(config: &Path, bootstrap: &str, log: &Path, once: bool) -> Child {
         .arg(config)
         .env("KAFKA_BOOTSTRAP", bootstrap)
         .env("RUST_LOG", "info")
+        // What a SIGKILL leaves (side stores) goes with the test's dir.
+        .env("TMPDIR", config.parent().unwrap_or(config))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -154,13 +156,12 @@ async fn sigterm_stops_a_producer_stuck_on_a_slow_vendor_within_the_grace_period
     runner::ensure_topics(kafka.config()).await.unwrap();
     let vendor = simulator().await;
     let stuck = stuck_vendor().await;
-    let dir = std::env::temp_dir().join(unique("produce-sigterm"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("produce-sigterm").unwrap();
     let bootstrap = kafka.config().bootstrap_servers.clone();
     let (good, slow) = (unique("sigterm-good"), unique("sigterm-stuck"));
     let good_connection = connection(&good, &vendor.url, 30_000);
     let both = write_config(
-        &dir,
+        dir.path(),
         "both.toml",
         &bootstrap,
         &[good_connection.clone(), connection(&slow, &stuck, 600_000)],
@@ -182,13 +183,12 @@ async fn sigterm_stops_a_producer_stuck_on_a_slow_vendor_within_the_grace_period
 
     // Started again, the good connection reads on to what the vendor
     // shows: nothing lost, nothing twice.
-    let alone = write_config(&dir, "good.toml", &bootstrap, &[good_connection]);
+    let alone = write_config(dir.path(), "good.toml", &bootstrap, &[good_connection]);
     let mut again = produce(&alone, &bootstrap, &dir.join("once.log"), true);
     let status = exit_within(&mut again, Duration::from_secs(300)).await;
     assert!(status.success(), "{status}");
     let diff = check_published(&kafka, &vendor, &good).await;
     assert!(diff.is_empty(), "{diff:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A broker of this test's own, on its own port and storage, that the test
@@ -242,11 +242,10 @@ async fn a_broker_outage_longer_than_a_transaction_may_stay_open_is_survived() {
         .unwrap();
     runner::ensure_topics(kafka.config()).await.unwrap();
     let vendor = simulator().await;
-    let dir = std::env::temp_dir().join(unique("produce-outage"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("produce-outage").unwrap();
     let name = unique("outage");
     let path = write_config(
-        &dir,
+        dir.path(),
         "produce.toml",
         &broker.bootstrap(),
         &[connection(&name, &vendor.url, 30_000)],
@@ -276,7 +275,7 @@ async fn a_broker_outage_longer_than_a_transaction_may_stay_open_is_survived() {
         assert!(
             started.elapsed() < Duration::from_secs(240),
             "not caught up after the outage: {diff:?}; log in {}",
-            dir.display()
+            dir.path().display()
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -288,5 +287,4 @@ async fn a_broker_outage_longer_than_a_transaction_may_stay_open_is_survived() {
         "outage survived; restarts logged: {}",
         log.matches("restarting in").count()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

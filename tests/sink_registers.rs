@@ -28,7 +28,7 @@ use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner;
 use skolflode_simulator::config::VendorBehaviour;
 use skolflode_testkit::term::produce_days;
-use skolflode_testkit::{unique, TestKafka};
+use skolflode_testkit::{unique, Scratch, TestKafka};
 
 const KEY: &str = "the sink test's pseudonym key, long enough for the contract";
 const KILLS: usize = 20;
@@ -39,6 +39,7 @@ fn sink(binary: &str, config: &Path) -> Command {
         .args(["sink", "--until-caught-up", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
+        .env("TMPDIR", config.parent().unwrap_or(config))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
@@ -193,7 +194,7 @@ fn kill(mut child: Child) {
 
 /// Snapshot topics of a processed term, and the truth behind them.
 struct Input {
-    dir: PathBuf,
+    dir: Scratch,
     bootstrap: String,
     /// The processor's application id: the snapshot topics' suffix.
     app: String,
@@ -202,7 +203,7 @@ struct Input {
     /// kills to land in.
     revised_app: String,
     connection: String,
-    truth: PathBuf,
+    truth: Scratch,
     key_file: PathBuf,
     /// Weeks the truth has settled.
     weeks: usize,
@@ -233,8 +234,7 @@ async fn input(name: &str, seed: u64, pupils: u32, days: u32) -> Input {
     )
     .await
     .unwrap();
-    let dir = std::env::temp_dir().join(unique(name));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new(name).unwrap();
     let bootstrap = kafka.config().bootstrap_servers.clone();
     let process = |grace: u32| {
         let path = dir.join(format!("process-{grace}.toml"));
@@ -253,6 +253,7 @@ async fn input(name: &str, seed: u64, pupils: u32, days: u32) -> Input {
             .arg(&path)
             .args(["--application-id", &app])
             .env("RUST_LOG", "warn")
+            .env("TMPDIR", dir.path())
             .status()
             .unwrap();
         assert!(status.success(), "processor: {status}");
@@ -292,7 +293,7 @@ fn check_with_python(
     let check = check
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/registers_check.py"))
         .args(args)
-        .arg(&input.truth)
+        .arg(input.truth.path())
         .arg(&input.key_file)
         .arg(&input.connection)
         .args(after)

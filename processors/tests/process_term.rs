@@ -307,7 +307,7 @@ async fn check(term: Term) {
     let mut weeks_compared = 0;
     let (mut ts_rows, mut att_rows, mut revised) = (0, 0, 0);
     for (name, _, truth_dir) in &tenants {
-        let truth = truth(truth_dir, name);
+        let truth = truth(truth_dir.path(), name);
         assert!(
             truth.len() >= term.weeks,
             "{name}: {} settled weeks",

@@ -30,7 +30,7 @@ use skolflode_simulator::server::LoggedRequest;
 use skolflode_testkit::kafka::Isolation;
 use skolflode_testkit::pipeline::Vendor;
 use skolflode_testkit::term::{connection, simulation};
-use skolflode_testkit::{unique, TestKafka};
+use skolflode_testkit::{unique, Scratch, TestKafka};
 
 const SECRET: &[u8] = b"the producer's dialect test pseudonym key";
 const POLL_EVERY_DAYS: u32 = 4;
@@ -171,11 +171,12 @@ struct Run {
     name: String,
     vendor: Vendor,
     runner: Runner,
-    truth: std::path::PathBuf,
+    /// Held for its drop: the simulator's truth goes with the run.
+    _truth: Scratch,
 }
 
 async fn run(kafka: &TestKafka, p: &Arc<Pseudonymiser>, dialect: Dialect, zone: Zone) -> Run {
-    let truth = std::env::temp_dir().join(unique("dialect-truth"));
+    let truth = Scratch::new("dialect-truth").unwrap();
     let behaviour = VendorBehaviour {
         name: "ss12000-sim".into(),
         dated_assignments: false,
@@ -183,7 +184,7 @@ async fn run(kafka: &TestKafka, p: &Arc<Pseudonymiser>, dialect: Dialect, zone: 
         deletion_feed: true,
         dialect,
     };
-    let vendor = Vendor::serve(simulation(behaviour, 21, 240, &truth).unwrap())
+    let vendor = Vendor::serve(simulation(behaviour, 21, 240, truth.path()).unwrap())
         .await
         .unwrap();
     let name = unique("dialect");
@@ -196,7 +197,7 @@ async fn run(kafka: &TestKafka, p: &Arc<Pseudonymiser>, dialect: Dialect, zone: 
         name,
         vendor,
         runner,
-        truth,
+        _truth: truth,
     }
 }
 
@@ -341,7 +342,4 @@ async fn a_term_through_every_dialect_gives_the_standard_run_s_events() {
         compared as u64, events,
         "every event of the standard run compared"
     );
-    for r in [&standard, &dialect] {
-        let _ = std::fs::remove_dir_all(&r.truth);
-    }
 }

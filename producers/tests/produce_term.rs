@@ -20,7 +20,7 @@ use skolflode_testkit::pipeline::{
     history_differences, record, replay_history, History, Vendor, View,
 };
 use skolflode_testkit::term::{connection, simulation};
-use skolflode_testkit::{unique, TestKafka};
+use skolflode_testkit::{unique, Scratch, TestKafka};
 
 const SECRET: &[u8] = b"the producer's whole-term test pseudonym key";
 
@@ -37,7 +37,7 @@ struct Tenant {
     last: View,
     /// For each poll: the change-log sequence numbers it covers.
     logged_until: Vec<u64>,
-    truth: std::path::PathBuf,
+    truth: Scratch,
 }
 
 async fn tenant(
@@ -48,9 +48,9 @@ async fn tenant(
     pupils: u32,
     full_read_every: i64,
 ) -> Tenant {
-    let truth = std::env::temp_dir().join(unique("term-truth"));
+    let truth = Scratch::new("term-truth").unwrap();
     let deletion_feed = behaviour.deletion_feed;
-    let vendor = Vendor::serve(simulation(behaviour, seed, pupils, &truth).unwrap())
+    let vendor = Vendor::serve(simulation(behaviour, seed, pupils, truth.path()).unwrap())
         .await
         .unwrap();
     let name = unique("term");
@@ -105,7 +105,7 @@ fn change_log(truth: &std::path::Path) -> HashMap<u64, (String, String)> {
 /// line in the change log between them: the topics hold no version the
 /// vendor did not make.
 fn check_against_change_log(tenant: &Tenant, polls: &[View]) {
-    let log = change_log(&tenant.truth);
+    let log = change_log(tenant.truth.path());
     for (k, pair) in polls.windows(2).enumerate() {
         let (from, to) = (tenant.logged_until[k], tenant.logged_until[k + 1]);
         let logged: HashSet<(&str, &str)> = (from + 1..=to)
@@ -226,6 +226,5 @@ async fn a_whole_term_replays_to_every_version_the_vendors_showed() {
             "{}: {updated_activities} activities with new teachers, {gone_duties} teachers gone, {updated_groups} groups changed",
             t.name
         );
-        let _ = std::fs::remove_dir_all(&t.truth);
     }
 }

@@ -13,6 +13,8 @@
 //!   topics to compare with what the vendor shows.
 //! - [`postgres`]: [`TestDatabase`], a connection plus a private schema that
 //!   is dropped on cleanup.
+//! - [`scratch`]: [`Scratch`], a directory of the test's own, deleted with
+//!   it (child processes get it as `TMPDIR`).
 //! - [`term`]: a lively simulated term and a connection that polls it.
 //!
 //! Every wait in here has a deadline; a test never hangs on a broken
@@ -22,11 +24,13 @@ pub mod kafka;
 pub mod names;
 pub mod pipeline;
 pub mod postgres;
+pub mod scratch;
 pub mod term;
 
 pub use kafka::{Record, TestKafka};
 pub use names::unique;
 pub use postgres::TestDatabase;
+pub use scratch::Scratch;
 
 /// Why a test could not use a service.
 #[derive(Debug, thiserror::Error)]

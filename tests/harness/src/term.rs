@@ -91,8 +91,8 @@ pub struct ProducedTerm {
     pub name: String,
     /// The vendor system's name, the registers' `source`.
     pub source: String,
-    /// Where the simulator wrote its ground truth.
-    pub truth: std::path::PathBuf,
+    /// Where the simulator wrote its ground truth (deleted with it).
+    pub truth: crate::Scratch,
 }
 
 /// Serve a simulated vendor behaving as `vendor` from two days before the
@@ -110,8 +110,9 @@ pub async fn produce_days(
     let dated = vendor.dated_assignments;
     let source = vendor.name.clone();
     let name = crate::unique(if dated { "dated" } else { "overwritten" });
-    let truth = std::env::temp_dir().join(crate::unique("term-truth"));
-    let served = crate::pipeline::Vendor::serve(simulation(vendor, seed, pupils, &truth)?).await?;
+    let truth = crate::Scratch::new("term-truth")?;
+    let served =
+        crate::pipeline::Vendor::serve(simulation(vendor, seed, pupils, truth.path())?).await?;
     let mut runner = skolflode_producers::runner::Runner::start(
         connection(&name, &served.url, 7, dated),
         kafka,
