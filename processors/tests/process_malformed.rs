@@ -145,7 +145,7 @@ async fn bad_input_is_reported_and_the_rest_goes_on() {
         .await
         .unwrap();
     assert!(
-        findings.iter().any(|f| f.kind == "dangling_reference"
+        findings.iter().any(|f| f.kind == "DANGLING_REFERENCE"
             && f.entity_id == "lesson-1"
             && f.field == "activity"),
         "{findings:?}"

@@ -8,8 +8,12 @@
 //! The expected rows come from the truth CSVs and the pseudonym contract
 //! alone (HMAC-SHA256 of the civic number, else of "<connection>:<id>").
 //!
+//! The validation rules find every data-quality fault the simulator put
+//! in (its `faults.csv`) and nothing else; with the faults switched off,
+//! nothing at all.
+//!
 //! A replay of the six weeks under a new application id then writes
-//! byte-identical snapshot and history topics.
+//! byte-identical snapshot, history and findings topics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,10 +30,12 @@ use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner;
 use skolflode_schemas::catalogue;
 use skolflode_schemas::processed::{AttendanceRow, TeacherStudentRow};
+use skolflode_schemas::records::QualityFinding;
 use skolflode_schemas::{wire, AvroType};
+use skolflode_simulator::config::Quality;
 use skolflode_simulator::config::VendorBehaviour;
 use skolflode_testkit::kafka::Isolation;
-use skolflode_testkit::term::produce_days;
+use skolflode_testkit::term::{produce_days, produce_days_with};
 use skolflode_testkit::{unique, TestKafka};
 
 const SECRET: &[u8] = b"the processor's term test pseudonym key";
@@ -189,6 +195,99 @@ async fn published(
     out
 }
 
+/// A finding by rule, entity id and week (empty for rules not evaluated
+/// per week).
+type Finding = (String, String, String);
+
+/// The faults the simulator injected, from its `faults.csv`, in the weeks
+/// given (and those of no week).
+fn injected(truth: &std::path::Path, weeks: &BTreeSet<String>) -> BTreeSet<Finding> {
+    let text = std::fs::read_to_string(truth.join("faults.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("rule,entity_id,school_unit_code,week"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_owned(), f[1].to_owned(), f[3].to_owned())
+        })
+        .filter(|(_, _, week)| week.is_empty() || weeks.contains(week))
+        .collect()
+}
+
+/// The rule findings of `connection` open at the end: the latest event
+/// of each finding on the processor's findings topic (in `weeks`), and
+/// every rule finding of the producer's.
+async fn found(
+    kafka: &TestKafka,
+    outputs: &Outputs,
+    connection: &str,
+    weeks: &BTreeSet<String>,
+) -> BTreeSet<Finding> {
+    let mut latest: BTreeMap<(String, String, String, String, String), bool> = BTreeMap::new();
+    for r in kafka
+        .drain(
+            &outputs.name(catalogue::QUALITY_FINDINGS),
+            Isolation::ReadCommitted,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+    {
+        let f: QualityFinding = decode(&r.payload.unwrap());
+        let (Some(rule), Some(week)) = (f.rule, f.week) else {
+            panic!("a processor finding without rule or week");
+        };
+        if f.connection == connection && weeks.contains(&week) {
+            assert!(f.first_seen.is_some() && f.severity.is_some() && f.vendor.is_some());
+            latest.insert(
+                (rule, f.endpoint, f.entity_id, f.field, week),
+                f.resolved_at.is_none(),
+            );
+        }
+    }
+    let mut open: BTreeSet<Finding> = latest
+        .into_iter()
+        .filter(|(_, open)| *open)
+        .map(|((rule, _, entity, _, week), _)| (rule, entity, week))
+        .collect();
+    for r in kafka
+        .drain(
+            catalogue::QUALITY_FINDINGS,
+            Isolation::ReadCommitted,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+    {
+        let f: QualityFinding = decode(&r.payload.unwrap());
+        if let (true, Some(rule)) = (f.connection == connection, f.rule) {
+            open.insert((rule, f.entity_id, String::new()));
+        }
+    }
+    open
+}
+
+/// Every fault the simulator injected is found by its rule, and nothing
+/// else is found: per rule, the counts and the first differences.
+fn compare_findings(name: &str, injected: &BTreeSet<Finding>, found: &BTreeSet<Finding>) {
+    let rules: BTreeSet<&String> = injected.iter().chain(found).map(|f| &f.0).collect();
+    for rule in rules {
+        let of = |set: &BTreeSet<Finding>| -> BTreeSet<Finding> {
+            set.iter().filter(|f| &f.0 == rule).cloned().collect()
+        };
+        let (i, f) = (of(injected), of(found));
+        eprintln!("{name} {rule}: {} injected, {} found", i.len(), f.len());
+        let missing: Vec<_> = i.difference(&f).take(5).collect();
+        let extra: Vec<_> = f.difference(&i).take(5).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{name} {rule}: {} injected, {} found; not found {missing:?}; found but not injected {extra:?}",
+            i.len(),
+            f.len()
+        );
+    }
+}
+
 async fn process(kafka: &TestKafka, config: ProcessConfig, outputs: Outputs) -> run::Progress {
     run::ensure_topics(kafka.config(), &config, &outputs)
         .await
@@ -248,6 +347,78 @@ async fn a_municipality_through_the_autumn_term_equals_the_ground_truth() {
     .await;
 }
 
+/// With every data-quality fault of the simulator switched off (and every
+/// late report in before its week closes), the rules find nothing, in the
+/// producer or the processor, though the term is as lively as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_free_data_gives_no_findings() {
+    let kafka = TestKafka::connect().await.unwrap();
+    runner::ensure_topics(kafka.config()).await.unwrap();
+    let pseudonymiser = Arc::new(Pseudonymiser::new(SECRET).unwrap());
+    let term = produce_days_with(
+        kafka.config(),
+        &pseudonymiser,
+        VendorBehaviour {
+            name: "sim-clean".into(),
+            dated_assignments: true,
+            end_date_memberships: true,
+            deletion_feed: true,
+            ..VendorBehaviour::default()
+        },
+        23,
+        300,
+        DAYS,
+        |config| {
+            config.quality = Quality {
+                invalid_civic_numbers: 0.0,
+                missing_civic_numbers: 0.0,
+                missing_school_unit_codes: 0.0,
+                activities_without_teachers: 0.0,
+                dangling_references: 0.0,
+                taught_empty_groups: 0.0,
+                ..Quality::default()
+            };
+            config.evolution.unreported_lessons = 0.0;
+        },
+    )
+    .await
+    .unwrap();
+    let faults = std::fs::read_to_string(term.truth.join("faults.csv")).unwrap();
+    assert_eq!(
+        faults.lines().count(),
+        1,
+        "the simulator injected: {faults}"
+    );
+    let application_id = unique("process-clean");
+    let config = ProcessConfig {
+        application_id: application_id.clone(),
+        sources: [(term.name.clone(), term.source.clone())].into(),
+        connections: vec![term.name.clone()],
+        ..ProcessConfig::default()
+    };
+    let outputs = Outputs {
+        suffix: Some(application_id),
+    };
+    let progress = process(&kafka, config, outputs.clone()).await;
+    assert!(progress.snapshots >= 3, "{progress:?}");
+    let weeks: BTreeSet<String> = (30..=52).map(|w| format!("2025-W{w}")).collect();
+    let findings = kafka
+        .drain(
+            &outputs.name(catalogue::QUALITY_FINDINGS),
+            Isolation::ReadCommitted,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let findings: Vec<QualityFinding> = findings
+        .iter()
+        .map(|r| decode(r.payload.as_deref().unwrap()))
+        .collect();
+    assert!(findings.is_empty(), "{findings:#?}");
+    let found = found(&kafka, &outputs, &term.name, &weeks).await;
+    assert!(found.is_empty(), "{found:?}");
+}
+
 async fn check(term: Term) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -305,7 +476,7 @@ async fn check(term: Term) {
 
     let published = published(&kafka, &outputs).await;
     let mut weeks_compared = 0;
-    let (mut ts_rows, mut att_rows, mut revised) = (0, 0, 0);
+    let (mut ts_rows, mut att_rows, mut revised, mut findings) = (0, 0, 0, 0);
     for (name, _, truth_dir) in &tenants {
         let truth = truth(truth_dir.path(), name);
         assert!(
@@ -337,7 +508,16 @@ async fn check(term: Term) {
             att_rows += att.len();
             revised += usize::from(*revision > 1);
         }
+        let weeks: BTreeSet<String> = truth.keys().cloned().collect();
+        let injected = injected(truth_dir.path(), &weeks);
+        let found = found(&kafka, &outputs, name, &weeks).await;
+        compare_findings(name, &injected, &found);
+        findings += found.len();
     }
+    assert!(
+        findings > 0,
+        "no faults found: the test does not reach the rules"
+    );
     eprintln!(
         "{weeks_compared} weeks compared: {ts_rows} teacher_student rows, {att_rows} attendance rows, {revised} weeks revised; {progress:?}"
     );
@@ -376,6 +556,7 @@ async fn check(term: Term) {
     let topics = [
         catalogue::SNAPSHOT_TEACHER_STUDENT,
         catalogue::SNAPSHOT_ATTENDANCE,
+        catalogue::QUALITY_FINDINGS,
     ]
     .into_iter()
     .chain(catalogue::HISTORY_OF.iter().map(|(_, h)| *h));

@@ -76,7 +76,10 @@ pub const SUBJECTS: &[Subject] = &[
     },
     Subject {
         name: "QualityFinding",
-        versions: &[include_str!("../avro/QualityFinding/v1.avsc")],
+        versions: &[
+            include_str!("../avro/QualityFinding/v1.avsc"),
+            include_str!("../avro/QualityFinding/v2.avsc"),
+        ],
     },
     Subject {
         name: "Heartbeat",

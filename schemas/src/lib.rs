@@ -35,6 +35,7 @@ pub mod error;
 pub mod processed;
 pub mod records;
 pub mod registry;
+pub mod rules;
 pub mod state_key;
 pub mod wire;
 

@@ -91,7 +91,8 @@ avro_record! {
 }
 
 avro_record! {
-    /// Something that had to be repaired to be understood.
+    /// Something that had to be repaired to be understood, or a broken
+    /// validation rule (`rule` set; [`crate::rules`]).
     pub struct QualityFinding = "se.skolflode.envelope.QualityFinding" {
         connection: String = "connection",
         endpoint: String = "endpoint",
@@ -99,6 +100,14 @@ avro_record! {
         field: String = "field",
         kind: String = "kind",
         observed_at: TimestampMillis = "observed_at",
+        rule: Option<String> = "rule",
+        severity: Option<String> = "severity",
+        school_unit_code: Option<String> = "school_unit_code",
+        vendor: Option<String> = "vendor",
+        week: Option<String> = "week",
+        first_seen: Option<TimestampMillis> = "first_seen",
+        /// `None` while the finding holds.
+        resolved_at: Option<TimestampMillis> = "resolved_at",
     }
 }
 

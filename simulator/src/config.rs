@@ -213,6 +213,15 @@ pub struct Quality {
     /// served without its `startDate`. Drawn per person from the seed when
     /// rendering: the world and the ground truth do not change.
     pub enrolments_without_start_date: f64,
+    /// Teaching groups empty when the year is planned (nobody chose the
+    /// language, no pupil reads Swedish as a second language) that still
+    /// get an activity and lessons; the others are not taught.
+    pub taught_empty_groups: f64,
+    /// School units whose code is not eight digits (one digit short).
+    pub malformed_school_unit_codes: f64,
+    /// Attendance reports whose minutes add up to more than the lesson
+    /// (ten minutes too many present).
+    pub attendance_exceeding_lesson: f64,
 }
 
 impl Default for Quality {
@@ -225,6 +234,9 @@ impl Default for Quality {
             activities_without_teachers: 0.01,
             dangling_references: 0.002,
             enrolments_without_start_date: 0.0,
+            taught_empty_groups: 0.5,
+            malformed_school_unit_codes: 0.02,
+            attendance_exceeding_lesson: 0.0005,
         }
     }
 }
@@ -341,6 +353,18 @@ impl SimConfig {
             (
                 "quality.enrolments_without_start_date",
                 self.quality.enrolments_without_start_date,
+            ),
+            (
+                "quality.taught_empty_groups",
+                self.quality.taught_empty_groups,
+            ),
+            (
+                "quality.malformed_school_unit_codes",
+                self.quality.malformed_school_unit_codes,
+            ),
+            (
+                "quality.attendance_exceeding_lesson",
+                self.quality.attendance_exceeding_lesson,
             ),
             ("faults.server_errors", self.faults.server_errors),
             ("faults.rate_limited", self.faults.rate_limited),

@@ -775,6 +775,11 @@ impl Simulation {
             } else {
                 (len, 0, 0)
             };
+            // Its own generator: the rate does not change the other draws.
+            let exceeding = self
+                .rng_for(&[0xe8ce, u64::from(n), u64::from(pupil)])
+                .random_bool(self.config.quality.attendance_exceeding_lesson);
+            let present = if exceeding { present + 10 } else { present };
             let record = self.records.len() as u32;
             self.records.push(AttendanceRecord {
                 lesson: n,

@@ -4,7 +4,11 @@
 //!
 //! Civic numbers are written in clear text so that a checker can apply the
 //! pseudonym key itself. Files:
-//! `<dir>/weekly/week=2025-W07/teacher_student.csv` and `attendance.csv`.
+//! `<dir>/weekly/week=2025-W07/teacher_student.csv` and `attendance.csv`,
+//! and `<dir>/faults.csv`: every data-quality fault the simulation put in
+//! what the SS 12000 vendor serves, by the validation rule that must find
+//! it (`rule,entity_id,school_unit_code,week`; the week empty for faults
+//! of persons, which are found as they are read). Vendor ids only.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -58,7 +62,24 @@ pub struct Truth {
     open: BTreeMap<String, Week>,
     /// Finished weeks kept for inspection when nothing is written to disk.
     pub finished: Vec<WeekRows>,
+    /// Faults listed so far, when nothing is written to disk.
+    pub faults: Vec<Fault>,
+    /// Persons whose faults are listed (persons are only ever appended).
+    persons_listed: usize,
 }
+
+/// A data-quality fault in what the vendor serves, and the validation
+/// rule (`docs/quality.md`) that must find it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fault {
+    pub rule: &'static str,
+    pub entity_id: String,
+    pub school_unit_code: String,
+    /// Empty for faults not tied to a week.
+    pub week: String,
+}
+
+pub const FAULTS_HEADER: &str = "rule,entity_id,school_unit_code,week";
 
 pub const TEACHER_STUDENT_HEADER: &str = "week,school_unit_code,teacher_civic,teacher_id,student_civic,student_id,activity_id,group_id,subject_code,lessons,minutes,is_grader,source";
 pub const ATTENDANCE_HEADER: &str = "week,school_unit_code,student_civic,student_id,subject_code,lessons,minutes_scheduled,minutes_present,minutes_valid_absence,minutes_invalid_absence,lessons_unreported,source";
@@ -70,6 +91,8 @@ impl Truth {
             sources,
             open: BTreeMap::new(),
             finished: Vec::new(),
+            faults: Vec::new(),
+            persons_listed: 0,
         }
     }
 
@@ -119,6 +142,9 @@ impl Truth {
         lessons: &[Lesson],
         records: &[AttendanceRecord],
     ) -> std::io::Result<()> {
+        // Persons as of today: the vendor serves them from today on.
+        let persons = self.person_faults(world);
+        self.list_faults(persons)?;
         let due: Vec<String> = self
             .open
             .iter()
@@ -140,6 +166,8 @@ impl Truth {
         lessons: &[Lesson],
         records: &[AttendanceRecord],
     ) -> std::io::Result<()> {
+        let persons = self.person_faults(world);
+        self.list_faults(persons)?;
         let open = std::mem::take(&mut self.open);
         for (label, week) in open {
             self.finalize(label, week, world, lessons, records)?;
@@ -182,6 +210,7 @@ impl Truth {
                 }
             }
         }
+        self.list_faults(week_faults(&label, &week, world, lessons, records))?;
         let rows = WeekRows {
             week: label,
             teacher_student: week.teacher_student,
@@ -195,6 +224,131 @@ impl Truth {
             }
         }
     }
+}
+
+impl Truth {
+    /// Civic numbers missing or invalid, of persons not listed yet.
+    fn person_faults(&mut self, world: &World) -> Vec<Fault> {
+        let mut faults = Vec::new();
+        for p in &world.persons[self.persons_listed.min(world.persons.len())..] {
+            let rule = match p.civic.as_deref() {
+                None => "MISSING_CIVIC_NUMBER",
+                Some(c) if !check_digit_holds(c) => "INVALID_CIVIC_NUMBER",
+                Some(_) => continue,
+            };
+            faults.push(Fault {
+                rule,
+                entity_id: p.id.clone(),
+                school_unit_code: String::new(),
+                week: String::new(),
+            });
+        }
+        self.persons_listed = world.persons.len();
+        faults
+    }
+
+    fn list_faults(&mut self, mut faults: Vec<Fault>) -> std::io::Result<()> {
+        faults.sort();
+        faults.dedup();
+        let Some(dir) = &self.dir else {
+            self.faults.extend(faults);
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("faults.csv");
+        let new = !path.exists();
+        let mut out = std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        );
+        if new {
+            writeln!(out, "{FAULTS_HEADER}")?;
+        }
+        for f in &faults {
+            writeln!(
+                out,
+                "{},{},{},{}",
+                f.rule, f.entity_id, f.school_unit_code, f.week
+            )?;
+        }
+        out.flush()
+    }
+}
+
+/// Whether a 12-digit number's last digit is the Luhn digit of the nine
+/// before it.
+fn check_digit_holds(civic: &str) -> bool {
+    let digits: Vec<u8> = civic.bytes().map(|b| b.wrapping_sub(b'0')).collect();
+    if digits.len() != 12 || digits.iter().any(|d| *d > 9) {
+        return false;
+    }
+    let mut nine = [0u8; 9];
+    nine.copy_from_slice(&digits[2..11]);
+    crate::civic::check_digit(&nine) == digits[11]
+}
+
+/// What the rules evaluated per week must find in its lessons served
+/// through SS 12000 (not cancelled; the Skola24-style vendor's are not).
+fn week_faults(
+    label: &str,
+    week: &Week,
+    world: &World,
+    lessons: &[Lesson],
+    records: &[AttendanceRecord],
+) -> Vec<Fault> {
+    let mut faults = Vec::new();
+    let mut fault = |rule: &'static str, entity_id: &str, unit: &str| {
+        faults.push(Fault {
+            rule,
+            entity_id: entity_id.to_owned(),
+            school_unit_code: unit.to_owned(),
+            week: label.to_owned(),
+        });
+    };
+    for n in week.lessons.clone() {
+        let lesson = &lessons[n as usize];
+        let activity = &world.activities[lesson.activity as usize];
+        if lesson.cancelled || world.is_skola24(activity.unit) {
+            continue;
+        }
+        let unit = world.unit_code(activity.unit).unwrap_or("");
+        let organisation = &world.organisations[activity.unit as usize].id;
+        if unit.is_empty() {
+            fault("MISSING_SCHOOL_UNIT_CODE", organisation, "");
+        } else if unit.len() != 8 || !unit.bytes().all(|b| b.is_ascii_digit()) {
+            fault("MALFORMED_SCHOOL_UNIT_CODE", organisation, unit);
+        }
+        if activity.teachers.is_empty() {
+            fault("ACTIVITY_WITHOUT_TEACHER", &activity.id, unit);
+        } else if world.teachers_on(activity, lesson.date).is_empty() {
+            fault("LESSON_WITHOUT_TEACHER", &lesson.id, unit);
+        }
+        if activity.dangling_group.is_some() {
+            fault("DANGLING_REFERENCE", &activity.id, unit);
+        }
+        for g in &activity.groups {
+            let group = &world.groups[*g as usize];
+            if !group.members.iter().any(|m| m.covers(lesson.date)) {
+                fault("GROUP_WITHOUT_MEMBERS", &group.id, unit);
+            }
+        }
+        let reported = lesson
+            .records
+            .map_or(&[][..], |(a, b)| &records[a as usize..b as usize]);
+        for r in reported {
+            if u32::from(r.present) + u32::from(r.valid) + u32::from(r.invalid)
+                > u32::from(lesson.len)
+            {
+                fault("ATTENDANCE_EXCEEDS_LESSON", &r.id(world.seed), unit);
+            }
+        }
+        if lesson.records.is_none() && !world.participants(activity, lesson.date).is_empty() {
+            fault("LESSON_NOT_REPORTED", &lesson.id, unit);
+        }
+    }
+    faults
 }
 
 fn write_week(

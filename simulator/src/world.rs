@@ -442,10 +442,15 @@ impl<'a> Builder<'a> {
         {
             None
         } else {
-            Some(format!(
-                "{:08}",
-                10_000_000 + ids::mix(ids::hash(&[seed, 77, u64::from(n)])) % 89_999_999
-            ))
+            let code = 10_000_000 + ids::mix(ids::hash(&[seed, 77, u64::from(n)])) % 89_999_999;
+            // Drawn from a hash, not the world's generator: the rate does
+            // not change the rest of the world.
+            let draw = ids::mix(ids::hash(&[seed, 78, u64::from(n)])) as f64 / u64::MAX as f64;
+            if draw < self.config.quality.malformed_school_unit_codes {
+                Some(format!("{:07}", code / 10))
+            } else {
+                Some(format!("{code:08}"))
+            }
         };
         let name = match form {
             Form::Gr => format!(
@@ -672,7 +677,7 @@ impl<'a> Builder<'a> {
                             (autumn, spring_end),
                         );
                     }
-                    if let Some(sva) = sva_group {
+                    if let Some(sva) = sva_group.filter(|g| self.taught(*g)) {
                         self.activity(
                             format!("SVA {label}"),
                             cohort_index,
@@ -690,6 +695,9 @@ impl<'a> Builder<'a> {
                 }
                 Split::Language => {
                     for (l, group) in language_groups.iter().enumerate() {
+                        if !self.taught(*group) {
+                            continue;
+                        }
                         let name = format!("{} {label}", plan::LANGUAGES[l].0);
                         self.activity(
                             name,
@@ -703,6 +711,20 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+    }
+
+    /// Whether a teaching group gets its activity: always when it has
+    /// members, else as `quality.taught_empty_groups` draws.
+    fn taught(&mut self, group: u32) -> bool {
+        let empty = self
+            .world
+            .groups
+            .get(group as usize)
+            .is_none_or(|g| g.members.is_empty());
+        !empty
+            || self
+                .rng
+                .random_bool(self.config.quality.taught_empty_groups)
     }
 
     /// The id of the `index`-th entity of a kind (global index), numbered

@@ -19,6 +19,11 @@ fn tiny_year() -> Simulation {
             teacher_reassignments_per_activity_and_term: 0.3,
             ..Default::default()
         },
+        // Every report accounts for its whole lesson (below).
+        quality: skolflode_simulator::config::Quality {
+            attendance_exceeding_lesson: 0.0,
+            ..Default::default()
+        },
         ..SimConfig::default()
     };
     let mut sim = Simulation::new(config, None).unwrap();

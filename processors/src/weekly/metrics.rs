@@ -1,6 +1,6 @@
 //! Prometheus metrics of `skolflode process`. Names follow
 //! `skolflode_process_<name>_<unit>`; labels are low-cardinality (task,
-//! topic, outcome).
+//! topic, outcome, rule).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -32,6 +32,9 @@ pub struct Metrics {
     /// The vendors' clock as last applied (Unix seconds), by task: the
     /// event-time watermark.
     pub watermark_seconds: IntGaugeVec,
+    /// Validation-rule findings open in the weeks computed, by task, rule,
+    /// severity and vendor (`docs/quality.md`).
+    pub open_findings: IntGaugeVec,
 }
 
 impl Metrics {
@@ -71,7 +74,16 @@ impl Metrics {
             &["task"],
         )?;
         registry.register(Box::new(transaction_seconds.clone()))?;
+        let open_findings = IntGaugeVec::new(
+            Opts::new(
+                "skolflode_process_open_findings",
+                "Validation-rule findings open in the weeks computed",
+            ),
+            &["task", "rule", "severity", "vendor"],
+        )?;
+        registry.register(Box::new(open_findings.clone()))?;
         Ok(Self {
+            open_findings,
             records,
             snapshots,
             transactions,

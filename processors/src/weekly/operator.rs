@@ -20,7 +20,7 @@ use skolflode_schemas::TimestampMillis;
 
 use super::input::Incoming;
 use super::model::{Entity, Fact, Kind, Repeat, Version};
-use super::rows::{self, WeekRows};
+use super::rows::{self, Found, WeekRows};
 use super::store::{self, Disk, Entities, StoreError};
 use super::time;
 
@@ -93,6 +93,17 @@ pub struct Emitted {
     pub revision: i32,
     pub digest: String,
     pub dangling: bool,
+    /// The rules' findings open in the week: published when first found,
+    /// and again as resolved when a computation no longer finds them.
+    pub findings: BTreeMap<Found, OpenFinding>,
+}
+
+/// A finding still open in a week.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFinding {
+    /// The vendor clock when the rule first found it.
+    pub first_seen: i64,
+    pub school_unit_code: String,
 }
 
 /// Per-connection bookkeeping.
@@ -352,6 +363,60 @@ fn edges(fact: &Fact) -> Vec<HistoryEdge> {
     }
 }
 
+/// Publish what the rules found in a week's computation that the one
+/// before did not (opened now), and what they no longer find (resolved
+/// now); the week's open findings after it.
+fn findings_of(
+    connection: &str,
+    week: &str,
+    source: &str,
+    now: i64,
+    before: Option<&BTreeMap<Found, OpenFinding>>,
+    rows: &rows::WeekRows,
+    out: &mut impl Emit,
+) -> BTreeMap<Found, OpenFinding> {
+    let event = |found: &Found, open: &OpenFinding, resolved: Option<i64>| {
+        let severity = skolflode_schemas::rules::rule(&found.rule).map(|r| r.severity.as_str());
+        QualityFinding {
+            connection: connection.to_owned(),
+            endpoint: found.kind.endpoint().to_owned(),
+            entity_id: found.entity_id.clone(),
+            field: found.field.clone(),
+            kind: found.rule.clone(),
+            observed_at: TimestampMillis(now),
+            rule: Some(found.rule.clone()),
+            severity: severity.map(str::to_owned),
+            school_unit_code: Some(open.school_unit_code.clone()),
+            vendor: Some(source.to_owned()),
+            week: Some(week.to_owned()),
+            first_seen: Some(TimestampMillis(open.first_seen)),
+            resolved_at: resolved.map(TimestampMillis),
+        }
+    };
+    let mut open = BTreeMap::new();
+    for (found, unit) in &rows.findings {
+        match before.and_then(|b| b.get(found)) {
+            Some(was) => {
+                open.insert(found.clone(), was.clone());
+            }
+            None => {
+                let now_open = OpenFinding {
+                    first_seen: now,
+                    school_unit_code: unit.clone(),
+                };
+                out.emit(Output::Finding(event(found, &now_open, None)));
+                open.insert(found.clone(), now_open);
+            }
+        }
+    }
+    for (found, was) in before.into_iter().flatten() {
+        if !open.contains_key(found) {
+            out.emit(Output::Finding(event(found, was, Some(now))));
+        }
+    }
+    open
+}
+
 /// Which closed weeks a new version may change, given the one before.
 fn scope(kind: Kind, before: Option<&Version>, after: &Version) -> Vec<Scope> {
     let fact = after.fact.as_ref();
@@ -423,6 +488,33 @@ impl Operator {
     /// Entities held, for the state-size metric.
     pub fn entities(&self) -> usize {
         self.tenants.values().map(|t| t.entities.count()).sum()
+    }
+
+    /// Findings open in the weeks computed so far, by rule and vendor
+    /// (every rule of the processor for every vendor, zero included, so
+    /// that a gauge falls back to zero when its last finding resolves).
+    pub fn open_findings(&self) -> BTreeMap<(&'static str, String), i64> {
+        let mut open = BTreeMap::new();
+        for (name, tenant) in &self.tenants {
+            let vendor = self
+                .settings
+                .sources
+                .get(name)
+                .unwrap_or(&tenant.meta.vendor);
+            for rule in skolflode_schemas::rules::RULES {
+                if rule.evaluated == "processor" {
+                    open.entry((rule.id, vendor.clone())).or_insert(0);
+                }
+            }
+            for emitted in tenant.meta.weeks.values() {
+                for found in emitted.findings.keys() {
+                    if let Some(rule) = skolflode_schemas::rules::rule(&found.rule) {
+                        *open.entry((rule.id, vendor.clone())).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        open
     }
 
     /// Estimated bytes of state in memory.
@@ -634,21 +726,8 @@ impl Operator {
                 None => rows.teacher_student.is_empty() && rows.attendance.is_empty(),
             };
             let revision = if unchanged { revision } else { revision + 1 };
-            // Findings when the week is first computed and whenever its
-            // rows change, so a week of nothing but dangling lessons is
-            // reported too.
-            if previous.is_none() || !unchanged {
-                for d in &rows.dangling {
-                    out.emit(Output::Finding(QualityFinding {
-                        connection: connection.to_owned(),
-                        endpoint: d.kind.endpoint().to_owned(),
-                        entity_id: d.entity_id.clone(),
-                        field: d.field.to_owned(),
-                        kind: "dangling_reference".to_owned(),
-                        observed_at: TimestampMillis(now),
-                    }));
-                }
-            }
+            let before = previous.map(|e| &e.findings);
+            let findings = findings_of(connection, &week, &source, now, before, &rows, out);
             if !unchanged {
                 out.emit(Output::Snapshot(snapshot(
                     connection, &week, revision, &source, &rows,
@@ -659,7 +738,8 @@ impl Operator {
                 Emitted {
                     revision,
                     digest,
-                    dangling: !rows.dangling.is_empty(),
+                    dangling: rows.has_dangling(),
+                    findings,
                 },
             );
         }
@@ -1207,6 +1287,133 @@ mod tests {
             panic!("no revision: {out:?}");
         };
         assert_eq!((s.revision, s.attendance[0].lessons_unreported), (2, 0));
+    }
+
+    fn findings(out: &[Output]) -> Vec<(String, String, Option<i64>, Option<i64>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Finding(f) => Some((
+                    f.rule.clone().unwrap_or_default(),
+                    f.entity_id.clone(),
+                    f.first_seen.map(|t| t.0),
+                    f.resolved_at.map(|t| t.0),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_finding_opens_when_a_week_closes_and_resolves_when_it_no_longer_holds() {
+        let mut operator = Operator::new(Settings {
+            grace_millis: 24 * HOUR,
+            ..Settings::default()
+        });
+        let mut all = events();
+        // More minutes reported than the lesson has; an unknown unit code.
+        all.push(event(
+            Kind::Attendance,
+            "a1",
+            MONDAY + 81 * HOUR,
+            None,
+            Some(Fact::Attendance {
+                lesson: "l-mon".into(),
+                student: "p1".into(),
+                reported: true,
+                present: 60,
+                valid_absence: 10,
+                invalid_absence: 0,
+            }),
+        ));
+        all.push(event(
+            Kind::Organisation,
+            "unit",
+            MONDAY + 81 * HOUR,
+            None,
+            Some(Fact::Organisation {
+                school_unit_code: Some("1234567".into()),
+            }),
+        ));
+        for (kind, id, incoming) in all {
+            operator.apply(kind, "c", &id, incoming).unwrap();
+        }
+        let closed = MONDAY + 9 * 24 * HOUR;
+        let mut out = Vec::new();
+        operator.advance("c", closed, &mut out);
+        assert_eq!(
+            findings(&out),
+            vec![
+                (
+                    "ATTENDANCE_EXCEEDS_LESSON".into(),
+                    "a1".into(),
+                    Some(closed),
+                    None
+                ),
+                (
+                    "LESSON_NOT_REPORTED".into(),
+                    "l-thu".into(),
+                    Some(closed),
+                    None
+                ),
+                (
+                    "MALFORMED_SCHOOL_UNIT_CODE".into(),
+                    "unit".into(),
+                    Some(closed),
+                    None
+                ),
+            ]
+        );
+        let Some(Output::Finding(f)) = out.iter().find(|o| matches!(o, Output::Finding(_))) else {
+            panic!("no finding");
+        };
+        assert_eq!(
+            (
+                f.severity.as_deref(),
+                f.week.as_deref(),
+                f.school_unit_code.as_deref()
+            ),
+            (Some("error"), Some("2025-W36"), Some("1234567"))
+        );
+        assert_eq!(
+            operator
+                .open_findings()
+                .get(&("LESSON_NOT_REPORTED", "ss12000".into())),
+            Some(&1)
+        );
+        // The report comes: the week is computed again, and only what
+        // changed is published.
+        let (_, id, late) = event(
+            Kind::Attendance,
+            "a2",
+            closed + HOUR,
+            None,
+            Some(Fact::Attendance {
+                lesson: "l-thu".into(),
+                student: "p1".into(),
+                reported: true,
+                present: 60,
+                valid_absence: 0,
+                invalid_absence: 0,
+            }),
+        );
+        operator.apply(Kind::Attendance, "c", &id, late).unwrap();
+        out.clear();
+        operator.advance("c", closed + HOUR, &mut out);
+        assert_eq!(
+            findings(&out),
+            vec![(
+                "LESSON_NOT_REPORTED".into(),
+                "l-thu".into(),
+                Some(closed),
+                Some(closed + HOUR)
+            )]
+        );
+        assert_eq!(
+            operator
+                .open_findings()
+                .get(&("LESSON_NOT_REPORTED", "ss12000".into())),
+            Some(&0)
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
+use skolflode_schemas::rules::{self, Rule};
+
 use super::model::{covers, Entity, Fact, Kind};
 use super::operator::Tenant;
 use super::time;
@@ -25,20 +28,24 @@ pub struct AttendanceTotals {
     pub lessons_unreported: i32,
 }
 
-/// A reference that led nowhere: the entity holding it and the field.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dangling {
+/// A validation rule broken in a week: the rule, and the entity and field
+/// it is about. The same entity breaking the same rule again in the week
+/// is the same finding.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Found {
+    pub rule: String,
     pub kind: Kind,
     pub entity_id: String,
-    pub field: &'static str,
+    pub field: String,
 }
 
-/// A week's rows, in key order.
+/// A week's rows, in key order, and what the rules found in its lessons,
+/// with the school-unit code each finding is about (empty when unknown).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct WeekRows {
     pub teacher_student: BTreeMap<TeacherStudentKey, (i32, i32)>,
     pub attendance: BTreeMap<AttendanceKey, AttendanceTotals>,
-    pub dangling: Vec<Dangling>,
+    pub findings: BTreeMap<Found, String>,
 }
 
 fn lookup<'a>(tenant: &'a Tenant, kind: Kind, id: &str) -> Option<&'a Entity> {
@@ -50,19 +57,39 @@ fn last_known<'a>(tenant: &'a Tenant, kind: Kind, id: &str, known: i64) -> Optio
 }
 
 impl WeekRows {
-    fn dangling(&mut self, kind: Kind, entity_id: &str, field: &'static str) {
-        let d = Dangling {
+    fn found(&mut self, rule: &Rule, kind: Kind, entity_id: &str, field: &str, unit: &str) {
+        let found = Found {
+            rule: rule.id.to_owned(),
             kind,
             entity_id: entity_id.to_owned(),
-            field,
+            field: field.to_owned(),
         };
-        if !self.dangling.contains(&d) {
-            self.dangling.push(d);
-        }
+        // The first lesson to find it names the unit.
+        self.findings
+            .entry(found)
+            .or_insert_with(|| unit.to_owned());
+    }
+
+    fn dangling(&mut self, kind: Kind, entity_id: &str, field: &str, unit: &str) {
+        self.found(&rules::DANGLING_REFERENCE, kind, entity_id, field, unit);
+    }
+
+    /// Whether a reference led nowhere: a new entity may resolve it.
+    pub fn has_dangling(&self) -> bool {
+        self.findings
+            .keys()
+            .any(|f| f.rule == rules::DANGLING_REFERENCE.id)
     }
 }
 
-/// The rows of `week` as known at `known`.
+/// Whether a school-unit code has the form Skolverket gives them.
+fn well_formed_unit_code(code: &str) -> bool {
+    code.len() == 8 && code.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The rows of `week` as known at `known`, and what the rules find in
+/// its lessons (`docs/quality.md`). The week is computed when it closes, so
+/// a lesson without reports by then is `LESSON_NOT_REPORTED`.
 pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
     let mut rows = WeekRows::default();
     let store = tenant.store();
@@ -93,15 +120,33 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             teachers,
         }) = lookup(tenant, Kind::Activity, activity).and_then(|e| e.valid_at(*start, known))
         else {
-            rows.dangling(Kind::Lesson, lesson_id, "activity");
+            rows.dangling(Kind::Lesson, lesson_id, "activity", "");
             continue;
         };
         let unit = match last_known(tenant, Kind::Organisation, organisation, known) {
             Some(Fact::Organisation { school_unit_code }) => {
-                school_unit_code.clone().unwrap_or_default()
+                let code = school_unit_code.clone().unwrap_or_default();
+                if code.is_empty() {
+                    rows.found(
+                        &rules::MISSING_SCHOOL_UNIT_CODE,
+                        Kind::Organisation,
+                        organisation,
+                        "schoolUnitCode",
+                        "",
+                    );
+                } else if !well_formed_unit_code(&code) {
+                    rows.found(
+                        &rules::MALFORMED_SCHOOL_UNIT_CODE,
+                        Kind::Organisation,
+                        organisation,
+                        "schoolUnitCode",
+                        &code,
+                    );
+                }
+                code
             }
             _ => {
-                rows.dangling(Kind::Activity, activity, "organisation");
+                rows.dangling(Kind::Activity, activity, "organisation", "");
                 String::new()
             }
         };
@@ -110,7 +155,7 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             Some(s) => match last_known(tenant, Kind::Syllabus, s, known) {
                 Some(Fact::Syllabus { subject_code }) => subject_code.clone(),
                 _ => {
-                    rows.dangling(Kind::Activity, activity, "syllabus");
+                    rows.dangling(Kind::Activity, activity, "syllabus", &unit);
                     String::new()
                 }
             },
@@ -119,14 +164,32 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             continue;
         };
         let mut teacher_keys: Vec<(String, bool)> = Vec::new();
-        for t in teachers.iter().filter(|t| covers(t.start, t.end, day)) {
+        let on_the_day = teachers.iter().filter(|t| covers(t.start, t.end, day));
+        if teachers.is_empty() {
+            rows.found(
+                &rules::ACTIVITY_WITHOUT_TEACHER,
+                Kind::Activity,
+                activity,
+                "teachers",
+                &unit,
+            );
+        } else if on_the_day.clone().next().is_none() {
+            rows.found(
+                &rules::LESSON_WITHOUT_TEACHER,
+                Kind::Lesson,
+                lesson_id,
+                "activity.teachers",
+                &unit,
+            );
+        }
+        for t in on_the_day {
             let person = match last_known(tenant, Kind::Duty, &t.duty, known) {
                 Some(Fact::Duty {
                     person: Some(person),
                     ..
                 }) => person,
                 _ => {
-                    rows.dangling(Kind::Activity, activity, "teachers.duty");
+                    rows.dangling(Kind::Activity, activity, "teachers.duty", &unit);
                     continue;
                 }
             };
@@ -134,7 +197,7 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 Some(Fact::Person { person_key }) => {
                     teacher_keys.push((person_key.clone(), t.grader));
                 }
-                _ => rows.dangling(Kind::Duty, &t.duty, "person"),
+                _ => rows.dangling(Kind::Duty, &t.duty, "person", &unit),
             }
         }
         // The pupils by schedule, each through the first of the activity's
@@ -144,45 +207,77 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             let Some(Fact::Group { members }) =
                 lookup(tenant, Kind::Group, g).and_then(|e| e.valid_at(*start, known))
             else {
-                rows.dangling(Kind::Activity, activity, "groups");
+                rows.dangling(Kind::Activity, activity, "groups", &unit);
                 continue;
             };
-            for m in members.iter().filter(|m| covers(m.start, m.end, day)) {
+            let on_the_day = members.iter().filter(|m| covers(m.start, m.end, day));
+            if on_the_day.clone().next().is_none() {
+                rows.found(
+                    &rules::GROUP_WITHOUT_MEMBERS,
+                    Kind::Group,
+                    g,
+                    "groupMemberships",
+                    &unit,
+                );
+            }
+            for m in on_the_day {
                 if !pupils.iter().any(|(p, _)| *p == m.person) && !absent.contains(&m.person) {
                     pupils.push((&m.person, g));
                 }
             }
         }
         // A pupil's report: its minutes when reported. The last by id wins.
-        let reports: HashMap<String, Option<(i32, i32, i32)>> = store
-            .attendance_of(lesson_id)
-            .iter()
-            .filter_map(|id| {
-                store
-                    .read(Kind::Attendance, id, |e| {
-                        match e.as_of(known).and_then(|v| v.fact.as_ref()) {
-                            Some(Fact::Attendance {
-                                student,
-                                reported,
-                                present,
-                                valid_absence,
-                                invalid_absence,
-                                ..
-                            }) => Some((
-                                student.clone(),
-                                reported.then_some((*present, *valid_absence, *invalid_absence)),
-                            )),
-                            _ => None,
-                        }
-                    })
-                    .flatten()
-            })
-            .collect();
+        let mut reports: HashMap<String, Option<(i32, i32, i32)>> = HashMap::new();
+        for id in store.attendance_of(lesson_id).iter() {
+            let report = store
+                .read(Kind::Attendance, id, |e| {
+                    match e.as_of(known).and_then(|v| v.fact.as_ref()) {
+                        Some(Fact::Attendance {
+                            student,
+                            reported,
+                            present,
+                            valid_absence,
+                            invalid_absence,
+                            ..
+                        }) => Some((
+                            student.clone(),
+                            reported.then_some((*present, *valid_absence, *invalid_absence)),
+                        )),
+                        _ => None,
+                    }
+                })
+                .flatten();
+            let Some((student, minutes_reported)) = report else {
+                continue;
+            };
+            if let Some((present, valid, invalid)) = minutes_reported {
+                if i64::from(present) + i64::from(valid) + i64::from(invalid) > i64::from(*minutes)
+                {
+                    rows.found(
+                        &rules::ATTENDANCE_EXCEEDS_LESSON,
+                        Kind::Attendance,
+                        id,
+                        "attendanceMinutes",
+                        &unit,
+                    );
+                }
+            }
+            reports.insert(student, minutes_reported);
+        }
+        if !pupils.is_empty() && !reports.values().any(Option::is_some) {
+            rows.found(
+                &rules::LESSON_NOT_REPORTED,
+                Kind::Lesson,
+                lesson_id,
+                "attendance",
+                &unit,
+            );
+        }
         for (pupil, group) in pupils {
             let student_key = match last_known(tenant, Kind::Person, pupil, known) {
                 Some(Fact::Person { person_key }) => person_key.clone(),
                 _ => {
-                    rows.dangling(Kind::Group, group, "groupMemberships.person");
+                    rows.dangling(Kind::Group, group, "groupMemberships.person", &unit);
                     continue;
                 }
             };
@@ -218,6 +313,5 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             }
         }
     }
-    rows.dangling.sort();
     rows
 }

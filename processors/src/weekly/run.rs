@@ -649,6 +649,13 @@ impl Process<'_> {
             .state_disk_bytes
             .with_label_values(&label)
             .set(self.operator.disk_bytes() as i64);
+        for ((rule, vendor), open) in self.operator.open_findings() {
+            let severity = skolflode_schemas::rules::rule(rule).map_or("", |r| r.severity.as_str());
+            self.metrics
+                .open_findings
+                .with_label_values(&[self.label.as_str(), rule, severity, &vendor])
+                .set(open);
+        }
     }
 
     /// A fresh operator, with a new disk store unless everything is to

@@ -1554,6 +1554,9 @@ impl Runner {
         observed_at: TimestampMillis,
     ) {
         txn.tally.finding(kind);
+        // A repair that is also a validation rule (an invalid or missing
+        // civic number) says so, for the quality report.
+        let rule = skolflode_schemas::rules::rule(kind);
         let finding = QualityFinding {
             connection: self.config.name.clone(),
             endpoint: format!("/{endpoint}"),
@@ -1561,6 +1564,10 @@ impl Runner {
             field: field.to_owned(),
             kind: kind.to_owned(),
             observed_at,
+            rule: rule.map(|r| r.id.to_owned()),
+            severity: rule.map(|r| r.severity.as_str().to_owned()),
+            first_seen: rule.map(|_| observed_at),
+            ..QualityFinding::default()
         };
         txn.push((
             QUALITY_FINDINGS,

@@ -34,6 +34,8 @@ pub enum FindingKind {
     UnusableOptional,
     /// A civic number that is not valid; the person got a fallback key.
     InvalidCivicNumber,
+    /// A person without any civic number: a fallback key.
+    MissingCivicNumber,
     /// A field the standard requires and the registers do not need is
     /// missing; an empty value (`""`, `false`) stands in.
     MissingField,
@@ -59,6 +61,7 @@ impl FindingKind {
             Self::NumberFromString => "NUMBER_FROM_STRING",
             Self::UnusableOptional => "UNUSABLE_OPTIONAL",
             Self::InvalidCivicNumber => "INVALID_CIVIC_NUMBER",
+            Self::MissingCivicNumber => "MISSING_CIVIC_NUMBER",
             Self::MissingField => "MISSING_FIELD",
             Self::ElementDropped => "ELEMENT_DROPPED",
             Self::SubjectForSyllabus => "SUBJECT_FOR_SYLLABUS",
@@ -597,7 +600,10 @@ pub fn person(item: &Json<'_>, cx: &Context<'_>) -> Result<Mapped<Person>, MapEr
                 o.finding("civicNo.value", FindingKind::InvalidCivicNumber);
                 CivicNoValidity::Invalid
             }
-            Validity::Missing => CivicNoValidity::Missing,
+            Validity::Missing => {
+                o.finding("civicNo.value", FindingKind::MissingCivicNumber);
+                CivicNoValidity::Missing
+            }
         };
         let birth_year = key.birth_year.or_else(|| {
             o.opt_string("birthDate")

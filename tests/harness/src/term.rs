@@ -19,7 +19,18 @@ pub fn simulation(
     pupils: u32,
     truth: &std::path::Path,
 ) -> Result<Simulation, HarnessError> {
-    let config = SimConfig {
+    simulation_with(vendor, seed, pupils, truth, |_| ())
+}
+
+/// [`simulation`], with the configuration changed by `adjust` first.
+pub fn simulation_with(
+    vendor: VendorBehaviour,
+    seed: u64,
+    pupils: u32,
+    truth: &std::path::Path,
+    adjust: impl FnOnce(&mut SimConfig),
+) -> Result<Simulation, HarnessError> {
+    let mut config = SimConfig {
         seed,
         pupils: Some(pupils),
         skola24_share: 0.0,
@@ -41,6 +52,7 @@ pub fn simulation(
         },
         ..SimConfig::default()
     };
+    adjust(&mut config);
     let bad = |e: String| HarnessError::Environment(format!("the simulation: {e}"));
     let mut sim =
         Simulation::new(config, Some(truth.to_path_buf())).map_err(|e| bad(e.to_string()))?;
@@ -106,13 +118,33 @@ pub async fn produce_days(
     pupils: u32,
     days: u32,
 ) -> Result<ProducedTerm, HarnessError> {
+    produce_days_with(kafka, pseudonymiser, vendor, seed, pupils, days, |_| ()).await
+}
+
+/// [`produce_days`], with the simulation's configuration changed by
+/// `adjust` first.
+pub async fn produce_days_with(
+    kafka: &skolflode_kafka::KafkaConfig,
+    pseudonymiser: &std::sync::Arc<skolflode_producers::pseudonym::Pseudonymiser>,
+    vendor: VendorBehaviour,
+    seed: u64,
+    pupils: u32,
+    days: u32,
+    adjust: impl FnOnce(&mut SimConfig),
+) -> Result<ProducedTerm, HarnessError> {
     let bad = |e: String| HarnessError::Environment(format!("producing a term: {e}"));
     let dated = vendor.dated_assignments;
     let source = vendor.name.clone();
     let name = crate::unique(if dated { "dated" } else { "overwritten" });
     let truth = crate::Scratch::new("term-truth")?;
-    let served =
-        crate::pipeline::Vendor::serve(simulation(vendor, seed, pupils, truth.path())?).await?;
+    let served = crate::pipeline::Vendor::serve(simulation_with(
+        vendor,
+        seed,
+        pupils,
+        truth.path(),
+        adjust,
+    )?)
+    .await?;
     let mut runner = skolflode_producers::runner::Runner::start(
         connection(&name, &served.url, 7, dated),
         kafka,
