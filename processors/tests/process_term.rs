@@ -369,15 +369,7 @@ async fn fault_free_data_gives_no_findings() {
         300,
         DAYS,
         |config| {
-            config.quality = Quality {
-                invalid_civic_numbers: 0.0,
-                missing_civic_numbers: 0.0,
-                missing_school_unit_codes: 0.0,
-                activities_without_teachers: 0.0,
-                dangling_references: 0.0,
-                taught_empty_groups: 0.0,
-                ..Quality::default()
-            };
+            config.quality = Quality::fault_free();
             config.evolution.unreported_lessons = 0.0;
         },
     )

@@ -224,6 +224,25 @@ pub struct Quality {
     pub attendance_exceeding_lesson: f64,
 }
 
+impl Quality {
+    /// No data-quality fault at all (coordination numbers, which are valid,
+    /// as by default).
+    pub fn fault_free() -> Self {
+        Self {
+            invalid_civic_numbers: 0.0,
+            missing_civic_numbers: 0.0,
+            missing_school_unit_codes: 0.0,
+            activities_without_teachers: 0.0,
+            dangling_references: 0.0,
+            enrolments_without_start_date: 0.0,
+            taught_empty_groups: 0.0,
+            malformed_school_unit_codes: 0.0,
+            attendance_exceeding_lesson: 0.0,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Quality {
     fn default() -> Self {
         Self {
