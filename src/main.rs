@@ -59,6 +59,8 @@ enum Command {
     /// Write the weekly and yearly registers (Parquet or PostgreSQL) from
     /// the snapshot topics, exactly once.
     Sink(cmd::sink::Args),
+    /// Data-quality feedback: the report of a school organiser and period.
+    Quality(cmd::quality::Args),
     /// The whole pipeline on a simulated municipality: simulator, producer,
     /// processor and Parquet sink, checked against the simulator's truth.
     Demo(cmd::demo::Args),
@@ -95,6 +97,7 @@ fn main() -> std::process::ExitCode {
                 allocator::keep_freed_memory();
                 cmd::sink::run(args).await
             }
+            Command::Quality(args) => cmd::quality::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
         }
     });

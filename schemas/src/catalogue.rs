@@ -430,3 +430,25 @@ pub fn topic(name: &str) -> Option<&'static Topic> {
 pub fn change_topic<E: Entity>() -> Option<&'static Topic> {
     TOPICS.iter().find(|t| t.value == E::CHANGE_SUBJECT)
 }
+
+/// A decoder of `subject` that reads every kept version, by the local
+/// schema ids [`local_schema_id`] gives them.
+pub fn decoder<T: crate::AvroType>(subject: &str) -> Result<crate::wire::Decoder<T>, SchemaError> {
+    let (index, s) = SUBJECTS
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == subject)
+        .ok_or_else(|| SchemaError::Unresolvable(format!("no subject {subject}")))?;
+    let mut decoder = crate::wire::Decoder::new(s.parse_latest()?);
+    for version in 1..=s.latest_version() {
+        // Local ids as `local_schema_id` numbers them, for every
+        // version a producer may have written.
+        let id = 1000 * (index as u32 + 1) + version;
+        decoder.add_writer(id, &s.parse(version)?)?;
+    }
+    debug_assert_eq!(
+        local_schema_id(subject),
+        Some(1000 * (index as u32 + 1) + s.latest_version())
+    );
+    Ok(decoder)
+}

@@ -214,12 +214,15 @@ pub struct World {
     syllabus_index: std::collections::HashMap<SyllabusKey, u32>,
 }
 
-const GIVEN: &[&str] = &[
+/// The given names persons get (public so that tests can scan outputs for
+/// them).
+pub const GIVEN: &[&str] = &[
     "Alice", "Olivia", "Astrid", "Maja", "Vera", "Ebba", "Ella", "Wilma", "Alma", "Lilly", "Noah",
     "Hugo", "William", "Liam", "Lucas", "Adam", "Oliver", "Matteo", "Elias", "Ali", "Sara",
     "Fatima", "Leo", "Omar", "Nora", "Selma", "Elsa", "Isak", "Aron", "Juni",
 ];
-const FAMILY: &[&str] = &[
+/// The family names persons get.
+pub const FAMILY: &[&str] = &[
     "Andersson",
     "Johansson",
     "Karlsson",

@@ -2,6 +2,7 @@ pub mod check;
 pub mod demo;
 pub mod process;
 pub mod produce;
+pub mod quality;
 pub mod schemas;
 pub mod simulate;
 pub mod sink;

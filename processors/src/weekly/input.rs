@@ -1,7 +1,6 @@
 //! Change events in, facts out: the decoding of every change topic the
 //! processor reads, through the catalogue's schemas (any kept version).
 
-use skolflode_schemas::catalogue::{self, SUBJECTS};
 use skolflode_schemas::entities::{
     Activity, Attendance, CalendarEvent, Duty, Group, Meta, Organisation, Person, Syllabus,
 };
@@ -49,29 +48,7 @@ pub struct Decoders {
     key: Decoder<EntityKey>,
 }
 
-/// A decoder of `subject` that reads every kept version, by the local
-/// schema ids `catalogue::local_schema_id` gives them.
-pub(super) fn decoder<T: skolflode_schemas::AvroType>(
-    subject: &str,
-) -> Result<Decoder<T>, SchemaError> {
-    let (index, s) = SUBJECTS
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name == subject)
-        .ok_or_else(|| SchemaError::Unresolvable(format!("no subject {subject}")))?;
-    let mut decoder = Decoder::new(s.parse_latest()?);
-    for version in 1..=s.latest_version() {
-        // Local ids as `catalogue::local_schema_id` numbers them, for every
-        // version a producer may have written.
-        let id = 1000 * (index as u32 + 1) + version;
-        decoder.add_writer(id, &s.parse(version)?)?;
-    }
-    debug_assert_eq!(
-        catalogue::local_schema_id(subject),
-        Some(1000 * (index as u32 + 1) + s.latest_version())
-    );
-    Ok(decoder)
-}
+pub(super) use skolflode_schemas::catalogue::decoder;
 
 fn meta_modified(meta: &Option<Meta>) -> Option<i64> {
     meta.as_ref().and_then(|m| m.modified).map(|t| t.0)

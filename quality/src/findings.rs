@@ -1,0 +1,108 @@
+//! The findings as they stand: every event on the findings topics, each
+//! finding reduced to its latest event.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::message::Message;
+use skolflode_kafka::KafkaConfig;
+use skolflode_schemas::catalogue;
+use skolflode_schemas::records::QualityFinding;
+
+use crate::QualityError;
+
+/// What identifies a finding: connection, rule, entity kind, entity id,
+/// field and week.
+pub type FindingKey = (String, String, String, String, String, String);
+
+fn key(f: &QualityFinding) -> FindingKey {
+    (
+        f.connection.clone(),
+        f.rule.clone().unwrap_or_default(),
+        f.endpoint.clone(),
+        f.entity_id.clone(),
+        f.field.clone(),
+        f.week.clone().unwrap_or_default(),
+    )
+}
+
+/// The latest event of each rule finding, in the order given (a topic's
+/// order per connection); repairs without a rule are left out.
+pub fn reduce(
+    events: impl IntoIterator<Item = QualityFinding>,
+) -> BTreeMap<FindingKey, QualityFinding> {
+    let mut latest = BTreeMap::new();
+    for f in events {
+        if f.rule.is_some() {
+            latest.insert(key(&f), f);
+        }
+    }
+    latest
+}
+
+/// Every finding event on `topics`, read committed, each topic from its
+/// beginning to its end as it stands. Blocking.
+pub fn read(kafka: &KafkaConfig, topics: &[String]) -> Result<Vec<QualityFinding>, QualityError> {
+    let decoder = catalogue::decoder::<QualityFinding>("QualityFinding")?;
+    let mut events = Vec::new();
+    for topic in topics {
+        let mut client = kafka.build()?;
+        client
+            .set("group.id", "skolflode-quality-report")
+            .set("isolation.level", "read_committed");
+        let mut undecodable = 0u64;
+        skolflode_kafka::read_to_end::<QualityError>(
+            client,
+            topic,
+            Duration::from_secs(120),
+            |m| {
+                match m.payload().map(|p| decoder.decode(p)) {
+                    Some(Ok(f)) => events.push(f),
+                    _ => undecodable += 1,
+                }
+                Ok(())
+            },
+        )?;
+        if undecodable > 0 {
+            tracing::warn!(
+                topic,
+                undecodable,
+                "records on a findings topic that are not findings were left out"
+            );
+        }
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skolflode_schemas::TimestampMillis;
+
+    fn finding(rule: Option<&str>, entity: &str, resolved: Option<i64>) -> QualityFinding {
+        QualityFinding {
+            connection: "c".into(),
+            endpoint: "calendarEvents".into(),
+            entity_id: entity.into(),
+            rule: rule.map(str::to_owned),
+            week: Some("2025-W36".into()),
+            resolved_at: resolved.map(TimestampMillis),
+            ..QualityFinding::default()
+        }
+    }
+
+    #[test]
+    fn the_latest_event_of_a_finding_is_its_state() {
+        let latest = reduce([
+            finding(Some("LESSON_NOT_REPORTED"), "l1", None),
+            finding(Some("LESSON_NOT_REPORTED"), "l2", None),
+            finding(Some("LESSON_NOT_REPORTED"), "l1", Some(5)),
+            finding(None, "l3", None),
+        ]);
+        let states: Vec<(&str, Option<i64>)> = latest
+            .values()
+            .map(|f| (f.entity_id.as_str(), f.resolved_at.map(|t| t.0)))
+            .collect();
+        assert_eq!(states, vec![("l1", Some(5)), ("l2", None)]);
+    }
+}

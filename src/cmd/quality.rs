@@ -1,0 +1,149 @@
+//! `skolflode quality report`: the feedback report of one school organiser
+//! and period, as HTML and JSON.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Deserialize;
+use skolflode_kafka::KafkaConfig;
+use skolflode_quality::report::{self, Inputs};
+use skolflode_quality::{absence, findings, html, organisations, QualityConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Write the report of one organiser and period: what the validation
+    /// rules found, worst first, by school unit, over the weeks, with
+    /// examples; and the period's absence statistics from the registers.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Configuration (TOML): `[kafka]` and `[quality]`.
+    #[arg(long)]
+    config: PathBuf,
+    /// The organiser (huvudman): its organisation number, code, vendor id
+    /// or display name.
+    #[arg(long)]
+    organiser: String,
+    /// First ISO week of the period (`2025-W36`).
+    #[arg(long)]
+    from: String,
+    /// Last ISO week of the period.
+    #[arg(long)]
+    to: String,
+    /// Directory to write `quality-<organiser>-<from>-<to>.html` and
+    /// `.json` in.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+}
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    kafka: KafkaConfig,
+    #[serde(default)]
+    quality: QualityConfig,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Report(args) => report(args).await,
+    }
+}
+
+async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let mut file: File =
+        toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
+    file.kafka.apply_env();
+    file.quality.build()?;
+    let (Some(from), Some(to)) = (
+        skolflode_quality::weeks::parse(&args.from),
+        skolflode_quality::weeks::parse(&args.to),
+    ) else {
+        anyhow::bail!("--from and --to are ISO weeks, like 2025-W36");
+    };
+    anyhow::ensure!(from <= to, "--from {} is after --to {}", args.from, args.to);
+    let started = std::time::Instant::now();
+    let (kafka, config) = (file.kafka, file.quality);
+    let built = tokio::task::spawn_blocking(move || -> anyhow::Result<report::Report> {
+        let orgs = organisations::read(&kafka)?;
+        let organiser = organisations::organiser(&orgs, &args.organiser, &config.connections)?;
+        tracing::info!(organiser = %organiser.name, units = organiser.units.len(), "organiser found");
+        let events = findings::read(&kafka, &config.findings_topics)?;
+        let latest = findings::reduce(events);
+        let absence = match &config.registers {
+            None => None,
+            Some(dir) => {
+                let units = organiser
+                    .units
+                    .values()
+                    .filter(|u| !u.code.is_empty())
+                    .map(|u| (u.code.clone(), u.form.clone()))
+                    .collect();
+                Some(absence::compute(
+                    dir,
+                    &units,
+                    from,
+                    to,
+                    config.long_absence_percent,
+                    config.extensive_absence_percent,
+                )?)
+            }
+        };
+        Ok(report::build(Inputs {
+            organiser: &organiser,
+            findings: &latest,
+            from: &args.from,
+            to: &args.to,
+            examples_per_rule: config.examples_per_rule,
+            long_absence_percent: config.long_absence_percent,
+            extensive_absence_percent: config.extensive_absence_percent,
+            absence,
+        }))
+    })
+    .await??;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let slug: String = built
+        .organiser
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let stem = format!("quality-{slug}-{}-{}", built.from, built.to);
+    let html_path = args.out.join(format!("{stem}.html"));
+    let json_path = args.out.join(format!("{stem}.json"));
+    std::fs::write(&html_path, html::render(&built))
+        .with_context(|| format!("writing {}", html_path.display()))?;
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&built)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!(
+        "report: {}  open errors {}, open warnings {}, resolved {}; {} rules, {} school units  ({:.1} s)",
+        built.organiser,
+        built.open_errors,
+        built.open_warnings,
+        built.resolved,
+        built.rules.len(),
+        built.units.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("html: {}", html_path.display());
+    println!("json: {}", json_path.display());
+    Ok(())
+}
