@@ -1,7 +1,7 @@
 //! `skolflode quality report`: the feedback report of one school organiser
 //! and period, as HTML and JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -67,72 +67,14 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
         toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
     file.kafka.apply_env();
     file.quality.build()?;
-    let (Some(from), Some(to)) = (
-        skolflode_quality::weeks::parse(&args.from),
-        skolflode_quality::weeks::parse(&args.to),
-    ) else {
-        anyhow::bail!("--from and --to are ISO weeks, like 2025-W36");
-    };
-    anyhow::ensure!(from <= to, "--from {} is after --to {}", args.from, args.to);
     let started = std::time::Instant::now();
     let (kafka, config) = (file.kafka, file.quality);
-    let built = tokio::task::spawn_blocking(move || -> anyhow::Result<report::Report> {
-        let orgs = organisations::read(&kafka)?;
-        let organiser = organisations::organiser(&orgs, &args.organiser, &config.connections)?;
-        tracing::info!(organiser = %organiser.name, units = organiser.units.len(), "organiser found");
-        let events = findings::read(&kafka, &config.findings_topics)?;
-        let latest = findings::reduce(events);
-        let absence = match &config.registers {
-            None => None,
-            Some(dir) => {
-                let units = organiser
-                    .units
-                    .values()
-                    .filter(|u| !u.code.is_empty())
-                    .map(|u| (u.code.clone(), u.form.clone()))
-                    .collect();
-                Some(absence::compute(
-                    dir,
-                    &units,
-                    from,
-                    to,
-                    config.long_absence_percent,
-                    config.extensive_absence_percent,
-                )?)
-            }
-        };
-        Ok(report::build(Inputs {
-            organiser: &organiser,
-            findings: &latest,
-            from: &args.from,
-            to: &args.to,
-            examples_per_rule: config.examples_per_rule,
-            long_absence_percent: config.long_absence_percent,
-            extensive_absence_percent: config.extensive_absence_percent,
-            absence,
-        }))
+    let (organiser, from_label, to_label) = (args.organiser, args.from, args.to);
+    let built = tokio::task::spawn_blocking(move || {
+        build(&kafka, &config, &organiser, &from_label, &to_label)
     })
     .await??;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let slug: String = built
-        .organiser
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let stem = format!("quality-{slug}-{}-{}", built.from, built.to);
-    let html_path = args.out.join(format!("{stem}.html"));
-    let json_path = args.out.join(format!("{stem}.json"));
-    std::fs::write(&html_path, html::render(&built))
-        .with_context(|| format!("writing {}", html_path.display()))?;
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&built)?)
-        .with_context(|| format!("writing {}", json_path.display()))?;
+    let (html_path, json_path) = write(&built, &args.out)?;
     println!(
         "report: {}  open errors {}, open warnings {}, resolved {}; {} rules, {} school units  ({:.1} s)",
         built.organiser,
@@ -146,4 +88,84 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
     println!("html: {}", html_path.display());
     println!("json: {}", json_path.display());
     Ok(())
+}
+
+/// The report of `organiser` for the weeks `from..=to`: its units from the
+/// organisations change topic, the findings as they stand, and (with
+/// registers configured) the absence statistics. Blocking.
+pub fn build(
+    kafka: &KafkaConfig,
+    config: &QualityConfig,
+    organiser: &str,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<report::Report> {
+    let (Some(first), Some(last)) = (
+        skolflode_quality::weeks::parse(from),
+        skolflode_quality::weeks::parse(to),
+    ) else {
+        anyhow::bail!("the period is two ISO weeks, like 2025-W36: {from:?}, {to:?}");
+    };
+    anyhow::ensure!(
+        first <= last,
+        "the period starts ({from}) after it ends ({to})"
+    );
+    let orgs = organisations::read(kafka)?;
+    let organiser = organisations::organiser(&orgs, organiser, &config.connections)?;
+    tracing::info!(organiser = %organiser.name, units = organiser.units.len(), "organiser found");
+    let latest = findings::reduce(findings::read(kafka, &config.findings_topics)?);
+    let absence = match &config.registers {
+        None => None,
+        Some(dir) => {
+            let units = organiser
+                .units
+                .values()
+                .filter(|u| !u.code.is_empty())
+                .map(|u| (u.code.clone(), u.form.clone()))
+                .collect();
+            Some(absence::compute(
+                dir,
+                &units,
+                first,
+                last,
+                config.long_absence_percent,
+                config.extensive_absence_percent,
+            )?)
+        }
+    };
+    Ok(report::build(Inputs {
+        organiser: &organiser,
+        findings: &latest,
+        from,
+        to,
+        examples_per_rule: config.examples_per_rule,
+        long_absence_percent: config.long_absence_percent,
+        extensive_absence_percent: config.extensive_absence_percent,
+        absence,
+    }))
+}
+
+/// Write `quality-<organiser>-<from>-<to>.html` and `.json` in `out`;
+/// their paths.
+pub fn write(report: &report::Report, out: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let slug: String = report
+        .organiser
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let stem = format!("quality-{slug}-{}-{}", report.from, report.to);
+    let html_path = out.join(format!("{stem}.html"));
+    let json_path = out.join(format!("{stem}.json"));
+    std::fs::write(&html_path, html::render(report))
+        .with_context(|| format!("writing {}", html_path.display()))?;
+    std::fs::write(&json_path, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    Ok((html_path, json_path))
 }

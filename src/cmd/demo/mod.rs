@@ -167,7 +167,7 @@ fn prepare(out: &Path) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        for sub in ["registers", "truth"] {
+        for sub in ["registers", "truth", "quality"] {
             let dir = out.join(sub);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
@@ -406,6 +406,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sunk.yearly_files,
         rate(sunk.records, sink_seconds)
     );
+    // The feedback report of the simulated municipality over the weeks
+    // registered, while the broker still holds the findings.
+    let quality = if stop.load(Ordering::Relaxed) {
+        None
+    } else {
+        let (kafka, registers, out) = (kafka.clone(), registers.clone(), args.out.join("quality"));
+        let quality_started = Instant::now();
+        let written =
+            tokio::task::spawn_blocking(move || quality_report(&kafka, &registers, &out)).await??;
+        if let Some((report, html, _)) = &written {
+            println!(
+                "demo: quality  {}: {} open errors, {} open warnings over {} rules  ({:.1} s)",
+                report.organiser,
+                report.open_errors,
+                report.open_warnings,
+                report.rules.len(),
+                quality_started.elapsed().as_secs_f64()
+            );
+            for rule in &report.rules {
+                println!(
+                    "demo: quality    {:<28} {:>6} open  {}",
+                    rule.rule, rule.open, rule.severity
+                );
+            }
+            println!("demo: quality  report: {}", html.display());
+        }
+        written
+    };
     drop(broker);
     if stop.load(Ordering::Relaxed) {
         println!(
@@ -439,9 +467,56 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registers.display()
     );
     println!("try:  duckdb -c \"SELECT week, count(*) AS links, sum(minutes) AS minutes FROM read_parquet('{}/weekly/*/teacher_student.parquet', hive_partitioning = true) GROUP BY week ORDER BY week\"", registers.display());
+    if let Some((_, html, json)) = &quality {
+        println!(
+            "quality report: {} (and {})",
+            html.display(),
+            json.display()
+        );
+    }
     println!("demo: done in {:.0} s", started.elapsed().as_secs_f64());
     if !report.agrees() {
         bail!("the registers disagree with the simulator's ground truth");
     }
     Ok(())
+}
+
+/// The quality report of the organiser of the demo's connection over the
+/// weeks in the registers, written in `out`; `None` when nothing was
+/// registered.
+fn quality_report(
+    kafka: &KafkaConfig,
+    registers: &Path,
+    out: &Path,
+) -> anyhow::Result<Option<(skolflode_quality::report::Report, PathBuf, PathBuf)>> {
+    let mut weeks: Vec<String> = std::fs::read_dir(registers.join("weekly"))
+        .with_context(|| format!("reading {}", registers.display()))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("week="))
+                .map(str::to_owned)
+        })
+        .collect();
+    weeks.sort();
+    let (Some(from), Some(to)) = (weeks.first(), weeks.last()) else {
+        return Ok(None);
+    };
+    let organisations = skolflode_quality::organisations::read(kafka)?;
+    let Some(organiser) = organisations
+        .iter()
+        .find(|((connection, _), o)| connection == CONNECTION && o.organisation_type == "Huvudman")
+        .map(|(_, o)| o.display_name.clone())
+    else {
+        return Ok(None);
+    };
+    let config = skolflode_quality::QualityConfig {
+        registers: Some(registers.to_owned()),
+        connections: vec![CONNECTION.to_owned()],
+        ..skolflode_quality::QualityConfig::default()
+    };
+    let report = crate::cmd::quality::build(kafka, &config, &organiser, from, to)?;
+    let (html, json) = crate::cmd::quality::write(&report, out)?;
+    Ok(Some((report, html, json)))
 }
