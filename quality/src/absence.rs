@@ -96,6 +96,23 @@ pub struct Absence {
     pub extensive: Option<Threshold>,
     /// Register files read.
     pub files: usize,
+    /// Coverage per school unit code.
+    pub coverage: BTreeMap<String, Coverage>,
+}
+
+/// How much of a school unit's teaching the registers cover.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Coverage {
+    /// Pupils' lessons scheduled, and the share of them reported.
+    pub lessons: i64,
+    pub reported_percent: f64,
+    /// Pupils with lessons in the period.
+    pub pupils: usize,
+    /// Pupils the pupil register of 15 October lists at the unit, and the
+    /// share of them with lessons there (a digital timetable), when the
+    /// sink integrated a register.
+    pub register_pupils: Option<i64>,
+    pub with_timetable_percent: Option<f64>,
 }
 
 /// A weekly attendance row, reduced.
@@ -217,6 +234,30 @@ fn grades(registers: &Path) -> Result<BTreeMap<String, String>, QualityError> {
     Ok(out)
 }
 
+/// Per unit of `units`: pupils the pupil register lists there and those
+/// of them with lessons there, summed over the yearly coverage files.
+fn register_coverage(
+    registers: &Path,
+    units: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, (i64, i64)>, QualityError> {
+    let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for path in files(&registers.join("yearly"), "coverage.parquet")? {
+        for batch in batches(&path)? {
+            let unit = strings(&batch, "school_unit_code", &path)?;
+            let listed = ints(&batch, "register_pupils", &path)?;
+            let both = ints(&batch, "in_both", &path)?;
+            for ((u, n), b) in unit.into_iter().zip(listed).zip(both) {
+                if units.contains_key(&u) {
+                    let e = out.entry(u).or_default();
+                    e.0 += n;
+                    e.1 += b;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `<dir>/<partition>/<name>` for every partition directory, sorted.
 fn files(dir: &Path, name: &str) -> Result<Vec<PathBuf>, QualityError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -244,6 +285,8 @@ pub fn compute(
     let mut absence = Absence::default();
     let grades = grades(registers)?;
     let mut per_pupil: BTreeMap<String, Minutes> = BTreeMap::new();
+    let mut by_unit: BTreeMap<String, (Minutes, std::collections::BTreeSet<String>)> =
+        BTreeMap::new();
     for path in files(&registers.join("weekly"), "attendance.parquet")? {
         let in_range = path
             .parent()
@@ -266,8 +309,32 @@ pub fn compute(
             absence.by_form.entry(form.clone()).or_default().add(m);
             let grade = grades.get(&row.student).map_or("unknown", String::as_str);
             absence.by_grade.entry(grade.to_owned()).or_default().add(m);
+            let unit = by_unit.entry(row.unit.clone()).or_default();
+            unit.0.add(m);
+            unit.1.insert(row.student.clone());
             per_pupil.entry(row.student).or_default().add(m);
         }
+    }
+    let registered = register_coverage(registers, units)?;
+    for (code, (m, pupils)) in by_unit {
+        let listed = registered.get(&code).copied();
+        absence.coverage.insert(
+            code,
+            Coverage {
+                lessons: m.lessons,
+                reported_percent: percent(m.lessons - m.lessons_unreported, m.lessons),
+                pupils: pupils.len(),
+                register_pupils: listed.map(|(n, _)| n),
+                with_timetable_percent: listed.map(|(n, both)| percent(both, n)),
+            },
+        );
+    }
+    for (code, (n, both)) in registered {
+        absence.coverage.entry(code).or_insert(Coverage {
+            register_pupils: Some(n),
+            with_timetable_percent: Some(percent(both, n)),
+            ..Coverage::default()
+        });
     }
     let shares: Vec<f64> = per_pupil
         .values()

@@ -26,15 +26,23 @@ fn key(f: &QualityFinding) -> FindingKey {
     )
 }
 
-/// The latest event of each rule finding, in the order given (a topic's
-/// order per connection); repairs without a rule are left out.
+/// The latest event of each rule finding: the one observed last, and of
+/// those the last given (partitions are read interleaved, so only the
+/// clock orders a finding's events across them); repairs without a rule
+/// are left out.
 pub fn reduce(
     events: impl IntoIterator<Item = QualityFinding>,
 ) -> BTreeMap<FindingKey, QualityFinding> {
-    let mut latest = BTreeMap::new();
+    let mut latest: BTreeMap<FindingKey, QualityFinding> = BTreeMap::new();
     for f in events {
-        if f.rule.is_some() {
-            latest.insert(key(&f), f);
+        if f.rule.is_none() {
+            continue;
+        }
+        match latest.get(&key(&f)) {
+            Some(seen) if seen.observed_at.0 > f.observed_at.0 => {}
+            _ => {
+                latest.insert(key(&f), f);
+            }
         }
     }
     latest
@@ -81,6 +89,7 @@ mod tests {
 
     fn finding(rule: Option<&str>, entity: &str, resolved: Option<i64>) -> QualityFinding {
         QualityFinding {
+            observed_at: TimestampMillis(resolved.unwrap_or(1)),
             connection: "c".into(),
             endpoint: "calendarEvents".into(),
             entity_id: entity.into(),
@@ -98,6 +107,8 @@ mod tests {
             finding(Some("LESSON_NOT_REPORTED"), "l2", None),
             finding(Some("LESSON_NOT_REPORTED"), "l1", Some(5)),
             finding(None, "l3", None),
+            // Read later from another partition, but observed before.
+            finding(Some("LESSON_NOT_REPORTED"), "l1", None),
         ]);
         let states: Vec<(&str, Option<i64>)> = latest
             .values()

@@ -227,6 +227,20 @@ pub fn render(r: &Report) -> String {
             }
             h.push_str("</table>");
         }
+        h.push_str("<h3>Coverage by school unit / Täckning per skolenhet</h3><p>Pupils' lessons reported, and pupils in the pupil register of 15 October with lessons at their unit (a digital timetable), where the registers integrated it.</p><table><tr><th>school unit</th><th>pupils' lessons</th><th>reported</th><th>pupils with lessons</th><th>pupils in the pupil register</th><th>with a timetable</th></tr>");
+        for (code, c) in &a.coverage {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=n>{}</td><td class=n>{:.1} %</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                escape(code),
+                c.lessons,
+                c.reported_percent,
+                c.pupils,
+                c.register_pupils.map_or("—".to_owned(), |n| n.to_string()),
+                c.with_timetable_percent.map_or("—".to_owned(), |p| format!("{p:.1} %"))
+            );
+        }
+        h.push_str("</table>");
         let _ = write!(h, "<h3>All / Totalt</h3><table>{MINUTES_HEAD}");
         minutes_row(&mut h, "all", &a.total);
         h.push_str("</table>");

@@ -336,12 +336,17 @@ pub const TOPICS: &[Topic] = &[
         name: QUALITY_FINDINGS,
         key: "StringKey",
         value: "QualityFinding",
-        partitions: 1,
+        // As the heartbeats: a connection's findings land in the partition
+        // of its processor task (the same key, the same partitioner), so
+        // each partition has one writer among the tasks and a replay
+        // writes it byte for byte again.
+        partitions: PROCESS_PARTITIONS,
         cleanup: Cleanup::Delete,
         retention_ms: -1,
         writer: "skolflode produce, skolflode process",
         description:
-            "What vendors sent that had to be repaired to be understood. No personal data.",
+            "What vendors sent that had to be repaired to be understood, and the validation \
+             rules' findings, opened and resolved. No personal data. Keyed by connection.",
     },
     Topic {
         name: HEARTBEATS,
