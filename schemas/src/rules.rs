@@ -100,8 +100,8 @@ pub const LESSON_NOT_REPORTED: Rule = Rule {
     id: "LESSON_NOT_REPORTED",
     severity: Severity::Warning,
     evaluated: "processor",
-    en: "Nobody's attendance was reported for a lesson with pupils, some days after it took place (unreported_after_days). Resolved when reports arrive.",
-    sv: "Ingen närvaro har rapporterats för en lektion med elever några dagar efter att den ägde rum (unreported_after_days). Löses när rapporter kommer.",
+    en: "Nobody's attendance was reported for a lesson with pupils by the time its week closed (the week's end plus the processor's grace_hours, 72 hours by default). Resolved when reports arrive.",
+    sv: "Ingen närvaro hade rapporterats för en lektion med elever när veckan stängdes (veckans slut plus processorns grace_hours, som standard 72 timmar). Löses när rapporter kommer.",
 };
 
 pub const DANGLING_REFERENCE: Rule = Rule {
