@@ -112,6 +112,22 @@ pub const DANGLING_REFERENCE: Rule = Rule {
     sv: "En referens pekar inte på något: lektionens aktivitet, aktivitetens skolenhet, grupp, kursplan eller lärartjänst, en tjänsts person eller en gruppmedlem finns inte i leverantörens data. Det som beror på den saknas i registren.",
 };
 
+pub const TEACHER_DOUBLE_BOOKED: Rule = Rule {
+    id: "TEACHER_DOUBLE_BOOKED",
+    severity: Severity::Warning,
+    evaluated: "processor",
+    en: "A teacher is assigned to two lessons that overlap in time in the week. At most one of them can have been taught by them as registered.",
+    sv: "En lärare är tilldelad två lektioner som överlappar i tid under veckan. Högst en av dem kan ha hållits av läraren så som den registreras.",
+};
+
+pub const PUPIL_DOUBLE_BOOKED: Rule = Rule {
+    id: "PUPIL_DOUBLE_BOOKED",
+    severity: Severity::Warning,
+    evaluated: "processor",
+    en: "A pupil is in the groups of two lessons that overlap in time in the week. The pupil's scheduled minutes count both.",
+    sv: "En elev ingår i grupperna för två lektioner som överlappar i tid under veckan. Elevens schemalagda minuter räknar båda.",
+};
+
 /// Every rule, in the order reports list them.
 pub const RULES: &[Rule] = &[
     INVALID_CIVIC_NUMBER,
@@ -123,6 +139,8 @@ pub const RULES: &[Rule] = &[
     GROUP_WITHOUT_MEMBERS,
     ATTENDANCE_EXCEEDS_LESSON,
     LESSON_NOT_REPORTED,
+    TEACHER_DOUBLE_BOOKED,
+    PUPIL_DOUBLE_BOOKED,
     DANGLING_REFERENCE,
 ];
 

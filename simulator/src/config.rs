@@ -222,6 +222,10 @@ pub struct Quality {
     /// Attendance reports whose minutes add up to more than the lesson
     /// (ten minutes too many present).
     pub attendance_exceeding_lesson: f64,
+    /// Activities staffed with the least-loaded teacher even when that
+    /// teacher already teaches at one of the activity's times (the others
+    /// get a teacher who is free then).
+    pub double_booked_teachers: f64,
 }
 
 impl Quality {
@@ -238,6 +242,7 @@ impl Quality {
             taught_empty_groups: 0.0,
             malformed_school_unit_codes: 0.0,
             attendance_exceeding_lesson: 0.0,
+            double_booked_teachers: 0.0,
             ..Self::default()
         }
     }
@@ -256,6 +261,7 @@ impl Default for Quality {
             taught_empty_groups: 0.5,
             malformed_school_unit_codes: 0.02,
             attendance_exceeding_lesson: 0.0005,
+            double_booked_teachers: 0.01,
         }
     }
 }
@@ -384,6 +390,10 @@ impl SimConfig {
             (
                 "quality.attendance_exceeding_lesson",
                 self.quality.attendance_exceeding_lesson,
+            ),
+            (
+                "quality.double_booked_teachers",
+                self.quality.double_booked_teachers,
             ),
             ("faults.server_errors", self.faults.server_errors),
             ("faults.rate_limited", self.faults.rate_limited),

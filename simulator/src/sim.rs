@@ -414,10 +414,19 @@ impl Simulation {
             .filter(|t| t.end.is_none())
             .map(|t| t.duty)
             .collect();
+        let slots = self
+            .world
+            .slots_of(&self.world.activities[a as usize])
+            .to_vec();
+        // Only teachers free at the activity's times: nobody is put in two
+        // lessons at once.
         let candidates: Vec<u32> = (0..self.world.duties.len() as u32)
             .filter(|d| {
                 let duty = &self.world.duties[*d as usize];
-                duty.unit == unit && duty.deleted.is_none() && !current.contains(d)
+                duty.unit == unit
+                    && duty.deleted.is_none()
+                    && !current.contains(d)
+                    && !self.world.busy(*d, &slots, day, a)
             })
             .collect();
         if candidates.is_empty() {

@@ -307,11 +307,24 @@ fn week_faults(
             week: label.to_owned(),
         });
     };
+    // (person, date, start, end, lesson) of teachers and of pupils.
+    let mut teaching: Vec<(u32, NaiveDate, u32, u32, u32)> = Vec::new();
+    let mut attending: Vec<(u32, NaiveDate, u32, u32, u32)> = Vec::new();
     for n in week.lessons.clone() {
         let lesson = &lessons[n as usize];
         let activity = &world.activities[lesson.activity as usize];
         if lesson.cancelled || world.is_skola24(activity.unit) {
             continue;
+        }
+        let span = |person: u32| {
+            let start = u32::from(lesson.start);
+            (person, lesson.date, start, start + u32::from(lesson.len), n)
+        };
+        for duty in world.teachers_on(activity, lesson.date) {
+            teaching.push(span(world.duties[duty as usize].person));
+        }
+        for (pupil, _) in world.participants(activity, lesson.date) {
+            attending.push(span(pupil));
         }
         let unit = world.unit_code(activity.unit).unwrap_or("");
         let organisation = &world.organisations[activity.unit as usize].id;
@@ -346,6 +359,25 @@ fn week_faults(
         }
         if lesson.records.is_none() && !world.participants(activity, lesson.date).is_empty() {
             fault("LESSON_NOT_REPORTED", &lesson.id, unit);
+        }
+    }
+    for (rule, mut spans) in [
+        ("TEACHER_DOUBLE_BOOKED", teaching),
+        ("PUPIL_DOUBLE_BOOKED", attending),
+    ] {
+        spans.sort_unstable();
+        spans.dedup_by(|a, b| a.0 == b.0 && a.4 == b.4);
+        for pair in spans.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            // Sorted by start within a person and day: the next lesson
+            // starts before this one ends. (Lessons within a day never
+            // span midnight.)
+            if a.0 == b.0 && a.1 == b.1 && b.2 < a.3 {
+                let unit = world
+                    .unit_code(world.activities[lessons[b.4 as usize].activity as usize].unit)
+                    .unwrap_or("");
+                fault(rule, &world.persons[a.0 as usize].id, unit);
+            }
         }
     }
     faults

@@ -318,6 +318,21 @@ impl World {
         item.course_code.unwrap_or(item.subject_code)
     }
 
+    /// Whether a duty teaches, on `day`, an activity other than `except`
+    /// with a weekly slot overlapping one of `slots`.
+    pub fn busy(&self, duty: u32, slots: &[Slot], day: NaiveDate, except: u32) -> bool {
+        let unit = self.duties.get(duty as usize).map(|d| d.unit);
+        self.activities.iter().enumerate().any(|(a, act)| {
+            a as u32 != except
+                && Some(act.unit) == unit
+                && act
+                    .taught_by
+                    .iter()
+                    .any(|t| t.duty == duty && t.from <= day && t.to.is_none_or(|to| day <= to))
+                && overlapping(self.slots_of(act), slots)
+        })
+    }
+
     /// The weekly slots of an activity.
     pub fn slots_of(&self, activity: &Activity) -> &[Slot] {
         &self.cohorts[activity.cohort as usize].slots[activity.item as usize]
@@ -895,8 +910,49 @@ impl<'a> Builder<'a> {
         });
     }
 
+    /// A new teacher with a duty at `unit`, hired before `school_start`.
+    fn hire(
+        &mut self,
+        unit: u32,
+        school_start: NaiveDate,
+        used_signatures: &mut std::collections::HashSet<String>,
+    ) -> u32 {
+        let birth = NaiveDate::from_yo_opt(
+            self.rng.random_range(1960..=1998),
+            self.rng.random_range(1..=365),
+        )
+        .unwrap_or_default();
+        let person = self.person(birth, None);
+        let p = &self.world.persons[person as usize];
+        let mut signature = format!(
+            "{}{}",
+            &p.given_name[..1],
+            &p.family_name[..2].to_uppercase()
+        )
+        .to_uppercase();
+        let mut k = 1;
+        while !used_signatures.insert(signature.clone()) {
+            k += 1;
+            signature = format!("{}{k}", &signature[..3.min(signature.len())]);
+        }
+        let d = self.world.duties.len() as u32;
+        let started = school_start - Duration::days(self.rng.random_range(0..3000));
+        self.world.duties.push(Duty {
+            id: self.local_id(Kind::Duty, d as usize, 1),
+            person,
+            unit,
+            signature,
+            start: started,
+            created: self.created,
+            modified: self.created,
+            deleted: None,
+        });
+        d
+    }
+
     /// Teachers for a unit: enough for about 17 teaching hours each, then
-    /// every activity gets the least-loaded teacher.
+    /// every activity gets the least-loaded teacher free at its times (one
+    /// more is hired when nobody is).
     fn staff(&mut self, unit: u32, _form: Form, first_cohort: usize) {
         let activities: Vec<u32> = (0..self.world.activities.len() as u32)
             .filter(|a| self.world.activities[*a as usize].unit == unit)
@@ -914,39 +970,13 @@ impl<'a> Builder<'a> {
         let mut duties = Vec::new();
         let mut used_signatures = std::collections::HashSet::new();
         for _ in 0..teachers {
-            let birth = NaiveDate::from_yo_opt(
-                self.rng.random_range(1960..=1998),
-                self.rng.random_range(1..=365),
-            )
-            .unwrap_or_default();
-            let person = self.person(birth, None);
-            let p = &self.world.persons[person as usize];
-            let mut signature = format!(
-                "{}{}",
-                &p.given_name[..1],
-                &p.family_name[..2].to_uppercase()
-            )
-            .to_uppercase();
-            let mut k = 1;
-            while !used_signatures.insert(signature.clone()) {
-                k += 1;
-                signature = format!("{}{k}", &signature[..3.min(signature.len())]);
-            }
-            let d = self.world.duties.len() as u32;
-            let started = school_start - Duration::days(self.rng.random_range(0..3000));
-            self.world.duties.push(Duty {
-                id: self.local_id(Kind::Duty, d as usize, 1),
-                person,
-                unit,
-                signature,
-                start: started,
-                created: self.created,
-                modified: self.created,
-                deleted: None,
-            });
+            let d = self.hire(unit, school_start, &mut used_signatures);
             duties.push(d);
         }
         let mut load = vec![0u32; duties.len()];
+        // Each teacher's weekly slots so far: nobody teaches two lessons
+        // at once, unless `quality.double_booked_teachers` draws it.
+        let mut taken: Vec<Vec<Slot>> = vec![Vec::new(); duties.len()];
         let mut order: Vec<usize> = (0..activities.len()).collect();
         order.shuffle(&mut self.rng);
         for i in order {
@@ -957,12 +987,30 @@ impl<'a> Builder<'a> {
             {
                 continue;
             }
-            let (t, _) = load
+            let slots = self.world.slots_of(&self.world.activities[a]).to_vec();
+            // Drawn from a hash: the rate leaves the other draws alone.
+            let draw = crate::ids::mix(crate::ids::hash(&[self.config.seed, 79, a as u64])) as f64
+                / u64::MAX as f64;
+            let anyone = draw < self.config.quality.double_booked_teachers;
+            let free = load
                 .iter()
                 .enumerate()
+                .filter(|(t, _)| anyone || !overlapping(&taken[*t], &slots))
                 .min_by_key(|(t, l)| (**l, *t))
-                .unwrap_or((0, &0));
+                .map(|(t, _)| t);
+            let t = match free {
+                Some(t) => t,
+                // Everyone is busy then: the school hires.
+                None => {
+                    let d = self.hire(unit, school_start, &mut used_signatures);
+                    duties.push(d);
+                    load.push(0);
+                    taken.push(Vec::new());
+                    duties.len() - 1
+                }
+            };
             load[t] += minutes[i];
+            taken[t].extend_from_slice(&slots);
             let duty = duties[t];
             let activity = &mut self.world.activities[a];
             activity.teachers.push(Assignment {
@@ -978,6 +1026,15 @@ impl<'a> Builder<'a> {
         }
         let _ = first_cohort;
     }
+}
+
+/// Whether two sets of weekly slots share a moment.
+pub fn overlapping(a: &[Slot], b: &[Slot]) -> bool {
+    a.iter().any(|x| {
+        b.iter().any(|y| {
+            x.weekday == y.weekday && x.start < y.start + y.len && y.start < x.start + x.len
+        })
+    })
 }
 
 /// Place a cohort's lessons in the week: longest first, each on the day

@@ -1417,6 +1417,53 @@ mod tests {
     }
 
     #[test]
+    fn teachers_and_pupils_in_two_lessons_at_once_are_double_booked() {
+        let mut operator = Operator::new(Settings {
+            grace_millis: 24 * HOUR,
+            ..Settings::default()
+        });
+        let mut all = events();
+        // Half an hour into Monday's lesson of the same activity, another;
+        // one right after it is no overlap.
+        for (id, from, to) in [
+            ("l-mon2", 8 * HOUR + HOUR / 2, 9 * HOUR + HOUR / 2),
+            ("l-mon3", 10 * HOUR, 11 * HOUR),
+        ] {
+            all.push(event(
+                Kind::Lesson,
+                id,
+                MONDAY - 24 * HOUR,
+                None,
+                Some(Fact::Lesson {
+                    activity: "act".into(),
+                    start: MONDAY + from,
+                    end: MONDAY + to,
+                    cancelled: false,
+                    minutes: 60,
+                    absent: vec![],
+                }),
+            ));
+        }
+        for (kind, id, incoming) in all {
+            operator.apply(kind, "c", &id, incoming).unwrap();
+        }
+        let mut out = Vec::new();
+        operator.advance("c", MONDAY + 9 * 24 * HOUR, &mut out);
+        let booked: Vec<(String, String)> = findings(&out)
+            .into_iter()
+            .filter(|(rule, ..)| rule.ends_with("_DOUBLE_BOOKED"))
+            .map(|(rule, entity, ..)| (rule, entity))
+            .collect();
+        assert_eq!(
+            booked,
+            vec![
+                ("PUPIL_DOUBLE_BOOKED".into(), "p1".into()),
+                ("TEACHER_DOUBLE_BOOKED".into(), "t1".into()),
+            ]
+        );
+    }
+
+    #[test]
     fn history_waits_for_the_clock_and_survives_a_restore() {
         let mut operator = Operator::new(Settings {
             grace_millis: 24 * HOUR,

@@ -93,12 +93,16 @@ fn well_formed_unit_code(code: &str) -> bool {
 pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
     let mut rows = WeekRows::default();
     let store = tenant.store();
+    // Who is in which lesson when.
+    let mut teaching: Vec<Span> = Vec::new();
+    let mut attending: Vec<Span> = Vec::new();
     for lesson_id in &store.lessons_in(week) {
         // Lessons and reports grow with history: they are read without
         // being kept in memory.
         let Some(Some(Fact::Lesson {
             activity,
             start,
+            end,
             cancelled,
             minutes,
             absent,
@@ -110,6 +114,7 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             continue;
         };
         let (activity, start, minutes, absent) = (&activity, &start, &minutes, &absent);
+        let end = end.max(*start);
         if cancelled || time::week_of(*start).as_deref() != Some(week) {
             continue;
         }
@@ -196,6 +201,7 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             match last_known(tenant, Kind::Person, person, known) {
                 Some(Fact::Person { person_key }) => {
                     teacher_keys.push((person_key.clone(), t.grader));
+                    teaching.push((person.clone(), *start, end, unit.clone(), lesson_id.clone()));
                 }
                 _ => rows.dangling(Kind::Duty, &t.duty, "person", &unit),
             }
@@ -275,7 +281,16 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
         }
         for (pupil, group) in pupils {
             let student_key = match last_known(tenant, Kind::Person, pupil, known) {
-                Some(Fact::Person { person_key }) => person_key.clone(),
+                Some(Fact::Person { person_key }) => {
+                    attending.push((
+                        pupil.to_owned(),
+                        *start,
+                        end,
+                        unit.clone(),
+                        lesson_id.clone(),
+                    ));
+                    person_key.clone()
+                }
                 _ => {
                     rows.dangling(Kind::Group, group, "groupMemberships.person", &unit);
                     continue;
@@ -313,5 +328,34 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
             }
         }
     }
+    double_booked(&mut rows, &rules::TEACHER_DOUBLE_BOOKED, teaching);
+    double_booked(&mut rows, &rules::PUPIL_DOUBLE_BOOKED, attending);
     rows
+}
+
+/// A person in a lesson: (person id, start, end, school unit, lesson id).
+type Span = (String, i64, i64, String, String);
+
+/// A finding for each person with two lessons that overlap in time (one
+/// ending when the next starts is no overlap; a lesson counts once however
+/// many of the person's duties teach it); the unit is the later lesson's.
+fn double_booked(rows: &mut WeekRows, rule: &Rule, mut spans: Vec<Span>) {
+    spans.sort();
+    spans.dedup_by(|a, b| a.0 == b.0 && a.4 == b.4);
+    let mut current: Option<(&str, i64)> = None;
+    let mut found: Vec<(&str, &str)> = Vec::new();
+    for (person, start, end, unit, _) in &spans {
+        match current {
+            Some((p, until)) if p == person.as_str() => {
+                if *start < until {
+                    found.push((person, unit));
+                }
+                current = Some((p, until.max(*end)));
+            }
+            _ => current = Some((person, *end)),
+        }
+    }
+    for (person, unit) in found {
+        rows.found(rule, Kind::Person, person, "lessons", unit);
+    }
 }
