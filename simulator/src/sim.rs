@@ -418,17 +418,26 @@ impl Simulation {
             .world
             .slots_of(&self.world.activities[a as usize])
             .to_vec();
-        // Only teachers free at the activity's times: nobody is put in two
-        // lessons at once.
-        let candidates: Vec<u32> = (0..self.world.duties.len() as u32)
+        let colleagues: Vec<u32> = (0..self.world.duties.len() as u32)
             .filter(|d| {
                 let duty = &self.world.duties[*d as usize];
-                duty.unit == unit
-                    && duty.deleted.is_none()
-                    && !current.contains(d)
-                    && !self.world.busy(*d, &slots, day, a)
+                duty.unit == unit && duty.deleted.is_none() && !current.contains(d)
             })
             .collect();
+        // A teacher free at the activity's times: nobody is put in two
+        // lessons at once, unless a departure leaves nobody free to cover
+        // it (then a busy colleague does, double-booked).
+        let free: Vec<u32> = colleagues
+            .iter()
+            .copied()
+            .filter(|d| !self.world.busy(*d, &slots, day, a))
+            .collect();
+        // A reassignment waits for a free teacher; a departure is covered.
+        let candidates = if free.is_empty() && reason == "teacher_left" {
+            colleagues
+        } else {
+            free
+        };
         if candidates.is_empty() {
             return Ok(());
         }
