@@ -1,9 +1,18 @@
-//! What every long-running job shares: the Prometheus endpoint.
+//! What the jobs share: reading their configuration file, and the
+//! Prometheus endpoint.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+
+/// A job's configuration file (TOML), parsed; errors name the file.
+pub fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
 
 /// Serve a job's metrics registry at `http://ADDR/metrics` until the
 /// process ends.

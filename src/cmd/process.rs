@@ -52,10 +52,8 @@ struct File {
     process: ProcessConfig,
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<File> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the configuration {}", path.display()))?;
-    let mut file: File = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+fn load(path: &std::path::Path) -> anyhow::Result<File> {
+    let mut file: File = crate::job::read_config(path)?;
     file.kafka.apply_env();
     file.process.build()?;
     Ok(file)

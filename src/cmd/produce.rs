@@ -86,10 +86,7 @@ fn print_stats(name: &str, stats: &runner::RunStats, seconds: f64) {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let mut config: ProducerConfig =
-        toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
+    let mut config: ProducerConfig = crate::job::read_config(&args.config)?;
     config.kafka.apply_env();
     if config.connections.is_empty() {
         bail!("no connections configured");

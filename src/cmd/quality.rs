@@ -61,10 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let mut file: File =
-        toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
+    let mut file: File = crate::job::read_config(&args.config)?;
     file.kafka.apply_env();
     file.quality.build()?;
     let started = std::time::Instant::now();

@@ -67,11 +67,7 @@ pub struct Args {
 
 fn load_config(args: &Args) -> anyhow::Result<SimConfig> {
     let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-        }
+        Some(path) => crate::job::read_config(path)?,
         None => SimConfig::default(),
     };
     if let Some(preset) = args.preset {

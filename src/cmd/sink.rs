@@ -61,10 +61,7 @@ pub async fn go(
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading the configuration {}", args.config.display()))?;
-    let mut file: File =
-        toml::from_str(&text).with_context(|| format!("in {}", args.config.display()))?;
+    let mut file: File = crate::job::read_config(&args.config)?;
     file.kafka.apply_env();
     file.sink.build()?;
     let metrics = Arc::new(Metrics::new().context("metrics")?);
