@@ -82,7 +82,7 @@ impl Dirty {
     fn touches(&self, week: &str, end: i64, emitted: &Emitted) -> bool {
         self.weeks.contains(week)
             || self.from.is_some_and(|f| end > f)
-            || (self.dangling && emitted.dangling)
+            || (self.dangling && emitted.has_dangling())
     }
 }
 
@@ -92,10 +92,19 @@ pub struct Emitted {
     /// 0 while every computation of the week gave no rows.
     pub revision: i32,
     pub digest: String,
-    pub dangling: bool,
     /// The rules' findings open in the week: published when first found,
     /// and again as resolved when a computation no longer finds them.
     pub findings: BTreeMap<Found, OpenFinding>,
+}
+
+impl Emitted {
+    /// Whether a reference led nowhere when the week was computed: a new
+    /// entity may resolve it.
+    fn has_dangling(&self) -> bool {
+        self.findings
+            .keys()
+            .any(|f| f.rule == skolflode_schemas::rules::DANGLING_REFERENCE.id)
+    }
 }
 
 /// A finding still open in a week.
@@ -738,7 +747,6 @@ impl Operator {
                 Emitted {
                     revision,
                     digest,
-                    dangling: rows.has_dangling(),
                     findings,
                 },
             );

@@ -73,13 +73,6 @@ impl WeekRows {
     fn dangling(&mut self, kind: Kind, entity_id: &str, field: &str, unit: &str) {
         self.found(&rules::DANGLING_REFERENCE, kind, entity_id, field, unit);
     }
-
-    /// Whether a reference led nowhere: a new entity may resolve it.
-    pub fn has_dangling(&self) -> bool {
-        self.findings
-            .keys()
-            .any(|f| f.rule == rules::DANGLING_REFERENCE.id)
-    }
 }
 
 /// Whether a school-unit code has the form Skolverket gives them.
