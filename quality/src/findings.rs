@@ -54,10 +54,7 @@ pub fn read(kafka: &KafkaConfig, topics: &[String]) -> Result<Vec<QualityFinding
     let decoder = catalogue::decoder::<QualityFinding>("QualityFinding")?;
     let mut events = Vec::new();
     for topic in topics {
-        let mut client = kafka.build()?;
-        client
-            .set("group.id", "skolflode-quality-report")
-            .set("isolation.level", "read_committed");
+        let client = kafka.consumer(crate::organisations::GROUP)?;
         let mut undecodable = 0u64;
         skolflode_kafka::read_to_end::<QualityError>(
             client,

@@ -70,16 +70,17 @@ impl Organiser {
     }
 }
 
+/// The report's consumer group. It commits nothing: every report reads
+/// its topics from the beginning.
+pub const GROUP: &str = "skolflode-quality-report";
+
 /// Read the organisations change topic to its end. Blocking.
 pub fn read(kafka: &KafkaConfig) -> Result<Organisations, QualityError> {
     let topic = catalogue::change_topic::<Organisation>().ok_or_else(|| {
         QualityError::Config("no organisations change topic in the catalogue".into())
     })?;
     let decoder = catalogue::decoder::<ChangeEvent<Organisation>>(Organisation::CHANGE_SUBJECT)?;
-    let mut client = kafka.build()?;
-    client
-        .set("group.id", "skolflode-quality-report")
-        .set("isolation.level", "read_committed");
+    let client = kafka.consumer(GROUP)?;
     let mut out = Organisations::new();
     skolflode_kafka::read_to_end::<QualityError>(
         client,

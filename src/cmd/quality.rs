@@ -68,7 +68,8 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let (kafka, config) = (file.kafka, file.quality);
     let (organiser, from_label, to_label) = (args.organiser, args.from, args.to);
     let built = tokio::task::spawn_blocking(move || {
-        build(&kafka, &config, &organiser, &from_label, &to_label)
+        let orgs = organisations::read(&kafka)?;
+        build(&kafka, &orgs, &config, &organiser, &from_label, &to_label)
     })
     .await??;
     let (html_path, json_path) = write(&built, &args.out)?;
@@ -87,11 +88,13 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The report of `organiser` for the weeks `from..=to`: its units from the
-/// organisations change topic, the findings as they stand, and (with
-/// registers configured) the absence statistics. Blocking.
+/// The report of `organiser` for the weeks `from..=to`: its units among
+/// `orgs` (the organisations change topic, read by the caller), the
+/// findings as they stand, and (with registers configured) the absence
+/// statistics. Blocking.
 pub fn build(
     kafka: &KafkaConfig,
+    orgs: &organisations::Organisations,
     config: &QualityConfig,
     organiser: &str,
     from: &str,
@@ -107,8 +110,7 @@ pub fn build(
         first <= last,
         "the period starts ({from}) after it ends ({to})"
     );
-    let orgs = organisations::read(kafka)?;
-    let organiser = organisations::organiser(&orgs, organiser, &config.connections)?;
+    let organiser = organisations::organiser(orgs, organiser, &config.connections)?;
     tracing::info!(organiser = %organiser.name, units = organiser.units.len(), "organiser found");
     let latest = findings::reduce(findings::read(kafka, &config.findings_topics)?);
     let absence = match &config.registers {

@@ -516,7 +516,7 @@ fn quality_report(
         connections: vec![CONNECTION.to_owned()],
         ..skolflode_quality::QualityConfig::default()
     };
-    let report = crate::cmd::quality::build(kafka, &config, &organiser, from, to)?;
+    let report = crate::cmd::quality::build(kafka, &organisations, &config, &organiser, from, to)?;
     let (html, json) = crate::cmd::quality::write(&report, out)?;
     Ok(Some((report, html, json)))
 }
