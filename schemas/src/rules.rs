@@ -128,6 +128,38 @@ pub const PUPIL_DOUBLE_BOOKED: Rule = Rule {
     sv: "En elev ingår i grupperna för två lektioner som överlappar i tid under veckan. Elevens schemalagda minuter räknar båda.",
 };
 
+pub const LESSON_OUTSIDE_ACTIVITY_DATES: Rule = Rule {
+    id: "LESSON_OUTSIDE_ACTIVITY_DATES",
+    severity: Severity::Warning,
+    evaluated: "processor",
+    en: "A lesson took place before its activity's startDate or after its endDate. Either the lesson or the activity's dates are wrong; the lesson still counts in the registers.",
+    sv: "En lektion hölls före aktivitetens startdatum eller efter dess slutdatum. Antingen lektionen eller aktivitetens datum är fel; lektionen räknas ändå i registren.",
+};
+
+pub const PUPIL_WITHOUT_SCHOOL_YEAR: Rule = Rule {
+    id: "PUPIL_WITHOUT_SCHOOL_YEAR",
+    severity: Severity::Warning,
+    evaluated: "processor",
+    en: "A pupil in the week's lessons is enrolled on the lesson's day, but none of the enrolments in force gives a school year (schoolYear). Statistics by grade cannot count the pupil.",
+    sv: "En elev i veckans lektioner är inskriven den dagen, men ingen av de gällande inskrivningarna anger årskurs (schoolYear). Statistik per årskurs kan inte räkna eleven.",
+};
+
+pub const IMPLAUSIBLE_AGE: Rule = Rule {
+    id: "IMPLAUSIBLE_AGE",
+    severity: Severity::Warning,
+    evaluated: "processor",
+    en: "A pupil's age does not fit the school year of the enrolment in force: born more than one year later or more than three years earlier than the year's usual age (6 in förskoleklass, 6 plus the school year in compulsory school, 15 plus the school year in upper secondary school, by the calendar year the school year starts in). Either the school year or the birth date is likely wrong.",
+    sv: "Elevens ålder passar inte årskursen i den gällande inskrivningen: född mer än ett år senare eller mer än tre år tidigare än årskursens vanliga ålder (6 i förskoleklass, 6 plus årskursen i grundskolan, 15 plus årskursen i gymnasieskolan, räknat på det kalenderår läsåret börjar). Troligen är årskursen eller födelsedatumet fel.",
+};
+
+pub const MODIFIED_NOT_UPDATED: Rule = Rule {
+    id: "MODIFIED_NOT_UPDATED",
+    severity: Severity::Warning,
+    evaluated: "processor",
+    en: "An entity's content changed but its meta.modified did not. Incremental reads (meta.modified.after) miss such changes until the next full read, and the history dates the change to when it was seen rather than when it was made. The finding is in the week the change was seen.",
+    sv: "En posts innehåll ändrades men inte dess meta.modified. Inkrementella läsningar (meta.modified.after) missar sådana ändringar fram till nästa fullständiga läsning, och historiken daterar ändringen till när den sågs i stället för när den gjordes. Avvikelsen hör till veckan då ändringen sågs.",
+};
+
 /// Every rule, in the order reports list them.
 pub const RULES: &[Rule] = &[
     INVALID_CIVIC_NUMBER,
@@ -141,6 +173,10 @@ pub const RULES: &[Rule] = &[
     LESSON_NOT_REPORTED,
     TEACHER_DOUBLE_BOOKED,
     PUPIL_DOUBLE_BOOKED,
+    LESSON_OUTSIDE_ACTIVITY_DATES,
+    PUPIL_WITHOUT_SCHOOL_YEAR,
+    IMPLAUSIBLE_AGE,
+    MODIFIED_NOT_UPDATED,
     DANGLING_REFERENCE,
 ];
 

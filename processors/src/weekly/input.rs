@@ -8,7 +8,7 @@ use skolflode_schemas::envelope::Entity;
 use skolflode_schemas::wire::Decoder;
 use skolflode_schemas::{ChangeEvent, DecodeError, EntityKey, Op, SchemaError};
 
-use super::model::{Fact, Kind, Member, Teacher};
+use super::model::{Enrolled, Fact, Kind, Member, Teacher};
 
 /// Why a change event could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +84,19 @@ impl Decoders {
             }
             Kind::Person => incoming(self.person.decode(bytes)?, |p| Fact::Person {
                 person_key: p.person_key.clone(),
+                birth_year: p.birth_year,
+                enrolments: p
+                    .enrolments
+                    .iter()
+                    .map(|e| Enrolled {
+                        organisation: e.enroled_at.id.clone(),
+                        school_type: e.school_type.clone(),
+                        school_year: e.school_year,
+                        start: Some(e.start_date.0),
+                        end: e.end_date.map(|d| d.0),
+                        cancelled: e.cancelled.unwrap_or(false),
+                    })
+                    .collect(),
             }),
             Kind::Duty => incoming(self.duty.decode(bytes)?, |d| Fact::Duty {
                 person: d.person.as_ref().map(|p| p.id.clone()),
@@ -102,6 +115,8 @@ impl Decoders {
             }),
             Kind::Activity => incoming(self.activity.decode(bytes)?, |a| Fact::Activity {
                 organisation: a.organisation.id.clone(),
+                start: Some(a.start_date.0),
+                end: a.end_date.map(|d| d.0),
                 syllabus: a.syllabus.as_ref().map(|s| s.id.clone()),
                 groups: a.groups.iter().map(|g| g.id.clone()).collect(),
                 teachers: a

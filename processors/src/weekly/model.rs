@@ -67,6 +67,19 @@ pub struct Teacher {
     pub grader: bool,
 }
 
+/// An enrolment of a pupil, dates inclusive (Avro epoch days).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// `enroledAt`: the school unit's organisation id.
+    pub organisation: String,
+    /// SS 12000 `schoolType` (`FKLASS`, `GR`, `GY`, …).
+    pub school_type: String,
+    pub school_year: Option<i32>,
+    pub start: Option<i32>,
+    pub end: Option<i32>,
+    pub cancelled: bool,
+}
+
 /// Whether a day (epoch days) lies within inclusive optional bounds.
 pub fn covers(start: Option<i32>, end: Option<i32>, day: i32) -> bool {
     start.is_none_or(|s| s <= day) && end.is_none_or(|e| day <= e)
@@ -80,6 +93,10 @@ pub enum Fact {
     },
     Person {
         person_key: String,
+        /// From the civic number, else `birthDate`.
+        birth_year: Option<i32>,
+        #[serde(default)]
+        enrolments: Vec<Enrolled>,
     },
     Duty {
         person: Option<String>,
@@ -90,6 +107,9 @@ pub enum Fact {
     },
     Activity {
         organisation: String,
+        /// `startDate` and `endDate`, inclusive epoch days.
+        start: Option<i32>,
+        end: Option<i32>,
         syllabus: Option<String>,
         groups: Vec<String>,
         teachers: Vec<Teacher>,
@@ -126,6 +146,8 @@ pub struct Version {
     /// seen (true since before observation).
     pub valid_from: i64,
     pub event_id: String,
+    /// The vendor's `meta.modified`, if it gave one.
+    pub modified: Option<i64>,
     /// `None` for a delete.
     pub content_hash: Option<String>,
     /// `None` for a delete.
@@ -217,9 +239,12 @@ mod tests {
             recorded,
             valid_from,
             event_id: format!("e{recorded}"),
+            modified: None,
             content_hash: Some(hash.into()),
             fact: Some(Fact::Activity {
                 organisation: "u".into(),
+                start: None,
+                end: None,
                 syllabus: None,
                 groups: vec![],
                 teachers: vec![Teacher {

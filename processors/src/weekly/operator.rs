@@ -19,7 +19,7 @@ use skolflode_schemas::records::QualityFinding;
 use skolflode_schemas::TimestampMillis;
 
 use super::input::Incoming;
-use super::model::{Entity, Fact, Kind, Repeat, Version};
+use super::model::{Enrolled, Entity, Fact, Kind, Repeat, Version};
 use super::rows::{self, Found, WeekRows};
 use super::store::{self, Disk, Entities, StoreError};
 use super::time;
@@ -130,6 +130,10 @@ pub struct TenantMeta {
     /// Every other version recorded by the watermark is.
     #[serde(default)]
     pub late: BTreeSet<(Kind, String, usize)>,
+    /// Changes whose `meta.modified` stayed as it was
+    /// (`MODIFIED_NOT_UPDATED`), by the week they were recorded in.
+    #[serde(default)]
+    pub silent: BTreeMap<String, BTreeSet<(Kind, String)>>,
 }
 
 /// Everything kept of one connection.
@@ -327,6 +331,7 @@ fn edges(fact: &Fact) -> Vec<HistoryEdge> {
             syllabus,
             groups,
             teachers,
+            ..
         } => {
             let mut out = vec![edge(Relation::ActivitySchoolUnit, organisation)];
             out.extend(syllabus.iter().map(|s| edge(Relation::ActivitySyllabus, s)));
@@ -426,6 +431,34 @@ fn findings_of(
     open
 }
 
+/// The first instant on which two lists of enrolments differ: an
+/// enrolment only ended (a school move) changes the days after its old or
+/// new end, whichever comes first; one added, removed or otherwise changed,
+/// the days from its start.
+fn enrolments_changed_from(before: &[Enrolled], after: &[Enrolled]) -> i64 {
+    let same_but_end = |a: &Enrolled, b: &Enrolled| {
+        Enrolled {
+            end: a.end,
+            ..b.clone()
+        } == *a
+    };
+    let mut from = i64::MAX;
+    for (these, those) in [(before, after), (after, before)] {
+        for e in these.iter().filter(|e| !those.contains(e)) {
+            let day = match those.iter().find(|o| same_but_end(e, o)) {
+                Some(o) => match (e.end, o.end) {
+                    (Some(a), Some(b)) => Some(a.min(b).saturating_add(1)),
+                    (Some(a), None) | (None, Some(a)) => Some(a.saturating_add(1)),
+                    (None, None) => e.start,
+                },
+                None => e.start,
+            };
+            from = from.min(day.and_then(time::day_start).unwrap_or(i64::MIN));
+        }
+    }
+    from
+}
+
 /// Which closed weeks a new version may change, given the one before.
 fn scope(kind: Kind, before: Option<&Version>, after: &Version) -> Vec<Scope> {
     let fact = after.fact.as_ref();
@@ -457,9 +490,36 @@ fn scope(kind: Kind, before: Option<&Version>, after: &Version) -> Vec<Scope> {
             // before it.
             vec![Scope::From(after.valid_from)]
         }
-        Kind::Person | Kind::Duty | Kind::Organisation | Kind::Syllabus => {
-            // Only what the rows read of these matters: a person key, a
-            // duty's person, a school-unit code, a subject code.
+        Kind::Person => match (prior, fact) {
+            (
+                Some(Fact::Person {
+                    person_key: a,
+                    birth_year: born_a,
+                    enrolments: ea,
+                }),
+                Some(Fact::Person {
+                    person_key: b,
+                    birth_year: born_b,
+                    enrolments: eb,
+                }),
+            ) => {
+                if a != b || born_a != born_b {
+                    vec![Scope::From(i64::MIN)]
+                } else if ea != eb {
+                    // The pupil rules read the enrolments in force on a
+                    // lesson's day: weeks before every changed one stay.
+                    vec![Scope::From(enrolments_changed_from(ea, eb))]
+                } else {
+                    Vec::new()
+                }
+            }
+            (_, None) => Vec::new(),
+            (None, Some(_)) => vec![Scope::Dangling],
+            (Some(_), Some(_)) => vec![Scope::From(i64::MIN)],
+        },
+        Kind::Duty | Kind::Organisation | Kind::Syllabus => {
+            // Only what the rows read of these matters: a duty's person, a
+            // school-unit code, a subject code.
             let same = match (prior, fact) {
                 (Some(Fact::Duty { person: a, .. }), Some(Fact::Duty { person: b, .. })) => a == b,
                 (Some(a), Some(b)) => a == b,
@@ -635,14 +695,25 @@ impl Operator {
             .versions
             .last()
             .map_or(incoming.recorded, |v| v.recorded.max(incoming.recorded));
+        let silent = entity.versions.last().is_some_and(|last| {
+            last.fact.is_some()
+                && incoming.fact.is_some()
+                && last.modified.is_some()
+                && last.modified == incoming.modified
+        });
         let version = Version {
             recorded,
             valid_from: entity.valid_from(recorded, incoming.modified),
+            modified: incoming.modified,
             event_id: incoming.event_id,
             content_hash: incoming.content_hash,
             fact: incoming.fact,
         };
-        let scopes = scope(kind, entity.versions.last(), &version);
+        let mut scopes = scope(kind, entity.versions.last(), &version);
+        let silent = silent.then(|| time::week_of(recorded)).flatten();
+        if let Some(week) = &silent {
+            scopes.push(Scope::Week(week.clone()));
+        }
         let index = entity.versions.len();
         let first = entity.versions.first().map_or(recorded, |v| v.recorded);
         let indexed = Entities::indexed(kind, version.fact.as_ref());
@@ -653,6 +724,10 @@ impl Operator {
         entity.versions.push(version);
         tenant.entities.grew(weight);
         tenant.entities.index(indexed, id, first);
+        if let Some(week) = silent {
+            let in_week = tenant.meta.silent.entry(week).or_default();
+            in_week.insert((kind, id.to_owned()));
+        }
         if !scopes.is_empty() {
             let dirty = tenant.meta.dirty.entry(recorded).or_default();
             for scope in scopes {
@@ -701,7 +776,9 @@ impl Operator {
         }
         let grace = self.settings.grace_millis;
         let mut weeks: BTreeSet<String> = BTreeSet::new();
-        for (week, first_recorded) in tenant.entities.weeks() {
+        // Weeks with silent changes are closed even without lessons.
+        let silent = tenant.meta.silent.keys().map(|w| (w, i64::MIN));
+        for (week, first_recorded) in tenant.entities.weeks().chain(silent) {
             let Some(end) = time::week_end(week) else {
                 continue;
             };
@@ -726,7 +803,8 @@ impl Operator {
             .cloned()
             .unwrap_or_else(|| tenant.meta.vendor.clone());
         for week in weeks {
-            let rows = rows::compute(tenant, &week, now);
+            let mut rows = rows::compute(tenant, &week, now);
+            rows::silent_changes(tenant, &week, now, &mut rows);
             let digest = digest(&rows);
             let previous = tenant.meta.weeks.get(&week);
             let revision = previous.map_or(0, |e| e.revision);
@@ -846,7 +924,7 @@ impl Operator {
 }
 
 /// The changelog's value format.
-pub const STATE_FORMAT: &str = "postcard/1";
+pub const STATE_FORMAT: &str = "postcard/2";
 
 fn read_state<T: serde::de::DeserializeOwned>(
     format: &str,
@@ -1072,9 +1150,19 @@ mod tests {
         }
     }
 
+    fn person(key: &str) -> Fact {
+        Fact::Person {
+            person_key: key.into(),
+            birth_year: None,
+            enrolments: vec![],
+        }
+    }
+
     fn activity(teacher: &str) -> Fact {
         Fact::Activity {
             organisation: "unit".into(),
+            start: None,
+            end: None,
             syllabus: Some("syl".into()),
             groups: vec!["grp".into()],
             teachers: vec![Teacher {
@@ -1109,33 +1197,9 @@ mod tests {
                     subject_code: "MA".into(),
                 }),
             ),
-            event(
-                Kind::Person,
-                "t1",
-                before,
-                None,
-                Some(Fact::Person {
-                    person_key: "k-t1".into(),
-                }),
-            ),
-            event(
-                Kind::Person,
-                "t2",
-                before,
-                None,
-                Some(Fact::Person {
-                    person_key: "k-t2".into(),
-                }),
-            ),
-            event(
-                Kind::Person,
-                "p1",
-                before,
-                None,
-                Some(Fact::Person {
-                    person_key: "k-p1".into(),
-                }),
-            ),
+            event(Kind::Person, "t1", before, None, Some(person("k-t1"))),
+            event(Kind::Person, "t2", before, None, Some(person("k-t2"))),
+            event(Kind::Person, "p1", before, None, Some(person("k-p1"))),
             event(
                 Kind::Duty,
                 "d1",
@@ -1469,6 +1533,147 @@ mod tests {
                 ("TEACHER_DOUBLE_BOOKED".into(), "t1".into()),
             ]
         );
+    }
+
+    fn rule_findings(events: Vec<(Kind, String, Incoming)>, rule: &str) -> Vec<String> {
+        findings(&run(&events))
+            .into_iter()
+            .filter(|(r, ..)| r == rule)
+            .map(|(_, entity, ..)| entity)
+            .collect()
+    }
+
+    /// The week's events with pupil `p1` as the vendor gave it.
+    fn with_pupil(
+        birth_year: Option<i32>,
+        enrolments: Vec<Enrolled>,
+    ) -> Vec<(Kind, String, Incoming)> {
+        let mut all = events();
+        all.push(event(
+            Kind::Person,
+            "p1",
+            MONDAY - 12 * HOUR,
+            None,
+            Some(Fact::Person {
+                person_key: "k-p1".into(),
+                birth_year,
+                enrolments,
+            }),
+        ));
+        all
+    }
+
+    fn enrolled(school_type: &str, school_year: Option<i32>, end: Option<i32>) -> Enrolled {
+        Enrolled {
+            organisation: "unit".into(),
+            school_type: school_type.into(),
+            school_year,
+            start: Some(20_000),
+            end,
+            cancelled: false,
+        }
+    }
+
+    #[test]
+    fn pupils_are_judged_by_the_enrolments_in_force() {
+        // In the autumn of 2025, year 4 of compulsory school is usually 10.
+        let plausible = with_pupil(Some(2015), vec![enrolled("GR", Some(4), None)]);
+        assert!(rule_findings(plausible.clone(), "IMPLAUSIBLE_AGE").is_empty());
+        assert!(rule_findings(plausible, "PUPIL_WITHOUT_SCHOOL_YEAR").is_empty());
+        for (born, implausible) in [(2017, true), (2016, false), (2012, false), (2011, true)] {
+            let found = rule_findings(
+                with_pupil(Some(born), vec![enrolled("GR", Some(4), None)]),
+                "IMPLAUSIBLE_AGE",
+            );
+            assert_eq!(found.len(), usize::from(implausible), "born {born}");
+        }
+        assert_eq!(
+            rule_findings(
+                with_pupil(Some(2009), vec![enrolled("GY", Some(1), None)]),
+                "IMPLAUSIBLE_AGE"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            rule_findings(
+                with_pupil(Some(2015), vec![enrolled("GR", None, None)]),
+                "PUPIL_WITHOUT_SCHOOL_YEAR"
+            ),
+            vec!["p1".to_owned()]
+        );
+        // An enrolment that ended before the week is not in force: the
+        // pupil is not judged.
+        assert!(rule_findings(
+            with_pupil(Some(2015), vec![enrolled("GR", None, Some(20_001))]),
+            "PUPIL_WITHOUT_SCHOOL_YEAR"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_lesson_after_its_activitys_end_date_is_found() {
+        let mut all = events();
+        // The activity ends on the Tuesday (epoch day of 2025-09-02).
+        let tuesday = time::epoch_days(chrono::NaiveDate::from_ymd_opt(2025, 9, 2).unwrap());
+        for (_, id, incoming) in all.iter_mut() {
+            if let Some(Fact::Activity { end, .. }) = incoming.fact.as_mut() {
+                *end = Some(tuesday);
+                incoming.content_hash = Some(format!("{id}{:?}", incoming.fact));
+            }
+        }
+        assert_eq!(
+            rule_findings(all, "LESSON_OUTSIDE_ACTIVITY_DATES"),
+            vec!["l-thu".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_change_without_a_new_modified_time_is_found_in_the_week_it_was_seen() {
+        let mut all = events();
+        all.push(event(
+            Kind::Person,
+            "p1",
+            MONDAY - 12 * HOUR,
+            Some(MONDAY - 100 * HOUR),
+            Some(Fact::Person {
+                person_key: "k-p1".into(),
+                birth_year: Some(2015),
+                enrolments: vec![],
+            }),
+        ));
+        let mut silent = event(
+            Kind::Person,
+            "p1",
+            MONDAY + 30 * HOUR,
+            Some(MONDAY - 100 * HOUR),
+            Some(Fact::Person {
+                person_key: "k-p1".into(),
+                birth_year: Some(2015),
+                enrolments: vec![enrolled("GR", Some(4), None)],
+            }),
+        );
+        silent.2.event_id = "p1-silent".into();
+        all.push(silent);
+        let out = run(&all);
+        let found: Vec<_> = findings(&out)
+            .into_iter()
+            .filter(|(r, ..)| r == "MODIFIED_NOT_UPDATED")
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].1, "p1");
+        let Some(Output::Finding(f)) = out.iter().find(|o| {
+            matches!(o, Output::Finding(f) if f.rule.as_deref() == Some("MODIFIED_NOT_UPDATED"))
+        }) else {
+            panic!("no finding");
+        };
+        assert_eq!(
+            (f.week.as_deref(), f.school_unit_code.as_deref()),
+            (Some("2025-W36"), Some("12345678"))
+        );
+        // With a new modified time, nothing is found.
+        let last = all.len() - 1;
+        all[last].2.modified = Some(MONDAY + 29 * HOUR);
+        assert!(rule_findings(all, "MODIFIED_NOT_UPDATED").is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use skolflode_schemas::rules::{self, Rule};
 
-use super::model::{covers, Entity, Fact, Kind};
+use super::model::{covers, Enrolled, Entity, Fact, Kind};
 use super::operator::Tenant;
 use super::time;
 
@@ -113,6 +113,8 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
         }
         let Some(Fact::Activity {
             organisation,
+            start: activity_start,
+            end: activity_end,
             syllabus,
             groups,
             teachers,
@@ -161,6 +163,15 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
         let Some(day) = time::local_date(*start).map(time::epoch_days) else {
             continue;
         };
+        if !covers(*activity_start, *activity_end, day) {
+            rows.found(
+                &rules::LESSON_OUTSIDE_ACTIVITY_DATES,
+                Kind::Lesson,
+                lesson_id,
+                "startTime",
+                &unit,
+            );
+        }
         let mut teacher_keys: Vec<(String, bool)> = Vec::new();
         let on_the_day = teachers.iter().filter(|t| covers(t.start, t.end, day));
         if teachers.is_empty() {
@@ -192,7 +203,7 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 }
             };
             match last_known(tenant, Kind::Person, person, known) {
-                Some(Fact::Person { person_key }) => {
+                Some(Fact::Person { person_key, .. }) => {
                     teacher_keys.push((person_key.clone(), t.grader));
                     teaching.push((person.clone(), *start, end, unit.clone(), lesson_id.clone()));
                 }
@@ -274,7 +285,12 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
         }
         for (pupil, group) in pupils {
             let student_key = match last_known(tenant, Kind::Person, pupil, known) {
-                Some(Fact::Person { person_key }) => {
+                Some(Fact::Person {
+                    person_key,
+                    birth_year,
+                    enrolments,
+                }) => {
+                    enrolment_rules(&mut rows, pupil, *birth_year, enrolments, day, &unit);
                     attending.push((
                         pupil.to_owned(),
                         *start,
@@ -324,6 +340,105 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
     double_booked(&mut rows, &rules::TEACHER_DOUBLE_BOOKED, teaching);
     double_booked(&mut rows, &rules::PUPIL_DOUBLE_BOOKED, attending);
     rows
+}
+
+/// The pupil rules on the enrolments in force on a lesson's day; a pupil
+/// with none in force is not judged.
+fn enrolment_rules(
+    rows: &mut WeekRows,
+    pupil: &str,
+    birth_year: Option<i32>,
+    enrolments: &[Enrolled],
+    day: i32,
+    unit: &str,
+) {
+    let in_force: Vec<&Enrolled> = enrolments
+        .iter()
+        .filter(|e| !e.cancelled && covers(e.start, e.end, day))
+        .collect();
+    if in_force.is_empty() {
+        return;
+    }
+    let with_year: Vec<(&Enrolled, i32)> = in_force
+        .iter()
+        .filter_map(|e| e.school_year.map(|y| (*e, y)))
+        .collect();
+    if with_year.is_empty() {
+        rows.found(
+            &rules::PUPIL_WITHOUT_SCHOOL_YEAR,
+            Kind::Person,
+            pupil,
+            "enrolments.schoolYear",
+            unit,
+        );
+        return;
+    }
+    let (Some(born), Some(start_year)) = (birth_year, time::school_year_start(day)) else {
+        return;
+    };
+    let age = start_year - born;
+    let judged: Vec<bool> = with_year
+        .iter()
+        .filter_map(|(e, year)| usual_age(&e.school_type, *year))
+        .map(|usual| age < usual - 1 || age > usual + 3)
+        .collect();
+    if !judged.is_empty() && judged.iter().all(|implausible| *implausible) {
+        rows.found(
+            &rules::IMPLAUSIBLE_AGE,
+            Kind::Person,
+            pupil,
+            "enrolments.schoolYear",
+            unit,
+        );
+    }
+}
+
+/// The age a pupil of a school type and year usually turns in the
+/// calendar year the school year starts; `None` for school types without
+/// such an age (adult education, leisure-time centres, …).
+pub fn usual_age(school_type: &str, school_year: i32) -> Option<i32> {
+    match school_type {
+        "FKLASS" => Some(6),
+        "GR" | "GRS" | "SP" | "SAM" => Some(6 + school_year),
+        "GY" | "GYS" => Some(15 + school_year),
+        _ => None,
+    }
+}
+
+/// Changes of a week whose `meta.modified` did not move
+/// (`MODIFIED_NOT_UPDATED`), each with the school unit its entity belongs
+/// to as known at `known`.
+pub fn silent_changes(tenant: &Tenant, week: &str, known: i64, rows: &mut WeekRows) {
+    let Some(changed) = tenant.meta.silent.get(week) else {
+        return;
+    };
+    for (kind, id) in changed {
+        let organisation = match last_known(tenant, *kind, id, known) {
+            Some(Fact::Person { enrolments, .. }) => enrolments
+                .iter()
+                .filter(|e| !e.cancelled)
+                .max_by_key(|e| e.start)
+                .map(|e| e.organisation.as_str()),
+            Some(Fact::Activity { organisation, .. }) => Some(organisation.as_str()),
+            Some(Fact::Duty { duty_at, .. }) => Some(duty_at.as_str()),
+            _ if *kind == Kind::Organisation => Some(id.as_str()),
+            _ => None,
+        };
+        let unit = match organisation.and_then(|o| last_known(tenant, Kind::Organisation, o, known))
+        {
+            Some(Fact::Organisation {
+                school_unit_code: Some(code),
+            }) => code.clone(),
+            _ => String::new(),
+        };
+        rows.found(
+            &rules::MODIFIED_NOT_UPDATED,
+            *kind,
+            id,
+            "meta.modified",
+            &unit,
+        );
+    }
 }
 
 /// A person in a lesson: (person id, start, end, school unit, lesson id).

@@ -251,7 +251,17 @@ pub fn weight(v: &Version) -> usize {
         Some(Fact::Organisation { school_unit_code }) => {
             school_unit_code.as_ref().map_or(0, String::len)
         }
-        Some(Fact::Person { person_key }) => person_key.len(),
+        Some(Fact::Person {
+            person_key,
+            enrolments,
+            ..
+        }) => {
+            person_key.len()
+                + enrolments
+                    .iter()
+                    .map(|e| 40 + e.organisation.len() + e.school_type.len())
+                    .sum::<usize>()
+        }
         Some(Fact::Duty { person, duty_at }) => {
             person.as_ref().map_or(0, String::len) + duty_at.len()
         }
@@ -261,6 +271,7 @@ pub fn weight(v: &Version) -> usize {
             syllabus,
             groups,
             teachers,
+            ..
         }) => {
             organisation.len()
                 + syllabus.as_ref().map_or(0, String::len)
@@ -676,6 +687,7 @@ mod tests {
             recorded,
             valid_from: recorded,
             event_id: format!("e{recorded}"),
+            modified: None,
             content_hash: Some(format!("h{recorded}")),
             fact: Some(fact),
         }

@@ -52,6 +52,17 @@ pub fn day_start(epoch_days: i32) -> Option<i64> {
         .and_then(local_midnight)
 }
 
+/// The calendar year in which the school year of a day (epoch days)
+/// starts: school years start in July or later.
+pub fn school_year_start(epoch_days: i32) -> Option<i32> {
+    let date = NaiveDate::default().checked_add_signed(Duration::days(i64::from(epoch_days)))?;
+    Some(if date.month() >= 7 {
+        date.year()
+    } else {
+        date.year() - 1
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
