@@ -141,6 +141,7 @@ memory_per_task_mib = 1
     let topics = [
         catalogue::SNAPSHOT_TEACHER_STUDENT,
         catalogue::SNAPSHOT_ATTENDANCE,
+        catalogue::QUALITY_COVERAGE,
     ]
     .into_iter()
     .chain(catalogue::HISTORY_OF.iter().map(|(_, h)| *h));

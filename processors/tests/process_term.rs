@@ -29,13 +29,15 @@ use skolflode_processors::weekly::ProcessConfig;
 use skolflode_producers::pseudonym::Pseudonymiser;
 use skolflode_producers::runner;
 use skolflode_schemas::catalogue;
-use skolflode_schemas::processed::{AttendanceRow, TeacherStudentRow};
+use skolflode_schemas::processed::{
+    AttendanceRow, TeacherStudentRow, UnitWeekCoverage, WeekdayAttendance,
+};
 use skolflode_schemas::records::QualityFinding;
 use skolflode_schemas::{wire, AvroType};
 use skolflode_simulator::config::Quality;
 use skolflode_simulator::config::VendorBehaviour;
 use skolflode_testkit::kafka::Isolation;
-use skolflode_testkit::term::{produce_days, produce_days_with};
+use skolflode_testkit::term::produce_days_with;
 use skolflode_testkit::{unique, TestKafka};
 
 const SECRET: &[u8] = b"the processor's term test pseudonym key";
@@ -195,13 +197,108 @@ async fn published(
     out
 }
 
+/// The coverage of the latest revision of each (connection, week), by
+/// school unit.
+async fn coverage(
+    kafka: &TestKafka,
+    outputs: &Outputs,
+) -> BTreeMap<(String, String), (i32, BTreeMap<String, UnitWeekCoverage>)> {
+    let mut out: BTreeMap<(String, String), (i32, BTreeMap<String, UnitWeekCoverage>)> =
+        BTreeMap::new();
+    for r in kafka
+        .drain(
+            &outputs.name(catalogue::QUALITY_COVERAGE),
+            Isolation::ReadCommitted,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+    {
+        let row: UnitWeekCoverage = decode(&r.payload.unwrap());
+        let entry = out
+            .entry((row.connection.clone(), row.week.clone()))
+            .or_insert((row.revision, BTreeMap::new()));
+        if row.revision > entry.0 {
+            *entry = (row.revision, BTreeMap::new());
+        }
+        if row.revision == entry.0 {
+            entry.1.insert(row.school_unit_code.clone(), row);
+        }
+    }
+    out
+}
+
+/// A week's coverage agrees with the truth's attendance rows: per unit,
+/// the pupils, their lessons, those reported and the minutes (summed
+/// over the weekdays); the lesson counts are consistent.
+fn compare_coverage(
+    name: &str,
+    week: &str,
+    revision: i32,
+    truth: &Rows,
+    got: Option<&(i32, BTreeMap<String, UnitWeekCoverage>)>,
+) {
+    let Some((got_revision, units)) = got else {
+        panic!("{name} {week}: no coverage published");
+    };
+    assert_eq!(*got_revision, revision, "{name} {week}: coverage revision");
+    // [unit, student, subject, lessons, scheduled, present, valid, invalid, unreported, source]
+    let mut expected: BTreeMap<&str, (BTreeSet<&str>, [i64; 6])> = BTreeMap::new();
+    for row in truth {
+        let e = expected.entry(row[0].as_str()).or_default();
+        e.0.insert(row[1].as_str());
+        let n = |i: usize| row[i].parse::<i64>().unwrap();
+        e.1[0] += n(3);
+        e.1[1] += n(3) - n(8);
+        for (k, i) in [(2, 4), (3, 5), (4, 6), (5, 7)] {
+            e.1[k] += n(i);
+        }
+    }
+    for (unit, c) in units {
+        let days = |f: fn(&WeekdayAttendance) -> i32| -> i64 {
+            c.weekdays.iter().map(|d| i64::from(f(d))).sum()
+        };
+        let got = (
+            c.pupils as usize,
+            [
+                i64::from(c.pupil_lessons),
+                i64::from(c.pupil_lessons_reported),
+                days(|d| d.minutes_scheduled),
+                days(|d| d.minutes_present),
+                days(|d| d.minutes_valid_absence),
+                days(|d| d.minutes_invalid_absence),
+            ],
+        );
+        let want = expected
+            .get(unit.as_str())
+            .map_or((0, [0; 6]), |(pupils, sums)| (pupils.len(), *sums));
+        assert_eq!(got, want, "{name} {week} {unit}: coverage");
+        assert_eq!(days(|d| d.pupil_lessons), i64::from(c.pupil_lessons));
+        assert_eq!(
+            days(|d| d.pupil_lessons_unreported),
+            i64::from(c.pupil_lessons - c.pupil_lessons_reported)
+        );
+        assert!(
+            c.lessons_with_teacher <= c.lessons
+                && c.lessons_reported <= c.lessons_with_pupils
+                && c.lessons_with_pupils <= c.lessons,
+            "{name} {week} {unit}: {c:?}"
+        );
+    }
+    for unit in expected.keys() {
+        assert!(
+            units.contains_key(*unit),
+            "{name} {week} {unit}: no coverage"
+        );
+    }
+}
+
 /// A finding by rule, entity id and week (empty for rules not evaluated
 /// per week).
 type Finding = (String, String, String);
 
-/// The faults the simulator injected, from its `faults.csv`, in the weeks
-/// given (and those of no week).
-fn injected(truth: &std::path::Path, weeks: &BTreeSet<String>) -> BTreeSet<Finding> {
+/// Every fault the simulator injected, from its `faults.csv`.
+fn faults(truth: &std::path::Path) -> Vec<Finding> {
     let text = std::fs::read_to_string(truth.join("faults.csv")).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("rule,entity_id,school_unit_code,week"));
@@ -210,8 +307,46 @@ fn injected(truth: &std::path::Path, weeks: &BTreeSet<String>) -> BTreeSet<Findi
             let f: Vec<&str> = l.split(',').collect();
             (f[0].to_owned(), f[1].to_owned(), f[3].to_owned())
         })
+        .collect()
+}
+
+/// The faults the simulator injected in the weeks given (and those of no
+/// week).
+fn injected(truth: &std::path::Path, weeks: &BTreeSet<String>) -> BTreeSet<Finding> {
+    faults(truth)
+        .into_iter()
         .filter(|(_, _, week)| week.is_empty() || weeks.contains(week))
         .collect()
+}
+
+/// `MODIFIED_NOT_UPDATED` is found in the week a full read saw the
+/// change, up to a week after the simulator made it: compared by entity.
+/// Every change made before the last settled week must be found, and
+/// what is found must be a change the simulator made silently.
+fn silent_by_entity(
+    truth: &std::path::Path,
+    weeks: &BTreeSet<String>,
+    injected: &mut BTreeSet<Finding>,
+    found: &mut BTreeSet<Finding>,
+) {
+    const RULE: &str = "MODIFIED_NOT_UPDATED";
+    let last = weeks.last().cloned().unwrap_or_default();
+    let of_rule = |set: &BTreeSet<Finding>| -> Vec<Finding> {
+        set.iter().filter(|f| f.0 == RULE).cloned().collect()
+    };
+    for f in of_rule(found) {
+        found.remove(&f);
+        found.insert((f.0, f.1, String::new()));
+    }
+    for f in of_rule(injected) {
+        injected.remove(&f);
+    }
+    for (rule, entity, week) in faults(truth) {
+        let seen = found.contains(&(rule.clone(), entity.clone(), String::new()));
+        if rule == RULE && (week < last || seen) {
+            injected.insert((rule, entity, String::new()));
+        }
+    }
 }
 
 /// The rule findings of `connection` open at the end: the latest event
@@ -431,13 +566,25 @@ async fn check(term: Term) {
             deletion_feed: dated,
             ..VendorBehaviour::default()
         };
-        let term = produce_days(
+        let term = produce_days_with(
             kafka.config(),
             &pseudonymiser,
             behaviour,
             seed,
             pupils,
             term.days,
+            |config| {
+                // Rates at which a small term has some of every fault
+                // these rules are about.
+                let q = &mut config.quality;
+                q.enrolments_without_school_year = 0.03;
+                q.implausible_school_years = 0.03;
+                q.activities_ending_early = 0.05;
+                q.silent_school_moves = 1.0;
+                q.reassignment_gaps = 1.0;
+                config.evolution.school_moves_per_pupil_and_term = 0.1;
+                config.evolution.teacher_reassignments_per_activity_and_term = 0.3;
+            },
         )
         .await
         .unwrap();
@@ -470,8 +617,10 @@ async fn check(term: Term) {
     assert_eq!(progress.dead_letters, 0, "{progress:?}");
 
     let published = published(&kafka, &outputs).await;
+    let covered = coverage(&kafka, &outputs).await;
     let mut weeks_compared = 0;
     let (mut ts_rows, mut att_rows, mut revised, mut findings) = (0, 0, 0, 0);
+    let mut injected_by_rule: BTreeMap<String, usize> = BTreeMap::new();
     for (name, _, truth_dir) in &tenants {
         let truth = truth(truth_dir.path(), name);
         assert!(
@@ -498,14 +647,25 @@ async fn check(term: Term) {
                 missing.is_empty() && extra.is_empty(),
                 "{name} {week} rev {revision}: attendance: missing {missing:#?}; extra {extra:#?}"
             );
+            compare_coverage(
+                name,
+                week,
+                *revision,
+                att,
+                covered.get(&(name.clone(), week.clone())),
+            );
             weeks_compared += 1;
             ts_rows += ts.len();
             att_rows += att.len();
             revised += usize::from(*revision > 1);
         }
         let weeks: BTreeSet<String> = truth.keys().cloned().collect();
-        let injected = injected(truth_dir.path(), &weeks);
-        let found = found(&kafka, &outputs, name, &weeks).await;
+        let mut injected = injected(truth_dir.path(), &weeks);
+        let mut found = found(&kafka, &outputs, name, &weeks).await;
+        silent_by_entity(truth_dir.path(), &weeks, &mut injected, &mut found);
+        for (rule, ..) in &injected {
+            *injected_by_rule.entry(rule.clone()).or_insert(0usize) += 1;
+        }
         compare_findings(name, &injected, &found);
         findings += found.len();
     }
@@ -513,6 +673,24 @@ async fn check(term: Term) {
         findings > 0,
         "no faults found: the test does not reach the rules"
     );
+    let mut required = vec![
+        "LESSON_OUTSIDE_ACTIVITY_DATES",
+        "PUPIL_WITHOUT_SCHOOL_YEAR",
+        "IMPLAUSIBLE_AGE",
+        "LESSON_WITHOUT_TEACHER",
+        "GROUP_WITHOUT_MEMBERS",
+        "LESSON_NOT_REPORTED",
+    ];
+    // Pupils move school only where there are two schools of a kind.
+    if term.pupils.iter().all(|p| *p >= 1_000) {
+        required.push("MODIFIED_NOT_UPDATED");
+    }
+    for rule in required {
+        assert!(
+            injected_by_rule.get(rule).is_some_and(|n| *n > 0),
+            "the simulator injected no {rule}: {injected_by_rule:?}"
+        );
+    }
     eprintln!(
         "{weeks_compared} weeks compared: {ts_rows} teacher_student rows, {att_rows} attendance rows, {revised} weeks revised; {progress:?}"
     );
@@ -552,6 +730,7 @@ async fn check(term: Term) {
         catalogue::SNAPSHOT_TEACHER_STUDENT,
         catalogue::SNAPSHOT_ATTENDANCE,
         catalogue::QUALITY_FINDINGS,
+        catalogue::QUALITY_COVERAGE,
     ]
     .into_iter()
     .chain(catalogue::HISTORY_OF.iter().map(|(_, h)| *h));

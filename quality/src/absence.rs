@@ -26,7 +26,7 @@ pub struct Minutes {
 }
 
 impl Minutes {
-    fn add(&mut self, o: &Minutes) {
+    pub fn add(&mut self, o: &Minutes) {
         self.lessons += o.lessons;
         self.scheduled += o.scheduled;
         self.present += o.present;

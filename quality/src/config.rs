@@ -4,6 +4,7 @@
 //! [quality]
 //! registers = "out/registers"            # the sink's out_dir (default: none, no absence statistics)
 //! findings_topics = ["skolflode.quality.findings"]   # where the rules' findings are (default)
+//! coverage_topics = ["skolflode.quality.coverage"]   # coverage and attendance by weekday (default)
 //! long_absence_percent = 10              # a pupil's absence share that counts as long (default 10)
 //! extensive_absence_percent = 50         # ... and as extensive (default 50)
 //! examples_per_rule = 5                  # entity ids shown per rule (default 5)
@@ -25,6 +26,9 @@ pub struct QualityConfig {
     /// Topics holding findings: the producers' and processors' topic, or a
     /// replay's copy of it.
     pub findings_topics: Vec<String>,
+    /// Topics holding the processors' coverage per unit and week: theirs,
+    /// or a replay's copy. Empty: no coverage by week, no weekdays.
+    pub coverage_topics: Vec<String>,
     /// A pupil whose absence (valid and invalid) is at least this share of
     /// their scheduled minutes in the period has long absence.
     pub long_absence_percent: u32,
@@ -41,6 +45,7 @@ impl Default for QualityConfig {
         Self {
             registers: None,
             findings_topics: vec![catalogue::QUALITY_FINDINGS.to_owned()],
+            coverage_topics: vec![catalogue::QUALITY_COVERAGE.to_owned()],
             long_absence_percent: 10,
             extensive_absence_percent: 50,
             examples_per_rule: 5,

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::absence::{subjects_by_absence, Minutes};
 use crate::charts::{bars, columns, escape, Series};
+use crate::coverage::Coverage;
 use crate::report::Report;
 
 const ERROR: &str = "#c53030";
@@ -49,6 +50,109 @@ fn as_of(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default()
+}
+
+fn share(p: Option<f64>) -> String {
+    p.map_or("—".to_owned(), |p| format!("{p:.1} %"))
+}
+
+/// Coverage over the weeks, by unit and week, and absence by weekday.
+fn coverage(h: &mut String, c: &Coverage) {
+    h.push_str("<h2>Coverage over the weeks / Täckning över veckorna</h2><p>Of the lessons held: the share with a teacher, and of those with pupils the share with any attendance report; of the pupils' lessons, the share reported; and the pupils with lessons against the pupil register of 15 October (a digital timetable), where the registers integrated it.</p>");
+    if !c.by_week.is_empty() {
+        let labels: Vec<String> = c.by_week.iter().map(|w| w.week.clone()).collect();
+        let series = [
+            Series {
+                name: "lessons with a teacher",
+                color: RESOLVED,
+                values: c.by_week.iter().map(|w| w.with_teacher_percent).collect(),
+            },
+            Series {
+                name: "pupils' lessons reported",
+                color: VALID,
+                values: c
+                    .by_week
+                    .iter()
+                    .map(|w| w.pupil_lessons_reported_percent)
+                    .collect(),
+            },
+        ];
+        h.push_str(&columns("Coverage by week, %", &labels, &series, " %"));
+    }
+    let head = "<tr><th>school unit</th><th>week</th><th>lessons</th><th>with a teacher</th><th>lessons reported</th><th>pupils' lessons</th><th>reported</th><th>pupils</th><th>with a timetable</th></tr>";
+    let row = |h: &mut String, w: &crate::coverage::UnitWeek| {
+        let unit = if w.code.is_empty() && w.name.is_empty() {
+            "all".to_owned()
+        } else {
+            format!("{} {}", w.code, w.name)
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{:.1} %</td><td class=n>{:.1} %</td><td class=n>{}</td><td class=n>{:.1} %</td><td class=n>{}</td><td class=n>{}</td></tr>",
+            escape(&unit),
+            escape(&w.week),
+            w.lessons,
+            w.with_teacher_percent,
+            w.lessons_reported_percent,
+            w.pupil_lessons,
+            w.pupil_lessons_reported_percent,
+            w.pupils,
+            share(w.with_timetable_percent)
+        );
+    };
+    let _ = write!(h, "<table>{head}");
+    for w in &c.by_week {
+        row(h, w);
+    }
+    h.push_str("</table>");
+    let _ = write!(
+        h,
+        "<details><summary>By school unit and week / Per skolenhet och vecka ({} rows)</summary><table>{head}",
+        c.by_unit_week.len()
+    );
+    for w in &c.by_unit_week {
+        row(h, w);
+    }
+    h.push_str("</table></details>");
+    if !c.weekdays.is_empty() {
+        h.push_str("<h3>Absence by weekday / Frånvaro per veckodag</h3>");
+        let labels: Vec<String> = c
+            .weekdays
+            .iter()
+            .map(|d| d.name.split(" / ").next().unwrap_or_default().to_owned())
+            .collect();
+        let series = [
+            Series {
+                name: "valid absence",
+                color: VALID,
+                values: c
+                    .weekdays
+                    .iter()
+                    .map(|d| d.minutes.valid_percent())
+                    .collect(),
+            },
+            Series {
+                name: "invalid absence",
+                color: INVALID,
+                values: c
+                    .weekdays
+                    .iter()
+                    .map(|d| d.minutes.invalid_percent())
+                    .collect(),
+            },
+        ];
+        h.push_str(&columns(
+            "Absence by weekday, % of reported minutes",
+            &labels,
+            &series,
+            " %",
+        ));
+        let _ = write!(h, "<table>{MINUTES_HEAD}");
+        for d in &c.weekdays {
+            minutes_row(h, &d.name, &d.minutes);
+        }
+        h.push_str("</table>");
+    }
 }
 
 /// The page.
@@ -244,6 +348,10 @@ pub fn render(r: &Report) -> String {
         let _ = write!(h, "<h3>All / Totalt</h3><table>{MINUTES_HEAD}");
         minutes_row(&mut h, "all", &a.total);
         h.push_str("</table>");
+    }
+
+    if let Some(c) = &r.coverage {
+        coverage(&mut h, c);
     }
 
     // Units.

@@ -9,6 +9,10 @@
 //!   vendors' organisation trees on the change topic;
 //! - [`absence`]: absence statistics from the weekly (and, for grades, the
 //!   yearly) attendance registers;
+//! - [`coverage`]: per school unit and week, the share of lessons with a
+//!   teacher, of lessons and pupils' lessons reported, and of the pupil
+//!   register's pupils with lessons; attendance by weekday (the
+//!   processors' coverage topic);
 //! - [`report`]: the worst problems first, counts by unit and rule, trends
 //!   over the weeks, examples by entity id, and the absence statistics, as
 //!   JSON and as a self-contained HTML page ([`html`], charts drawn as
@@ -20,6 +24,7 @@
 pub mod absence;
 pub mod charts;
 pub mod config;
+pub mod coverage;
 pub mod error;
 pub mod findings;
 pub mod html;

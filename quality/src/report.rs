@@ -11,6 +11,7 @@ use skolflode_schemas::records::QualityFinding;
 use skolflode_schemas::rules::{self, Severity};
 
 use crate::absence::Absence;
+use crate::coverage::Coverage;
 use crate::findings::FindingKey;
 use crate::organisations::Organiser;
 
@@ -80,6 +81,7 @@ pub struct Report {
     pub long_absence_percent: u32,
     pub extensive_absence_percent: u32,
     pub absence: Option<Absence>,
+    pub coverage: Option<Coverage>,
     /// What the report does not show, and why.
     pub notes: Vec<String>,
 }
@@ -95,6 +97,7 @@ pub struct Inputs<'a> {
     pub long_absence_percent: u32,
     pub extensive_absence_percent: u32,
     pub absence: Option<Absence>,
+    pub coverage: Option<Coverage>,
 }
 
 const UNKNOWN_UNIT: &str = "(no school unit: persons)";
@@ -246,6 +249,9 @@ pub fn build(inputs: Inputs<'_>) -> Report {
     if let Some(absence) = &inputs.absence {
         all_weeks.extend(absence.by_week.keys().cloned());
     }
+    if let Some(coverage) = &inputs.coverage {
+        all_weeks.extend(coverage.by_week.iter().map(|w| w.week.clone()));
+    }
     let weeks = all_weeks
         .into_iter()
         .map(|w| {
@@ -268,8 +274,9 @@ pub fn build(inputs: Inputs<'_>) -> Report {
         weeks,
         long_absence_percent: inputs.long_absence_percent,
         extensive_absence_percent: inputs.extensive_absence_percent,
-        notes: notes(inputs.absence.is_some()),
+        notes: notes(inputs.absence.is_some(), inputs.coverage.is_some()),
         absence: inputs.absence,
+        coverage: inputs.coverage,
     }
 }
 
@@ -288,18 +295,23 @@ fn empty(inputs: &Inputs<'_>) -> Report {
         long_absence_percent: inputs.long_absence_percent,
         extensive_absence_percent: inputs.extensive_absence_percent,
         absence: None,
+        coverage: None,
         notes: vec!["the period is not two ISO weeks (YYYY-Www)".into()],
     }
 }
 
-fn notes(with_absence: bool) -> Vec<String> {
+fn notes(with_absence: bool, with_coverage: bool) -> Vec<String> {
     let mut notes = vec![
-        "Absence by weekday is not shown: the registers sum each pupil's lessons per week.".to_owned(),
         "Findings about persons (civic numbers) are per connection: a vendor connection that serves several organisers shows them to each.".to_owned(),
     ];
     if !with_absence {
         notes.push(
             "No registers were given ([quality] registers): no absence statistics.".to_owned(),
+        );
+    }
+    if !with_coverage {
+        notes.push(
+            "No coverage topics were given ([quality] coverage_topics): no coverage by week and no absence by weekday.".to_owned(),
         );
     }
     notes

@@ -101,6 +101,10 @@ pub const SUBJECTS: &[Subject] = &[
         name: "ProcessorState",
         versions: &[include_str!("../avro/ProcessorState/v1.avsc")],
     },
+    Subject {
+        name: "UnitWeekCoverage",
+        versions: &[include_str!("../avro/UnitWeekCoverage/v1.avsc")],
+    },
 ];
 
 impl Subject {
@@ -282,6 +286,9 @@ pub const HISTORY_OF: &[(&str, &str)] = &[
 pub const SNAPSHOT_TEACHER_STUDENT: &str = "skolflode.snapshot.teacher-student";
 /// Weekly `attendance` rows, by revision.
 pub const SNAPSHOT_ATTENDANCE: &str = "skolflode.snapshot.attendance";
+/// Coverage and attendance by weekday per school unit and week, by
+/// revision.
+pub const QUALITY_COVERAGE: &str = "skolflode.quality.coverage";
 /// The changelog of `skolflode process`'s state store (compacted); one per
 /// application id: `skolflode.process.changelog.<application id>`.
 pub const PROCESS_CHANGELOG: &str = "skolflode.process.changelog";
@@ -390,6 +397,18 @@ pub const TOPICS: &[Topic] = &[
         writer: "skolflode process",
         description: "The weekly attendance register, a week at a time, by revision as for \
              teacher_student. Keyed by connection.",
+    },
+    Topic {
+        name: QUALITY_COVERAGE,
+        key: "StringKey",
+        value: "UnitWeekCoverage",
+        partitions: PROCESS_PARTITIONS,
+        cleanup: Cleanup::Delete,
+        retention_ms: -1,
+        writer: "skolflode process",
+        description: "Per school unit and week: lessons with a teacher, lessons and pupils' \
+             lessons reported, pupils with lessons, and attendance by weekday; published with \
+             every revision of the week's registers. Counts only. Keyed by connection.",
     },
     Topic {
         name: PROCESS_CHANGELOG,

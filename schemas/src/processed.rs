@@ -1,7 +1,8 @@
 //! What the processors publish: the bitemporal history of the entities the
 //! registers need, the weekly register snapshots, and their state store's
-//! changelog entries. Schemas under `schemas/avro/{HistoryVersion,
-//! TeacherStudentRow, AttendanceRow, ProcessorState}`.
+//! changelog entries, and the coverage of each unit's week. Schemas under
+//! `schemas/avro/{HistoryVersion, TeacherStudentRow, AttendanceRow,
+//! ProcessorState, UnitWeekCoverage}`.
 
 use crate::codec::{Bytes, TimestampMillis};
 use crate::{avro_enum, avro_record};
@@ -90,6 +91,39 @@ avro_record! {
         minutes_invalid_absence: i32 = "minutes_invalid_absence",
         lessons_unreported: i32 = "lessons_unreported",
         source: String = "source",
+    }
+}
+
+avro_record! {
+    /// Pupils' lessons on one weekday of a week at a unit.
+    pub struct WeekdayAttendance = "se.skolflode.quality.WeekdayAttendance" {
+        weekday: i32 = "weekday",
+        pupil_lessons: i32 = "pupil_lessons",
+        minutes_scheduled: i32 = "minutes_scheduled",
+        minutes_present: i32 = "minutes_present",
+        minutes_valid_absence: i32 = "minutes_valid_absence",
+        minutes_invalid_absence: i32 = "minutes_invalid_absence",
+        pupil_lessons_unreported: i32 = "pupil_lessons_unreported",
+    }
+}
+
+avro_record! {
+    /// Coverage of one school unit's week, with attendance by weekday.
+    pub struct UnitWeekCoverage = "se.skolflode.quality.UnitWeekCoverage" {
+        connection: String = "connection",
+        week: String = "week",
+        revision: i32 = "revision",
+        rows_in_revision: i32 = "rows_in_revision",
+        school_unit_code: String = "school_unit_code",
+        lessons: i32 = "lessons",
+        lessons_with_teacher: i32 = "lessons_with_teacher",
+        lessons_with_pupils: i32 = "lessons_with_pupils",
+        lessons_reported: i32 = "lessons_reported",
+        pupils: i32 = "pupils",
+        pupil_lessons: i32 = "pupil_lessons",
+        pupil_lessons_reported: i32 = "pupil_lessons_reported",
+        source: String = "source",
+        weekdays: Vec<WeekdayAttendance> = "weekdays",
     }
 }
 

@@ -194,6 +194,7 @@ fn processed_records_in_step() {
     check_record::<TeacherStudentRow>("TeacherStudentRow", 16);
     check_record::<AttendanceRow>("AttendanceRow", 17);
     check_record::<ProcessorState>("ProcessorState", 18);
+    check_record::<UnitWeekCoverage>("UnitWeekCoverage", 19);
 }
 
 #[test]
@@ -217,6 +218,7 @@ fn every_subject_has_a_rust_type_checked_here() {
         "TeacherStudentRow",
         "AttendanceRow",
         "ProcessorState",
+        "UnitWeekCoverage",
     ];
     let names: Vec<&str> = SUBJECTS.iter().map(|s| s.name).collect();
     assert_eq!(names, checked);

@@ -226,9 +226,55 @@ pub struct Quality {
     /// teacher already teaches at one of the activity's times (the others
     /// get a teacher who is free then).
     pub double_booked_teachers: f64,
+    /// Pupils whose enrolments are served without `schoolYear`. Drawn per
+    /// person when rendering: the world does not change.
+    pub enrolments_without_school_year: f64,
+    /// Pupils (not in förskoleklass) whose enrolments are served with a
+    /// school year four years off the one they are in. Drawn per person
+    /// when rendering.
+    pub implausible_school_years: f64,
+    /// Activities served with an `endDate` two weeks after their start,
+    /// though their lessons go on. Drawn per activity when rendering.
+    pub activities_ending_early: f64,
+    /// School moves after which the vendor leaves the pupil's
+    /// `meta.modified` as it was.
+    pub silent_school_moves: f64,
+    /// Teacher reassignments, with dated assignments, after which the new
+    /// teacher starts three days after the old one left.
+    pub reassignment_gaps: f64,
 }
 
 impl Quality {
+    /// Whether a fault of `rate`, told apart by `salt`, befalls item
+    /// `index`: a draw from the seed alone, so that the server rendering
+    /// an item and the truth listing its faults agree.
+    pub fn drawn(rate: f64, seed: u64, salt: u64, index: u64) -> bool {
+        let draw = (crate::ids::hash(&[seed, salt, index]) >> 11) as f64 / (1u64 << 53) as f64;
+        rate > 0.0 && draw < rate
+    }
+
+    /// Whether person `index` is served without school years.
+    pub fn without_school_year(&self, seed: u64, index: usize) -> bool {
+        Self::drawn(
+            self.enrolments_without_school_year,
+            seed,
+            0x5c4e,
+            index as u64,
+        )
+    }
+
+    /// Whether person `index` (unless it has no school year to be off)
+    /// is served with implausible school years.
+    pub fn implausible_school_year(&self, seed: u64, index: usize) -> bool {
+        !self.without_school_year(seed, index)
+            && Self::drawn(self.implausible_school_years, seed, 0xa6e, index as u64)
+    }
+
+    /// Whether activity `index` is served ending early.
+    pub fn ending_early(&self, seed: u64, index: usize) -> bool {
+        Self::drawn(self.activities_ending_early, seed, 0xe4d5, index as u64)
+    }
+
     /// No data-quality fault at all (coordination numbers, which are valid,
     /// as by default).
     pub fn fault_free() -> Self {
@@ -243,6 +289,11 @@ impl Quality {
             malformed_school_unit_codes: 0.0,
             attendance_exceeding_lesson: 0.0,
             double_booked_teachers: 0.0,
+            enrolments_without_school_year: 0.0,
+            implausible_school_years: 0.0,
+            activities_ending_early: 0.0,
+            silent_school_moves: 0.0,
+            reassignment_gaps: 0.0,
             ..Self::default()
         }
     }
@@ -262,6 +313,11 @@ impl Default for Quality {
             malformed_school_unit_codes: 0.02,
             attendance_exceeding_lesson: 0.0005,
             double_booked_teachers: 0.01,
+            enrolments_without_school_year: 0.005,
+            implausible_school_years: 0.005,
+            activities_ending_early: 0.01,
+            silent_school_moves: 0.25,
+            reassignment_gaps: 0.1,
         }
     }
 }

@@ -164,6 +164,7 @@ impl Simulation {
         let truth = Truth::new(
             truth_dir,
             (config.vendor.name.clone(), config.skola24_name.clone()),
+            config.quality.clone(),
         );
         let mut sim = Self {
             config,
@@ -444,13 +445,24 @@ impl Simulation {
         let new = candidates[rng.random_range(0..candidates.len())];
         let when = self.now;
         let dated = self.config.vendor.dated_assignments;
+        // With dated assignments, a reassignment may leave the activity
+        // without a teacher for a few days (`quality.reassignment_gaps`).
+        let gap = dated
+            && reason == "teacher_reassigned"
+            && crate::config::Quality::drawn(
+                self.config.quality.reassignment_gaps,
+                self.world.seed,
+                0x6a95,
+                u64::from(a) << 32 | u64::from(day.num_days_from_ce().unsigned_abs()),
+            );
+        let from = if gap { day + Duration::days(3) } else { day };
         let activity = &mut self.world.activities[a as usize];
         for t in activity.taught_by.iter_mut().filter(|t| t.to.is_none()) {
             t.to = Some(day - Duration::days(1));
         }
         activity.taught_by.push(Taught {
             duty: new,
-            from: day,
+            from,
             to: None,
         });
         if dated {
@@ -459,7 +471,7 @@ impl Simulation {
             }
             activity.teachers.push(Assignment {
                 duty: new,
-                start: Some(day),
+                start: Some(from),
                 end: None,
             });
         } else {
@@ -649,8 +661,19 @@ impl Simulation {
             start: day,
             end: None,
         });
-        person.modified = when;
+        let silent = crate::config::Quality::drawn(
+            self.config.quality.silent_school_moves,
+            self.world.seed,
+            0x5113,
+            u64::from(p) << 32 | u64::from(day.num_days_from_ce().unsigned_abs()),
+        );
         let id = person.id.clone();
+        if silent {
+            let unit = self.world.unit_code(to_unit).unwrap_or("").to_owned();
+            self.truth.silent_change(&id, &unit, day)?;
+        } else {
+            self.world.persons[p as usize].modified = when;
+        }
         self.log(when, "persons", id, "update", "school_move")
     }
 

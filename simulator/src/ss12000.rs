@@ -686,9 +686,18 @@ impl Simulation {
                     "enrolments": p.enrolments.iter().enumerate().map(|(n, e)| {
                         let mut enrolment = json!({
                             "enroledAt": reference(&w.organisations[e.unit as usize].id),
-                            "schoolYear": e.school_year,
                             "schoolType": if e.form == Form::Gr && e.school_year == 0 { "FKLASS" } else { e.form.school_type() },
                         });
+                        let quality = &self.config.quality;
+                        if !quality.without_school_year(self.config.seed, i) {
+                            enrolment["schoolYear"] = json!(
+                                if quality.implausible_school_year(self.config.seed, i) {
+                                    crate::world::implausible_school_year(e)
+                                } else {
+                                    e.school_year
+                                }
+                            );
+                        }
                         if n > 0 || !self.enrolment_without_start_date(i) {
                             enrolment["startDate"] = json!(date(e.start));
                         }
@@ -792,7 +801,11 @@ impl Simulation {
                     "meta": meta(a.created, a.modified),
                     "displayName": a.name,
                     "startDate": date(a.start),
-                    "endDate": date(a.end),
+                    "endDate": date(if self.config.quality.ending_early(self.config.seed, i) {
+                        crate::world::early_end(a)
+                    } else {
+                        a.end
+                    }),
                     "activityType": "Undervisning",
                     "minutesPlanned": weekly * 36,
                     "groups": groups,
@@ -875,9 +888,7 @@ impl Simulation {
     /// the seed and the person, so that the world does not change.
     fn enrolment_without_start_date(&self, i: usize) -> bool {
         let rate = self.config.quality.enrolments_without_start_date;
-        let draw = (crate::ids::hash(&[self.config.seed, 0xe4d0, i as u64]) >> 11) as f64
-            / (1u64 << 53) as f64;
-        rate > 0.0 && draw < rate
+        crate::config::Quality::drawn(rate, self.config.seed, 0xe4d0, i as u64)
     }
 
     /// `/deletedEntities`: what the vendor announces as deleted after an

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use chrono::{Datelike, Duration, NaiveDate};
 
 use crate::calendar::iso_week_label;
+use crate::config::Quality;
 use crate::sim::{AttendanceRecord, Lesson};
 use crate::world::World;
 
@@ -66,6 +67,8 @@ pub struct Truth {
     pub faults: Vec<Fault>,
     /// Persons whose faults are listed (persons are only ever appended).
     persons_listed: usize,
+    /// The faults that are drawn when rendering.
+    quality: Quality,
 }
 
 /// A data-quality fault in what the vendor serves, and the validation
@@ -85,8 +88,9 @@ pub const TEACHER_STUDENT_HEADER: &str = "week,school_unit_code,teacher_civic,te
 pub const ATTENDANCE_HEADER: &str = "week,school_unit_code,student_civic,student_id,subject_code,lessons,minutes_scheduled,minutes_present,minutes_valid_absence,minutes_invalid_absence,lessons_unreported,source";
 
 impl Truth {
-    pub fn new(dir: Option<PathBuf>, sources: (String, String)) -> Self {
+    pub fn new(dir: Option<PathBuf>, sources: (String, String), quality: Quality) -> Self {
         Self {
+            quality,
             dir,
             sources,
             open: BTreeMap::new(),
@@ -210,7 +214,8 @@ impl Truth {
                 }
             }
         }
-        self.list_faults(week_faults(&label, &week, world, lessons, records))?;
+        let faults = week_faults(&label, &week, world, &self.quality, lessons, records);
+        self.list_faults(faults)?;
         let rows = WeekRows {
             week: label,
             teacher_student: week.teacher_student,
@@ -227,6 +232,22 @@ impl Truth {
 }
 
 impl Truth {
+    /// A change the vendor made without moving `meta.modified`
+    /// (`MODIFIED_NOT_UPDATED`), made on `day`.
+    pub fn silent_change(
+        &mut self,
+        entity_id: &str,
+        school_unit_code: &str,
+        day: NaiveDate,
+    ) -> std::io::Result<()> {
+        self.list_faults(vec![Fault {
+            rule: "MODIFIED_NOT_UPDATED",
+            entity_id: entity_id.to_owned(),
+            school_unit_code: school_unit_code.to_owned(),
+            week: iso_week_label(day),
+        }])
+    }
+
     /// Civic numbers missing or invalid, of persons not listed yet.
     fn person_faults(&mut self, world: &World) -> Vec<Fault> {
         let mut faults = Vec::new();
@@ -295,6 +316,7 @@ fn week_faults(
     label: &str,
     week: &Week,
     world: &World,
+    quality: &Quality,
     lessons: &[Lesson],
     records: &[AttendanceRecord],
 ) -> Vec<Fault> {
@@ -323,10 +345,30 @@ fn week_faults(
         for duty in world.teachers_on(activity, lesson.date) {
             teaching.push(span(world.duties[duty as usize].person));
         }
+        let unit = world.unit_code(activity.unit).unwrap_or("");
         for (pupil, _) in world.participants(activity, lesson.date) {
             attending.push(span(pupil));
+            let person = &world.persons[pupil as usize];
+            let in_force = person
+                .enrolments
+                .iter()
+                .find(|e| e.start <= lesson.date && e.end.is_none_or(|end| lesson.date <= end));
+            let Some(enrolment) = in_force else {
+                continue;
+            };
+            if quality.without_school_year(world.seed, pupil as usize) {
+                fault("PUPIL_WITHOUT_SCHOOL_YEAR", &person.id, unit);
+            } else if quality.implausible_school_year(world.seed, pupil as usize)
+                && crate::world::implausible_school_year(enrolment) != enrolment.school_year
+            {
+                fault("IMPLAUSIBLE_AGE", &person.id, unit);
+            }
         }
-        let unit = world.unit_code(activity.unit).unwrap_or("");
+        if quality.ending_early(world.seed, lesson.activity as usize)
+            && lesson.date > crate::world::early_end(activity)
+        {
+            fault("LESSON_OUTSIDE_ACTIVITY_DATES", &lesson.id, unit);
+        }
         let organisation = &world.organisations[activity.unit as usize].id;
         if unit.is_empty() {
             fault("MISSING_SCHOOL_UNIT_CODE", organisation, "");

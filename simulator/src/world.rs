@@ -59,6 +59,25 @@ pub struct Enrolment {
     pub end: Option<NaiveDate>,
 }
 
+/// The school year a vendor with implausible school years
+/// (`quality.implausible_school_years`) serves for an enrolment: four years
+/// off, the way that stays within the school form's years where it can.
+/// Förskoleklass (year 0) keeps its year.
+pub fn implausible_school_year(e: &Enrolment) -> u8 {
+    match (e.form, e.school_year) {
+        (Form::Gr, 0) => 0,
+        (Form::Gr, y @ 1..=5) => y + 4,
+        (Form::Gr, y) => y - 4,
+        (Form::Gy, y) => y + 4,
+    }
+}
+
+/// The `endDate` a vendor serves for an activity ending early
+/// (`quality.activities_ending_early`): two weeks after its start.
+pub fn early_end(a: &Activity) -> NaiveDate {
+    (a.start + Duration::days(13)).min(a.end)
+}
+
 #[derive(Clone, Debug)]
 pub struct Person {
     pub id: String,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use skolflode_kafka::KafkaConfig;
 use skolflode_quality::report::{self, Inputs};
-use skolflode_quality::{absence, findings, html, organisations, QualityConfig};
+use skolflode_quality::{absence, coverage, findings, html, organisations, QualityConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -132,6 +132,18 @@ pub fn build(
             )?)
         }
     };
+    let coverage = if config.coverage_topics.is_empty() {
+        None
+    } else {
+        let rows = coverage::read(kafka, &config.coverage_topics)?;
+        Some(coverage::summarise(
+            &rows,
+            &organiser,
+            first,
+            last,
+            absence.as_ref(),
+        ))
+    };
     Ok(report::build(Inputs {
         organiser: &organiser,
         findings: &latest,
@@ -141,6 +153,7 @@ pub fn build(
         long_absence_percent: config.long_absence_percent,
         extensive_absence_percent: config.extensive_absence_percent,
         absence,
+        coverage,
     }))
 }
 

@@ -13,14 +13,15 @@ use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use skolflode_schemas::processed::{
-    AttendanceRow, HistoryEdge, HistoryVersion, Relation, TeacherStudentRow,
+    AttendanceRow, HistoryEdge, HistoryVersion, Relation, TeacherStudentRow, UnitWeekCoverage,
+    WeekdayAttendance,
 };
 use skolflode_schemas::records::QualityFinding;
 use skolflode_schemas::TimestampMillis;
 
 use super::input::Incoming;
 use super::model::{Enrolled, Entity, Fact, Kind, Repeat, Version};
-use super::rows::{self, Found, WeekRows};
+use super::rows::{self, Found, UnitTotals, WeekRows};
 use super::store::{self, Disk, Entities, StoreError};
 use super::time;
 
@@ -122,6 +123,9 @@ pub struct TenantMeta {
     pub vendor: String,
     /// The vendor's clock as of the last heartbeat applied.
     pub watermark: i64,
+    /// Kept as changelog entries of their own (a municipality's weeks of
+    /// findings outgrow a Kafka record).
+    #[serde(skip)]
     pub weeks: BTreeMap<String, Emitted>,
     /// By recording instant.
     pub dirty: BTreeMap<i64, Dirty>,
@@ -145,6 +149,8 @@ pub struct Tenant {
     /// `meta` did.
     changed: FxHashSet<(Kind, String)>,
     meta_changed: bool,
+    /// Weeks whose [`Emitted`] changed since the state was written out.
+    weeks_changed: BTreeSet<String>,
     /// Versions kept but not yet published to history, by recording
     /// instant (then entity and version index, sorted when published):
     /// rebuilt on restore from the versions recorded after the watermark.
@@ -193,6 +199,11 @@ pub enum StoreKey {
     Tenant {
         connection: String,
     },
+    /// What was last published of one week of a connection.
+    Week {
+        connection: String,
+        week: String,
+    },
 }
 
 const SEP: char = '\u{1f}';
@@ -207,6 +218,7 @@ impl StoreKey {
                 id,
             } => format!("e{SEP}{connection}{SEP}{}{SEP}{id}", kind.endpoint()),
             StoreKey::Tenant { connection } => format!("t{SEP}{connection}"),
+            StoreKey::Week { connection, week } => format!("w{SEP}{connection}{SEP}{week}"),
         }
     }
 
@@ -227,6 +239,10 @@ impl StoreKey {
             "t" => Some(StoreKey::Tenant {
                 connection: parts.next()?.to_owned(),
             }),
+            "w" => Some(StoreKey::Week {
+                connection: parts.next()?.to_owned(),
+                week: parts.next()?.to_owned(),
+            }),
             _ => None,
         }
     }
@@ -240,6 +256,7 @@ pub struct Snapshot {
     pub revision: i32,
     pub teacher_student: Vec<TeacherStudentRow>,
     pub attendance: Vec<AttendanceRow>,
+    pub coverage: Vec<UnitWeekCoverage>,
 }
 
 /// What applying an event or advancing the clock gives.
@@ -810,7 +827,11 @@ impl Operator {
             let revision = previous.map_or(0, |e| e.revision);
             let unchanged = match previous {
                 Some(e) => e.digest == digest,
-                None => rows.teacher_student.is_empty() && rows.attendance.is_empty(),
+                None => {
+                    rows.teacher_student.is_empty()
+                        && rows.attendance.is_empty()
+                        && rows.coverage.is_empty()
+                }
             };
             let revision = if unchanged { revision } else { revision + 1 };
             let before = previous.map(|e| &e.findings);
@@ -820,6 +841,7 @@ impl Operator {
                     connection, &week, revision, &source, &rows,
                 )));
             }
+            tenant.weeks_changed.insert(week.clone());
             tenant.meta.weeks.insert(
                 week,
                 Emitted {
@@ -862,6 +884,17 @@ impl Operator {
                 };
                 out.push((key.encode(), postcard::to_stdvec(&tenant.meta)?));
             }
+            for week in std::mem::take(&mut tenant.weeks_changed) {
+                let Some(emitted) = tenant.meta.weeks.get(&week) else {
+                    continue;
+                };
+                let value = postcard::to_stdvec(emitted)?;
+                let key = StoreKey::Week {
+                    connection: connection.clone(),
+                    week,
+                };
+                out.push((key.encode(), value));
+            }
         }
         Ok(out)
     }
@@ -889,10 +922,23 @@ impl Operator {
             }
             StoreKey::Tenant { connection } => {
                 let disk = &self.disk;
+                let tenant = self
+                    .tenants
+                    .entry(connection.clone())
+                    .or_insert_with(|| Tenant::new(&connection, disk.clone()));
+                // The weeks come in entries of their own, before or after.
+                let weeks = std::mem::take(&mut tenant.meta.weeks);
+                tenant.meta = read_state(format, value)?;
+                tenant.meta.weeks = weeks;
+            }
+            StoreKey::Week { connection, week } => {
+                let disk = &self.disk;
                 self.tenants
                     .entry(connection.clone())
                     .or_insert_with(|| Tenant::new(&connection, disk.clone()))
-                    .meta = read_state(format, value)?;
+                    .meta
+                    .weeks
+                    .insert(week, read_state(format, value)?);
             }
         }
         Ok(())
@@ -932,7 +978,6 @@ fn read_state<T: serde::de::DeserializeOwned>(
 ) -> Result<T, RestoreError> {
     match format {
         STATE_FORMAT => Ok(postcard::from_bytes(value)?),
-        "json/1" => Ok(serde_json::from_slice(value)?),
         other => Err(RestoreError::Format(other.to_owned())),
     }
 }
@@ -1021,10 +1066,8 @@ pub enum RestoreError {
     #[error("unknown state key {0}")]
     Key(String),
     #[error("a state entry that cannot be read")]
-    Json(#[from] serde_json::Error),
-    #[error("a state entry that cannot be read")]
     Binary(#[from] postcard::Error),
-    #[error("state written in an unknown format {0}")]
+    #[error("state written in an unknown format {0} (an older skolflode's: rebuild the state with skolflode replay under a new application id)")]
     Format(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -1037,6 +1080,26 @@ fn digest(rows: &WeekRows) -> String {
     }
     for (k, t) in &rows.attendance {
         hash.update(format!("{k:?}{t:?}\n").as_bytes());
+    }
+    for (k, c) in &rows.coverage {
+        // The pupils by count: the rows above name them already.
+        let pupils = c.pupils.len();
+        let UnitTotals {
+            lessons,
+            lessons_with_teacher,
+            lessons_with_pupils,
+            lessons_reported,
+            pupil_lessons,
+            pupil_lessons_reported,
+            weekdays,
+            ..
+        } = c;
+        hash.update(
+            format!(
+                "{k:?}{lessons},{lessons_with_teacher},{lessons_with_pupils},{lessons_reported},{pupils},{pupil_lessons},{pupil_lessons_reported},{weekdays:?}\n"
+            )
+            .as_bytes(),
+        );
     }
     hex::encode(hash.finalize())
 }
@@ -1099,6 +1162,38 @@ fn snapshot(
                 minutes_invalid_absence: t.minutes_invalid_absence,
                 lessons_unreported: t.lessons_unreported,
                 source: source.to_owned(),
+            })
+            .collect(),
+        coverage: rows
+            .coverage
+            .iter()
+            .map(|(unit, c)| UnitWeekCoverage {
+                connection: connection.to_owned(),
+                week: week.to_owned(),
+                revision,
+                rows_in_revision: rows.coverage.len() as i32,
+                school_unit_code: unit.clone(),
+                lessons: c.lessons,
+                lessons_with_teacher: c.lessons_with_teacher,
+                lessons_with_pupils: c.lessons_with_pupils,
+                lessons_reported: c.lessons_reported,
+                pupils: c.pupils.len() as i32,
+                pupil_lessons: c.pupil_lessons,
+                pupil_lessons_reported: c.pupil_lessons_reported,
+                source: source.to_owned(),
+                weekdays: c
+                    .weekdays
+                    .iter()
+                    .map(|(weekday, d)| WeekdayAttendance {
+                        weekday: *weekday as i32,
+                        pupil_lessons: d.pupil_lessons,
+                        minutes_scheduled: d.minutes_scheduled,
+                        minutes_present: d.minutes_present,
+                        minutes_valid_absence: d.minutes_valid_absence,
+                        minutes_invalid_absence: d.minutes_invalid_absence,
+                        pupil_lessons_unreported: d.pupil_lessons_unreported,
+                    })
+                    .collect(),
             })
             .collect(),
     }

@@ -2,7 +2,9 @@
 //! week as last recorded by then, taught by the teachers assigned at the
 //! lesson's time, to the pupils in its groups at that time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::Datelike;
 
 use serde::{Deserialize, Serialize};
 use skolflode_schemas::rules::{self, Rule};
@@ -28,6 +30,32 @@ pub struct AttendanceTotals {
     pub lessons_unreported: i32,
 }
 
+/// Pupils' lessons on one weekday and what was reported for them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DayTotals {
+    pub pupil_lessons: i32,
+    pub minutes_scheduled: i32,
+    pub minutes_present: i32,
+    pub minutes_valid_absence: i32,
+    pub minutes_invalid_absence: i32,
+    pub pupil_lessons_unreported: i32,
+}
+
+/// How much of a school unit's week the vendor's data cover.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitTotals {
+    pub lessons: i32,
+    pub lessons_with_teacher: i32,
+    pub lessons_with_pupils: i32,
+    pub lessons_reported: i32,
+    /// By vendor id.
+    pub pupils: BTreeSet<String>,
+    pub pupil_lessons: i32,
+    pub pupil_lessons_reported: i32,
+    /// By ISO weekday, 1 for Monday.
+    pub weekdays: BTreeMap<u32, DayTotals>,
+}
+
 /// A validation rule broken in a week: the rule, and the entity and field
 /// it is about. The same entity breaking the same rule again in the week
 /// is the same finding.
@@ -45,6 +73,8 @@ pub struct Found {
 pub struct WeekRows {
     pub teacher_student: BTreeMap<TeacherStudentKey, (i32, i32)>,
     pub attendance: BTreeMap<AttendanceKey, AttendanceTotals>,
+    /// By school-unit code.
+    pub coverage: BTreeMap<String, UnitTotals>,
     pub findings: BTreeMap<Found, String>,
 }
 
@@ -160,9 +190,11 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 }
             },
         };
-        let Some(day) = time::local_date(*start).map(time::epoch_days) else {
+        let Some(date) = time::local_date(*start) else {
             continue;
         };
+        let day = time::epoch_days(date);
+        let weekday = date.weekday().number_from_monday();
         if !covers(*activity_start, *activity_end, day) {
             rows.found(
                 &rules::LESSON_OUTSIDE_ACTIVITY_DATES,
@@ -210,6 +242,9 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 _ => rows.dangling(Kind::Duty, &t.duty, "person", &unit),
             }
         }
+        let covered = rows.coverage.entry(unit.clone()).or_default();
+        covered.lessons += 1;
+        covered.lessons_with_teacher += i32::from(!teacher_keys.is_empty());
         // The pupils by schedule, each through the first of the activity's
         // groups that has them.
         let mut pupils: Vec<(&str, &str)> = Vec::new();
@@ -283,6 +318,8 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 &unit,
             );
         }
+        let reported_any = reports.values().any(Option::is_some);
+        let mut counted = 0;
         for (pupil, group) in pupils {
             let student_key = match last_known(tenant, Kind::Person, pupil, known) {
                 Some(Fact::Person {
@@ -327,14 +364,33 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 .or_default();
             totals.lessons += 1;
             totals.minutes_scheduled += minutes;
+            let covered = rows.coverage.entry(unit.clone()).or_default();
+            counted += 1;
+            covered.pupils.insert(pupil.to_owned());
+            covered.pupil_lessons += 1;
+            let on_the_day = covered.weekdays.entry(weekday).or_default();
+            on_the_day.pupil_lessons += 1;
+            on_the_day.minutes_scheduled += minutes;
             match reports.get(pupil) {
                 Some(Some((present, valid_absence, invalid_absence))) => {
                     totals.minutes_present += present;
                     totals.minutes_valid_absence += valid_absence;
                     totals.minutes_invalid_absence += invalid_absence;
+                    covered.pupil_lessons_reported += 1;
+                    on_the_day.minutes_present += present;
+                    on_the_day.minutes_valid_absence += valid_absence;
+                    on_the_day.minutes_invalid_absence += invalid_absence;
                 }
-                _ => totals.lessons_unreported += 1,
+                _ => {
+                    totals.lessons_unreported += 1;
+                    on_the_day.pupil_lessons_unreported += 1;
+                }
             }
+        }
+        if counted > 0 {
+            let covered = rows.coverage.entry(unit.clone()).or_default();
+            covered.lessons_with_pupils += 1;
+            covered.lessons_reported += i32::from(reported_any);
         }
     }
     double_booked(&mut rows, &rules::TEACHER_DOUBLE_BOOKED, teaching);

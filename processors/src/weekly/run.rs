@@ -116,6 +116,7 @@ impl Outputs {
                 catalogue::SNAPSHOT_ATTENDANCE,
                 catalogue::DEAD_LETTERS,
                 catalogue::QUALITY_FINDINGS,
+                catalogue::QUALITY_COVERAGE,
             ])
             .collect();
         TOPICS
@@ -299,6 +300,11 @@ impl Emitter<'_> {
                 for row in &s.attendance {
                     let value = wire::encode(schema_id("AttendanceRow"), row);
                     self.stage.send(&att, Some(self.task), &key, &value)?;
+                }
+                let coverage = self.outputs.name(catalogue::QUALITY_COVERAGE);
+                for row in &s.coverage {
+                    let value = wire::encode(schema_id("UnitWeekCoverage"), row);
+                    self.stage.send(&coverage, Some(self.task), &key, &value)?;
                 }
                 Ok(())
             }
