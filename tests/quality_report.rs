@@ -161,11 +161,12 @@ async fn the_report_opens_in_chromium_shows_its_charts_and_holds_nothing_persona
     std::fs::write(
         dir.join("quality.toml"),
         format!(
-            "[kafka]\nbootstrap_servers = \"{bootstrap}\"\n\n[quality]\nregisters = \"{}\"\nconnections = [\"{}\"]\nfindings_topics = [\"{}\", \"{}.{app}\"]\n",
+            "[kafka]\nbootstrap_servers = \"{bootstrap}\"\n\n[quality]\nregisters = \"{}\"\nconnections = [\"{}\"]\nfindings_topics = [\"{}\", \"{}.{app}\"]\ncoverage_topics = [\"{}.{app}\"]\n",
             registers.display(),
             term.name,
             catalogue::QUALITY_FINDINGS,
             catalogue::QUALITY_FINDINGS,
+            catalogue::QUALITY_COVERAGE,
         ),
     )
     .unwrap();
@@ -211,6 +212,23 @@ async fn the_report_opens_in_chromium_shows_its_charts_and_holds_nothing_persona
         report["absence"]["pupils"].as_u64().unwrap() > 100,
         "{said}"
     );
+    // Coverage by week and absence by weekday, from the processor's
+    // coverage topic: school days only, and most lessons with a teacher.
+    let coverage = &report["coverage"];
+    let weekdays: Vec<u64> = coverage["weekdays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["weekday"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weekdays, [1, 2, 3, 4, 5], "{coverage}");
+    let weeks = coverage["by_week"].as_array().unwrap();
+    assert!(weeks.len() >= 3, "{coverage}");
+    for w in weeks {
+        assert!(w["with_teacher_percent"].as_f64().unwrap() > 90.0, "{w}");
+        assert!(w["pupils"].as_u64().unwrap() > 100, "{w}");
+    }
+    assert!(html.contains("Absence by weekday"));
     assert!(html.len() < 2 * 1024 * 1024, "{} bytes", html.len());
     assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
 

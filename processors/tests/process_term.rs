@@ -582,6 +582,7 @@ async fn check(term: Term) {
                 q.activities_ending_early = 0.05;
                 q.silent_school_moves = 1.0;
                 q.reassignment_gaps = 1.0;
+                q.pupils_in_two_classes = 0.01;
                 config.evolution.school_moves_per_pupil_and_term = 0.1;
                 config.evolution.teacher_reassignments_per_activity_and_term = 0.3;
             },
@@ -681,9 +682,10 @@ async fn check(term: Term) {
         "GROUP_WITHOUT_MEMBERS",
         "LESSON_NOT_REPORTED",
     ];
-    // Pupils move school only where there are two schools of a kind.
+    // Pupils move school only where there are two schools of a kind, and
+    // are in two classes only where a year has two.
     if term.pupils.iter().all(|p| *p >= 1_000) {
-        required.push("MODIFIED_NOT_UPDATED");
+        required.extend(["MODIFIED_NOT_UPDATED", "PUPIL_DOUBLE_BOOKED"]);
     }
     for rule in required {
         assert!(

@@ -242,6 +242,9 @@ pub struct Quality {
     /// Teacher reassignments, with dated assignments, after which the new
     /// teacher starts three days after the old one left.
     pub reassignment_gaps: f64,
+    /// Pupils also put in the next class of their year (where there is
+    /// one) from the start, so that they are in two lessons at once.
+    pub pupils_in_two_classes: f64,
 }
 
 impl Quality {
@@ -294,6 +297,7 @@ impl Quality {
             activities_ending_early: 0.0,
             silent_school_moves: 0.0,
             reassignment_gaps: 0.0,
+            pupils_in_two_classes: 0.0,
             ..Self::default()
         }
     }
@@ -318,6 +322,7 @@ impl Default for Quality {
             activities_ending_early: 0.01,
             silent_school_moves: 0.25,
             reassignment_gaps: 0.1,
+            pupils_in_two_classes: 0.002,
         }
     }
 }

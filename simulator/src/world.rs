@@ -604,10 +604,24 @@ impl<'a> Builder<'a> {
         let mut class_groups = Vec::new();
         for c in 0..classes {
             let letter = (b'A' + (c % 26) as u8) as char;
+            // A pupil in two classes (`quality.pupils_in_two_classes`) is
+            // also in the next one.
+            let two_classes = |p: u32| {
+                classes > 1
+                    && crate::config::Quality::drawn(
+                        self.config.quality.pupils_in_two_classes,
+                        self.config.seed,
+                        0x2c1a,
+                        u64::from(p),
+                    )
+            };
             let members: Vec<u32> = people
                 .iter()
                 .copied()
-                .filter(|p| (p - first_person) % classes == c)
+                .filter(|p| {
+                    let own = (p - first_person) % classes;
+                    own == c || (two_classes(*p) && (own + 1) % classes == c)
+                })
                 .collect();
             let class = self.group(
                 format!("{label}{letter}"),
