@@ -1,4 +1,6 @@
-//! A well-behaved SS 12000 API client: OAuth2 client credentials with
+//! A well-behaved SS 12000 API client (and, through [`Ss12000Client::post`],
+//! of vendor APIs beside it that are queried by POST with a JSON body,
+//! such as the Skola24-style timetable API): OAuth2 client credentials with
 //! refresh, `limit`/`pageToken` paging, connect and request timeouts,
 //! retries with exponential backoff and full jitter, `429 Retry-After`,
 //! bounded concurrency, a request-rate limit and an optional mTLS client
@@ -234,7 +236,7 @@ const MAX_DELETION_PAGES: usize = 10_000;
 
 /// Why a body could not be read.
 #[derive(Debug)]
-enum Unreadable {
+pub enum Unreadable {
     /// Not JSON (truncated, not UTF-8): worth asking again.
     Malformed(String),
     /// JSON of another shape: asking again changes nothing.
@@ -748,6 +750,29 @@ impl Ss12000Client {
         url: &str,
         parse: impl Fn(&[u8], Option<i64>) -> Result<T, Unreadable>,
     ) -> Result<T, FetchError> {
+        self.request(url, None, parse).await
+    }
+
+    /// `POST {base_url}/{path}` with a JSON body, read as `parse` says,
+    /// with the same credentials, retries, limits and errors as a page:
+    /// for vendor APIs beside SS 12000 that are queried by POST (the
+    /// Skola24-style timetable API).
+    pub async fn post<T>(
+        &self,
+        path: &str,
+        body: &str,
+        parse: impl Fn(&[u8], Option<i64>) -> Result<T, Unreadable>,
+    ) -> Result<T, FetchError> {
+        let url = format!("{}/{path}", self.config.base_url.trim_end_matches('/'));
+        self.request(&url, Some(body), parse).await
+    }
+
+    async fn request<T>(
+        &self,
+        url: &str,
+        body: Option<&str>,
+        parse: impl Fn(&[u8], Option<i64>) -> Result<T, Unreadable>,
+    ) -> Result<T, FetchError> {
         let _permit = self
             .in_flight
             .acquire()
@@ -765,7 +790,7 @@ impl Ss12000Client {
             }
             self.rate_limit().await;
             attempts = attempt + 1;
-            match self.attempt(url, refresh, &parse).await {
+            match self.attempt(url, body, refresh, &parse).await {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry {
@@ -834,6 +859,7 @@ impl Ss12000Client {
     async fn attempt<T>(
         &self,
         url: &str,
+        body: Option<&str>,
         refresh: bool,
         parse: &impl Fn(&[u8], Option<i64>) -> Result<T, Unreadable>,
     ) -> Attempt<T> {
@@ -842,10 +868,15 @@ impl Ss12000Client {
             Err(e) => return Attempt::Fail(e),
         };
         self.count(|s| s.requests += 1);
-        let mut request = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json");
+        let request = match body {
+            None => self.http.get(url),
+            Some(body) => self
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_owned()),
+        };
+        let mut request = request.header(reqwest::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
         }
