@@ -4,7 +4,9 @@
 //! - `<connection>/<endpoint>/#cursor`: where reading the endpoint stands
 //!   (the deletion feed's endpoint is `#deletedEntities`);
 //! - `<connection>/<endpoint>/#finding/<KIND>/<field>`: a dialect finding
-//!   that was published, so that it is published once.
+//!   that was published, so that it is published once;
+//! - `<connection>/<endpoint>/#delivery/<sha256>`: a delivered file that
+//!   was ingested (or quarantined), so that it is ingested once.
 //!
 //! The connection is the prefix of every key, so that a producer finds its
 //! own records, and it never contains `/`. Entity ids are the rest of the
@@ -32,13 +34,20 @@ pub enum StateKey<'a> {
         kind: &'a str,
         field: &'a str,
     },
+    Delivery {
+        connection: &'a str,
+        endpoint: &'a str,
+        /// Lowercase hex SHA-256 of the file's bytes.
+        checksum: &'a str,
+    },
 }
 
 const CURSOR: &str = "#cursor";
 const FINDING: &str = "#finding/";
+const DELIVERY: &str = "#delivery/";
 
 impl<'a> StateKey<'a> {
-    /// Read a key; `None` for text of none of the three forms.
+    /// Read a key; `None` for text of none of the forms.
     pub fn parse(text: &'a str) -> Option<Self> {
         let (connection, rest) = text.split_once('/')?;
         let (endpoint, rest) = rest.split_once('/')?;
@@ -60,6 +69,16 @@ impl<'a> StateKey<'a> {
                 field,
             });
         }
+        if let Some(checksum) = rest.strip_prefix(DELIVERY) {
+            if checksum.is_empty() || checksum.contains('/') {
+                return None;
+            }
+            return Some(Self::Delivery {
+                connection,
+                endpoint,
+                checksum,
+            });
+        }
         if rest.starts_with('#') {
             return None;
         }
@@ -75,7 +94,8 @@ impl<'a> StateKey<'a> {
         match *self {
             Self::Entity { connection, .. }
             | Self::Cursor { connection, .. }
-            | Self::Finding { connection, .. } => connection,
+            | Self::Finding { connection, .. }
+            | Self::Delivery { connection, .. } => connection,
         }
     }
 
@@ -97,6 +117,11 @@ impl<'a> StateKey<'a> {
                 kind,
                 field,
             } => format!("{connection}/{endpoint}/{FINDING}{kind}/{field}"),
+            Self::Delivery {
+                connection,
+                endpoint,
+                checksum,
+            } => format!("{connection}/{endpoint}/{DELIVERY}{checksum}"),
         }
     }
 
@@ -155,6 +180,11 @@ mod tests {
                 endpoint: "activities",
                 kind: "MISSING_FIELD",
                 field: "teachers[].duty",
+            },
+            StateKey::Delivery {
+                connection: "kommun-a",
+                endpoint: "persons",
+                checksum: "9f86d081884c7d65",
             },
         ];
         for key in keys {

@@ -86,7 +86,64 @@ pub struct ConnectionConfig {
     /// size of the images held (roughly 0.4 KiB an entity).
     #[serde(default)]
     pub state_dir: Option<std::path::PathBuf>,
+    /// The vendor's API. Left out for a connection fed by files.
+    #[serde(default)]
     pub client: ClientConfig,
+    /// Read SS 12000 JSON files dropped in a directory instead of an API
+    /// (`docs/vendors.md`, "Files").
+    #[serde(default)]
+    pub files: Option<FileDrop>,
+}
+
+/// A directory where a vendor or school drops SS 12000 JSON exports: one
+/// file per entity type and delivery, named `<endpoint>[-anything].json`
+/// (`persons-2025-09-01.json`), shaped as an API page (`{"data": [...]}`),
+/// each the whole of that entity type as it stands. Files whose names
+/// begin with `.` or do not end in `.json` are left alone (uploads in
+/// progress).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDrop {
+    pub dir: std::path::PathBuf,
+    /// Where ingested files are moved (default `<dir>/done`).
+    #[serde(default)]
+    pub done_dir: Option<std::path::PathBuf>,
+    /// Where files that cannot be read are moved, each beside a
+    /// `<file>.reason.txt` (default `<dir>/quarantine`).
+    #[serde(default)]
+    pub quarantine_dir: Option<std::path::PathBuf>,
+    /// A larger file is quarantined unread (default 1 GiB): a file is read
+    /// whole, and checked whole, before anything of it is published.
+    #[serde(default = "FileDrop::default_max_bytes")]
+    pub max_file_bytes: u64,
+}
+
+impl FileDrop {
+    fn default_max_bytes() -> u64 {
+        1 << 30
+    }
+
+    /// A drop in `dir` with every default.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            done_dir: None,
+            quarantine_dir: None,
+            max_file_bytes: Self::default_max_bytes(),
+        }
+    }
+
+    pub fn done(&self) -> std::path::PathBuf {
+        self.done_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join("done"))
+    }
+
+    pub fn quarantine(&self) -> std::path::PathBuf {
+        self.quarantine_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join("quarantine"))
+    }
 }
 
 /// The span of lessons read from `/calendarEvents`, around the vendor's
@@ -196,6 +253,16 @@ impl ConnectionConfig {
             calendar_events: CalendarWindow::default(),
             state_dir: None,
             client,
+            files: None,
+        }
+    }
+
+    /// A connection with every default, fed by files dropped in `drop.dir`.
+    pub fn from_files(name: impl Into<String>, drop: FileDrop) -> Self {
+        Self {
+            deletion_feed: false,
+            files: Some(drop),
+            ..Self::new(name, ClientConfig::default())
         }
     }
 
@@ -221,6 +288,24 @@ impl ConnectionConfig {
         }
         if self.full_read_every < 1 {
             return bad("full_read_every must be at least 1".into());
+        }
+        match &self.files {
+            Some(_) if !self.client.base_url.is_empty() => {
+                return bad(
+                    "a connection reads an API ([client]) or files ([files]), not both".into(),
+                )
+            }
+            Some(drop) if drop.max_file_bytes == 0 => {
+                return bad("files.max_file_bytes must be positive".into())
+            }
+            Some(_) if self.deletion_feed => {
+                return bad(
+                    "deletion_feed: a connection fed by files has no deletion feed (each file \
+                     is the whole of its entity type; set deletion_feed = false)"
+                        .into(),
+                )
+            }
+            _ => {}
         }
         let w = &self.calendar_events;
         if w.slice_days == 0 || w.past_weeks + w.future_weeks > 520 {

@@ -40,6 +40,7 @@
 //! id, with the id's hash kept so that it is computed once.
 
 mod config;
+mod files;
 mod holding;
 mod id_map;
 mod prepare;
@@ -137,6 +138,8 @@ pub enum RunError {
     SideStore(#[from] skolflode_kafka::StoreError),
     #[error("{} of the poll failed: {}", .0.len(), summary(.0))]
     Partial(Vec<RunError>),
+    #[error("the delivered file {file}: {reason}")]
+    Files { file: String, reason: String },
 }
 
 impl RunError {
@@ -392,7 +395,8 @@ fn target(endpoint: Endpoint) -> Result<Target, RunError> {
 /// A running connection.
 pub struct Runner {
     config: ConnectionConfig,
-    client: Arc<Ss12000Client>,
+    /// The vendor's API; `None` for a connection fed by files.
+    client: Option<Arc<Ss12000Client>>,
     txns: Transactions,
     pseudonymiser: Arc<Pseudonymiser>,
     sealer: Arc<Sealer>,
@@ -402,6 +406,8 @@ pub struct Runner {
     cursors: HashMap<String, Cursor>,
     /// Dialect findings already published.
     dialects: HashSet<DialectKey>,
+    /// Files ingested or quarantined, by endpoint and SHA-256.
+    delivered: HashSet<(Endpoint, String)>,
     /// Endpoints (and the deletion feed) the vendor said it does not serve,
     /// with the poll that found it; asked again after `full_read_every`
     /// polls, in case the 404 was passing.
@@ -516,8 +522,19 @@ impl Runner {
         let misconfigured = |source: FetchError| {
             RunError::Config(format!("connection {:?}: {source}", config.name))
         };
-        let client = Arc::new(Ss12000Client::new(config.client.clone()).map_err(misconfigured)?);
-        client.probe().await.map_err(misconfigured)?;
+        let client = match &config.files {
+            Some(drop) => {
+                files::prepare_dirs(drop)
+                    .map_err(|e| RunError::Config(format!("connection {:?}: {e}", config.name)))?;
+                None
+            }
+            None => {
+                let client =
+                    Arc::new(Ss12000Client::new(config.client.clone()).map_err(misconfigured)?);
+                client.probe().await.map_err(misconfigured)?;
+                Some(client)
+            }
+        };
         let mut producer_config =
             kafka.transactional_producer(&format!("skolflode-produce-{}", config.name))?;
         // Tuning defaults; an operator's `[kafka.properties]` wins.
@@ -541,6 +558,7 @@ impl Runner {
             holding: Holding::new(store),
             cursors: HashMap::new(),
             dialects: HashSet::new(),
+            delivered: HashSet::new(),
             unsupported: HashMap::new(),
             filters_reported: false,
             created_after_refused: false,
@@ -668,6 +686,17 @@ impl Runner {
                     None => self.dialects.remove(&dialect),
                 };
             }
+            StateKey::Delivery {
+                endpoint, checksum, ..
+            } => {
+                if let Some(endpoint) = Endpoint::from_name(endpoint) {
+                    let delivery = (endpoint, checksum.to_owned());
+                    match value {
+                        Some(_) => self.delivered.insert(delivery),
+                        None => self.delivered.remove(&delivery),
+                    };
+                }
+            }
         }
         Ok(())
     }
@@ -747,22 +776,43 @@ impl Runner {
         let endpoints = self.config.endpoints.clone();
         let events_before: u64 = self.stats.events.values().sum();
         let mut failures = Vec::new();
-        for endpoint in endpoints {
-            if self.skipped(endpoint.name()) {
-                continue;
+        if let Some(drop) = self.config.files.clone() {
+            let waiting = files::waiting(&drop).map_err(|e| RunError::Files {
+                file: drop.dir.display().to_string(),
+                reason: format!("listing the directory: {}", e.kind()),
+            });
+            match waiting {
+                Ok(deliveries) => {
+                    for delivery in deliveries {
+                        let name = delivery.name.clone();
+                        let read = self.ingest(&drop, delivery).await;
+                        self.outcome(&name, read, &mut failures).await?;
+                    }
+                }
+                Err(e) => {
+                    self.failed("files", &e);
+                    failures.push(e);
+                }
             }
-            let read = self.read_endpoint(endpoint).await;
-            self.outcome(endpoint.name(), read, &mut failures).await?;
+        } else {
+            for endpoint in endpoints {
+                if self.skipped(endpoint.name()) {
+                    continue;
+                }
+                let read = self.read_endpoint(endpoint).await;
+                self.outcome(endpoint.name(), read, &mut failures).await?;
+            }
+            if self.config.deletion_feed && !self.skipped(FEED) {
+                let read = self.read_deletions().await;
+                self.outcome(FEED, read, &mut failures).await?;
+            }
         }
-        if self.config.deletion_feed && !self.skipped(FEED) {
-            let read = self.read_deletions().await;
-            self.outcome(FEED, read, &mut failures).await?;
-        }
-        let served = self
-            .config
-            .endpoints
-            .iter()
-            .any(|e| !self.unsupported.contains_key(e.name()));
+        let served = self.config.files.is_some()
+            || self
+                .config
+                .endpoints
+                .iter()
+                .any(|e| !self.unsupported.contains_key(e.name()));
         if !served {
             // A vendor serving none of the endpoints is a wrong base_url
             // more likely than a dialect.
@@ -776,11 +826,18 @@ impl Runner {
         self.stats.polls += 1;
         // The heartbeat says the connection is alive even when nothing
         // changed, and whether its reads succeeded.
+        let at = now_millis();
+        // Files carry no vendor clock: their events are recorded on the
+        // producer's, which the heartbeat then vouches for.
+        let server_time = match self.config.files {
+            Some(_) => Some(at),
+            None => self.last_server_time,
+        };
         let heartbeat = Heartbeat {
             connection: self.config.name.clone(),
             vendor: "ss12000".into(),
-            at: TimestampMillis(now_millis()),
-            server_time: self.last_server_time.map(TimestampMillis),
+            at: TimestampMillis(at),
+            server_time: server_time.map(TimestampMillis),
             ok: failures.is_empty(),
             polls: self.stats.polls as i64,
             events: (self.stats.events.values().sum::<u64>() - events_before) as i64,
@@ -804,9 +861,11 @@ impl Runner {
         let name = self.config.name.as_str();
         let outcome = if failures.is_empty() { "ok" } else { "failed" };
         self.metrics.polls.with_label_values(&[name, outcome]).inc();
-        let now = self.client.stats();
-        self.metrics.client_stats(name, &now, &self.client_seen);
-        self.client_seen = now;
+        if let Some(client) = &self.client {
+            let now = client.stats();
+            self.metrics.client_stats(name, &now, &self.client_seen);
+            self.client_seen = now;
+        }
         for (endpoint, held) in self.holding.endpoints() {
             self.metrics
                 .held_entities
@@ -886,6 +945,16 @@ impl Runner {
             Err(e) if e.is_fatal() => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// The vendor's API, for what only a connection with one reads.
+    fn api(&self) -> Result<&Arc<Ss12000Client>, RunError> {
+        self.client.as_ref().ok_or_else(|| {
+            RunError::Config(format!(
+                "connection {:?} is fed by files: it has no API to read",
+                self.config.name
+            ))
+        })
     }
 
     fn source(&self, endpoint: &str, cursor: Option<&str>, server_time: Option<i64>) -> Source {
@@ -988,7 +1057,10 @@ impl Runner {
         if let Some(t) = self.last_server_time {
             return t;
         }
-        match self.client.server_time().await {
+        let Some(client) = &self.client else {
+            return now_millis();
+        };
+        match client.server_time().await {
             Some(t) => {
                 self.last_server_time = Some(t);
                 t
@@ -1117,7 +1189,7 @@ impl Runner {
         let last_query = queries.len().saturating_sub(1);
         for (q, filters) in queries.into_iter().enumerate() {
             let mut pages = fetch_ahead(
-                Arc::clone(&self.client),
+                Arc::clone(self.api()?),
                 preparer.clone(),
                 endpoint,
                 filters.clone(),
@@ -1260,7 +1332,9 @@ impl Runner {
                         } => self.rejected(&read, id, &reason, digest, sealed, observed_at, txn)?,
                     }
                 }
-                if self.client.repeats_filters() && !self.filters_reported {
+                if self.client.as_ref().is_some_and(|c| c.repeats_filters())
+                    && !self.filters_reported
+                {
                     // A property of the vendor, noticed on this endpoint:
                     // reported once for the connection.
                     self.filters_reported = true;
@@ -1766,7 +1840,7 @@ impl Runner {
     async fn read_deletions(&mut self) -> Result<(), RunError> {
         let cursor = self.cursors.get(FEED).cloned();
         let after = cursor.as_ref().and_then(|c| c.modified_after.clone());
-        let deletions = match self.client.deleted_entities(after.as_deref()).await {
+        let deletions = match self.api()?.deleted_entities(after.as_deref()).await {
             Ok(d) => d,
             Err(source) if source.is_unsupported() => {
                 return Err(RunError::Unsupported {
@@ -1890,6 +1964,7 @@ impl Runner {
         self.count_committed(std::mem::take(&mut txn.tally));
         self.cursors.extend(txn.cursors.drain());
         self.dialects.extend(txn.dialects.drain(..));
+        self.delivered.extend(txn.delivered.drain(..));
         Ok(())
     }
 

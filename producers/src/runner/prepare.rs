@@ -83,24 +83,65 @@ pub(super) use crate::ss12000::time::now_millis;
 
 /// Map every item of a page.
 pub(super) fn prepare(endpoint: Endpoint, page: Page, preparer: &Preparer) -> PreparedPage {
-    let cx = Context {
-        pseudonymiser: &preparer.pseudonymiser,
-        source: &preparer.connection,
-        today: civil_today(page.server_time.unwrap_or_else(now_millis)),
-        zone: preparer.zone,
-        duties: preparer.duties.as_deref(),
-    };
-    let items = page
-        .items()
-        .map(|item| {
-            crate::with_entity!(endpoint, E => prepare_item::<E>(item, &cx, &preparer.sealer, preparer.max_item_bytes))
-        })
-        .collect();
     PreparedPage {
-        items,
+        items: prepare_items(endpoint, page.items(), page.server_time, preparer),
         more: page.next.is_some(),
         server_time: page.server_time,
     }
+}
+
+/// Map items read at the vendor's `server_time` (else now).
+fn prepare_items<'a>(
+    endpoint: Endpoint,
+    items: impl Iterator<Item = &'a str>,
+    server_time: Option<i64>,
+    preparer: &Preparer,
+) -> Vec<Prepared> {
+    let cx = Context {
+        pseudonymiser: &preparer.pseudonymiser,
+        source: &preparer.connection,
+        today: civil_today(server_time.unwrap_or_else(now_millis)),
+        zone: preparer.zone,
+        duties: preparer.duties.as_deref(),
+    };
+    items
+        .map(|item| {
+            crate::with_entity!(endpoint, E => prepare_item::<E>(item, &cx, &preparer.sealer, preparer.max_item_bytes))
+        })
+        .collect()
+}
+
+/// Prepare the items of a page held whole (a delivered file) in batches of
+/// `batch` on the blocking pool, at most [`AHEAD`] batches ahead of their
+/// processing; they arrive in order.
+pub(super) fn prepare_ahead(
+    page: Arc<Page>,
+    preparer: Preparer,
+    endpoint: Endpoint,
+    batch: usize,
+) -> tokio::sync::mpsc::Receiver<tokio::task::JoinHandle<Vec<Prepared>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+    tokio::spawn(async move {
+        let batch = batch.max(1);
+        let mut from = 0;
+        while from < page.len() {
+            let to = (from + batch).min(page.len());
+            let (page, preparer) = (Arc::clone(&page), preparer.clone());
+            let job = tokio::task::spawn_blocking(move || {
+                prepare_items(
+                    endpoint,
+                    page.items().skip(from).take(to - from),
+                    page.server_time,
+                    &preparer,
+                )
+            });
+            if tx.send(job).await.is_err() {
+                return;
+            }
+            from = to;
+        }
+    });
+    rx
 }
 
 /// Raw bytes a dead letter keeps at most: a record must fit Kafka's

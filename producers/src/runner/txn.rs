@@ -40,6 +40,8 @@ pub(super) struct Txn {
     pub(super) cursors: HashMap<String, Cursor>,
     /// Dialect findings published by this transaction.
     pub(super) dialects: Vec<super::DialectKey>,
+    /// Files it ingests or quarantines: (endpoint, SHA-256).
+    pub(super) delivered: Vec<(Endpoint, String)>,
     /// What it publishes, counted into the stats and metrics only when it
     /// commits: an aborted transaction published nothing.
     pub(super) tally: Tally,
@@ -214,6 +216,7 @@ impl Transactions {
         txn.state.clear();
         txn.cursors.clear();
         txn.dialects.clear();
+        txn.delivered.clear();
         txn.tally = Tally::default();
         txn.sent = 0;
         txn.began.take().is_some()

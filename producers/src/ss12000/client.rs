@@ -979,6 +979,16 @@ fn not_json(e: &serde_json::Error) -> bool {
     )
 }
 
+impl Page {
+    /// A delivered file shaped as a page (`{"data": [...]}`), or why it is
+    /// not one.
+    pub fn parse_export(text: String) -> Result<Page, String> {
+        parse_page(text.as_bytes(), None).map_err(|e| match e {
+            Unreadable::Malformed(reason) | Unreadable::Shape(reason) => reason,
+        })
+    }
+}
+
 fn parse_page(bytes: &[u8], server_time: Option<i64>) -> Result<Page, Unreadable> {
     let text =
         std::str::from_utf8(bytes).map_err(|e| Unreadable::Malformed(format!("not UTF-8: {e}")))?;
