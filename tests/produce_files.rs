@@ -112,10 +112,24 @@ dir = "{drop}"
             .env("KAFKA_BOOTSTRAP", &kafka.config().bootstrap_servers)
             .env("TMPDIR", dir.path())
             .stdout(Stdio::null())
+            .env("RUST_LOG", "info")
             .stderr(log(round))
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2500))).await;
+        if round % 2 == 0 {
+            // Just after a file is in: inside the next one's transactions.
+            let log = dir.join(format!("round-{round}.log"));
+            for _ in 0..200 {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.contains("file ingested") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(500..2500))).await;
+        }
         child.kill().unwrap(); // SIGKILL: no chance to commit, abort or flush.
         child.wait().unwrap();
         if round % 2 == 1 {

@@ -162,16 +162,18 @@ impl Runner {
             return move_into(&delivery.path, &files.done(), None)
                 .map_err(|e| io("moving it to done", e));
         }
-        let page = match parse(bytes.clone()) {
+        // What a dead letter keeps of the file; the file itself goes to
+        // quarantine whole.
+        let head = bytes[..bytes.len().min(prepare::DEAD_LETTER_RAW_BYTES)].to_vec();
+        let page = match parse(bytes) {
             Ok(page) => page,
             Err(reason) => {
                 let reason = format!("not an SS 12000 export (SHA-256 {sum}): {reason}");
                 return self
-                    .quarantine(files, &delivery, Some(endpoint), &reason, &bytes)
+                    .quarantine(files, &delivery, Some(endpoint), &reason, &head)
                     .await;
             }
         };
-        std::mem::drop(bytes);
         let items = page.len();
         self.read_file(endpoint, &delivery.name, page, &sum).await?;
         tracing::info!(connection = %self.config.name, file = %delivery.name, endpoint = endpoint.name(), items, "file ingested");

@@ -983,8 +983,15 @@ impl Page {
     /// A delivered file shaped as a page (`{"data": [...]}`), or why it is
     /// not one.
     pub fn parse_export(text: String) -> Result<Page, String> {
-        parse_page(text.as_bytes(), None).map_err(|e| match e {
+        let items = item_ranges(&text).map_err(|e| match e {
             Unreadable::Malformed(reason) | Unreadable::Shape(reason) => reason,
+        })?;
+        // The text is kept as it is: a delivered file can be large.
+        Ok(Page {
+            body: text,
+            items: items.0,
+            next: items.1,
+            server_time: None,
         })
     }
 }
@@ -992,6 +999,18 @@ impl Page {
 fn parse_page(bytes: &[u8], server_time: Option<i64>) -> Result<Page, Unreadable> {
     let text =
         std::str::from_utf8(bytes).map_err(|e| Unreadable::Malformed(format!("not UTF-8: {e}")))?;
+    let (items, next) = item_ranges(text)?;
+    Ok(Page {
+        body: text.to_owned(),
+        items,
+        next,
+        server_time,
+    })
+}
+
+/// Where each item of a page's `data` array is in its text, and its next
+/// page token.
+fn item_ranges(text: &str) -> Result<(Vec<Range<usize>>, Option<String>), Unreadable> {
     let raw: RawPage<'_> = serde_json::from_str(text).map_err(|e| {
         if not_json(&e) {
             Unreadable::Malformed(format!("not JSON: {e}"))
@@ -1010,16 +1029,12 @@ fn parse_page(bytes: &[u8], server_time: Option<i64>) -> Result<Page, Unreadable
             from..from + item.get().len()
         })
         .collect();
-    Ok(Page {
-        body: text.to_owned(),
-        items,
-        next: raw
-            .page_token
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        server_time,
-    })
+    let next = raw
+        .page_token
+        .as_ref()
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok((items, next))
 }
 
 /// `/deletedEntities` in either shape: the standard's `{"data": {"persons":
