@@ -84,6 +84,7 @@ max_transaction_records = 300
 
 [connections.files]
 dir = "{drop}"
+settle_secs = 0
 "#,
         key_file = dir.join("key").display(),
         bootstrap = kafka.config().bootstrap_servers,
@@ -168,7 +169,10 @@ dir = "{drop}"
     assert!(left.is_empty(), "not ingested: {left:?}");
     let reason =
         std::fs::read_to_string(drop.join("quarantine/persons-000-cut.json.reason.txt")).unwrap();
-    assert!(reason.contains("not an SS 12000 export"), "{reason}");
+    assert!(
+        reason.contains("not ingested") && reason.contains("JSON"),
+        "{reason}"
+    );
     assert!(drop.join("quarantine/persons-000-cut.json").is_file());
     let done = std::fs::read_dir(drop.join("done")).unwrap().count();
     assert_eq!(done, Endpoint::ALL.len() * delivery + 1);
@@ -225,7 +229,7 @@ dir = "{drop}"
         })
         .collect();
     assert_eq!(letters.len(), 1, "{letters:?}");
-    assert!(letters[0].reason.contains("not an SS 12000 export"));
+    assert!(letters[0].reason.contains("not ingested"), "{letters:?}");
     eprintln!(
         "{KILLS} kills, {delivery} deliveries of {} files; {} events; change topics: {written} records written, {committed} committed",
         Endpoint::ALL.len(),

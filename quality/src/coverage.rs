@@ -136,7 +136,15 @@ fn keep_latest(
     match rows.first().map(|r| r.revision) {
         Some(revision) if revision > c.revision => {}
         Some(revision) if revision < c.revision => *rows = vec![c],
-        _ => rows.push(c),
+        // The same revision read again (a producer's retry, a second
+        // topic) replaces its unit's row rather than adding to it.
+        _ => match rows
+            .iter_mut()
+            .find(|r| r.school_unit_code == c.school_unit_code)
+        {
+            Some(same) => *same = c,
+            None => rows.push(c),
+        },
     }
 }
 
@@ -296,6 +304,8 @@ mod tests {
             row("2025-W36", 2, "12345678", 10),
             row("2025-W36", 1, "12345678", 7),
             row("2025-W36", 2, "87654321", 10),
+            // Revision 2 read again.
+            row("2025-W36", 2, "12345678", 10),
         ] {
             keep_latest(&mut latest, r);
         }

@@ -6,7 +6,7 @@
 //! - `<connection>/<endpoint>/#finding/<KIND>/<field>`: a dialect finding
 //!   that was published, so that it is published once;
 //! - `<connection>/<endpoint>/#delivery/<sha256>`: a delivered file that
-//!   was ingested (or quarantined), so that it is ingested once.
+//!   was ingested, so that it is ingested once.
 //!
 //! The connection is the prefix of every key, so that a producer finds its
 //! own records, and it never contains `/`. Entity ids are the rest of the

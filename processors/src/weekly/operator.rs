@@ -116,6 +116,11 @@ pub struct OpenFinding {
     pub school_unit_code: String,
 }
 
+/// The most silent changes (`MODIFIED_NOT_UPDATED`) listed for one week
+/// of a connection: enough to show a vendor the pattern, bounded for a
+/// vendor that shows it on everything.
+pub const SILENT_PER_WEEK: usize = 1_000;
+
 /// Per-connection bookkeeping.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantMeta {
@@ -135,8 +140,11 @@ pub struct TenantMeta {
     #[serde(default)]
     pub late: BTreeSet<(Kind, String, usize)>,
     /// Changes whose `meta.modified` stayed as it was
-    /// (`MODIFIED_NOT_UPDATED`), by the week they were recorded in.
-    #[serde(default)]
+    /// (`MODIFIED_NOT_UPDATED`), by the week they were recorded in, at most
+    /// [`SILENT_PER_WEEK`] a week. Kept as changelog entries of their own,
+    /// a week each: a vendor that never moves `meta.modified` gives one
+    /// for nearly every change.
+    #[serde(skip)]
     pub silent: BTreeMap<String, BTreeSet<(Kind, String)>>,
 }
 
@@ -151,6 +159,8 @@ pub struct Tenant {
     meta_changed: bool,
     /// Weeks whose [`Emitted`] changed since the state was written out.
     weeks_changed: BTreeSet<String>,
+    /// Weeks whose silent changes did.
+    silent_changed: BTreeSet<String>,
     /// Versions kept but not yet published to history, by recording
     /// instant (then entity and version index, sorted when published):
     /// rebuilt on restore from the versions recorded after the watermark.
@@ -204,6 +214,11 @@ pub enum StoreKey {
         connection: String,
         week: String,
     },
+    /// The silent changes recorded in one week of a connection.
+    Silent {
+        connection: String,
+        week: String,
+    },
 }
 
 const SEP: char = '\u{1f}';
@@ -219,6 +234,7 @@ impl StoreKey {
             } => format!("e{SEP}{connection}{SEP}{}{SEP}{id}", kind.endpoint()),
             StoreKey::Tenant { connection } => format!("t{SEP}{connection}"),
             StoreKey::Week { connection, week } => format!("w{SEP}{connection}{SEP}{week}"),
+            StoreKey::Silent { connection, week } => format!("s{SEP}{connection}{SEP}{week}"),
         }
     }
 
@@ -240,6 +256,10 @@ impl StoreKey {
                 connection: parts.next()?.to_owned(),
             }),
             "w" => Some(StoreKey::Week {
+                connection: parts.next()?.to_owned(),
+                week: parts.next()?.to_owned(),
+            }),
+            "s" => Some(StoreKey::Silent {
                 connection: parts.next()?.to_owned(),
                 week: parts.next()?.to_owned(),
             }),
@@ -501,6 +521,14 @@ fn scope(kind: Kind, before: Option<&Version>, after: &Version) -> Vec<Scope> {
             if before.is_none() {
                 return vec![Scope::Dangling];
             }
+            let dates = |f: Option<&Fact>| match f {
+                Some(Fact::Activity { start, end, .. }) => Some((*start, *end)),
+                _ => None,
+            };
+            if dates(prior) != dates(fact) {
+                // Lessons are judged by the activity's dates as last known.
+                return vec![Scope::From(i64::MIN)];
+            }
             // A lesson takes the version valid at its time, so a change
             // reaches only lessons from its valid time on: a back-dated
             // assignment recorded later does not rewrite what was recorded
@@ -742,8 +770,10 @@ impl Operator {
         tenant.entities.grew(weight);
         tenant.entities.index(indexed, id, first);
         if let Some(week) = silent {
-            let in_week = tenant.meta.silent.entry(week).or_default();
-            in_week.insert((kind, id.to_owned()));
+            let in_week = tenant.meta.silent.entry(week.clone()).or_default();
+            if in_week.len() < SILENT_PER_WEEK && in_week.insert((kind, id.to_owned())) {
+                tenant.silent_changed.insert(week);
+            }
         }
         if !scopes.is_empty() {
             let dirty = tenant.meta.dirty.entry(recorded).or_default();
@@ -895,6 +925,17 @@ impl Operator {
                 };
                 out.push((key.encode(), value));
             }
+            for week in std::mem::take(&mut tenant.silent_changed) {
+                let Some(changes) = tenant.meta.silent.get(&week) else {
+                    continue;
+                };
+                let value = postcard::to_stdvec(changes)?;
+                let key = StoreKey::Silent {
+                    connection: connection.clone(),
+                    week,
+                };
+                out.push((key.encode(), value));
+            }
         }
         Ok(out)
     }
@@ -928,8 +969,19 @@ impl Operator {
                     .or_insert_with(|| Tenant::new(&connection, disk.clone()));
                 // The weeks come in entries of their own, before or after.
                 let weeks = std::mem::take(&mut tenant.meta.weeks);
+                let silent = std::mem::take(&mut tenant.meta.silent);
                 tenant.meta = read_state(format, value)?;
                 tenant.meta.weeks = weeks;
+                tenant.meta.silent = silent;
+            }
+            StoreKey::Silent { connection, week } => {
+                let disk = &self.disk;
+                self.tenants
+                    .entry(connection.clone())
+                    .or_insert_with(|| Tenant::new(&connection, disk.clone()))
+                    .meta
+                    .silent
+                    .insert(week, read_state(format, value)?);
             }
             StoreKey::Week { connection, week } => {
                 let disk = &self.disk;

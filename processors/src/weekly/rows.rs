@@ -143,11 +143,10 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
         }
         let Some(Fact::Activity {
             organisation,
-            start: activity_start,
-            end: activity_end,
             syllabus,
             groups,
             teachers,
+            ..
         }) = lookup(tenant, Kind::Activity, activity).and_then(|e| e.valid_at(*start, known))
         else {
             rows.dangling(Kind::Lesson, lesson_id, "activity", "");
@@ -195,7 +194,13 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
         };
         let day = time::epoch_days(date);
         let weekday = date.weekday().number_from_monday();
-        if !covers(*activity_start, *activity_end, day) {
+        // The activity's dates as last known, not as valid then: a
+        // corrected end date corrects the lessons before it too.
+        let dates = match last_known(tenant, Kind::Activity, activity, known) {
+            Some(Fact::Activity { start, end, .. }) => (*start, *end),
+            _ => (None, None),
+        };
+        if !covers(dates.0, dates.1, day) {
             rows.found(
                 &rules::LESSON_OUTSIDE_ACTIVITY_DATES,
                 Kind::Lesson,
@@ -356,30 +361,40 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                     ))
                     .or_default();
                 row.0 += 1;
-                row.1 += minutes;
+                row.1 = row.1.saturating_add(*minutes);
             }
             let totals = rows
                 .attendance
                 .entry((unit.clone(), student_key, subject.clone()))
                 .or_default();
             totals.lessons += 1;
-            totals.minutes_scheduled += minutes;
+            totals.minutes_scheduled = totals.minutes_scheduled.saturating_add(*minutes);
             let covered = rows.coverage.entry(unit.clone()).or_default();
             counted += 1;
-            covered.pupils.insert(pupil.to_owned());
+            if !covered.pupils.contains(pupil) {
+                covered.pupils.insert(pupil.to_owned());
+            }
             covered.pupil_lessons += 1;
             let on_the_day = covered.weekdays.entry(weekday).or_default();
             on_the_day.pupil_lessons += 1;
-            on_the_day.minutes_scheduled += minutes;
+            on_the_day.minutes_scheduled = on_the_day.minutes_scheduled.saturating_add(*minutes);
             match reports.get(pupil) {
                 Some(Some((present, valid_absence, invalid_absence))) => {
-                    totals.minutes_present += present;
-                    totals.minutes_valid_absence += valid_absence;
-                    totals.minutes_invalid_absence += invalid_absence;
+                    totals.minutes_present = totals.minutes_present.saturating_add(*present);
+                    totals.minutes_valid_absence =
+                        totals.minutes_valid_absence.saturating_add(*valid_absence);
+                    totals.minutes_invalid_absence = totals
+                        .minutes_invalid_absence
+                        .saturating_add(*invalid_absence);
                     covered.pupil_lessons_reported += 1;
-                    on_the_day.minutes_present += present;
-                    on_the_day.minutes_valid_absence += valid_absence;
-                    on_the_day.minutes_invalid_absence += invalid_absence;
+                    on_the_day.minutes_present =
+                        on_the_day.minutes_present.saturating_add(*present);
+                    on_the_day.minutes_valid_absence = on_the_day
+                        .minutes_valid_absence
+                        .saturating_add(*valid_absence);
+                    on_the_day.minutes_invalid_absence = on_the_day
+                        .minutes_invalid_absence
+                        .saturating_add(*invalid_absence);
                 }
                 _ => {
                     totals.lessons_unreported += 1;
@@ -408,18 +423,16 @@ fn enrolment_rules(
     day: i32,
     unit: &str,
 ) {
-    let in_force: Vec<&Enrolled> = enrolments
-        .iter()
-        .filter(|e| !e.cancelled && covers(e.start, e.end, day))
-        .collect();
-    if in_force.is_empty() {
+    // Only enrolments in school types that count school years are judged.
+    let in_force = || {
+        enrolments.iter().filter(|e| {
+            !e.cancelled && covers(e.start, e.end, day) && has_school_years(&e.school_type)
+        })
+    };
+    if in_force().next().is_none() {
         return;
     }
-    let with_year: Vec<(&Enrolled, i32)> = in_force
-        .iter()
-        .filter_map(|e| e.school_year.map(|y| (*e, y)))
-        .collect();
-    if with_year.is_empty() {
+    if in_force().all(|e| e.school_year.is_none()) {
         rows.found(
             &rules::PUPIL_WITHOUT_SCHOOL_YEAR,
             Kind::Person,
@@ -432,13 +445,15 @@ fn enrolment_rules(
     let (Some(born), Some(start_year)) = (birth_year, time::school_year_start(day)) else {
         return;
     };
-    let age = start_year - born;
-    let judged: Vec<bool> = with_year
-        .iter()
-        .filter_map(|(e, year)| usual_age(&e.school_type, *year))
-        .map(|usual| age < usual - 1 || age > usual + 3)
-        .collect();
-    if !judged.is_empty() && judged.iter().all(|implausible| *implausible) {
+    let age = i64::from(start_year) - i64::from(born);
+    let implausible = in_force()
+        .filter_map(|e| e.school_year.map(|y| (e, y)))
+        .all(|(e, year)| match usual_age(&e.school_type, year) {
+            Some(usual) => age < usual - 1 || age > usual + 3,
+            // A school year no school form has.
+            None => true,
+        });
+    if implausible {
         rows.found(
             &rules::IMPLAUSIBLE_AGE,
             Kind::Person,
@@ -449,14 +464,26 @@ fn enrolment_rules(
     }
 }
 
+/// Whether a school type counts school years (`schoolYear`).
+fn has_school_years(school_type: &str) -> bool {
+    matches!(
+        school_type,
+        "FKLASS" | "GR" | "GRS" | "SP" | "SAM" | "GY" | "GYS"
+    )
+}
+
 /// The age a pupil of a school type and year usually turns in the
 /// calendar year the school year starts; `None` for school types without
-/// such an age (adult education, leisure-time centres, …).
-pub fn usual_age(school_type: &str, school_year: i32) -> Option<i32> {
+/// school years, and for years no school form has (outside 0–13).
+pub fn usual_age(school_type: &str, school_year: i32) -> Option<i64> {
+    if !(0..=13).contains(&school_year) {
+        return None;
+    }
+    let year = i64::from(school_year);
     match school_type {
         "FKLASS" => Some(6),
-        "GR" | "GRS" | "SP" | "SAM" => Some(6 + school_year),
-        "GY" | "GYS" => Some(15 + school_year),
+        "GR" | "GRS" | "SP" | "SAM" => Some(6 + year),
+        "GY" | "GYS" => Some(15 + year),
         _ => None,
     }
 }

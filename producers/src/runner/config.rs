@@ -101,7 +101,7 @@ pub struct ConnectionConfig {
 /// each the whole of that entity type as it stands. Files whose names
 /// begin with `.` or do not end in `.json` are left alone (uploads in
 /// progress).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDrop {
     pub dir: std::path::PathBuf,
@@ -116,11 +116,29 @@ pub struct FileDrop {
     /// whole, and checked whole, before anything of it is published.
     #[serde(default = "FileDrop::default_max_bytes")]
     pub max_file_bytes: u64,
+    /// A file modified less than this many seconds ago is left for a later
+    /// poll (default 10): one still being written is not read half-way.
+    #[serde(default = "FileDrop::default_settle")]
+    pub settle_secs: u64,
+    /// A delivery that would delete more than this share of the entities
+    /// held for its endpoint is quarantined instead (default 0.5): an empty
+    /// or partial export is a mistake more often than a school closing
+    /// half its classes.
+    #[serde(default = "FileDrop::default_delete_share")]
+    pub max_delete_share: f64,
 }
 
 impl FileDrop {
     fn default_max_bytes() -> u64 {
         1 << 30
+    }
+
+    fn default_settle() -> u64 {
+        10
+    }
+
+    fn default_delete_share() -> f64 {
+        0.5
     }
 
     /// A drop in `dir` with every default.
@@ -130,6 +148,8 @@ impl FileDrop {
             done_dir: None,
             quarantine_dir: None,
             max_file_bytes: Self::default_max_bytes(),
+            settle_secs: Self::default_settle(),
+            max_delete_share: Self::default_delete_share(),
         }
     }
 
@@ -297,6 +317,9 @@ impl ConnectionConfig {
             }
             Some(drop) if drop.max_file_bytes == 0 => {
                 return bad("files.max_file_bytes must be positive".into())
+            }
+            Some(drop) if !(0.0..=1.0).contains(&drop.max_delete_share) => {
+                return bad("files.max_delete_share must be between 0 and 1".into())
             }
             Some(_) if self.deletion_feed => {
                 return bad(

@@ -14,6 +14,7 @@
 //! through reads the file again, and the content hashes absorb what was
 //! published before it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use skolflode_schemas::wire;
 use skolflode_schemas::TimestampMillis;
 
 use super::config::FileDrop;
+use super::id_map::{CompactId, Key};
 use super::prepare::{self, now_millis, Prepared, Preparer};
 use super::txn::{self, Txn};
 use super::{target, Read, RunError, Runner, PRODUCER_STATE};
@@ -116,68 +118,192 @@ fn checksum(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// The file as a page, or why it is not one.
+/// The file as a page, or why it is not one (scrubbed: a parser's message
+/// may quote the file's content).
 fn parse(bytes: Vec<u8>) -> Result<Page, String> {
     let text = String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-    Page::parse_export(text).map_err(|e| e.to_string())
+    Page::parse_export(text).map_err(|e| crate::seal::scrub(&e))
+}
+
+/// The first 16 hex digits of a SHA-256.
+fn short(sum: &str) -> &str {
+    sum.get(..16).unwrap_or(sum)
+}
+
+/// A file's name as logs and errors show it: as it is when it has the
+/// shape deliveries are named in, else only a hash of it (a school may
+/// name a file after a pupil).
+pub(super) fn shown(name: &str) -> String {
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    let long_number = name
+        .split(|c: char| !c.is_ascii_digit())
+        .any(|run| run.len() >= 10);
+    if plain && !long_number && name.len() <= 100 {
+        name.to_owned()
+    } else {
+        format!(
+            "(a file whose name hashes to {})",
+            short(&checksum(name.as_bytes()))
+        )
+    }
 }
 
 impl Runner {
-    /// Ingest or quarantine one delivered file. A read or move that fails
-    /// leaves the file for the next poll.
+    /// Ingest or quarantine one delivered file; whether it was (a file
+    /// left for a later poll, too fresh or changed while read, was not).
+    /// A read or move that fails leaves the file for the next poll.
     pub(super) async fn ingest(
         &mut self,
         files: &FileDrop,
         delivery: Delivery,
-    ) -> Result<(), RunError> {
+    ) -> Result<bool, RunError> {
+        let shown = shown(&delivery.name);
         let io = |what: &str, e: std::io::Error| RunError::Files {
-            file: delivery.name.clone(),
+            file: shown.clone(),
             reason: format!("{what}: {}", e.kind()),
         };
         let Some(endpoint) = delivery.endpoint else {
             let reason = format!(
-                "the file's name names no endpoint: name it <endpoint>[-anything].json, the \
-                 endpoint one of {}",
+                "the file's name (SHA-256 of the name {}) names no endpoint: name it \
+                 <endpoint>[-anything].json, the endpoint one of {}",
+                short(&checksum(delivery.name.as_bytes())),
                 Endpoint::ALL.map(|e| e.name()).join(", ")
             );
             // Not read: its bytes are not the connection's to publish.
-            return self.quarantine(files, &delivery, None, &reason, &[]).await;
+            self.quarantine(files, &delivery, None, &reason, &[])
+                .await?;
+            return Ok(true);
         };
-        let size = std::fs::metadata(&delivery.path)
-            .map_err(|e| io("reading its size", e))?
-            .len();
-        if size > files.max_file_bytes {
-            let reason = format!(
-                "{size} bytes, more than files.max_file_bytes = {}",
-                files.max_file_bytes
-            );
-            return self
-                .quarantine(files, &delivery, Some(endpoint), &reason, &[])
-                .await;
+        // One handle for the size, the time and the bytes: a file that
+        // grows while read is not read past the limit.
+        let mut file = std::fs::File::open(&delivery.path).map_err(|e| io("opening it", e))?;
+        let before = file.metadata().map_err(|e| io("reading its size", e))?;
+        let fresh = before
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age.as_secs() < files.settle_secs);
+        if fresh {
+            return Ok(false);
         }
-        let bytes = std::fs::read(&delivery.path).map_err(|e| io("reading it", e))?;
+        let mut bytes = Vec::with_capacity(before.len().min(files.max_file_bytes) as usize);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut file, files.max_file_bytes.saturating_add(1)),
+            &mut bytes,
+        )
+        .map_err(|e| io("reading it", e))?;
+        if bytes.len() as u64 > files.max_file_bytes {
+            let reason = format!(
+                "more than files.max_file_bytes = {} bytes (SHA-256 of the name {})",
+                files.max_file_bytes,
+                short(&checksum(delivery.name.as_bytes()))
+            );
+            self.quarantine(files, &delivery, Some(endpoint), &reason, &[])
+                .await?;
+            return Ok(true);
+        }
         let sum = checksum(&bytes);
+        let unchanged = || {
+            // Replaced or rewritten since it was read: the new content is
+            // the next poll's to read.
+            let now = std::fs::metadata(&delivery.path).ok();
+            now.is_some_and(|m| {
+                m.len() == before.len() && m.modified().ok() == before.modified().ok()
+            })
+        };
         if self.delivered.contains(&(endpoint, sum.clone())) {
-            tracing::info!(connection = %self.config.name, file = %delivery.name, "delivered before: nothing published");
-            return move_into(&delivery.path, &files.done(), None)
-                .map_err(|e| io("moving it to done", e));
+            tracing::info!(connection = %self.config.name, file = %shown, "delivered before: nothing published");
+            if unchanged() {
+                move_into(&delivery.path, &files.done(), None)
+                    .map_err(|e| io("moving it to done", e))?;
+            }
+            return Ok(true);
+        }
+        let last = self
+            .cursors
+            .get(endpoint.name())
+            .and_then(|c| c.modified_after.clone());
+        if last.as_ref().is_some_and(|last| delivery.name < *last) {
+            let reason = format!(
+                "older than the delivery of {} already ingested (file names order deliveries; \
+                 SHA-256 {sum}): ingested, it would take the data back",
+                endpoint.name()
+            );
+            self.quarantine(files, &delivery, Some(endpoint), &reason, &[])
+                .await?;
+            return Ok(true);
         }
         // What a dead letter keeps of the file; the file itself goes to
         // quarantine whole.
         let head = bytes[..bytes.len().min(prepare::DEAD_LETTER_RAW_BYTES)].to_vec();
         let page = match parse(bytes) {
+            Ok(page) if page.next.is_some() => Err(
+                "a page of a paged export (it has a pageToken): deliver the whole export in one \
+                 file"
+                    .to_owned(),
+            ),
+            other => other,
+        };
+        let page = match page.and_then(|page| self.deletes_too_much(files, endpoint, page)) {
             Ok(page) => page,
             Err(reason) => {
-                let reason = format!("not an SS 12000 export (SHA-256 {sum}): {reason}");
-                return self
-                    .quarantine(files, &delivery, Some(endpoint), &reason, &head)
-                    .await;
+                let reason = format!("not ingested (SHA-256 {sum}): {reason}");
+                self.quarantine(files, &delivery, Some(endpoint), &reason, &head)
+                    .await?;
+                return Ok(true);
             }
         };
         let items = page.len();
         self.read_file(endpoint, &delivery.name, page, &sum).await?;
-        tracing::info!(connection = %self.config.name, file = %delivery.name, endpoint = endpoint.name(), items, "file ingested");
-        move_into(&delivery.path, &files.done(), None).map_err(|e| io("moving it to done", e))
+        tracing::info!(connection = %self.config.name, file = %shown, endpoint = endpoint.name(), items, "file ingested");
+        if unchanged() {
+            move_into(&delivery.path, &files.done(), None)
+                .map_err(|e| io("moving it to done", e))?;
+        } else {
+            tracing::warn!(connection = %self.config.name, file = %shown, "the file changed while it was read; it is read again at the next poll");
+        }
+        Ok(true)
+    }
+
+    /// The page, unless ingesting it would delete more than
+    /// `max_delete_share` of the entities held for the endpoint.
+    fn deletes_too_much(
+        &self,
+        files: &FileDrop,
+        endpoint: Endpoint,
+        page: Page,
+    ) -> Result<Page, String> {
+        #[derive(serde::Deserialize)]
+        struct IdOnly<'a> {
+            #[serde(borrow)]
+            id: Option<std::borrow::Cow<'a, str>>,
+        }
+        let in_file: HashSet<CompactId> = page
+            .items()
+            .filter_map(|raw| serde_json::from_str::<IdOnly<'_>>(raw).ok()?.id)
+            .map(|id| *Key::new(&id).compact())
+            .collect();
+        let held = || {
+            self.holding
+                .entries(endpoint)
+                .filter(|e| !e.is_placeholder())
+        };
+        let (held_count, gone) = (
+            held().count(),
+            held().filter(|e| !in_file.contains(e.id())).count(),
+        );
+        if held_count > 0 && gone as f64 > files.max_delete_share * held_count as f64 {
+            return Err(format!(
+                "it would delete {gone} of the {held_count} {} held, more than \
+                 files.max_delete_share = {}: an empty or partial export? Deliver the whole \
+                 export, or raise the share for this delivery",
+                endpoint.name(),
+                files.max_delete_share
+            ));
+        }
+        Ok(page)
     }
 
     /// A file that cannot be ingested: a dead letter with the reason (and
@@ -209,9 +335,9 @@ impl Runner {
             );
         }
         self.commit(&mut txn).await?;
-        tracing::warn!(connection = %self.config.name, file = %delivery.name, reason, "file quarantined");
+        tracing::warn!(connection = %self.config.name, file = %shown(&delivery.name), reason, "file quarantined");
         move_into(&delivery.path, &files.quarantine(), Some(reason)).map_err(|e| RunError::Files {
-            file: delivery.name.clone(),
+            file: shown(&delivery.name),
             reason: format!("moving it to quarantine: {}", e.kind()),
         })
     }
@@ -253,7 +379,11 @@ impl Runner {
             },
             max_item_bytes: self.config.max_item_bytes,
         };
-        let source = self.source(endpoint.name(), Some(name), None);
+        let source = self.source(
+            endpoint.name(),
+            Some(&format!("sha256:{}", short(sum))),
+            None,
+        );
         let page = Arc::new(page);
         let mut batches = prepare::prepare_ahead(Arc::clone(&page), preparer, endpoint, BATCH);
         let mut txn = Txn::default();
@@ -305,7 +435,9 @@ impl Runner {
         txn.cursors.insert(
             endpoint.name().to_owned(),
             Cursor {
-                modified_after: None,
+                // The name of the delivery last ingested: an older one
+                // found later is not ingested over it.
+                modified_after: Some(name.to_owned()),
                 full_reads: cursor.as_ref().map_or(0, |c| c.full_reads) + 1,
                 polls: cursor.as_ref().map_or(0, |c| c.polls) + 1,
                 updated_at: observed_at,
@@ -320,6 +452,21 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_may_be_personal_are_not_shown() {
+        assert_eq!(shown("persons-2025-09-01.json"), "persons-2025-09-01.json");
+        for personal in [
+            "persons-201203041234.json",
+            "anna.a@skola.se.json",
+            "persons åsa.json",
+        ] {
+            assert!(
+                shown(personal).starts_with("(a file whose name hashes to "),
+                "{personal}"
+            );
+        }
+    }
 
     #[test]
     fn a_file_s_name_gives_its_endpoint() {

@@ -406,7 +406,7 @@ pub struct Runner {
     cursors: HashMap<String, Cursor>,
     /// Dialect findings already published.
     dialects: HashSet<DialectKey>,
-    /// Files ingested or quarantined, by endpoint and SHA-256.
+    /// Files ingested, by endpoint and SHA-256.
     delivered: HashSet<(Endpoint, String)>,
     /// Endpoints (and the deletion feed) the vendor said it does not serve,
     /// with the poll that found it; asked again after `full_read_every`
@@ -783,10 +783,22 @@ impl Runner {
             });
             match waiting {
                 Ok(deliveries) => {
+                    // A later delivery of an endpoint waits for an earlier
+                    // one that failed or was left for later: ingested
+                    // first, it would be taken back by the earlier one.
+                    let mut held_back: HashSet<Endpoint> = HashSet::new();
                     for delivery in deliveries {
-                        let name = delivery.name.clone();
+                        if let Some(endpoint) = delivery.endpoint {
+                            if held_back.contains(&endpoint) {
+                                continue;
+                            }
+                        }
+                        let (name, endpoint) = (files::shown(&delivery.name), delivery.endpoint);
                         let read = self.ingest(&drop, delivery).await;
-                        self.outcome(&name, read, &mut failures).await?;
+                        if !matches!(read, Ok(true)) {
+                            held_back.extend(endpoint);
+                        }
+                        self.outcome(&name, read.map(|_| ()), &mut failures).await?;
                     }
                 }
                 Err(e) => {
@@ -828,11 +840,13 @@ impl Runner {
         // changed, and whether its reads succeeded.
         let at = now_millis();
         // Files carry no vendor clock: their events are recorded on the
-        // producer's, which the heartbeat then vouches for.
-        let server_time = match self.config.files {
-            Some(_) => Some(at),
-            None => self.last_server_time,
-        };
+        // producer's, which the heartbeat then vouches for — only after a
+        // poll that read the drop whole, so that a drop out of reach does
+        // not close the weeks its files would have filled.
+        if self.config.files.is_some() && failures.is_empty() {
+            self.last_server_time = Some(at);
+        }
+        let server_time = self.last_server_time;
         let heartbeat = Heartbeat {
             connection: self.config.name.clone(),
             vendor: "ss12000".into(),

@@ -40,7 +40,7 @@ pub(super) struct Txn {
     pub(super) cursors: HashMap<String, Cursor>,
     /// Dialect findings published by this transaction.
     pub(super) dialects: Vec<super::DialectKey>,
-    /// Files it ingests or quarantines: (endpoint, SHA-256).
+    /// Files it ingests: (endpoint, SHA-256).
     pub(super) delivered: Vec<(Endpoint, String)>,
     /// What it publishes, counted into the stats and metrics only when it
     /// commits: an aborted transaction published nothing.
