@@ -4,12 +4,9 @@
 //! Counts only; the topic names no person.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use rdkafka::message::Message;
 use serde::Serialize;
 use skolflode_kafka::KafkaConfig;
-use skolflode_schemas::catalogue;
 use skolflode_schemas::processed::UnitWeekCoverage;
 
 use crate::absence::{percent, Absence, Minutes};
@@ -97,31 +94,10 @@ const WEEKDAYS: [&str; 7] = [
 /// The latest revision of every connection's week on `topics`, read
 /// committed from the beginning to the end as they stand. Blocking.
 pub fn read(kafka: &KafkaConfig, topics: &[String]) -> Result<Vec<UnitWeekCoverage>, QualityError> {
-    let decoder = catalogue::decoder::<UnitWeekCoverage>("UnitWeekCoverage")?;
     let mut latest: BTreeMap<(String, String), Vec<UnitWeekCoverage>> = BTreeMap::new();
-    for topic in topics {
-        let client = kafka.consumer(crate::organisations::GROUP)?;
-        let mut undecodable = 0u64;
-        skolflode_kafka::read_to_end::<QualityError>(
-            client,
-            topic,
-            Duration::from_secs(120),
-            |m| {
-                match m.payload().map(|p| decoder.decode(p)) {
-                    Some(Ok(c)) => keep_latest(&mut latest, c),
-                    _ => undecodable += 1,
-                }
-                Ok(())
-            },
-        )?;
-        if undecodable > 0 {
-            tracing::warn!(
-                topic,
-                undecodable,
-                "records on a coverage topic that are not coverage were left out"
-            );
-        }
-    }
+    crate::topics::read_all(kafka, topics, "UnitWeekCoverage", "coverage", |c| {
+        keep_latest(&mut latest, c)
+    })?;
     Ok(latest.into_values().flatten().collect())
 }
 

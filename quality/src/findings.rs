@@ -2,11 +2,8 @@
 //! finding reduced to its latest event.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use rdkafka::message::Message;
 use skolflode_kafka::KafkaConfig;
-use skolflode_schemas::catalogue;
 use skolflode_schemas::records::QualityFinding;
 
 use crate::QualityError;
@@ -51,31 +48,10 @@ pub fn reduce(
 /// Every finding event on `topics`, read committed, each topic from its
 /// beginning to its end as it stands. Blocking.
 pub fn read(kafka: &KafkaConfig, topics: &[String]) -> Result<Vec<QualityFinding>, QualityError> {
-    let decoder = catalogue::decoder::<QualityFinding>("QualityFinding")?;
     let mut events = Vec::new();
-    for topic in topics {
-        let client = kafka.consumer(crate::organisations::GROUP)?;
-        let mut undecodable = 0u64;
-        skolflode_kafka::read_to_end::<QualityError>(
-            client,
-            topic,
-            Duration::from_secs(120),
-            |m| {
-                match m.payload().map(|p| decoder.decode(p)) {
-                    Some(Ok(f)) => events.push(f),
-                    _ => undecodable += 1,
-                }
-                Ok(())
-            },
-        )?;
-        if undecodable > 0 {
-            tracing::warn!(
-                topic,
-                undecodable,
-                "records on a findings topic that are not findings were left out"
-            );
-        }
-    }
+    crate::topics::read_all(kafka, topics, "QualityFinding", "findings", |f| {
+        events.push(f)
+    })?;
     Ok(events)
 }
 

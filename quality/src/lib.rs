@@ -30,6 +30,7 @@ pub mod findings;
 pub mod html;
 pub mod organisations;
 pub mod report;
+pub mod topics;
 pub mod weeks;
 
 pub use config::QualityConfig;

@@ -26,7 +26,7 @@ use skolflode_schemas::TimestampMillis;
 
 use super::config::FileDrop;
 use super::id_map::{CompactId, Key};
-use super::prepare::{self, now_millis, Prepared, Preparer};
+use super::prepare::{self, now_millis};
 use super::txn::{self, Txn};
 use super::{target, Read, RunError, Runner, PRODUCER_STATE};
 use crate::endpoint::Endpoint;
@@ -368,17 +368,7 @@ impl Runner {
             items: 0,
             max_items: None,
         };
-        let preparer = Preparer {
-            pseudonymiser: Arc::clone(&self.pseudonymiser),
-            sealer: Arc::clone(&self.sealer),
-            connection: Arc::from(self.config.name.as_str()),
-            zone: self.config.timestamps_without_zone,
-            duties: match endpoint {
-                Endpoint::Activities => Some(Arc::new(self.duty_index()?)),
-                _ => None,
-            },
-            max_item_bytes: self.config.max_item_bytes,
-        };
+        let preparer = self.preparer(endpoint)?;
         let source = self.source(
             endpoint.name(),
             Some(&format!("sha256:{}", short(sum))),
@@ -392,21 +382,7 @@ impl Runner {
             let observed_at = TimestampMillis(now_millis());
             self.stats.items += prepared.len() as u64;
             read.items += prepared.len() as u64;
-            for item in prepared {
-                match item {
-                    Prepared::Version(version, findings) => {
-                        self.version(&mut read, version, findings, &source, observed_at, &mut txn)?
-                    }
-                    Prepared::Rejected {
-                        id,
-                        reason,
-                        digest,
-                        sealed,
-                    } => {
-                        self.rejected(&read, id, &reason, digest, sealed, observed_at, &mut txn)?
-                    }
-                }
-            }
+            self.prepared(&mut read, prepared, &source, observed_at, &mut txn)?;
             if txn.len() >= self.config.max_transaction_records || txn.age() > txn::TXN_MAX_AGE {
                 self.commit(&mut txn).await?;
             } else {

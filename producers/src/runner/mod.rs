@@ -1189,17 +1189,7 @@ impl Runner {
                     .saturating_mul((baseline as u64).max(self.config.max_read_floor))
             }),
         };
-        let preparer = Preparer {
-            pseudonymiser: Arc::clone(&self.pseudonymiser),
-            sealer: Arc::clone(&self.sealer),
-            connection: Arc::from(self.config.name.as_str()),
-            zone: self.config.timestamps_without_zone,
-            duties: match endpoint {
-                Endpoint::Activities => Some(Arc::new(self.duty_index()?)),
-                _ => None,
-            },
-            max_item_bytes: self.config.max_item_bytes,
-        };
+        let preparer = self.preparer(endpoint)?;
         let last_query = queries.len().saturating_sub(1);
         for (q, filters) in queries.into_iter().enumerate() {
             let mut pages = fetch_ahead(
@@ -1333,19 +1323,7 @@ impl Runner {
                         },
                     });
                 }
-                for item in page.items {
-                    match item {
-                        Prepared::Version(version, findings) => {
-                            self.version(&mut read, version, findings, &source, observed_at, txn)?
-                        }
-                        Prepared::Rejected {
-                            id,
-                            reason,
-                            digest,
-                            sealed,
-                        } => self.rejected(&read, id, &reason, digest, sealed, observed_at, txn)?,
-                    }
-                }
+                self.prepared(&mut read, page.items, &source, observed_at, txn)?;
                 if self.client.as_ref().is_some_and(|c| c.repeats_filters())
                     && !self.filters_reported
                 {
@@ -1396,6 +1374,46 @@ impl Runner {
                     },
                 );
                 return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// What preparing a read's items gives for `endpoint`.
+    fn preparer(&self, endpoint: Endpoint) -> Result<Preparer, RunError> {
+        Ok(Preparer {
+            pseudonymiser: Arc::clone(&self.pseudonymiser),
+            sealer: Arc::clone(&self.sealer),
+            connection: Arc::from(self.config.name.as_str()),
+            zone: self.config.timestamps_without_zone,
+            duties: match endpoint {
+                Endpoint::Activities => Some(Arc::new(self.duty_index()?)),
+                _ => None,
+            },
+            max_item_bytes: self.config.max_item_bytes,
+        })
+    }
+
+    /// A read's prepared items, in order: versions and dead letters.
+    fn prepared(
+        &mut self,
+        read: &mut Read,
+        items: Vec<Prepared>,
+        source: &Source,
+        observed_at: TimestampMillis,
+        txn: &mut Txn,
+    ) -> Result<(), RunError> {
+        for item in items {
+            match item {
+                Prepared::Version(version, findings) => {
+                    self.version(read, version, findings, source, observed_at, txn)?
+                }
+                Prepared::Rejected {
+                    id,
+                    reason,
+                    digest,
+                    sealed,
+                } => self.rejected(read, id, &reason, digest, sealed, observed_at, txn)?,
             }
         }
         Ok(())
