@@ -41,6 +41,23 @@ pub struct DayTotals {
     pub pupil_lessons_unreported: i32,
 }
 
+impl DayTotals {
+    fn add(&mut self, o: &DayTotals) {
+        self.pupil_lessons = self.pupil_lessons.saturating_add(o.pupil_lessons);
+        self.minutes_scheduled = self.minutes_scheduled.saturating_add(o.minutes_scheduled);
+        self.minutes_present = self.minutes_present.saturating_add(o.minutes_present);
+        self.minutes_valid_absence = self
+            .minutes_valid_absence
+            .saturating_add(o.minutes_valid_absence);
+        self.minutes_invalid_absence = self
+            .minutes_invalid_absence
+            .saturating_add(o.minutes_invalid_absence);
+        self.pupil_lessons_unreported = self
+            .pupil_lessons_unreported
+            .saturating_add(o.pupil_lessons_unreported);
+    }
+}
+
 /// How much of a school unit's week the vendor's data cover.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UnitTotals {
@@ -247,9 +264,6 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 _ => rows.dangling(Kind::Duty, &t.duty, "person", &unit),
             }
         }
-        let covered = rows.coverage.entry(unit.clone()).or_default();
-        covered.lessons += 1;
-        covered.lessons_with_teacher += i32::from(!teacher_keys.is_empty());
         // The pupils by schedule, each through the first of the activity's
         // groups that has them.
         let mut pupils: Vec<(&str, &str)> = Vec::new();
@@ -323,8 +337,10 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 &unit,
             );
         }
-        let reported_any = reports.values().any(Option::is_some);
-        let mut counted = 0;
+        // What the lesson adds to its unit's coverage, summed here and
+        // added once: the pupils counted and their lessons on the day.
+        let mut counted: Vec<&str> = Vec::with_capacity(pupils.len());
+        let mut on_the_day = DayTotals::default();
         for (pupil, group) in pupils {
             let student_key = match last_known(tenant, Kind::Person, pupil, known) {
                 Some(Fact::Person {
@@ -369,13 +385,7 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 .or_default();
             totals.lessons += 1;
             totals.minutes_scheduled = totals.minutes_scheduled.saturating_add(*minutes);
-            let covered = rows.coverage.entry(unit.clone()).or_default();
-            counted += 1;
-            if !covered.pupils.contains(pupil) {
-                covered.pupils.insert(pupil.to_owned());
-            }
-            covered.pupil_lessons += 1;
-            let on_the_day = covered.weekdays.entry(weekday).or_default();
+            counted.push(pupil);
             on_the_day.pupil_lessons += 1;
             on_the_day.minutes_scheduled = on_the_day.minutes_scheduled.saturating_add(*minutes);
             match reports.get(pupil) {
@@ -386,7 +396,6 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                     totals.minutes_invalid_absence = totals
                         .minutes_invalid_absence
                         .saturating_add(*invalid_absence);
-                    covered.pupil_lessons_reported += 1;
                     on_the_day.minutes_present =
                         on_the_day.minutes_present.saturating_add(*present);
                     on_the_day.minutes_valid_absence = on_the_day
@@ -402,10 +411,25 @@ pub fn compute(tenant: &Tenant, week: &str, known: i64) -> WeekRows {
                 }
             }
         }
-        if counted > 0 {
-            let covered = rows.coverage.entry(unit.clone()).or_default();
+        let covered = rows.coverage.entry(unit.clone()).or_default();
+        covered.lessons += 1;
+        covered.lessons_with_teacher += i32::from(!teacher_keys.is_empty());
+        if !counted.is_empty() {
             covered.lessons_with_pupils += 1;
-            covered.lessons_reported += i32::from(reported_any);
+            covered.lessons_reported += i32::from(reports.values().any(Option::is_some));
+            covered.pupil_lessons += on_the_day.pupil_lessons;
+            covered.pupil_lessons_reported +=
+                on_the_day.pupil_lessons - on_the_day.pupil_lessons_unreported;
+            for pupil in counted {
+                if !covered.pupils.contains(pupil) {
+                    covered.pupils.insert(pupil.to_owned());
+                }
+            }
+            covered
+                .weekdays
+                .entry(weekday)
+                .or_default()
+                .add(&on_the_day);
         }
     }
     double_booked(&mut rows, &rules::TEACHER_DOUBLE_BOOKED, teaching);
@@ -464,12 +488,10 @@ fn enrolment_rules(
     }
 }
 
-/// Whether a school type counts school years (`schoolYear`).
+/// Whether a school type counts school years (`schoolYear`): those with a
+/// usual age.
 fn has_school_years(school_type: &str) -> bool {
-    matches!(
-        school_type,
-        "FKLASS" | "GR" | "GRS" | "SP" | "SAM" | "GY" | "GYS"
-    )
+    usual_age(school_type, 0).is_some()
 }
 
 /// The age a pupil of a school type and year usually turns in the
